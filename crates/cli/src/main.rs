@@ -1,0 +1,5 @@
+//! The `conductor` binary.
+
+fn main() {
+    println!("conductor: not implemented yet");
+}

@@ -1,0 +1,27 @@
+//! Plain data shared by every Conductor crate.
+//!
+//! Nothing here performs I/O. Values that come from users (sizes such as `512m`, durations such as
+//! `30s`, CPU fractions) are parsed once, here, into newtypes, so the rest of the code never
+//! re-validates them.
+
+mod event;
+mod ids;
+mod isolation;
+mod limits;
+mod network;
+mod plan;
+mod request;
+mod result;
+mod size;
+mod time;
+
+pub use event::{ExecEvent, OutputStream};
+pub use ids::{ExecutionId, ParseIdError};
+pub use isolation::{Capability, ExecutorCapabilities, IsolationLevel};
+pub use limits::{Cpus, ParseCpusError, ResourceLimits, Rlimit, RlimitResource};
+pub use network::{NetworkPolicy, ParseNetworkError};
+pub use plan::{EtcFile, ExecPlan, Mount, SandboxLayout};
+pub use request::ExecutionRequest;
+pub use result::{ExecutionResult, ExecutionStats, StreamSummary};
+pub use size::{Bytes, ParseSizeError};
+pub use time::{parse_duration, ParseDurationError};

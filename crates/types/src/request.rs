@@ -1,0 +1,56 @@
+//! What a caller asks an executor to run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Bytes, ExecutionId, NetworkPolicy, ResourceLimits};
+
+/// One command to run in one sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionRequest {
+    /// Names this execution (for `cancel`).
+    pub id: ExecutionId,
+    /// Program and arguments; `argv[0]` is looked up in the sandbox's `PATH`.
+    pub argv: Vec<String>,
+    /// Variables set explicitly. They win over inherited ones.
+    pub env: BTreeMap<String, String>,
+    /// Names of host variables passed through when set on the host. Nothing else is inherited.
+    pub env_allowlist: Vec<String>,
+    /// Host directory the command works in (mounted at `/workspace` in sandboxes). Must exist.
+    pub workspace: PathBuf,
+    /// A root filesystem directory to use instead of the host's system directories.
+    pub rootfs: Option<PathBuf>,
+    /// Resource limits.
+    pub limits: ResourceLimits,
+    /// Network access.
+    pub network: NetworkPolicy,
+    /// Wall-clock limit: past it the whole tree is killed and the exit code is 124.
+    pub timeout: Option<Duration>,
+    /// Bytes of each of stdout and stderr kept in memory; the rest is spooled to a file.
+    pub output_limit: Bytes,
+    /// Hostname inside the sandbox (default: `conductor-<short id>`).
+    pub hostname: Option<String>,
+}
+
+impl ExecutionRequest {
+    /// Default bytes of each stream kept in memory.
+    pub const DEFAULT_OUTPUT_LIMIT: Bytes = Bytes::mib(1);
+
+    /// A request with a fresh id, no limits, no network and no inherited environment.
+    pub fn new(argv: Vec<String>, workspace: PathBuf) -> Self {
+        Self {
+            id: ExecutionId::random(),
+            argv,
+            env: BTreeMap::new(),
+            env_allowlist: Vec::new(),
+            workspace,
+            rootfs: None,
+            limits: ResourceLimits::default(),
+            network: NetworkPolicy::None,
+            timeout: None,
+            output_limit: Self::DEFAULT_OUTPUT_LIMIT,
+            hostname: None,
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! What an execution produced.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExecutionId, IsolationLevel};
+
+/// The outcome of one execution.
+///
+/// Conventions: a timeout gives exit code 124 and `timed_out`; death by signal N gives 128 + N
+/// and `signal: N`; a kill by the memory limit sets `oom_killed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionResult {
+    /// Which execution.
+    pub execution_id: ExecutionId,
+    /// The executor's name (`host`, `namespace`, …).
+    pub executor: String,
+    /// The executor's isolation level.
+    pub isolation_level: IsolationLevel,
+    /// Exit code, following the conventions above.
+    pub exit_code: i32,
+    /// The signal that ended the command, if one did.
+    pub signal: Option<i32>,
+    /// The timeout fired.
+    pub timed_out: bool,
+    /// `cancel` was called.
+    pub cancelled: bool,
+    /// The memory limit killed it.
+    pub oom_killed: bool,
+    /// Standard output (lossy UTF-8), at most the request's output limit, with a marker line at
+    /// the end when truncated.
+    pub stdout: String,
+    /// Standard error, as `stdout`.
+    pub stderr: String,
+    /// Sizes and spool file of standard output.
+    pub stdout_info: StreamSummary,
+    /// Sizes and spool file of standard error.
+    pub stderr_info: StreamSummary,
+    /// Measurements.
+    pub stats: ExecutionStats,
+}
+
+/// The size of one output stream and where its full text is when it was too big for memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSummary {
+    /// Bytes the command wrote.
+    pub total_bytes: u64,
+    /// Whether the in-memory text is cut short.
+    pub truncated: bool,
+    /// The file holding the whole stream, when truncated.
+    pub spool_path: Option<PathBuf>,
+}
+
+/// Measurements of one execution. `None` means the executor could not measure it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionStats {
+    /// Wall-clock time from start to exit.
+    pub duration_ms: u64,
+    /// User plus system CPU time of the whole tree.
+    pub cpu_time_us: Option<u64>,
+    /// Highest memory use of the whole tree.
+    pub peak_memory_bytes: Option<u64>,
+    /// Bytes read from block devices.
+    pub disk_read_bytes: Option<u64>,
+    /// Bytes written to block devices.
+    pub disk_write_bytes: Option<u64>,
+}
