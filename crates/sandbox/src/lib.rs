@@ -1,2 +1,8 @@
 //! Linux sandbox primitives. Every kernel facility sits behind a seam that takes its root path
 //! (or a syscall trait) as a parameter, so tests can run against tempdir fixtures.
+
+pub mod helper;
+
+/// The hidden first argument that makes the `conductor` binary run as the sandbox helper
+/// (`/proc/self/exe __sandbox-init`), before any async runtime exists.
+pub const HELPER_ARG: &str = "__sandbox-init";
