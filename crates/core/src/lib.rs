@@ -3,10 +3,23 @@
 //! Invariant: nothing in this crate spawns a process, opens a file or a socket. Executors, stores
 //! and queues are traits declared here and implemented in other crates.
 
+mod dispatch;
 mod executor;
+mod lifecycle;
 mod plan;
+mod redact;
+mod store;
+mod task;
 
+pub use dispatch::{dispatch, next_step, Assignment, Candidate, Capacity, Step};
 pub use executor::{EventSender, Executor, ExecutorError};
+pub use lifecycle::{apply, can_retry, Transition, TransitionError};
 pub use plan::{
     check_supported, plan, HostContext, PlanError, PlanTarget, SANDBOX_PATH, SANDBOX_WORKSPACE,
+};
+pub use redact::{LineAssembler, OutputBudget, Redactor, REDACTED};
+pub use store::{Store, StoreError, TaskQuery};
+pub use task::{
+    command_argv, command_of, default_network, validate_request, SpecError, ValidatedTask,
+    CWD_FILE, DEFAULT_ENVIRONMENT, MAX_COMMANDS, MAX_COMMAND_BYTES, MAX_RETRIES, MAX_TIMEOUT,
 };

@@ -1,4 +1,8 @@
 //! Executors: each turns an `ExecutionRequest` into a running, isolated process tree and an
 //! `ExecutionResult`, implementing `conductor_core::Executor`.
 
+pub mod conformance;
+pub mod host;
+pub mod namespace;
 pub mod output;
+pub mod run;

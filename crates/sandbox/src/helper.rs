@@ -1,8 +1,372 @@
-//! The sandbox helper's entry point: a fresh, single-threaded copy of the binary that builds the
-//! sandbox and execs the command.
+//! The sandbox helper's entry point: a fresh, single-threaded copy of the binary
+//! (`conductor __sandbox-init`) that builds the sandbox and execs the command.
+//!
+//! Process tree, all inside the execution's cgroup:
+//!
+//! ```text
+//! helper (root in the initial namespaces; writes the id maps, hands the workspace to the
+//!  │      sandbox's root uid while init builds the root, then waits)
+//!  └─ init: pid 1 of new user/pid/mount/uts/ipc(/net) namespaces; builds the root, pivots,
+//!     │     reaps every orphan and reports the command's status
+//!     └─ command: rlimits → drop capabilities → no_new_privs → seccomp → execve
+//! ```
+//!
+//! The executor passes a socket as the helper's standard input (so the spawn needs no `pre_exec`
+//! and can use `posix_spawn`): it writes the [`SandboxSpec`] and shuts its side down; the helper
+//! moves the socket to a close-on-exec descriptor, puts `/dev/null` on stdin, and answers with
+//! [`Report`] lines. The socket closes when the command execs and when init and the helper exit.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+use crate::command::{exec_failure_code, Prepared};
+use crate::idmap::{id_maps, IdMaps};
+use crate::mounts::{build_root, LinuxRootFs, StageError};
+use crate::net::loopback_up;
+use crate::report::Report;
+use crate::spec::SandboxSpec;
+
+/// Exit status of the helper and init when the sandbox could not be built (the executor reads
+/// the real reason from the report).
+const SETUP_FAILED: i32 = 125;
 
 /// Runs the helper. Never returns.
 pub fn main() -> ! {
-    eprintln!("conductor: the sandbox helper is not implemented yet");
-    std::process::exit(125)
+    let channel = match take_channel() {
+        Ok(channel) => channel,
+        Err(reason) => {
+            eprintln!(
+                "conductor: {} is internal to the namespace executor: {reason}",
+                crate::HELPER_ARG
+            );
+            std::process::exit(2);
+        }
+    };
+    let code = match run(&channel) {
+        Ok(code) => code,
+        Err(e) => {
+            report(
+                &channel,
+                &Report::Failed {
+                    stage: e.stage,
+                    error: e.error,
+                },
+            );
+            SETUP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Moves the executor's socket off stdin to a close-on-exec descriptor and puts `/dev/null` on
+/// stdin, which the command inherits.
+fn take_channel() -> Result<File, String> {
+    let stat = nix::sys::stat::fstat(libc::STDIN_FILENO).map_err(|e| format!("stdin: {e}"))?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err("stdin is not the executor's socket".to_owned());
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates stdin into a new descriptor (>= 3) that we then own.
+    let fd = unsafe { libc::fcntl(libc::STDIN_FILENO, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(format!("moving the socket: {}", Errno::last()));
+    }
+    // SAFETY: `fd` was just returned by fcntl and nothing else owns it.
+    let channel = unsafe { File::from_raw_fd(fd) };
+    let null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+    nix::unistd::dup2(null.as_raw_fd(), libc::STDIN_FILENO)
+        .map_err(|e| format!("replacing stdin: {e}"))?;
+    Ok(channel)
+}
+
+fn report(channel: &File, report: &Report) {
+    // Nobody to tell when the executor went away; the exit status still says enough.
+    let _ = (&*channel).write_all(&report.to_line());
+}
+
+fn run(channel: &File) -> Result<i32, StageError> {
+    let spec = SandboxSpec::read_from(channel)
+        .map_err(|e| StageError::new("reading the sandbox spec", e))?;
+    let mut command = Prepared::new(&spec)?;
+    command.pin_to_current_cpu();
+    for procs in &spec.cgroup_procs {
+        std::fs::write(procs, b"0")
+            .map_err(|e| StageError::new(format!("joining the cgroup {}", procs.display()), e))?;
+    }
+    let maps = id_maps(
+        Uid::current().as_raw(),
+        Gid::current().as_raw(),
+        spec.uid_base,
+    );
+    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| StageError::new("creating the start pipe", e))?;
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC;
+    if spec.new_network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: clone without CLONE_VM and with a null stack behaves like fork: the child gets a
+    // copy of this single-threaded process and continues on its copy of the stack. No locks
+    // can be held by other threads because there are none.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        let err = Errno::last();
+        return Err(StageError::new(
+            "creating the namespaces",
+            format!("{err} (are user namespaces enabled? see /proc/sys/user/max_user_namespaces)"),
+        ));
+    }
+    if pid == 0 {
+        drop(go_write);
+        init_main(channel, &spec, &command, &maps, go_read)
+    }
+    drop(go_read);
+    let child = Pid::from_raw(pid as i32);
+    if let Err(e) = write_id_maps(child, &maps) {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(e);
+    }
+    // Start the child. While it builds the sandbox, hand the workspace to the sandbox's root;
+    // the second byte lets it start the command.
+    let _ = nix::unistd::write(&go_write, b"1");
+    if let Some(owner) = &spec.workspace_owner {
+        if let Err(e) = chown_tree(&owner.path, owner.uid) {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return Err(StageError::new(
+                format!(
+                    "giving the workspace {} to the sandbox's root (uid {})",
+                    owner.path.display(),
+                    owner.uid
+                ),
+                e,
+            ));
+        }
+    }
+    let _ = nix::unistd::write(&go_write, b"2");
+    drop(go_write);
+    // Step back: init reports from here on.
+    Ok(wait_for(child))
+}
+
+/// `lchown -R uid:uid`, skipping what is already owned; never follows symlinks.
+fn chown_tree(path: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.uid() != uid || meta.gid() != uid {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid)?;
+        }
+    }
+    Ok(())
+}
+
+fn wait_for(child: Pid) -> i32 {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return SETUP_FAILED,
+        }
+    }
+}
+
+fn write_id_maps(child: Pid, maps: &IdMaps) -> Result<(), StageError> {
+    let proc_dir = format!("/proc/{child}");
+    let write = |file: &str, text: &str| {
+        std::fs::write(format!("{proc_dir}/{file}"), text)
+            .map_err(|e| StageError::new(format!("writing {file} of the sandbox"), e))
+    };
+    if maps.deny_setgroups {
+        write("setgroups", "deny")?;
+    }
+    write("uid_map", &maps.uid_map)?;
+    write("gid_map", &maps.gid_map)
+}
+
+/// pid 1 of the sandbox.
+fn init_main(
+    channel: &File,
+    spec: &SandboxSpec,
+    command: &Prepared,
+    maps: &IdMaps,
+    go: OwnedFd,
+) -> ! {
+    // Die with the helper (it is killed on timeout and cancel when there is no cgroup).
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let mut go = File::from(go);
+    let mut wait_for_go = || {
+        let mut byte = [0u8; 1];
+        if go.read(&mut byte).unwrap_or(0) != 1 {
+            // The helper failed (and reported why) or died.
+            std::process::exit(SETUP_FAILED);
+        }
+    };
+    wait_for_go();
+    if let Err(e) = build_sandbox(spec, maps) {
+        report(
+            channel,
+            &Report::Failed {
+                stage: e.stage,
+                error: e.error,
+            },
+        );
+        std::process::exit(SETUP_FAILED);
+    }
+    // The workspace is ready.
+    wait_for_go();
+    // SAFETY: this process is single-threaded (a clone of the single-threaded helper), so the
+    // child may run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => command_main(channel, command),
+        Ok(ForkResult::Parent { child }) => reap(channel, child),
+        Err(e) => {
+            report(
+                channel,
+                &Report::Failed {
+                    stage: "starting the command".into(),
+                    error: e.to_string(),
+                },
+            );
+            std::process::exit(SETUP_FAILED)
+        }
+    }
+}
+
+/// Identity, hostname, network, then the root filesystem.
+fn build_sandbox(spec: &SandboxSpec, maps: &IdMaps) -> Result<(), StageError> {
+    // Host paths are looked up while this process still has the helper's host uid, which owns
+    // root's private directories (a workspace under a 0700 temp dir); after the switch below
+    // it is the sandbox's unprivileged uid on the host.
+    let mut fs = LinuxRootFs::resolve(&spec.layout);
+    let stage = "becoming root in the sandbox";
+    let root = Gid::from_raw(0);
+    nix::unistd::setresgid(root, root, root).map_err(|e| StageError::new(stage, e))?;
+    if !maps.deny_setgroups {
+        nix::unistd::setgroups(&[]).map_err(|e| StageError::new(stage, e))?;
+    }
+    let root = Uid::from_raw(0);
+    nix::unistd::setresuid(root, root, root).map_err(|e| StageError::new(stage, e))?;
+    nix::unistd::sethostname(&spec.layout.hostname)
+        .map_err(|e| StageError::new("setting the hostname", e))?;
+    if spec.new_network {
+        loopback_up().map_err(|e| StageError::new("bringing up the loopback interface", e))?;
+    }
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| StageError::new("making / private", e))?;
+    build_root(&spec.layout, &spec.root_dir, &mut fs)?;
+    drop(fs);
+    let stage = "pivoting into the new root";
+    nix::unistd::chdir(&spec.root_dir).map_err(|e| StageError::new(stage, e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| StageError::new(stage, e))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| StageError::new(stage, e))?;
+    nix::unistd::chdir("/").map_err(|e| StageError::new(stage, e))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| StageError::new("making the root read-only", e))?;
+    nix::unistd::chdir(Path::new(&spec.cwd)).map_err(|e| {
+        StageError::new(
+            format!("changing to the working directory {}", spec.cwd.display()),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+/// Reaps every process that ends up here and reports the command's status. When init exits,
+/// the kernel kills whatever is left in the pid namespace.
+fn reap(channel: &File, command: Pid) -> ! {
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == command => {
+                report(channel, &Report::Exited { code });
+                std::process::exit(0)
+            }
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == command => {
+                report(
+                    channel,
+                    &Report::Signaled {
+                        signal: signal as i32,
+                    },
+                );
+                std::process::exit(0)
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                report(
+                    channel,
+                    &Report::Failed {
+                        stage: "waiting for the command".into(),
+                        error: e.to_string(),
+                    },
+                );
+                std::process::exit(SETUP_FAILED)
+            }
+        }
+    }
+}
+
+/// The command process: lock down, exec.
+fn command_main(channel: &File, command: &Prepared) -> ! {
+    if let Err(e) = command.lock_down() {
+        report(
+            channel,
+            &Report::Failed {
+                stage: e.stage,
+                error: e.error,
+            },
+        );
+        std::process::exit(SETUP_FAILED);
+    }
+    let errno = command.exec();
+    let error = errno.desc().to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "conductor: cannot execute {}: {error}",
+        command.program
+    );
+    report(
+        channel,
+        &Report::ExecFailed {
+            program: command.program.clone(),
+            error,
+        },
+    );
+    std::process::exit(exec_failure_code(errno))
 }

@@ -9,10 +9,13 @@ mod ids;
 mod isolation;
 mod limits;
 mod network;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod plan;
 mod request;
 mod result;
 mod size;
+mod task;
 mod time;
 
 pub use event::{ExecEvent, OutputStream};
@@ -24,4 +27,9 @@ pub use plan::{EtcFile, ExecPlan, Mount, SandboxLayout};
 pub use request::ExecutionRequest;
 pub use result::{ExecutionResult, ExecutionStats, StreamSummary};
 pub use size::{Bytes, ParseSizeError};
+pub use task::{
+    Agent, AgentState, ApiError, ApiErrorBody, CommandResult, CreatedToken, EventId,
+    ParseStatusError, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest, TaskSpec,
+    TaskState, TaskStatus, TaskType, Timestamp, TokenInfo,
+};
 pub use time::{parse_duration, ParseDurationError};

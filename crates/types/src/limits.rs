@@ -36,7 +36,7 @@ pub struct Cpus(f64);
 impl Cpus {
     /// Validates a core count: finite, above 0.01 and at most 1024.
     pub fn new(cores: f64) -> Result<Self, ParseCpusError> {
-        if !cores.is_finite() || cores < 0.01 || cores > 1024.0 {
+        if !cores.is_finite() || !(0.01..=1024.0).contains(&cores) {
             return Err(ParseCpusError {
                 input: cores.to_string(),
             });

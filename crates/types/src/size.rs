@@ -132,7 +132,7 @@ impl fmt::Display for Bytes {
             (Self::KIB, "k"),
         ];
         for (size, suffix) in units {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{suffix}", self.0 / size);
             }
         }

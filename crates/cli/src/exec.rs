@@ -1,0 +1,269 @@
+//! `conductor exec`: runs one command in a sandbox right here, streams its output live (or
+//! prints the whole result as JSON), and exits with the command's exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use conductor_core::{EventSender, Executor};
+use conductor_types::{
+    parse_duration, Bytes, Cpus, ExecEvent, ExecutionRequest, ExecutionResult, NetworkPolicy,
+    OutputStream, ResourceLimits,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::executor::{choose, ExecutorChoice};
+
+/// Flags of `conductor exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Which executor runs the command.
+    #[arg(long, value_enum, default_value_t = ExecutorChoice::Auto)]
+    executor: ExecutorChoice,
+    /// Memory limit, such as 256m or 2g.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    memory: Option<Bytes>,
+    /// CPU limit in cores, such as 0.5 or 2.
+    #[arg(long, value_name = "CORES", allow_hyphen_values = true)]
+    cpus: Option<Cpus>,
+    /// Most processes and threads alive at once.
+    #[arg(long, value_name = "N")]
+    pids: Option<u32>,
+    /// Wall-clock limit, such as 30s or 5m; past it the tree is killed and the exit code is 124.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    timeout: Option<Duration>,
+    /// Network access: none, localhost, full or allowlist:HOST[,HOST…] (default: none in a
+    /// sandbox, full on the host).
+    #[arg(long, value_name = "POLICY")]
+    network: Option<NetworkPolicy>,
+    /// Existing directory to work in (default: a fresh temporary one, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Root filesystem directory to use instead of the host's system directories.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Set a variable: K=V (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Pass a host variable through when it is set (repeatable).
+    #[arg(long = "env-allow", value_name = "NAME")]
+    env_allow: Vec<String>,
+    /// Stream nothing; print the result as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}
+
+/// Runs `conductor exec` and returns the process's exit code.
+pub fn main(args: ExecArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return crate::fail(&anyhow::Error::new(e).context("starting the runtime")),
+    };
+    let outcome = runtime.block_on(exec(args));
+    // Shut down before exiting so the temporary workspace is gone and no task is left writing.
+    drop(runtime);
+    match outcome {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => crate::fail(&error),
+    }
+}
+
+async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
+    let (workspace, _temporary) = workspace(args.workspace.as_deref())?;
+    let rootfs = args.rootfs.as_deref().map(existing_rootfs).transpose()?;
+    let chosen = choose(args.executor, args.network.is_some()).await?;
+    let executor = chosen.executor;
+    let mut request = ExecutionRequest::new(args.command, workspace);
+    request.env = args.env.into_iter().collect();
+    request.env_allowlist = args.env_allow;
+    request.rootfs = rootfs;
+    request.limits = ResourceLimits {
+        cpus: args.cpus,
+        memory: args.memory,
+        pids: args.pids,
+        ..ResourceLimits::default()
+    };
+    request.network = args.network.unwrap_or(chosen.default_network);
+    request.timeout = args.timeout;
+
+    let (events, receiver) = mpsc::channel(64);
+    let printer = tokio::spawn(print_events(receiver, !args.json));
+    let (result, interrupted) = run_until_signal(executor, request, events).await?;
+    // The executor dropped its sender: the printer ends once it has written everything.
+    let _ = printer.await;
+    if args.json {
+        let json = serde_json::to_string(&result).context("encoding the result as JSON")?;
+        println!("{json}");
+    }
+    Ok(interrupted.unwrap_or(result.exit_code))
+}
+
+/// Runs the request; SIGINT or SIGTERM cancels it. Returns the result and, when a signal
+/// arrived, the exit code for it (130 or 143).
+async fn run_until_signal(
+    executor: Arc<dyn Executor>,
+    request: ExecutionRequest,
+    events: EventSender,
+) -> anyhow::Result<(ExecutionResult, Option<i32>)> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let id = request.id.clone();
+    let execution = executor.execute(request, events);
+    tokio::pin!(execution);
+    let mut interrupted = None;
+    loop {
+        tokio::select! {
+            result = &mut execution => return Ok((result?, interrupted)),
+            Some(()) = interrupt.recv() => interrupted = Some(130),
+            Some(()) = terminate.recv() => interrupted = Some(143),
+        }
+        executor
+            .cancel(&id)
+            .await
+            .context("cancelling the execution")?;
+    }
+}
+
+/// Writes output events to this process's stdout and stderr as they come (when `stream`), and
+/// otherwise just drains them. A closed stdout (`| head`) does not stop the draining.
+async fn print_events(mut receiver: mpsc::Receiver<ExecEvent>, stream: bool) {
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    while let Some(event) = receiver.recv().await {
+        let ExecEvent::Output {
+            stream: which,
+            data,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        if !stream {
+            continue;
+        }
+        let _ = match which {
+            OutputStream::Stdout => write_flush(&mut stdout, &data).await,
+            OutputStream::Stderr => write_flush(&mut stderr, &data).await,
+        };
+    }
+}
+
+async fn write_flush<W: AsyncWriteExt + Unpin>(writer: &mut W, data: &[u8]) -> std::io::Result<()> {
+    writer.write_all(data).await?;
+    writer.flush().await
+}
+
+/// The given workspace (which must be an existing directory), or a fresh temporary one that is
+/// removed when the returned guard drops.
+fn workspace(given: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match given {
+        Some(path) => {
+            if !path.is_dir() {
+                bail!(
+                    "--workspace {}: no such directory (create it first, or leave --workspace out for a temporary one)",
+                    path.display()
+                );
+            }
+            let path = path
+                .canonicalize()
+                .with_context(|| format!("--workspace {}", path.display()))?;
+            Ok((path, None))
+        }
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("conductor-exec-")
+                .tempdir()
+                .context("creating a temporary workspace")?;
+            Ok((dir.path().to_owned(), Some(dir)))
+        }
+    }
+}
+
+fn existing_rootfs(path: &Path) -> anyhow::Result<PathBuf> {
+    if !path.is_dir() {
+        bail!("--rootfs {}: no such directory", path.display());
+    }
+    path.canonicalize()
+        .with_context(|| format!("--rootfs {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        exec: ExecArgs,
+    }
+
+    #[test]
+    fn flags_parse_into_typed_values() {
+        let args = Wrapper::try_parse_from([
+            "exec",
+            "--memory",
+            "256m",
+            "--cpus",
+            "0.5",
+            "--pids",
+            "64",
+            "--timeout",
+            "30s",
+            "--network",
+            "localhost",
+            "--env",
+            "A=b=c",
+            "--env-allow",
+            "LANG",
+            "--",
+            "sh",
+            "-c",
+            "echo hi",
+        ])
+        .unwrap()
+        .exec;
+        assert_eq!(args.memory, Some(Bytes::mib(256)));
+        assert_eq!(args.cpus, Some(Cpus::new(0.5).unwrap()));
+        assert_eq!(args.pids, Some(64));
+        assert_eq!(args.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(args.network, Some(NetworkPolicy::Localhost));
+        assert_eq!(args.env, vec![("A".to_owned(), "b=c".to_owned())]);
+        assert_eq!(args.env_allow, vec!["LANG".to_owned()]);
+        assert_eq!(args.command, vec!["sh", "-c", "echo hi"]);
+        assert_eq!(args.executor, ExecutorChoice::Auto);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_the_reason() {
+        let error = Wrapper::try_parse_from(["exec", "--memory", "-5g", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(
+                "error: invalid value '-5g' for '--memory <SIZE>': size \"-5g\" is negative"
+            ),
+            "{error}"
+        );
+        assert!(Wrapper::try_parse_from(["exec", "--env", "novalue", "--", "true"]).is_err());
+        assert!(Wrapper::try_parse_from(["exec", "--timeout", "0s", "--", "true"]).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! Picks the executor for `conductor exec`: the one asked for, or with `auto` the namespace
+//! executor where this machine can run it and the host executor otherwise.
+
+use std::sync::Arc;
+
+use conductor_core::Executor;
+use conductor_executors::host::{HostConfig, HostExecutor};
+use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
+use conductor_types::NetworkPolicy;
+
+/// The `--executor` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorChoice {
+    /// The namespace executor where it works here, else the host executor (with a warning).
+    Auto,
+    /// Directly on the host: own session and cgroup, host filesystem and network.
+    Host,
+    /// Linux namespaces: own root filesystem, network, pids, hostname, user mapping, seccomp.
+    Namespace,
+}
+
+/// The executor to use and the network policy when `--network` is not given.
+#[derive(Debug)]
+pub struct Chosen {
+    /// The executor.
+    pub executor: Arc<dyn Executor>,
+    /// `none` for sandboxes, `full` for the host (which cannot enforce anything else).
+    pub default_network: NetworkPolicy,
+}
+
+/// Resolves `choice`. `network_given` says whether `--network` was passed (the fallback warning
+/// then does not claim a default).
+pub async fn choose(choice: ExecutorChoice, network_given: bool) -> anyhow::Result<Chosen> {
+    match choice {
+        ExecutorChoice::Host => Ok(host()),
+        ExecutorChoice::Namespace => {
+            let executor = namespace()?;
+            executor.health_check().await?;
+            Ok(Chosen {
+                executor,
+                default_network: NetworkPolicy::None,
+            })
+        }
+        ExecutorChoice::Auto => {
+            let reason = match namespace() {
+                Ok(executor) => match executor.health_check().await {
+                    Ok(()) => {
+                        return Ok(Chosen {
+                            executor,
+                            default_network: NetworkPolicy::None,
+                        })
+                    }
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => format!("{e:#}"),
+            };
+            let network = if network_given {
+                ""
+            } else {
+                ", and the network defaults to full"
+            };
+            eprintln!(
+                "conductor: warning: {reason}; running on the host with process isolation only{network}"
+            );
+            Ok(host())
+        }
+    }
+}
+
+fn host() -> Chosen {
+    Chosen {
+        executor: Arc::new(HostExecutor::new(HostConfig::default())),
+        default_network: NetworkPolicy::Full,
+    }
+}
+
+fn namespace() -> anyhow::Result<Arc<dyn Executor>> {
+    Ok(Arc::new(
+        NamespaceExecutor::new(NamespaceConfig::default())?,
+    ))
+}

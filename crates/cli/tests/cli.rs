@@ -1,0 +1,252 @@
+//! `conductor exec` from the outside: the real binary, its streams and its exit codes.
+#![allow(clippy::unwrap_used)] // a test binary: a failed unwrap is a failed test
+
+use std::process::{Command, Output};
+
+fn conductor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .args(args)
+        .env("CONDUCTOR_LOG", "off")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn host_exec_streams_output_and_exits_with_the_command_code() {
+    let out = conductor(&[
+        "exec",
+        "--executor",
+        "host",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout), text(&out.stderr)),
+        (Some(7), "out\n".to_owned(), "err\n".to_owned())
+    );
+}
+
+#[test]
+fn json_prints_one_object_and_nothing_else() {
+    let out = conductor(&[
+        "exec",
+        "--executor",
+        "host",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "stdout: {stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (
+            &json["exit_code"],
+            &json["stdout"],
+            &json["stderr"],
+            &json["executor"],
+            &json["timed_out"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!("out\n"),
+            &serde_json::json!("err\n"),
+            &serde_json::json!("host"),
+            &serde_json::json!(false)
+        )
+    );
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn bad_memory_is_one_line_naming_the_flag() {
+    let out = conductor(&["exec", "--memory", "-5g", "--", "true"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "conductor: error: invalid value '-5g' for '--memory <SIZE>': size \"-5g\" is negative"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn missing_workspace_is_a_usage_error() {
+    let out = conductor(&[
+        "exec",
+        "--executor",
+        "host",
+        "--workspace",
+        "/nonexistent/conductor-ws",
+        "--",
+        "true",
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(2),
+            "conductor: error: --workspace /nonexistent/conductor-ws: no such directory (create it first, or leave --workspace out for a temporary one)\n".to_owned()
+        )
+    );
+}
+
+#[test]
+fn missing_rootfs_is_a_usage_error() {
+    let out = conductor(&["exec", "--rootfs", "/nonexistent/rootfs", "--", "true"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(2),
+            "conductor: error: --rootfs /nonexistent/rootfs: no such directory\n".to_owned()
+        )
+    );
+}
+
+#[test]
+fn host_refuses_network_none_with_a_clear_error() {
+    let out = conductor(&[
+        "exec",
+        "--executor",
+        "host",
+        "--network",
+        "none",
+        "--",
+        "true",
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(2),
+            "conductor: error: network policy none is not supported yet by the host executor\n"
+                .to_owned()
+        )
+    );
+}
+
+#[test]
+fn given_workspace_is_the_working_directory_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().to_str().unwrap();
+    let out = conductor(&[
+        "exec",
+        "--executor",
+        "host",
+        "--workspace",
+        ws,
+        "--",
+        "sh",
+        "-c",
+        "pwd; echo x > kept",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}\n", dir.path().canonicalize().unwrap().display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("kept")).unwrap(),
+        "x\n"
+    );
+}
+
+#[test]
+fn missing_program_exits_127_with_a_message() {
+    let out = conductor(&[
+        "exec",
+        "--executor",
+        "host",
+        "--",
+        "conductor-no-such-program",
+    ]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stderr).starts_with("conductor: conductor-no-such-program: command not found"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn timeout_exits_124() {
+    let out = conductor(&[
+        "exec",
+        "--executor",
+        "host",
+        "--timeout",
+        "1s",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+}
+
+#[test]
+fn sigterm_cancels_and_exits_143() {
+    let child = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .args(["exec", "--executor", "host", "--json", "--", "sleep", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(143));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["cancelled"], serde_json::json!(true));
+}
+
+#[test]
+fn namespace_exec_has_its_own_hostname() {
+    let out = conductor(&["exec", "--executor", "namespace", "--", "hostname"]);
+    let stderr = text(&out.stderr);
+    if out.status.code() == Some(2) && stderr.contains("executor is unavailable") {
+        eprintln!("skipping: this machine cannot run the namespace executor: {stderr}");
+        return;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let inside = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !inside.trim().is_empty() && inside.trim() != host.trim(),
+        "expected a hostname other than the host's {host:?}, got {inside:?}"
+    );
+}
+
+#[test]
+fn auto_runs_without_a_warning_where_namespaces_work() {
+    let out = conductor(&["exec", "--", "sh", "-c", "echo ok"]);
+    let stderr = text(&out.stderr);
+    if stderr.starts_with("conductor: warning: ") {
+        assert!(
+            stderr.contains(
+                "running on the host with process isolation only, and the network defaults to full"
+            ),
+            "{stderr}"
+        );
+    } else {
+        assert_eq!(stderr, "");
+    }
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "ok\n".to_owned())
+    );
+}

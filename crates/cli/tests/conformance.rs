@@ -1,0 +1,148 @@
+//! Runs the conformance suite (`conductor_executors::conformance`) against every executor, one
+//! trial per executor and case, named `<executor>::<case>`.
+//!
+//! A case whose capability the executor does not declare, or every case of an executor that is
+//! unavailable on this machine, is marked ignored and the reason is printed to stderr — never
+//! counted as passed. Trials run one at a time unless `--test-threads` says otherwise: the CPU
+//! quota case measures timing.
+//!
+//! `cargo test -p conductor --test conformance [-- FILTER]`
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_core::Executor;
+use conductor_executors::conformance::{self, Case, Fixture};
+use conductor_executors::host::{HostConfig, HostExecutor};
+use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Longest a single trial may take before it is failed.
+const TRIAL_LIMIT: Duration = Duration::from_secs(180);
+
+fn main() -> ExitCode {
+    // Before any thread exists: the environment case reads these host variables.
+    conformance::prepare_host_env();
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
+    let mut trials = Vec::new();
+    for target in executors() {
+        for case in conformance::cases() {
+            trials.push(trial(&args, &target, case));
+        }
+    }
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// An executor under test, or why it cannot be tested here.
+enum Target {
+    Ready(Arc<dyn Executor>),
+    Unavailable { name: &'static str, reason: String },
+}
+
+fn executors() -> Vec<Target> {
+    vec![
+        Target::Ready(Arc::new(HostExecutor::new(HostConfig::default()))),
+        namespace(),
+    ]
+}
+
+/// The namespace executor with this package's `conductor` binary as its helper, if it can run
+/// on this machine.
+fn namespace() -> Target {
+    let config = NamespaceConfig {
+        helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+        ..Default::default()
+    };
+    let unavailable = |reason: String| Target::Unavailable {
+        name: "namespace",
+        reason,
+    };
+    let executor = match NamespaceExecutor::new(config) {
+        Ok(executor) => executor,
+        Err(e) => return unavailable(e.to_string()),
+    };
+    let health = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("building a tokio runtime: {e}"))
+        .and_then(|runtime| {
+            runtime
+                .block_on(executor.health_check())
+                .map_err(|e| e.to_string())
+        });
+    match health {
+        Ok(()) => Target::Ready(Arc::new(executor)),
+        Err(reason) => unavailable(reason),
+    }
+}
+
+fn trial(args: &Arguments, target: &Target, case: Case) -> Trial {
+    let (executor, skip) = match target {
+        Target::Ready(executor) => (
+            Some(executor.clone()),
+            case.skip_reason(executor.name(), &executor.capabilities()),
+        ),
+        Target::Unavailable { name, reason } => {
+            (None, Some(format!("{name} is unavailable: {reason}")))
+        }
+    };
+    let name = match target {
+        Target::Ready(executor) => format!("{}::{}", executor.name(), case.name),
+        Target::Unavailable { name, .. } => format!("{name}::{}", case.name),
+    };
+    if let Some(reason) = &skip {
+        if selected(args, &name) {
+            eprintln!("skipping {name}: {reason}");
+        }
+    }
+    let ignored = skip.is_some();
+    Trial::test(name, move || match (executor, skip) {
+        // Reached only with --ignored / --include-ignored: say why instead of passing.
+        (_, Some(reason)) => Err(Failed::from(format!("not run: {reason}"))),
+        (None, None) => Err(Failed::from("no executor")),
+        (Some(executor), None) => run_case(executor, case),
+    })
+    .with_ignored_flag(ignored)
+}
+
+fn run_case(executor: Arc<dyn Executor>, case: Case) -> Result<(), Failed> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("building a tokio runtime: {e}"))?;
+    let workspace = tempfile::Builder::new()
+        .prefix("conductor-conformance-")
+        .tempdir()
+        .map_err(|e| format!("creating the workspace: {e}"))?;
+    let fixture = Fixture::new(workspace.path().to_owned(), &executor.capabilities());
+    let outcome = runtime
+        .block_on(async { tokio::time::timeout(TRIAL_LIMIT, (case.run)(executor, fixture)).await });
+    match outcome {
+        Ok(result) => result.map_err(Failed::from),
+        Err(_) => Err(Failed::from(format!(
+            "expected the case to finish within {TRIAL_LIMIT:?}, it did not"
+        ))),
+    }
+}
+
+/// Whether libtest's filter and `--skip` select `name` (to print skip reasons only for trials
+/// the user asked for).
+fn selected(args: &Arguments, name: &str) -> bool {
+    let matches = |pattern: &str| {
+        if args.exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
+    let wanted = match args.filter.as_deref() {
+        Some(filter) => matches(filter),
+        None => true,
+    };
+    wanted && !args.skip.iter().any(|s| matches(s))
+}

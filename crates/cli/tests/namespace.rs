@@ -1,0 +1,487 @@
+//! Smoke tests of the namespace executor on the real kernel, with the real `conductor` binary as
+//! the sandbox helper. They need root or unprivileged user namespaces; without user namespaces
+//! they are skipped with the reason.
+
+#![allow(clippy::unwrap_used)] // a test binary: a failed unwrap is a failed test
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use conductor_core::{Executor, ExecutorError};
+use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
+use conductor_sandbox::spec::DEFAULT_UID_BASE;
+use conductor_types::{ExecutionRequest, ExecutionResult, NetworkPolicy};
+
+fn executor() -> Option<NamespaceExecutor> {
+    let config = NamespaceConfig {
+        helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+        ..NamespaceConfig::default()
+    };
+    match NamespaceExecutor::new(config) {
+        Ok(executor) => Some(executor),
+        Err(ExecutorError::Unavailable { reason, .. }) => {
+            eprintln!("skipped: the namespace executor is unavailable: {reason}");
+            None
+        }
+        Err(e) => panic!("creating the namespace executor: {e}"),
+    }
+}
+
+/// This process's effective uid (the owner of its /proc directory).
+fn euid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+fn request(argv: &[&str], workspace: &std::path::Path) -> ExecutionRequest {
+    ExecutionRequest::new(
+        argv.iter().map(|s| (*s).to_owned()).collect(),
+        workspace.into(),
+    )
+}
+
+async fn run_request(executor: &NamespaceExecutor, request: ExecutionRequest) -> ExecutionResult {
+    let (events, mut receiver) = tokio::sync::mpsc::channel(64);
+    let drain = tokio::spawn(async move { while receiver.recv().await.is_some() {} });
+    let result = executor.execute(request, events).await;
+    drain.await.unwrap();
+    result.unwrap()
+}
+
+async fn sh(script: &str) -> Option<ExecutionResult> {
+    let executor = executor()?;
+    let workspace = tempfile::tempdir().unwrap();
+    Some(run_request(&executor, request(&["sh", "-c", script], workspace.path())).await)
+}
+
+#[tokio::test]
+async fn echo_prints_and_exits_zero() {
+    let Some(executor) = executor() else { return };
+    let workspace = tempfile::tempdir().unwrap();
+    let result = run_request(&executor, request(&["echo", "hello"], workspace.path())).await;
+    assert_eq!(
+        (
+            result.exit_code,
+            result.signal,
+            result.stdout.as_str(),
+            result.stderr.as_str()
+        ),
+        (0, None, "hello\n", "")
+    );
+    assert_eq!(result.executor, "namespace");
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals_follow_the_conventions() {
+    let Some(result) = sh("exit 3").await else {
+        return;
+    };
+    assert_eq!((result.exit_code, result.signal), (3, None));
+    let Some(result) = sh("kill -9 $$").await else {
+        return;
+    };
+    assert_eq!((result.exit_code, result.signal), (137, Some(9)));
+}
+
+#[tokio::test]
+async fn a_missing_program_exits_127_with_a_message() {
+    let Some(executor) = executor() else { return };
+    let workspace = tempfile::tempdir().unwrap();
+    let result = run_request(
+        &executor,
+        request(&["no-such-program-here"], workspace.path()),
+    )
+    .await;
+    assert_eq!(
+        (result.exit_code, result.stderr.as_str()),
+        (
+            127,
+            "conductor: cannot execute no-such-program-here: No such file or directory\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn hostname_is_the_sandbox_own() {
+    let Some(executor) = executor() else { return };
+    let workspace = tempfile::tempdir().unwrap();
+    let req = request(&["uname", "-n"], workspace.path());
+    let expected = format!("conductor-{}\n", req.id.short());
+    let result = run_request(&executor, req).await;
+    assert_eq!(result.stdout, expected);
+    assert_ne!(
+        result.stdout.trim(),
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim()
+    );
+}
+
+#[tokio::test]
+async fn system_directories_and_the_root_are_read_only() {
+    let Some(result) =
+        sh("touch /usr/conductor-test; echo $?; touch /x; echo $?; touch /tmp/x && echo tmp-ok")
+            .await
+    else {
+        return;
+    };
+    assert_eq!(result.stdout, "1\n1\ntmp-ok\n");
+    assert!(
+        result.stderr.contains("Read-only file system"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[tokio::test]
+async fn only_the_sandbox_processes_are_visible() {
+    let Some(result) = sh("ls /proc | grep -c '^[0-9]'").await else {
+        return;
+    };
+    // init, sh, ls, grep at most.
+    let count: u32 = result.stdout.trim().parse().unwrap();
+    assert!(count <= 4, "{count} pids visible: {}", result.stdout);
+    let Some(result) = sh("echo $$").await else {
+        return;
+    };
+    assert_eq!(result.stdout, "2\n");
+}
+
+#[tokio::test]
+async fn host_files_are_hidden() {
+    let Some(result) = sh("ls /root /home /etc/shadow 2>&1; wc -l < /etc/passwd").await else {
+        return;
+    };
+    assert_eq!(
+        result.stdout,
+        "ls: cannot access '/root': No such file or directory\n\
+         ls: cannot access '/home': No such file or directory\n\
+         ls: cannot access '/etc/shadow': No such file or directory\n\
+         2\n"
+    );
+}
+
+#[tokio::test]
+async fn workspace_files_belong_to_the_mapped_root() {
+    let Some(executor) = executor() else { return };
+    let workspace = tempfile::tempdir().unwrap();
+    std::fs::write(workspace.path().join("input"), "from host\n").unwrap();
+    let result = run_request(
+        &executor,
+        request(
+            &[
+                "sh",
+                "-c",
+                "cat input && echo out > /workspace/output && id -u",
+            ],
+            workspace.path(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (result.exit_code, result.stdout.as_str()),
+        (0, "from host\n0\n"),
+        "{}",
+        result.stderr
+    );
+    let owner = std::fs::metadata(workspace.path().join("output"))
+        .unwrap()
+        .uid();
+    let expected = match euid() {
+        0 => DEFAULT_UID_BASE,
+        uid => uid,
+    };
+    assert_eq!(owner, expected);
+}
+
+#[tokio::test]
+async fn namespace_and_mount_escapes_are_refused() {
+    let Some(result) = sh(
+        "unshare -U true; echo unshare=$?; mount -t tmpfs x /tmp; echo mount=$?; \
+         grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status",
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(
+        result.stdout,
+        "unshare=1\nmount=32\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n\
+         NoNewPrivs:\t1\nSeccomp:\t2\n",
+        "{}",
+        result.stderr
+    );
+}
+
+#[tokio::test]
+async fn network_none_cannot_reach_the_host_loopback() {
+    let Some(executor) = executor() else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let workspace = tempfile::tempdir().unwrap();
+    let script = format!("echo > /dev/tcp/127.0.0.1/{port} && echo connected");
+    let result = run_request(
+        &executor,
+        request(&["bash", "-c", &script], workspace.path()),
+    )
+    .await;
+    assert_ne!(result.exit_code, 0);
+    assert_eq!(result.stdout, "");
+    assert!(
+        result.stderr.contains("Connection refused"),
+        "{}",
+        result.stderr
+    );
+
+    // The sandbox's own loopback is up.
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        let loopback = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); \
+                        s.listen(); socket.create_connection(s.getsockname()); print('ok')";
+        let result = run_request(
+            &executor,
+            request(&["python3", "-c", loopback], workspace.path()),
+        )
+        .await;
+        assert_eq!(result.stdout, "ok\n", "{}", result.stderr);
+    }
+
+    let mut full = request(&["bash", "-c", &script], workspace.path());
+    full.network = NetworkPolicy::Full;
+    let result = run_request(&executor, full).await;
+    assert_eq!(result.stdout, "connected\n", "{}", result.stderr);
+    let (mut stream, _) = listener.accept().unwrap();
+    let mut line = String::new();
+    stream.read_to_string(&mut line).unwrap();
+    assert_eq!(line, "\n");
+}
+
+#[tokio::test]
+async fn timeout_kills_the_tree_and_exits_124() {
+    let Some(executor) = executor() else { return };
+    let workspace = tempfile::tempdir().unwrap();
+    let mut req = request(&["sh", "-c", "sleep 60 & sleep 60"], workspace.path());
+    req.timeout = Some(Duration::from_secs(1));
+    let start = Instant::now();
+    let result = run_request(&executor, req).await;
+    let elapsed = start.elapsed();
+    assert_eq!((result.exit_code, result.timed_out), (124, true));
+    assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn cancel_kills_the_tree_and_exits_137() {
+    let Some(executor) = executor() else { return };
+    let executor = std::sync::Arc::new(executor);
+    let workspace = tempfile::tempdir().unwrap();
+    let req = request(&["sleep", "60"], workspace.path());
+    let id = req.id.clone();
+    let (events, mut receiver) = tokio::sync::mpsc::channel(64);
+    let running = {
+        let executor = executor.clone();
+        tokio::spawn(async move { executor.execute(req, events).await })
+    };
+    // Wait for the Started event, then cancel.
+    receiver.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(executor.cancel(&id).await.unwrap());
+    let result = tokio::time::timeout(Duration::from_secs(3), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((result.exit_code, result.cancelled), (137, true));
+    assert!(!executor.cancel(&id).await.unwrap());
+}
+
+#[tokio::test]
+async fn setup_failures_name_the_stage() {
+    let Some(executor) = executor() else { return };
+    let workspace = tempfile::tempdir().unwrap();
+    let mut req = request(&["true"], workspace.path());
+    req.rootfs = Some("/nonexistent-rootfs".into());
+    let (events, _receiver) = tokio::sync::mpsc::channel(64);
+    let err = executor.execute(req, events).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "sandbox set-up failed while mounting the rootfs /nonexistent-rootfs: No such file or directory (os error 2)"
+    );
+}
+
+#[tokio::test]
+async fn unsupported_policies_are_refused() {
+    let Some(executor) = executor() else { return };
+    let workspace = tempfile::tempdir().unwrap();
+    let mut req = request(&["true"], workspace.path());
+    req.network = NetworkPolicy::Localhost;
+    let (events, _receiver) = tokio::sync::mpsc::channel(64);
+    let err = executor.execute(req, events).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "network policy localhost is not supported yet by the namespace executor"
+    );
+}
+
+/// Start-to-exit latency of `/bin/true` (warm and cold helpers) against `bwrap`, interleaved.
+/// Ad hoc: `cargo test --release -p conductor --test namespace -- --ignored --nocapture
+/// start_latency`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn start_latency() {
+    let Some(warm) = executor() else { return };
+    let cold = NamespaceExecutor::new(NamespaceConfig {
+        helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+        warm_helpers: 0,
+        ..NamespaceConfig::default()
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let runs = 200;
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    let bwrap_args = [
+        "--unshare-all",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "/bin/true",
+    ];
+    for round in 0..runs + 20 {
+        for (index, executor) in [&warm, &cold].into_iter().enumerate() {
+            let start = Instant::now();
+            let result = runtime.block_on(run_request(
+                executor,
+                request(&["/bin/true"], workspace.path()),
+            ));
+            let took = start.elapsed();
+            assert_eq!(result.exit_code, 0, "{}", result.stderr);
+            if round >= 20 {
+                samples[index].push(took);
+            }
+        }
+        let start = Instant::now();
+        let status = std::process::Command::new("bwrap")
+            .args(bwrap_args)
+            .status();
+        if round >= 20 && status.is_ok_and(|s| s.success()) {
+            samples[2].push(start.elapsed());
+        }
+    }
+    for (name, runs) in ["warm helper", "cold helper", "bwrap"]
+        .iter()
+        .zip(&mut samples)
+    {
+        runs.sort();
+        let at = |pct: usize| {
+            runs.get(runs.len() * pct / 100)
+                .copied()
+                .unwrap_or_default()
+        };
+        println!(
+            "{name:12} p50 {:?} p90 {:?} ({} runs)",
+            at(50),
+            at(90),
+            runs.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn cold_and_warm_helpers_run_in_their_cgroup_and_measure_it() {
+    let Some(executor) = executor() else { return };
+    if let Some(reason) = executor.cgroups_unavailable() {
+        eprintln!("skipped: no cgroups: {reason}");
+        return;
+    }
+    let workspace = tempfile::tempdir().unwrap();
+    // The first execution starts its helper cold; the pool then has one ready for the second.
+    for round in ["cold", "warm"] {
+        let req = request(&["cat", "/proc/self/cgroup"], workspace.path());
+        let cgroup = match round {
+            "cold" => format!("/conductor/ns-{}", req.id),
+            _ => "/conductor/ns-warm-".to_owned(),
+        };
+        let result = run_request(&executor, req).await;
+        assert_eq!(result.exit_code, 0, "{round}: {}", result.stderr);
+        assert!(
+            result.stdout.contains(&cgroup),
+            "{round}: {}",
+            result.stdout
+        );
+        assert!(
+            result.stats.cpu_time_us.is_some(),
+            "{round}: {:?}",
+            result.stats
+        );
+        assert!(
+            result.stats.peak_memory_bytes.is_some(),
+            "{round}: {:?}",
+            result.stats
+        );
+        // Time for the pool to start the next helper.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_memory_limit_kills_and_is_reported() {
+    let Some(executor) = executor() else { return };
+    if executor.cgroups_unavailable().is_some()
+        || !std::path::Path::new("/usr/bin/python3").exists()
+    {
+        eprintln!("skipped: needs cgroups and /usr/bin/python3");
+        return;
+    }
+    let workspace = tempfile::tempdir().unwrap();
+    let mut req = request(
+        &[
+            "python3",
+            "-c",
+            "b = bytearray(256 << 20); print('survived')",
+        ],
+        workspace.path(),
+    );
+    req.limits.memory = Some(conductor_types::Bytes::mib(64));
+    let result = run_request(&executor, req).await;
+    assert_eq!(
+        (
+            result.exit_code,
+            result.signal,
+            result.oom_killed,
+            result.stdout.as_str()
+        ),
+        (137, Some(9), true, "")
+    );
+}
+
+#[tokio::test]
+async fn dev_has_the_usual_devices() {
+    let Some(result) =
+        sh("ls /dev | tr '\\n' ' '; echo x > /dev/null && head -c 4 /dev/zero | wc -c").await
+    else {
+        return;
+    };
+    assert_eq!(
+        result.stdout, "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero 4\n",
+        "{}",
+        result.stderr
+    );
+}

@@ -1,0 +1,470 @@
+//! `conductor serve` from the outside: a real spawned server with the host executor, driven over
+//! HTTP and through the CLI client. Restart recovery after kill -9, many concurrent clients,
+//! `conductor run` exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conductor_types::{Task, TaskId, TaskPage, TaskStatus};
+use serde_json::json;
+
+/// A spawned `conductor serve` on a free port.
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Server {
+    fn start(home: &Path, agents: u16) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--agents"])
+            .arg(agents.to_string())
+            .env("CONDUCTOR_HOME", home)
+            .env("CONDUCTOR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server exited before listening")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("conductor serving on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(home.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self { child, url, token }
+    }
+
+    fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Client {
+    async fn submit(&self, body: serde_json::Value) -> Task {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/tasks", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    async fn task(&self, id: TaskId) -> Task {
+        self.http
+            .get(format!("{}/api/v1/tasks/{id}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn logs(&self, id: TaskId) -> String {
+        self.http
+            .get(format!("{}/api/v1/tasks/{id}/logs", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn wait_until(&self, id: TaskId, done: impl Fn(&Task) -> bool) -> Task {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let task = self.task(id).await;
+            if done(&task) {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "task never got there: {task:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn command(text: &str) -> serde_json::Value {
+    json!({ "commands": [text] })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_queued_and_running_tasks_loses_none() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), 2);
+    let client = server.client();
+    let once = client.submit(command("sleep 3")).await;
+    let retried = client
+        .submit(json!({ "commands": ["sleep 3"], "retries": 1 }))
+        .await;
+    for id in [once.id, retried.id] {
+        client
+            .wait_until(id, |t| t.state.status == TaskStatus::Running)
+            .await;
+    }
+    let mut queued = Vec::new();
+    for n in 0..3 {
+        queued.push(client.submit(command(&format!("echo queued-{n}"))).await.id);
+    }
+    server.kill_9();
+
+    let server = Server::start(home.path(), 2);
+    let client = server.client();
+    let once = client.task(once.id).await;
+    assert_eq!(once.state.status, TaskStatus::Interrupted);
+    assert_eq!(
+        once.state.status_reason.as_deref(),
+        Some("the server stopped while the task was running (found at restart)")
+    );
+    let retried = client
+        .wait_until(retried.id, |t| t.state.status.is_finished())
+        .await;
+    assert_eq!(
+        (retried.state.status, retried.state.attempt),
+        (TaskStatus::Succeeded, 2)
+    );
+    for (n, id) in queued.into_iter().enumerate() {
+        let task = client
+            .wait_until(id, |t| t.state.status.is_finished())
+            .await;
+        assert_eq!(
+            (task.state.status, task.state.attempt),
+            (TaskStatus::Succeeded, 1)
+        );
+        assert_eq!(client.logs(id).await, format!("queued-{n}\n"));
+    }
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_tasks_from_twenty_clients_complete_exactly_once() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), 4);
+    let client = Arc::new(server.client());
+    let mut clients = Vec::new();
+    for c in 0..20 {
+        let client = Arc::clone(&client);
+        clients.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..10 {
+                let task = client.submit(command(&format!("echo {c}-{n}"))).await;
+                ids.push((task.id, format!("{c}-{n}\n")));
+            }
+            ids
+        }));
+    }
+    let mut submitted = Vec::new();
+    for handle in clients {
+        submitted.extend(handle.await.unwrap());
+    }
+    assert_eq!(submitted.len(), 200);
+    for (id, expected) in &submitted {
+        let task = client
+            .wait_until(*id, |t| t.state.status.is_finished())
+            .await;
+        assert_eq!(
+            (task.state.status, task.state.attempt, task.results.len()),
+            (TaskStatus::Succeeded, 1, 1),
+            "{task:?}"
+        );
+        assert_eq!(&client.logs(*id).await, expected);
+    }
+    let page: TaskPage = client
+        .http
+        .get(format!(
+            "{}/api/v1/tasks?status=succeeded&limit=500",
+            client.url
+        ))
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page.tasks.len(), 200);
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_share_a_workspace_and_cd_carries_to_the_next_command() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), 1);
+    let client = server.client();
+    let first = client
+        .submit(json!({
+            "commands": ["mkdir -p src/deep && cd src/deep && echo made > file", "pwd; cat file", "exit 3", "echo never"],
+            "workspace": "repo"
+        }))
+        .await;
+    let first = client
+        .wait_until(first.id, |t| t.state.status.is_finished())
+        .await;
+    let exits: Vec<_> = first.results.iter().map(|r| r.exit_code).collect();
+    assert_eq!(
+        (first.state.status, first.state.exit_code, exits),
+        (TaskStatus::Failed, Some(3), vec![Some(0), Some(0), Some(3)])
+    );
+    let root = home.path().join("workspaces/named/repo");
+    assert_eq!(
+        client.logs(first.id).await,
+        format!("{}/src/deep\nmade\n", root.display())
+    );
+    // The next task in the same named workspace starts at its root and sees the files.
+    let second = client
+        .submit(json!({ "commands": ["pwd", "cat src/deep/file"], "workspace": "repo" }))
+        .await;
+    client
+        .wait_until(second.id, |t| t.state.status == TaskStatus::Succeeded)
+        .await;
+    assert_eq!(
+        client.logs(second.id).await,
+        format!("{}\nmade\n", root.display())
+    );
+    server.terminate();
+}
+
+/// Runs the CLI against `server` with `home`'s admin token; returns (code, stdout, stderr).
+fn cli(server: &Server, home: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .args(args)
+        .env("CONDUCTOR_SERVER", &server.url)
+        .env("CONDUCTOR_HOME", home)
+        .env_remove("CONDUCTOR_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_client_submits_lists_gets_follows_cancels_and_manages_tokens() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), 1);
+    let h = home.path();
+    let (code, id, err) = cli(
+        &server,
+        h,
+        &[
+            "task",
+            "submit",
+            "-c",
+            "echo one",
+            "-c",
+            "echo two",
+            "--label",
+            "team=infra",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let id = id.trim().to_owned();
+    let (code, logs, _) = cli(&server, h, &["task", "logs", "-f", &id]);
+    assert_eq!((code, logs.as_str()), (Some(0), "one\ntwo\n"));
+    let (_, json, _) = cli(&server, h, &["task", "get", &id, "--json"]);
+    let task: Task = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (
+            task.state.status,
+            task.results.len(),
+            task.spec.labels["team"].as_str()
+        ),
+        (TaskStatus::Succeeded, 2, "infra")
+    );
+    let (_, table, _) = cli(&server, h, &["task", "list", "--label", "team=infra"]);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].starts_with("ID "), "{table}");
+    assert!(rows[1].starts_with(&format!("{id}  succeeded")), "{table}");
+
+    let file = home.path().join("task.json");
+    std::fs::write(
+        &file,
+        r#"{"commands": ["sleep 30"], "description": "slow"}"#,
+    )
+    .unwrap();
+    let (_, slow, _) = cli(
+        &server,
+        h,
+        &["task", "submit", "--file", file.to_str().unwrap()],
+    );
+    let slow = slow.trim().to_owned();
+    let (code, out, _) = cli(&server, h, &["task", "cancel", &slow]);
+    assert_eq!((code, out), (Some(0), format!("{slow} cancelled\n")));
+    let (code, _, err) = cli(&server, h, &["task", "cancel", &slow]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            Some(2),
+            "conductor: error: cannot cancel a task that is cancelled (conflict, 409 Conflict)\n"
+        )
+    );
+    let (code, _, err) = cli(
+        &server,
+        h,
+        &["task", "submit", "-c", "ls", "--environment", "python-dev"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown environment \"python-dev\""), "{err}");
+
+    let (code, secret, _) = cli(&server, h, &["token", "create", "ci"]);
+    assert_eq!(code, Some(0));
+    let (_, listed, _) = cli(&server, h, &["token", "list", "--json"]);
+    let tokens: Vec<conductor_types::TokenInfo> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        tokens.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["admin", "ci"]
+    );
+    let (code, _, err) = cli(
+        &server,
+        h,
+        &["task", "list", "--token", secret.trim(), "--json"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, _) = cli(&server, h, &["token", "revoke", &tokens[1].id]);
+    assert_eq!(code, Some(0));
+    let (code, _, err) = cli(&server, h, &["task", "list", "--token", secret.trim()]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            Some(2),
+            "conductor: error: invalid or revoked token (unauthorized, 401 Unauthorized)\n"
+        )
+    );
+    server.terminate();
+}
+
+#[test]
+fn run_streams_output_and_exits_with_the_task_code() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .args(["run", "--server", &server.url, "--"])
+        .args(["sh", "-c", "echo out; echo err >&2; exit 7"])
+        .env("CONDUCTOR_HOME", home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!((out.status.code(), stdout.as_str()), (Some(7), "out\n"));
+    assert!(stderr.starts_with("err\n"), "{stderr}");
+    server.terminate();
+}
+
+/// The server benchmark (run in release: `cargo test --release -p conductor --test server --
+/// --ignored --nocapture bench`): submit → process started latency (the command prints its own
+/// start time), trivial-task throughput from 20 clients, idle RSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly, in release"]
+async fn bench_dispatch_latency_and_throughput() {
+    let home = tempfile::tempdir().unwrap();
+    let agents = 8;
+    let server = Server::start(home.path(), agents);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap())
+        .unwrap();
+    let client = server.client();
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    };
+    let mut latencies = Vec::new();
+    for _ in 0..200 {
+        let submitted = now_ns();
+        let task = client.submit(command("date +%s%N")).await;
+        client
+            .wait_until(task.id, |t| t.state.status.is_finished())
+            .await;
+        let started: u128 = client.logs(task.id).await.trim().parse().unwrap();
+        latencies.push((started.saturating_sub(submitted)) as f64 / 1e6);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+
+    let total = 1000;
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let client = client.clone();
+        clients.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..total / 20 {
+                ids.push(client.submit(command("true")).await.id);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for handle in clients {
+        ids.extend(handle.await.unwrap());
+    }
+    let submitted_in = started.elapsed();
+    for id in ids.iter().rev() {
+        client
+            .wait_until(*id, |t| t.state.status.is_finished())
+            .await;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "bench: idle RSS {:.1} MiB; submit→process started p50 {p50:.2} ms, p99 {p99:.2} ms (n=200, sequential); \
+         {total} trivial tasks from 20 clients on {agents} agents: {:.0} tasks/s ({:.2} s, submissions took {:.2} s)",
+        rss_kib as f64 / 1024.0,
+        f64::from(total) / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        submitted_in.as_secs_f64()
+    );
+    server.terminate();
+}

@@ -1,0 +1,148 @@
+//! The storage contract: tasks, their command results and events, agents and API tokens.
+//! SQLite implements it today (`conductor-store`); Postgres can follow without touching the
+//! scheduler or the API, which only see this trait.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use conductor_types::{
+    Agent, CommandResult, EventId, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskSpec,
+    TaskStatus, Timestamp, TokenInfo,
+};
+
+use crate::{Transition, TransitionError};
+
+/// Which tasks `list_tasks` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Only tasks with this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks with this label key (and value, when given).
+    pub label: Option<(String, Option<String>)>,
+    /// At most this many (the store caps it).
+    pub limit: u32,
+    /// Continue after this cursor (from a previous page's `next_cursor`).
+    pub cursor: Option<String>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No task with this id.
+    #[error("task {0} not found")]
+    TaskNotFound(TaskId),
+    /// The state machine refused the change.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// Deleting a task that has not finished.
+    #[error("task {id} is {status}: cancel it and wait for it to finish before deleting it")]
+    NotFinished {
+        /// The task.
+        id: TaskId,
+        /// Its status.
+        status: TaskStatus,
+    },
+    /// A cursor that this store did not hand out.
+    #[error("invalid cursor {0:?}: pass the next_cursor of a previous page")]
+    InvalidCursor(String),
+    /// The database failed.
+    #[error("storage failed while {context}: {message}")]
+    Backend {
+        /// What was being done.
+        context: String,
+        /// The database's error.
+        message: String,
+    },
+    /// Stored data that does not decode (a bug or a damaged database).
+    #[error("stored data is damaged ({context}): {message}")]
+    Corrupt {
+        /// What was being read.
+        context: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Durable state of the orchestrator. Every method commits before it returns.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new queued task, with its `queued` event, and returns it.
+    async fn create_task(
+        &self,
+        id: TaskId,
+        spec: &TaskSpec,
+        secrets: &BTreeMap<String, String>,
+        at: Timestamp,
+    ) -> Result<Task, StoreError>;
+
+    /// The task, with the results of its current attempt.
+    async fn get_task(&self, id: TaskId) -> Result<Task, StoreError>;
+
+    /// Tasks newest first, one page at a time.
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
+
+    /// Removes a finished task with its results and events.
+    async fn delete_task(&self, id: TaskId) -> Result<(), StoreError>;
+
+    /// Applies `transition` through [`crate::apply`] atomically, records a `state` event, and
+    /// returns the task as it is now.
+    async fn transition(&self, id: TaskId, transition: Transition) -> Result<Task, StoreError>;
+
+    /// The secret values of a task (never returned by the API).
+    async fn task_secrets(&self, id: TaskId) -> Result<BTreeMap<String, String>, StoreError>;
+
+    /// Up to `limit` queued tasks, highest priority first, then oldest.
+    async fn queued_tasks(&self, limit: u32) -> Result<Vec<Task>, StoreError>;
+
+    /// Ids of every task with `status`, oldest first.
+    async fn task_ids_with_status(&self, status: TaskStatus) -> Result<Vec<TaskId>, StoreError>;
+
+    /// Number of tasks in each status.
+    async fn count_by_status(&self) -> Result<BTreeMap<TaskStatus, u64>, StoreError>;
+
+    /// Appends an event; ids increase monotonically across all tasks.
+    async fn append_event(
+        &self,
+        id: TaskId,
+        at: Timestamp,
+        kind: &TaskEventKind,
+    ) -> Result<EventId, StoreError>;
+
+    /// Events of a task after `after` (all when `None`), oldest first, at most `limit`.
+    async fn events(
+        &self,
+        id: TaskId,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> Result<Vec<TaskEvent>, StoreError>;
+
+    /// Records (or replaces) the result of one command of one attempt and appends its
+    /// `command_finished` event, in one transaction; returns the event's id.
+    async fn record_result(
+        &self,
+        id: TaskId,
+        result: &CommandResult,
+    ) -> Result<EventId, StoreError>;
+
+    /// Creates or updates an agent.
+    async fn put_agent(&self, agent: &Agent) -> Result<(), StoreError>;
+
+    /// Every agent, by id.
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError>;
+
+    /// Stores a token's listing and the hash of its secret.
+    async fn create_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StoreError>;
+
+    /// The token whose secret hashes to `hash`, revoked or not.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>, StoreError>;
+
+    /// Every token, oldest first.
+    async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
+
+    /// Revokes a token; `false` when there is no such token.
+    async fn revoke_token(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,296 @@
+//! Starting sandbox helpers, cold or ahead of time.
+//!
+//! A helper is spawned with one end of a socket as its stdin and then waits for its spec. The
+//! [`WarmPool`] keeps a few such helpers ready, each already a member of a cgroup of its own
+//! (created without limits), so an execution that asks for no cgroup limits skips the helper's
+//! start-up (exec and dynamic linking of a large binary), the cgroup's creation and the cgroup
+//! migration (which can wait for an RCU grace period) on its critical path.
+
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use conductor_core::ExecutorError;
+use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
+use conductor_sandbox::spec::SandboxSpec;
+use conductor_sandbox::HELPER_ARG;
+use conductor_types::ExecutionId;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, Interest};
+
+/// A running helper waiting for its spec.
+#[derive(Debug)]
+pub(super) struct Launched {
+    /// The helper process (stdout and stderr still inside).
+    pub child: Helper,
+    /// Our end of the socket.
+    pub channel: UnixStream,
+    /// Its cgroup, which the helper is already a member of, when it came from the pool.
+    pub cgroup: Option<Cgroup>,
+}
+
+impl Launched {
+    /// Spawns a helper now; it joins its cgroup itself, from the spec.
+    pub fn spawn(helper: &Path) -> Result<Self, ExecutorError> {
+        let (channel, theirs) =
+            UnixStream::pair().map_err(|e| ExecutorError::io("creating the helper socket", e))?;
+        let child = spawn_helper(helper, theirs)?;
+        Ok(Self {
+            child,
+            channel,
+            cgroup: None,
+        })
+    }
+
+    /// Writes the spec, shuts our sending side down (the helper reads to end-of-file) and
+    /// returns a task that collects the helper's reports until every holder of its end has
+    /// closed it.
+    pub fn send_spec(
+        channel: UnixStream,
+        spec: &SandboxSpec,
+    ) -> Result<tokio::task::JoinHandle<Vec<u8>>, ExecutorError> {
+        send_spec(channel, spec)
+    }
+}
+
+/// Helpers started ahead of time (see the module docs).
+#[derive(Debug)]
+pub(super) struct WarmPool {
+    helper: PathBuf,
+    cgroups: Option<Arc<CgroupManager>>,
+    size: usize,
+    idle: Mutex<Vec<Launched>>,
+    starting: AtomicUsize,
+}
+
+impl WarmPool {
+    /// A pool of `size` helpers (0 disables it). Without cgroups the pool still saves the
+    /// helper's start-up.
+    pub fn new(helper: PathBuf, cgroups: Option<Arc<CgroupManager>>, size: usize) -> Self {
+        Self {
+            helper,
+            cgroups,
+            size,
+            idle: Mutex::new(Vec::new()),
+            starting: AtomicUsize::new(0),
+        }
+    }
+
+    /// A ready helper for an execution with `limits`, if one is idle. Warm cgroups have no
+    /// limits, so a request with limits always starts cold.
+    pub fn take(&self, limits: &CgroupLimits) -> Option<Launched> {
+        if *limits != CgroupLimits::default() {
+            return None;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(mut launched) = idle.pop() {
+            // One that died while idle (killed from outside) is dropped, which cleans it up.
+            if launched.child.is_running() {
+                return Some(launched);
+            }
+        }
+        None
+    }
+
+    /// Starts helpers in the background until the pool is full again.
+    pub fn refill(self: &Arc<Self>) {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
+            let starting = self.starting.load(Ordering::Acquire);
+            if idle + starting >= self.size {
+                return;
+            }
+            if self
+                .starting
+                .compare_exchange(starting, starting + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            let pool = Arc::clone(self);
+            tokio::spawn(async move {
+                match pool.start_one().await {
+                    Ok(launched) => pool
+                        .idle
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(launched),
+                    Err(e) => tracing::warn!(error = %e, "starting a warm sandbox helper"),
+                }
+                pool.starting.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+
+    async fn start_one(&self) -> Result<Launched, ExecutorError> {
+        let mut launched = Launched::spawn(&self.helper)?;
+        let pid = launched.child.id();
+        let Some(manager) = self.cgroups.clone() else {
+            return Ok(launched);
+        };
+        let name = format!("ns-warm-{}", ExecutionId::random());
+        let cgroup = tokio::task::spawn_blocking(move || {
+            let cgroup = manager.create(&name, &CgroupLimits::default())?;
+            cgroup.add_pid(pid)?;
+            Ok::<_, conductor_sandbox::cgroup::CgroupError>(cgroup)
+        })
+        .await
+        .map_err(|e| ExecutorError::io("starting a warm helper", io::Error::other(e)))?
+        .map_err(|e| ExecutorError::Setup {
+            stage: "creating a warm helper's cgroup".to_owned(),
+            reason: e.to_string(),
+        })?;
+        launched.cgroup = Some(cgroup);
+        Ok(launched)
+    }
+}
+
+impl Drop for WarmPool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(PoisonError::into_inner));
+        for mut launched in idle {
+            // Killing and reaping the helper (its Drop) empties the cgroup, then it is removed.
+            drop(launched.child);
+            if let Some(cgroup) = launched.cgroup.take() {
+                if let Err(e) = cgroup.destroy() {
+                    tracing::warn!(error = %e, "removing a warm helper's cgroup");
+                }
+            }
+        }
+    }
+}
+
+/// A helper process. It is spawned with std (not tokio) so that a warm one does not belong to the
+/// runtime that happened to start it; its exit is awaited through a pidfd in whichever runtime
+/// the execution runs. Dropping it kills and reaps it.
+#[derive(Debug)]
+pub(super) struct Helper {
+    child: std::process::Child,
+    reaped: bool,
+}
+
+impl Helper {
+    /// The helper's pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Takes the helper's stdout and stderr pipes, registered with the current runtime.
+    pub fn take_output(
+        &mut self,
+    ) -> io::Result<(tokio::process::ChildStdout, tokio::process::ChildStderr)> {
+        match (self.child.stdout.take(), self.child.stderr.take()) {
+            (Some(stdout), Some(stderr)) => Ok((
+                tokio::process::ChildStdout::from_std(stdout)?,
+                tokio::process::ChildStderr::from_std(stderr)?,
+            )),
+            _ => Err(io::Error::other("the helper's output was already taken")),
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGKILL (the helper is unreaped, so its pid is still its own).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Waits for the helper to exit and reaps it.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let pid = libc::pid_t::try_from(self.child.id()).map_err(io::Error::other)?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if raw >= 0 {
+            // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+            // A pidfd becomes readable when the process exits.
+            // SAFETY: the AsyncFd owns `pidfd`, which stays open and is not replaced while
+            // registered.
+            let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }?;
+            let _ = pidfd.readable().await?;
+        } else {
+            // No pidfd (Linux before 5.3): a blocking wait on the blocking pool.
+            let pid = nix::unistd::Pid::from_raw(pid);
+            tokio::task::spawn_blocking(move || {
+                nix::sys::wait::waitid(
+                    nix::sys::wait::Id::Pid(pid),
+                    nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+                )
+            })
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::from)?;
+        }
+        let status = self.child.wait()?;
+        self.reaped = true;
+        Ok(status)
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Spawns `<helper> __sandbox-init` with the socket as its stdin. Without `pre_exec`, std
+/// spawns with `posix_spawn` (a vfork): this multi-threaded process is never forked.
+fn spawn_helper(helper: &Path, channel: UnixStream) -> Result<Helper, ExecutorError> {
+    std::process::Command::new(helper)
+        .arg(HELPER_ARG)
+        .env_clear()
+        .stdin(Stdio::from(OwnedFd::from(channel)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(|child| Helper {
+            child,
+            reaped: false,
+        })
+        .map_err(|e| {
+            ExecutorError::io(
+                format!("starting the sandbox helper {}", helper.display()),
+                e,
+            )
+        })
+}
+
+fn send_spec(
+    mut channel: UnixStream,
+    spec: &SandboxSpec,
+) -> Result<tokio::task::JoinHandle<Vec<u8>>, ExecutorError> {
+    let bytes = spec.to_bytes().map_err(|e| ExecutorError::Setup {
+        stage: "encoding the sandbox spec".to_owned(),
+        reason: e.to_string(),
+    })?;
+    let io_error = |e| ExecutorError::io("sending the sandbox spec to the helper", e);
+    // A blocking write: the helper reads the spec as soon as it starts, and a spec larger than
+    // the socket buffer only waits for that.
+    channel.write_all(&bytes).map_err(io_error)?;
+    channel
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(io_error)?;
+    channel.set_nonblocking(true).map_err(io_error)?;
+    let mut reader = tokio::net::UnixStream::from_std(channel).map_err(io_error)?;
+    Ok(tokio::spawn(async move {
+        let mut reports = Vec::new();
+        if let Err(e) = reader.read_to_end(&mut reports).await {
+            tracing::warn!(error = %e, "reading the sandbox helper's reports");
+        }
+        reports
+    }))
+}

@@ -1,0 +1,533 @@
+//! The Linux namespace executor: each command runs in fresh user, pid, mount, uts, ipc and
+//! (unless the network is `full`) network namespaces, on a read-only root assembled from the
+//! plan's mounts, with a cgroup, no capabilities, `no_new_privs` and a seccomp filter.
+//!
+//! The sandbox is built by the helper (`conductor __sandbox-init`, see
+//! [`conductor_sandbox::helper`]), a fresh single-threaded process, so nothing forks inside the
+//! async runtime. This side:
+//!
+//! 1. plans the request and takes a helper that was started ahead of time in a cgroup of its own
+//!    (see [`launch`]), or spawns one with a socket as its stdin and, while it starts, creates
+//!    the execution's cgroup with the request's limits on the blocking pool;
+//! 2. sends the [`SandboxSpec`] (naming the cgroup for a cold helper to join before it forks and,
+//!    as root, the workspace to hand to the sandbox's root uid) and collects the helper's
+//!    [`Report`](conductor_sandbox::report::Report) lines;
+//! 3. supervises: on timeout or cancel it kills the helper (the sandbox's init dies with it, and
+//!    with init the whole pid namespace) and the cgroup;
+//! 4. reads the cgroup's stats, and removes the cgroup and the root mount point.
+//!
+//! cgroup calls are blocking file operations. Creating, killing and removing run on the blocking
+//! pool; [`Cgroup::procs_files`] only builds paths, and reading the stats (a handful of
+//! pseudo-file reads) is done inline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use conductor_core::{
+    check_supported, plan, EventSender, Executor, ExecutorError, HostContext, PlanTarget,
+};
+use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
+use conductor_sandbox::report::{outcome, Outcome};
+use conductor_sandbox::spec::{SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE};
+use conductor_types::{
+    Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
+    ExecutorCapabilities, IsolationLevel,
+};
+
+use crate::output::now_ms;
+use crate::run::{supervise, Ending, Finished, Measurements, OutputCapture, ProcessExit, Registry};
+
+mod launch;
+
+use launch::{Launched, WarmPool};
+
+const NAME: &str = "namespace";
+/// How long output may keep flowing after the sandbox died before capture is cut off.
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
+/// Where the namespace executor finds its helper and puts its cgroups, mount points and spools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceConfig {
+    /// The `conductor` binary, run as `<helper_path> __sandbox-init`.
+    pub helper_path: PathBuf,
+    /// Where the cgroup filesystem is mounted.
+    pub cgroup_root: PathBuf,
+    /// The cgroup (in every hierarchy) under which each execution gets its own.
+    pub cgroup_parent: String,
+    /// Where each execution's root mount point (an empty directory) is created.
+    pub run_dir: PathBuf,
+    /// Where output past the in-memory limit is spooled (`<spool_dir>/<id>/stdout.log`).
+    pub spool_dir: PathBuf,
+    /// First host uid/gid of the 65536 ids sandbox root and its users map to (when root).
+    pub uid_base: u32,
+    /// Helpers kept started (each in its own cgroup) for executions without cgroup limits; 0
+    /// starts every helper on demand.
+    pub warm_helpers: usize,
+}
+
+impl Default for NamespaceConfig {
+    /// Paths under the temp dir; a user other than root gets their own (`conductor-run-<uid>`).
+    fn default() -> Self {
+        let suffix = match nix::unistd::Uid::effective().as_raw() {
+            0 => String::new(),
+            uid => format!("-{uid}"),
+        };
+        let temp = std::env::temp_dir();
+        Self {
+            helper_path: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "conductor".to_owned(),
+            run_dir: temp.join(format!("conductor-run{suffix}")),
+            spool_dir: temp.join(format!("conductor-spool{suffix}")),
+            uid_base: DEFAULT_UID_BASE,
+            warm_helpers: 1,
+        }
+    }
+}
+
+/// Runs commands in Linux namespaces (see the module docs).
+#[derive(Debug)]
+pub struct NamespaceExecutor {
+    config: NamespaceConfig,
+    cgroups: Result<Arc<CgroupManager>, String>,
+    is_root: bool,
+    registry: Registry,
+    pool: Arc<WarmPool>,
+}
+
+impl NamespaceExecutor {
+    /// Checks the helper binary and user namespaces, and detects cgroups. Without usable cgroups
+    /// (not root) it still runs, but declares no limits and no tree-wide stats.
+    pub fn new(config: NamespaceConfig) -> Result<Self, ExecutorError> {
+        check_helper(&config.helper_path)?;
+        check_user_namespaces()?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&config.run_dir)
+            .map_err(|e| {
+                ExecutorError::io(
+                    format!("creating the run dir {}", config.run_dir.display()),
+                    e,
+                )
+            })?;
+        let is_root = nix::unistd::Uid::effective().is_root();
+        let cgroups = CgroupManager::detect(&config.cgroup_root, &config.cgroup_parent)
+            .and_then(|manager| {
+                // Another user's (root's) parent cgroup may exist without being writable to us.
+                if !is_root {
+                    let probe = format!("ns-probe-{}", ExecutionId::random());
+                    manager
+                        .create(&probe, &CgroupLimits::default())?
+                        .destroy()?;
+                }
+                Ok(manager)
+            })
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        if let Err(reason) = &cgroups {
+            tracing::info!(%reason, "namespace executor runs without cgroups: no limits");
+        }
+        let pool = Arc::new(WarmPool::new(
+            config.helper_path.clone(),
+            cgroups.as_ref().ok().cloned(),
+            config.warm_helpers,
+        ));
+        Ok(Self {
+            config,
+            cgroups,
+            pool,
+            is_root,
+            registry: Registry::new(),
+        })
+    }
+
+    /// Why cgroups are not used, when they are not.
+    pub fn cgroups_unavailable(&self) -> Option<&str> {
+        self.cgroups.as_ref().err().map(String::as_str)
+    }
+
+    async fn run(
+        &self,
+        request: &ExecutionRequest,
+        plan: &ExecPlan,
+        events: EventSender,
+    ) -> Result<ExecutionResult, ExecutorError> {
+        let registration = self.registry.register(&request.id)?;
+        let mut sandbox = Sandbox {
+            root_dir: self.config.run_dir.join(request.id.to_string()),
+            cgroup: None,
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&sandbox.root_dir)
+            .map_err(|e| {
+                ExecutorError::io(
+                    format!("creating the mount point {}", sandbox.root_dir.display()),
+                    e,
+                )
+            })?;
+
+        let limits = CgroupLimits {
+            cpus: plan.limits.cpus,
+            memory: plan.limits.memory,
+            pids: plan.limits.pids,
+        };
+        // A warm helper is already running in its cgroup; a cold one starts (exec, dynamic
+        // linking) while its cgroup is made, and joins it from the spec.
+        let warm = self.pool.take(&limits);
+        let started = Instant::now();
+        let cold = warm.is_none();
+        let Launched {
+            mut child,
+            channel,
+            cgroup,
+        } = match warm {
+            Some(launched) => launched,
+            None => Launched::spawn(&self.config.helper_path)?,
+        };
+        self.pool.refill();
+        sandbox.cgroup = cgroup.map(Arc::new);
+        let _ = events
+            .send(ExecEvent::Started {
+                execution_id: request.id.clone(),
+                pid: Some(child.id()),
+                at_ms: now_ms(),
+            })
+            .await;
+        let (stdout, stderr) = child
+            .take_output()
+            .map_err(|e| ExecutorError::io("watching the sandbox helper's output", e))?;
+        let output = OutputCapture::start(
+            stdout,
+            stderr,
+            &self.config.spool_dir,
+            &request.id,
+            request.output_limit,
+            &events,
+        );
+
+        let manager = self.cgroups.as_ref().ok().filter(|_| cold).cloned();
+        let prepared = self.create_cgroup(request, manager, limits).await;
+        let procs = match prepared {
+            Ok(Some(cgroup)) => {
+                let procs = cgroup.procs_files();
+                sandbox.cgroup = Some(Arc::new(cgroup));
+                procs
+            }
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                // Closing the socket without a spec makes the helper give up.
+                drop(channel);
+                child.kill();
+                let _ = child.wait().await;
+                let _ = output.finish(OUTPUT_GRACE).await;
+                return Err(e);
+            }
+        };
+        let mut spec =
+            SandboxSpec::from_plan(plan, sandbox.root_dir.clone(), procs, self.config.uid_base)
+                .map_err(|e| ExecutorError::Setup {
+                    stage: "preparing the sandbox spec".to_owned(),
+                    reason: e.to_string(),
+                })?;
+        // As root, the helper gives the workspace to the sandbox's root uid (while init builds
+        // the root), so sandbox root can write it.
+        spec.workspace_owner = self.is_root.then(|| WorkspaceOwner {
+            path: request.workspace.clone(),
+            uid: self.config.uid_base,
+        });
+        let reports = Launched::send_spec(channel, &spec)?;
+
+        let helper_pid = child.id();
+        let kill = || async {
+            if let Ok(pid) = i32::try_from(helper_pid) {
+                // The helper is our unreaped child, so the pid is still its own. init has
+                // PDEATHSIG=SIGKILL, and the pid namespace dies with init.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            sandbox.kill_all().await;
+        };
+        let (ending, waited) =
+            supervise(child.wait(), plan.timeout, registration.token(), kill).await;
+        let duration = started.elapsed();
+        let status = waited.map_err(|e| ExecutorError::io("waiting for the sandbox helper", e))?;
+        let channel = reports.await.unwrap_or_default();
+        let (stdout, stderr) = output.finish(OUTPUT_GRACE).await?;
+        let measurements = sandbox.finish();
+
+        let exit = match (ending, outcome(&channel)) {
+            (Ending::TimedOut | Ending::Cancelled, _) => ProcessExit::Signal(libc::SIGKILL),
+            (Ending::Exited, Outcome::Exited { code, exec_error }) => {
+                if let Some(error) = exec_error {
+                    tracing::debug!(%error, "the command could not be executed");
+                }
+                ProcessExit::Code(code)
+            }
+            (Ending::Exited, Outcome::Signaled { signal }) => ProcessExit::Signal(signal),
+            (Ending::Exited, Outcome::SetupFailed { stage, error }) => {
+                return Err(ExecutorError::Setup {
+                    stage,
+                    reason: error,
+                })
+            }
+            (Ending::Exited, Outcome::Lost) => {
+                return Err(ExecutorError::Setup {
+                    stage: "running the sandbox helper".to_owned(),
+                    reason: format!(
+                        "the helper {} exited with {status} without reporting the command's \
+                         status; its stderr: {:?}",
+                        self.config.helper_path.display(),
+                        stderr.text.trim()
+                    ),
+                })
+            }
+        };
+        Ok(Finished {
+            execution_id: request.id.clone(),
+            executor: NAME,
+            isolation_level: IsolationLevel::Container,
+            ending,
+            exit,
+            stdout,
+            stderr,
+            duration,
+            measurements,
+        }
+        .into_result())
+    }
+
+    /// Creates a cold execution's cgroup with its limits (nothing to do for a warm helper, or
+    /// without cgroups).
+    async fn create_cgroup(
+        &self,
+        request: &ExecutionRequest,
+        manager: Option<Arc<CgroupManager>>,
+        limits: CgroupLimits,
+    ) -> Result<Option<Cgroup>, ExecutorError> {
+        let Some(manager) = manager else {
+            return Ok(None);
+        };
+        let name = format!("ns-{}", request.id);
+        tokio::task::spawn_blocking(move || manager.create(&name, &limits))
+            .await
+            .map_err(|e| ExecutorError::io("creating the execution's cgroup", io::Error::other(e)))?
+            .map(Some)
+            .map_err(|e| ExecutorError::Setup {
+                stage: "creating the execution's cgroup".to_owned(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+#[async_trait]
+impl Executor for NamespaceExecutor {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn isolation_level(&self) -> IsolationLevel {
+        IsolationLevel::Container
+    }
+
+    fn capabilities(&self) -> ExecutorCapabilities {
+        let mut supported = BTreeSet::from([
+            Capability::NetworkNone,
+            Capability::ReadOnlyRoot,
+            Capability::HostFilesHidden,
+            Capability::PidIsolation,
+            Capability::UserMapping,
+            Capability::HostnameIsolation,
+            Capability::Seccomp,
+            Capability::KillsProcessTree,
+        ]);
+        if let Ok(manager) = &self.cgroups {
+            let controllers = manager.controllers();
+            let has = |name: &str| controllers.contains(&name);
+            let pairs = [
+                ("cpu", Capability::CpuLimit),
+                ("memory", Capability::MemoryLimit),
+                ("pids", Capability::PidsLimit),
+                ("memory", Capability::PeakMemoryStats),
+            ];
+            supported.extend(pairs.iter().filter(|(c, _)| has(c)).map(|(_, cap)| *cap));
+            if has("cpuacct") || has("cpu") {
+                supported.insert(Capability::CpuTimeStats);
+            }
+            if has("blkio") || has("io") {
+                supported.insert(Capability::DiskIoStats);
+            }
+        }
+        ExecutorCapabilities {
+            isolation_level: IsolationLevel::Container,
+            platform: std::env::consts::OS.to_owned(),
+            supported,
+        }
+    }
+
+    async fn health_check(&self) -> Result<(), ExecutorError> {
+        check_helper(&self.config.helper_path)?;
+        check_user_namespaces()?;
+        match &self.cgroups {
+            Err(reason) if self.is_root => Err(ExecutorError::Unavailable {
+                executor: NAME,
+                reason: format!("cgroups are not usable: {reason}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts the warm helpers in the background.
+    async fn warmup(&self) -> Result<(), ExecutorError> {
+        self.pool.refill();
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        request: ExecutionRequest,
+        events: EventSender,
+    ) -> Result<ExecutionResult, ExecutorError> {
+        check_supported(&request, NAME, &self.capabilities())?;
+        let host = HostContext {
+            env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect::<BTreeMap<_, _>>(),
+        };
+        let plan = plan(&request, PlanTarget::Sandbox, &host)?;
+        if !request.workspace.is_dir() {
+            return Err(ExecutorError::io(
+                format!("workspace {}", request.workspace.display()),
+                io::Error::new(io::ErrorKind::NotFound, "not an existing directory"),
+            ));
+        }
+        self.run(&request, &plan, events).await
+    }
+
+    async fn cancel(&self, id: &ExecutionId) -> Result<bool, ExecutorError> {
+        Ok(self.registry.cancel(id))
+    }
+}
+
+/// The execution's cgroup and root mount point. Dropping it (when `execute` is abandoned
+/// half-way) kills what is left and removes both.
+#[derive(Debug)]
+struct Sandbox {
+    root_dir: PathBuf,
+    cgroup: Option<Arc<Cgroup>>,
+}
+
+impl Sandbox {
+    async fn kill_all(&self) {
+        let Some(cgroup) = self.cgroup.clone() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || cgroup.kill_all()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "killing the sandbox's processes"),
+            Err(e) => tracing::warn!(error = %e, "killing the sandbox's processes"),
+        }
+    }
+
+    /// Reads the cgroup's measurements, removes it and the mount point.
+    ///
+    /// The stats are a handful of reads of cgroupfs pseudo-files, done inline; the removal
+    /// (`kill_all`'s emptiness check and one `rmdir` per hierarchy) runs on the blocking pool
+    /// after the result is known. If the runtime shuts down first, the cgroup's `Drop` removes it.
+    fn finish(mut self) -> Measurements {
+        remove_mount_point(&self.root_dir);
+        let Some(cgroup) = self.cgroup.take() else {
+            return Measurements::default();
+        };
+        let stats = cgroup.stats();
+        if let Some(cgroup) = Arc::into_inner(cgroup) {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = cgroup.destroy() {
+                    tracing::warn!(error = %e, "removing the execution's cgroup");
+                }
+            });
+        }
+        match stats {
+            Ok(stats) => Measurements {
+                cpu_time_us: stats.cpu_time_us,
+                peak_memory_bytes: stats.peak_memory_bytes,
+                disk_read_bytes: stats.disk_read_bytes,
+                disk_write_bytes: stats.disk_write_bytes,
+                oom_kills: stats.oom_kills,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the execution's cgroup stats");
+                Measurements::default()
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        remove_mount_point(&self.root_dir);
+        if let Some(cgroup) = self.cgroup.take().and_then(Arc::into_inner) {
+            if let Err(e) = cgroup.destroy() {
+                tracing::warn!(error = %e, "removing an abandoned execution's cgroup");
+            }
+        }
+    }
+}
+
+/// The mount point is an empty directory on the host: the sandbox's tmpfs was mounted on it
+/// only inside the sandbox's own mount namespace.
+fn remove_mount_point(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir(dir) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing the sandbox mount point");
+        }
+    }
+}
+
+fn check_helper(helper: &Path) -> Result<(), ExecutorError> {
+    match std::fs::metadata(helper) {
+        Ok(meta) if meta.is_file() && meta.mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => Err(ExecutorError::Unavailable {
+            executor: NAME,
+            reason: format!(
+                "the sandbox helper {} is not an executable file (set helper_path to the \
+                 conductor binary)",
+                helper.display()
+            ),
+        }),
+        Err(e) => Err(ExecutorError::Unavailable {
+            executor: NAME,
+            reason: format!(
+                "the sandbox helper {} cannot be used: {e} (set helper_path to the conductor \
+                 binary)",
+                helper.display()
+            ),
+        }),
+    }
+}
+
+fn check_user_namespaces() -> Result<(), ExecutorError> {
+    let path = "/proc/sys/user/max_user_namespaces";
+    let max = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match max {
+        Some(0) => Err(ExecutorError::Unavailable {
+            executor: NAME,
+            reason: format!("user namespaces are disabled ({path} is 0; raise it with sysctl)"),
+        }),
+        Some(_) => Ok(()),
+        None => Err(ExecutorError::Unavailable {
+            executor: NAME,
+            reason: format!("user namespaces are not available ({path} is missing)"),
+        }),
+    }
+}

@@ -1,0 +1,286 @@
+//! The command process's last steps: rlimits, capabilities, `no_new_privs`, seccomp, `execve`.
+//!
+//! Everything that allocates is prepared by [`Prepared::new`] before the helper forks; the steps
+//! after the fork only make system calls.
+
+use std::ffi::CString;
+use std::io;
+
+use conductor_types::{Rlimit, RlimitResource};
+use nix::errno::Errno;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::unistd::Pid;
+use seccompiler::BpfProgram;
+
+use crate::mounts::StageError;
+use crate::seccomp;
+use crate::spec::SandboxSpec;
+
+/// `PATH` searched when the environment has none.
+const FALLBACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The command, ready to exec.
+#[derive(Debug)]
+pub struct Prepared {
+    /// `argv[0]` as given, for messages.
+    pub program: String,
+    /// Paths to try, in order.
+    candidates: Vec<CString>,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    rlimits: Vec<Rlimit>,
+    filters: Vec<BpfProgram>,
+    /// The CPU affinity to give the command back, when set-up pinned itself.
+    affinity: Option<CpuSet>,
+}
+
+impl Prepared {
+    /// Converts the spec's command into C strings and compiles the seccomp filter.
+    pub fn new(spec: &SandboxSpec) -> Result<Self, StageError> {
+        let stage = "preparing the command";
+        let cstring = |s: &str| CString::new(s).map_err(|e| StageError::new(stage, e));
+        let program = spec
+            .argv
+            .first()
+            .cloned()
+            .ok_or_else(|| StageError::new(stage, "argv is empty"))?;
+        let path = spec
+            .env
+            .iter()
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value.as_str());
+        let candidates = search_candidates(&program, path.unwrap_or(FALLBACK_PATH))
+            .iter()
+            .map(|c| cstring(c))
+            .collect::<Result<_, _>>()?;
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<Result<_, _>>()?;
+        let envp = spec
+            .env
+            .iter()
+            .map(|(k, v)| cstring(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        let filters = if spec.seccomp {
+            seccomp::default_filters()
+                .map_err(|e| StageError::new("building the seccomp filter", e))?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            program,
+            candidates,
+            argv,
+            envp,
+            rlimits: spec.rlimits.clone(),
+            filters,
+            affinity: None,
+        })
+    }
+
+    /// Keeps the helper, init and the command (until [`Prepared::lock_down`] gives it its
+    /// affinity back) on the CPU the helper runs on: each of them wakes the next, and a wake-up
+    /// on an idle CPU can cost milliseconds in a VM. Best effort.
+    pub fn pin_to_current_cpu(&mut self) {
+        let this = Pid::from_raw(0);
+        let Ok(original) = sched_getaffinity(this) else {
+            return;
+        };
+        // SAFETY: sched_getcpu has no arguments and no preconditions.
+        let Ok(cpu) = usize::try_from(unsafe { libc::sched_getcpu() }) else {
+            return;
+        };
+        let mut one = CpuSet::new();
+        if one.set(cpu).is_ok() && sched_setaffinity(this, &one).is_ok() {
+            self.affinity = Some(original);
+        }
+    }
+
+    /// Restores the CPU affinity, applies rlimits, drops every capability, sets `no_new_privs` and installs seccomp.
+    pub fn lock_down(&self) -> Result<(), StageError> {
+        reset_signals();
+        if let Some(affinity) = &self.affinity {
+            sched_setaffinity(Pid::from_raw(0), affinity)
+                .map_err(|e| StageError::new("restoring the CPU affinity", e))?;
+        }
+        for rlimit in &self.rlimits {
+            lower_rlimit(rlimit)
+                .map_err(|e| StageError::new(format!("setting rlimit {:?}", rlimit.resource), e))?;
+        }
+        drop_capabilities().map_err(|e| StageError::new("dropping capabilities", e))?;
+        set_no_new_privs().map_err(|e| StageError::new("setting no_new_privs", e))?;
+        seccomp::install(&self.filters)
+            .map_err(|e| StageError::new("installing the seccomp filter", e))?;
+        Ok(())
+    }
+
+    /// Execs the command; returns only on failure, with the error of the most telling attempt
+    /// (`EACCES` beats `ENOENT`, as in `execvp`).
+    pub fn exec(&self) -> Errno {
+        let mut result = Errno::ENOENT;
+        for candidate in &self.candidates {
+            let Err(errno) = nix::unistd::execve(candidate, &self.argv, &self.envp);
+            match errno {
+                Errno::ENOENT | Errno::ENOTDIR => {}
+                Errno::EACCES => result = Errno::EACCES,
+                other => return other,
+            }
+        }
+        result
+    }
+}
+
+/// The exit code for a failed exec, as shells use it.
+pub fn exec_failure_code(errno: Errno) -> i32 {
+    match errno {
+        Errno::ENOENT | Errno::ENOTDIR => 127,
+        _ => 126,
+    }
+}
+
+/// Where `execvp` would look for `program` given `path`.
+pub fn search_candidates(program: &str, path: &str) -> Vec<String> {
+    if program.contains('/') {
+        return vec![program.to_owned()];
+    }
+    path.split(':')
+        .map(|dir| if dir.is_empty() { "." } else { dir })
+        .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
+        .collect()
+}
+
+/// Rust ignores `SIGPIPE` at start-up and ignored signals survive `execve`: restore the default,
+/// and unblock everything.
+fn reset_signals() {
+    use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+fn resource(r: RlimitResource) -> Resource {
+    match r {
+        RlimitResource::As => Resource::RLIMIT_AS,
+        RlimitResource::Core => Resource::RLIMIT_CORE,
+        RlimitResource::Cpu => Resource::RLIMIT_CPU,
+        RlimitResource::Data => Resource::RLIMIT_DATA,
+        RlimitResource::Fsize => Resource::RLIMIT_FSIZE,
+        RlimitResource::Memlock => Resource::RLIMIT_MEMLOCK,
+        RlimitResource::Nofile => Resource::RLIMIT_NOFILE,
+        RlimitResource::Nproc => Resource::RLIMIT_NPROC,
+        RlimitResource::Stack => Resource::RLIMIT_STACK,
+    }
+}
+
+/// Only lowers: a hard limit above the current one cannot be raised without CAP_SYS_RESOURCE in
+/// the initial namespace.
+fn lower_rlimit(rlimit: &Rlimit) -> nix::Result<()> {
+    let resource = resource(rlimit.resource);
+    let (_, current_hard) = getrlimit(resource)?;
+    let (soft, hard) = lowered(rlimit.soft, rlimit.hard, current_hard);
+    setrlimit(resource, soft, hard)
+}
+
+/// The (soft, hard) pair to set when asking for `soft`/`hard` under `current_hard`.
+pub fn lowered(soft: u64, hard: u64, current_hard: u64) -> (u64, u64) {
+    let hard = hard.min(current_hard);
+    (soft.min(hard), hard)
+}
+
+/// Empties the bounding and ambient sets, then effective, permitted and inheritable: root in a
+/// user namespace with an empty bounding set gains nothing on `execve`.
+fn drop_capabilities() -> io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                break; // past the last capability this kernel knows
+            }
+            return Err(err);
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset reads a version-3 header and two data structs, both alive and correctly
+    // laid out (`struct __user_cap_header_struct` / `__user_cap_data_struct`).
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_search_follows_execvp() {
+        assert_eq!(
+            search_candidates("ls", "/usr/bin:/bin/:"),
+            ["/usr/bin/ls", "/bin/ls", "./ls"]
+        );
+        assert_eq!(search_candidates("./run.sh", "/usr/bin"), ["./run.sh"]);
+        assert_eq!(search_candidates("/bin/true", "/usr/bin"), ["/bin/true"]);
+    }
+
+    #[test]
+    fn rlimits_are_only_lowered() {
+        assert_eq!(lowered(0, 0, u64::MAX), (0, 0));
+        assert_eq!(lowered(2048, 4096, 1024), (1024, 1024));
+        assert_eq!(lowered(100, 4096, 1024), (100, 1024));
+    }
+
+    #[test]
+    fn failed_execs_map_to_shell_codes() {
+        assert_eq!(exec_failure_code(Errno::ENOENT), 127);
+        assert_eq!(exec_failure_code(Errno::EACCES), 126);
+        assert_eq!(exec_failure_code(Errno::ENOEXEC), 126);
+    }
+}

@@ -1,0 +1,551 @@
+//! Server configuration: raw layers of `Option`s from the TOML file, `CONDUCTOR_*` environment
+//! variables (`CONDUCTOR_<KEY>_FILE` for secrets) and command-line flags, resolved once into a
+//! [`Config`] with defaults. Later layers win: defaults < file < environment < flags. A bad value
+//! fails at start naming the key and where it came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use conductor_types::{parse_duration, Bytes};
+use serde::{Deserialize, Serialize};
+
+use crate::{SchedulerConfig, ServeConfig};
+
+/// The config file's name under `$CONDUCTOR_HOME`.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// One layer of settings; every field optional. Also the config file's format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listen address (`127.0.0.1:8081`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Execution slots (1–256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<u16>,
+    /// Most tasks running at once (default: agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u16>,
+    /// Time running tasks get at shutdown (`10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+    /// Largest request body (`1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_limit: Option<Bytes>,
+    /// Output of each stream kept in memory per command before spooling (`1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_limit: Option<Bytes>,
+    /// Output of one task attempt stored at most (`16m`); the rest is dropped with a marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_output_limit: Option<Bytes>,
+    /// Where task workspaces live (default: `$CONDUCTOR_HOME/workspaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_root: Option<PathBuf>,
+    /// CPU cores handed out to running tasks at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_budget: Option<f64>,
+    /// Memory handed out to running tasks at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<Bytes>,
+    /// A fixed admin token instead of a generated one (secret; prefer `CONDUCTOR_ADMIN_TOKEN_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+}
+
+/// Every key, in file order, with whether it is a secret.
+pub const KEYS: [(&str, bool); 11] = [
+    ("listen", false),
+    ("agents", false),
+    ("concurrency", false),
+    ("grace", false),
+    ("body_limit", false),
+    ("output_limit", false),
+    ("stored_output_limit", false),
+    ("workspace_root", false),
+    ("cpus_budget", false),
+    ("memory_budget", false),
+    ("admin_token", true),
+];
+
+/// Where a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built in.
+    Default,
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::File(path) => write!(f, "file {}", path.display()),
+            Self::Env(name) => write!(f, "env {name}"),
+            Self::Flag => f.write_str("flag"),
+        }
+    }
+}
+
+/// A setting that is wrong, with where it came from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("config key {key} (from {origin}): {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Where it came from.
+        origin: Origin,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file is not valid TOML for this format.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The resolved configuration, and where each key's value came from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `$CONDUCTOR_HOME`.
+    pub home: PathBuf,
+    /// The config file read (or that would be read).
+    pub file: PathBuf,
+    /// What the service runs with.
+    pub serve: ServeConfig,
+    /// A fixed admin token, if configured.
+    pub admin_token: Option<String>,
+    /// Origin of each key.
+    pub origins: BTreeMap<&'static str, Origin>,
+}
+
+impl RawConfig {
+    /// Parses a config file's text.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            reason: e.to_string().trim().to_owned(),
+        })
+    }
+
+    /// Reads `CONDUCTOR_<KEY>` (and `CONDUCTOR_<KEY>_FILE` for secrets) from `env`; `read_file`
+    /// reads a secret file.
+    pub fn from_env(
+        env: &BTreeMap<String, String>,
+        read_file: impl Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<(Self, BTreeMap<&'static str, String>), ConfigError> {
+        let mut raw = RawConfig::default();
+        let mut names = BTreeMap::new();
+        for (key, secret) in KEYS {
+            let name = format!("CONDUCTOR_{}", key.to_ascii_uppercase());
+            let file_name = format!("{name}_FILE");
+            let value = match (
+                env.get(&name),
+                secret.then(|| env.get(&file_name)).flatten(),
+            ) {
+                (Some(value), _) => {
+                    names.insert(key, name);
+                    value.clone()
+                }
+                (None, Some(path)) => {
+                    let text = read_file(Path::new(path)).map_err(|e| ConfigError::Invalid {
+                        key,
+                        origin: Origin::Env(file_name.clone()),
+                        reason: format!("cannot read {path}: {e}"),
+                    })?;
+                    names.insert(key, file_name);
+                    text.trim_end_matches(['\n', '\r']).to_owned()
+                }
+                (None, None) => continue,
+            };
+            let origin = Origin::Env(names[key].clone());
+            raw.set(key, &value)
+                .map_err(|reason| ConfigError::Invalid {
+                    key,
+                    origin,
+                    reason,
+                })?;
+        }
+        Ok((raw, names))
+    }
+
+    /// Sets `key` from text (as an environment variable would give it).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
+        where
+            T::Err: fmt::Display,
+        {
+            value.trim().parse::<T>().map_err(|e| e.to_string())
+        }
+        match key {
+            "listen" => self.listen = Some(value.to_owned()),
+            "agents" => self.agents = Some(parse(value)?),
+            "concurrency" => self.concurrency = Some(parse(value)?),
+            "grace" => self.grace = Some(value.to_owned()),
+            "body_limit" => self.body_limit = Some(parse(value)?),
+            "output_limit" => self.output_limit = Some(parse(value)?),
+            "stored_output_limit" => self.stored_output_limit = Some(parse(value)?),
+            "workspace_root" => self.workspace_root = Some(PathBuf::from(value)),
+            "cpus_budget" => self.cpus_budget = Some(parse(value)?),
+            "memory_budget" => self.memory_budget = Some(parse(value)?),
+            "admin_token" => self.admin_token = Some(value.to_owned()),
+            other => return Err(format!("unknown key {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn keys_set(&self) -> Vec<&'static str> {
+        let set = [
+            self.listen.is_some(),
+            self.agents.is_some(),
+            self.concurrency.is_some(),
+            self.grace.is_some(),
+            self.body_limit.is_some(),
+            self.output_limit.is_some(),
+            self.stored_output_limit.is_some(),
+            self.workspace_root.is_some(),
+            self.cpus_budget.is_some(),
+            self.memory_budget.is_some(),
+            self.admin_token.is_some(),
+        ];
+        KEYS.iter()
+            .zip(set)
+            .filter(|(_, set)| *set)
+            .map(|((key, _), _)| *key)
+            .collect()
+    }
+
+    /// `self` with every key `higher` sets replaced.
+    pub fn overlay(self, higher: RawConfig) -> RawConfig {
+        RawConfig {
+            listen: higher.listen.or(self.listen),
+            agents: higher.agents.or(self.agents),
+            concurrency: higher.concurrency.or(self.concurrency),
+            grace: higher.grace.or(self.grace),
+            body_limit: higher.body_limit.or(self.body_limit),
+            output_limit: higher.output_limit.or(self.output_limit),
+            stored_output_limit: higher.stored_output_limit.or(self.stored_output_limit),
+            workspace_root: higher.workspace_root.or(self.workspace_root),
+            cpus_budget: higher.cpus_budget.or(self.cpus_budget),
+            memory_budget: higher.memory_budget.or(self.memory_budget),
+            admin_token: higher.admin_token.or(self.admin_token),
+        }
+    }
+}
+
+/// The layers to resolve.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    /// The config file's path and contents (`None`: no file).
+    pub file: Option<(PathBuf, RawConfig)>,
+    /// From the environment, with the variable that set each key.
+    pub env: (RawConfig, BTreeMap<&'static str, String>),
+    /// From flags.
+    pub flags: RawConfig,
+}
+
+/// Resolves `layers` for `home` (the config file path is only recorded).
+pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, ConfigError> {
+    let mut origins: BTreeMap<&'static str, Origin> =
+        KEYS.iter().map(|(k, _)| (*k, Origin::Default)).collect();
+    let mut raw = RawConfig::default();
+    if let Some((path, file)) = layers.file {
+        for key in file.keys_set() {
+            origins.insert(key, Origin::File(path.clone()));
+        }
+        raw = raw.overlay(file);
+    }
+    let (env, names) = layers.env;
+    for key in env.keys_set() {
+        origins.insert(
+            key,
+            Origin::Env(names.get(key).cloned().unwrap_or_default()),
+        );
+    }
+    raw = raw.overlay(env);
+    for key in layers.flags.keys_set() {
+        origins.insert(key, Origin::Flag);
+    }
+    raw = raw.overlay(layers.flags);
+
+    let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+        key,
+        origin: origins[key].clone(),
+        reason,
+    };
+    let mut serve = ServeConfig::new(home.to_owned());
+    if let Some(listen) = &raw.listen {
+        serve.listen = listen.trim().parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "listen",
+                format!("{listen:?} is not an address such as 127.0.0.1:8081 ({e})"),
+            )
+        })?;
+    }
+    let agents = raw.agents.unwrap_or(2);
+    if !(1..=256).contains(&agents) {
+        return Err(invalid(
+            "agents",
+            format!("{agents} is not between 1 and 256"),
+        ));
+    }
+    let concurrency = raw.concurrency.unwrap_or(agents);
+    if concurrency == 0 {
+        return Err(invalid("concurrency", "must be at least 1".to_owned()));
+    }
+    if let Some(grace) = &raw.grace {
+        serve.grace = parse_duration(grace).map_err(|e| invalid("grace", e.to_string()))?;
+    }
+    if let Some(limit) = raw.body_limit {
+        if limit.get() < 1024 {
+            return Err(invalid("body_limit", "must be at least 1k".to_owned()));
+        }
+        serve.body_limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
+    }
+    let mut scheduler = SchedulerConfig::new(
+        raw.workspace_root
+            .clone()
+            .unwrap_or_else(|| home.join("workspaces")),
+    );
+    if !scheduler.workspace_root.is_absolute() {
+        return Err(invalid(
+            "workspace_root",
+            format!(
+                "{} is not an absolute path",
+                scheduler.workspace_root.display()
+            ),
+        ));
+    }
+    scheduler.agents = usize::from(agents);
+    scheduler.concurrency = usize::from(concurrency);
+    if let Some(limit) = raw.output_limit {
+        scheduler.output_limit = limit;
+    }
+    if let Some(limit) = raw.stored_output_limit {
+        if limit.get() < 1024 {
+            return Err(invalid(
+                "stored_output_limit",
+                "must be at least 1k".to_owned(),
+            ));
+        }
+        scheduler.stored_output_limit = limit;
+    }
+    if let Some(cpus) = raw.cpus_budget {
+        if !cpus.is_finite() || cpus <= 0.0 {
+            return Err(invalid(
+                "cpus_budget",
+                format!("{cpus} is not a positive number"),
+            ));
+        }
+        scheduler.cpus_budget = Some(cpus);
+    }
+    scheduler.memory_budget = raw.memory_budget;
+    serve.scheduler = scheduler;
+    if let Some(token) = &raw.admin_token {
+        if token.trim().len() < 16 {
+            return Err(invalid(
+                "admin_token",
+                "must be at least 16 characters".to_owned(),
+            ));
+        }
+    }
+    let admin_token = raw.admin_token.map(|t| t.trim().to_owned());
+    serve.admin_token.clone_from(&admin_token);
+    Ok(Config {
+        home: home.to_owned(),
+        file: file_path.to_owned(),
+        serve,
+        admin_token,
+        origins,
+    })
+}
+
+impl Config {
+    /// The whole configuration as a complete config file. Secrets are masked unless
+    /// `include_secrets`.
+    pub fn to_raw(&self, include_secrets: bool) -> RawConfig {
+        let scheduler = &self.serve.scheduler;
+        RawConfig {
+            listen: Some(self.serve.listen.to_string()),
+            agents: Some(u16::try_from(scheduler.agents).unwrap_or(u16::MAX)),
+            concurrency: Some(u16::try_from(scheduler.concurrency).unwrap_or(u16::MAX)),
+            grace: Some(humantime::format_duration(self.serve.grace).to_string()),
+            body_limit: Some(Bytes(self.serve.body_limit as u64)),
+            output_limit: Some(scheduler.output_limit),
+            stored_output_limit: Some(scheduler.stored_output_limit),
+            workspace_root: Some(scheduler.workspace_root.clone()),
+            cpus_budget: scheduler.cpus_budget,
+            memory_budget: scheduler.memory_budget,
+            admin_token: self.admin_token.as_ref().map(|token| {
+                if include_secrets {
+                    token.clone()
+                } else {
+                    "********".to_owned()
+                }
+            }),
+        }
+    }
+
+    /// TOML text of [`Config::to_raw`].
+    pub fn to_toml(&self, include_secrets: bool) -> String {
+        toml::to_string(&self.to_raw(include_secrets)).unwrap_or_default()
+    }
+
+    /// `key = value  # origin` lines for humans, secrets masked.
+    pub fn show(&self) -> String {
+        let text = self.to_toml(false);
+        let mut out = String::new();
+        for line in text.lines() {
+            let key = line.split(" = ").next().unwrap_or_default();
+            match KEYS.iter().find(|(k, _)| *k == key) {
+                Some((key, _)) => {
+                    let origin = self.origins.get(key).cloned().unwrap_or(Origin::Default);
+                    out.push_str(&format!("{line}  # {origin}\n"));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn no_files(_: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let home = Path::new("/h");
+        let file = RawConfig::from_toml(
+            Path::new("/h/config.toml"),
+            "agents = 4\nlisten = \"127.0.0.1:9000\"\ngrace = \"30s\"\n",
+        )
+        .unwrap();
+        let env_layer =
+            RawConfig::from_env(&env(&[("CONDUCTOR_AGENTS", "3"), ("OTHER", "x")]), no_files)
+                .unwrap();
+        let flags = RawConfig {
+            listen: Some("127.0.0.1:7000".into()),
+            ..RawConfig::default()
+        };
+        let config = resolve(
+            home,
+            Path::new("/h/config.toml"),
+            Layers {
+                file: Some((PathBuf::from("/h/config.toml"), file)),
+                env: env_layer,
+                flags,
+            },
+        )
+        .unwrap();
+        assert_eq!(config.serve.scheduler.agents, 3);
+        assert_eq!(config.serve.scheduler.concurrency, 3);
+        assert_eq!(config.serve.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(config.serve.grace, Duration::from_secs(30));
+        assert_eq!(
+            config.serve.scheduler.workspace_root,
+            PathBuf::from("/h/workspaces")
+        );
+        assert_eq!(
+            config.origins["agents"],
+            Origin::Env("CONDUCTOR_AGENTS".into())
+        );
+        assert_eq!(
+            config.origins["grace"],
+            Origin::File("/h/config.toml".into())
+        );
+        assert_eq!(config.origins["listen"], Origin::Flag);
+        assert_eq!(config.origins["body_limit"], Origin::Default);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_origin() {
+        let err = RawConfig::from_env(&env(&[("CONDUCTOR_AGENTS", "many")]), no_files).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key agents (from env CONDUCTOR_AGENTS): invalid digit found in string"
+        );
+        let file = RawConfig::from_toml(Path::new("/c.toml"), "agents = 0\n").unwrap();
+        let err = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            Layers {
+                file: Some((PathBuf::from("/c.toml"), file)),
+                ..Layers::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key agents (from file /c.toml): 0 is not between 1 and 256"
+        );
+        let err = RawConfig::from_toml(Path::new("/c.toml"), "agnets = 2\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `agnets`"), "{err}");
+        let err = RawConfig::from_toml(Path::new("/c.toml"), "body_limit = \"-5g\"\n").unwrap_err();
+        assert!(err.to_string().contains("is negative"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_masked() {
+        let read = |path: &Path| {
+            assert_eq!(path, Path::new("/run/secrets/admin"));
+            Ok("cdt_0123456789abcdef0123\n".to_owned())
+        };
+        let layer = RawConfig::from_env(
+            &env(&[("CONDUCTOR_ADMIN_TOKEN_FILE", "/run/secrets/admin")]),
+            read,
+        )
+        .unwrap();
+        let config = resolve(
+            Path::new("/h"),
+            Path::new("/h/config.toml"),
+            Layers {
+                env: layer,
+                ..Layers::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            config.admin_token.as_deref(),
+            Some("cdt_0123456789abcdef0123")
+        );
+        let shown = config.show();
+        assert!(
+            shown.contains("admin_token = \"********\"  # env CONDUCTOR_ADMIN_TOKEN_FILE"),
+            "{shown}"
+        );
+        assert!(!shown.contains("0123456789"), "{shown}");
+        let exported = config.to_toml(true);
+        let again = RawConfig::from_toml(Path::new("/x"), &exported).unwrap();
+        assert_eq!(again, config.to_raw(true));
+    }
+}

@@ -1,0 +1,151 @@
+//! The one error type of the HTTP API. Every failure becomes `{ "error": { "code", "message" } }`
+//! with a stable code here, and only here; internal details are logged, never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use conductor_core::{SpecError, StoreError};
+use conductor_types::{ApiError, ApiErrorBody};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The body is not JSON (400).
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A field has a bad value or is unknown (422).
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// The field's path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Valid, but not built yet (422).
+    #[error("{field}: {message}")]
+    NotSupported {
+        /// The field's path.
+        field: String,
+        /// What is not supported.
+        message: String,
+    },
+    /// A query parameter or path segment is wrong (400).
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No or a bad token (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing there (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A known path, another method (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The resource's state forbids it (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is over the limit (413).
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// An endpoint that is not built yet (501).
+    #[error("{0}")]
+    NotImplemented(String),
+    /// A dependency is down (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or a failing database (500); the detail is logged only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The HTTP status and the stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            Self::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            Self::NotSupported { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "not_supported"),
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_supported"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<SpecError> for AppError {
+    fn from(error: SpecError) -> Self {
+        if error.not_supported {
+            Self::NotSupported {
+                field: error.field,
+                message: error.reason,
+            }
+        } else {
+            Self::InvalidField {
+                field: error.field,
+                message: error.reason,
+            }
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::TaskNotFound(_) => Self::NotFound(error.to_string()),
+            StoreError::Transition(_) | StoreError::NotFinished { .. } => {
+                Self::Conflict(error.to_string())
+            }
+            StoreError::InvalidCursor(_) => Self::BadRequest {
+                code: "invalid_cursor",
+                message: error.to_string(),
+            },
+            StoreError::Backend { .. } | StoreError::Corrupt { .. } => {
+                Self::Internal(error.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "request failed");
+                "internal error: the server logged the details".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = ApiErrorBody {
+            error: ApiError {
+                code: code.to_owned(),
+                message,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

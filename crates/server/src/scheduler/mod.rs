@@ -1,0 +1,466 @@
+//! The scheduler loop: the I/O half of scheduling. It asks core which queued tasks go to which
+//! agents ([`conductor_core::dispatch`]), starts them through the store's state machine, runs each
+//! task's commands on its environment's executor (deciding each next step with
+//! [`conductor_core::next_step`]), stores output (redacted) and results as events, and handles
+//! cancel, restart recovery and graceful shutdown. `run.rs` holds what happens to one task once an
+//! agent has it.
+
+mod run;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use conductor_core::{
+    can_retry, dispatch, Candidate, Capacity, Executor, Store, StoreError, Transition,
+};
+use conductor_types::{
+    Agent, AgentState, Bytes, ExecutionId, ExecutionRequest, TaskId, TaskStatus, Timestamp,
+};
+use tokio::sync::{watch, Notify};
+
+use crate::events::EventBus;
+use crate::metrics::Metrics;
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Execution slots (agents): `agent-1` … `agent-N`.
+    pub agents: usize,
+    /// Most tasks running at once (at most `agents` take effect).
+    pub concurrency: usize,
+    /// Where workspaces live: `tasks/<id>` (fresh, removed after the task) and `named/<name>`.
+    pub workspace_root: PathBuf,
+    /// Bytes of each stream an executor keeps in memory before spooling.
+    pub output_limit: Bytes,
+    /// Output of one task attempt stored (in events) at most; the rest is dropped with a marker.
+    pub stored_output_limit: Bytes,
+    /// How often the queue is read even when nothing woke the loop.
+    pub poll_interval: Duration,
+    /// CPU cores handed out to running tasks at most (`None`: not budgeted).
+    pub cpus_budget: Option<f64>,
+    /// Memory handed out to running tasks at most (`None`: not budgeted).
+    pub memory_budget: Option<Bytes>,
+}
+
+impl SchedulerConfig {
+    /// Defaults for workspaces under `workspace_root`: 2 agents, concurrency 2.
+    pub fn new(workspace_root: PathBuf) -> Self {
+        Self {
+            agents: 2,
+            concurrency: 2,
+            workspace_root,
+            output_limit: ExecutionRequest::DEFAULT_OUTPUT_LIMIT,
+            stored_output_limit: Bytes::mib(16),
+            poll_interval: Duration::from_secs(1),
+            cpus_budget: None,
+            memory_budget: None,
+        }
+    }
+}
+
+/// The execution a running task is in, and the executor that can cancel it.
+type CurrentExecution = Option<(ExecutionId, Arc<dyn Executor>)>;
+
+/// A task an agent is running.
+#[derive(Debug)]
+struct Running {
+    agent_id: String,
+    execution: CurrentExecution,
+    cancelled: bool,
+    interrupted: bool,
+    cpus: Option<f64>,
+    memory: Option<u64>,
+    workspace: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    idle: Vec<String>,
+    running: HashMap<TaskId, Running>,
+    stopping: bool,
+    /// Live agent states (the store gets them at start and stop only: they are this
+    /// process's slots, and writing each change would cost two writes per task).
+    agents: BTreeMap<String, Agent>,
+}
+
+/// Runs queued tasks on agents. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    executors: BTreeMap<String, Arc<dyn Executor>>,
+    config: SchedulerConfig,
+    events: EventBus,
+    wake: Notify,
+    slots: Mutex<Slots>,
+    idle_changed: watch::Sender<usize>,
+    metrics: Metrics,
+}
+
+impl Scheduler {
+    /// A scheduler for `executors` (by environment name).
+    pub fn new(
+        store: Arc<dyn Store>,
+        executors: BTreeMap<String, Arc<dyn Executor>>,
+        config: SchedulerConfig,
+        events: EventBus,
+    ) -> Arc<Self> {
+        let agents = (1..=config.agents.max(1))
+            .rev()
+            .map(|n| format!("agent-{n}"))
+            .collect();
+        let now = Timestamp::now();
+        let live = (1..=config.agents.max(1))
+            .map(|n| {
+                let id = format!("agent-{n}");
+                let agent = Agent {
+                    id: id.clone(),
+                    state: AgentState::Idle,
+                    task_id: None,
+                    workspace_root: config.workspace_root.display().to_string(),
+                    updated_at: now,
+                };
+                (id, agent)
+            })
+            .collect();
+        Arc::new(Self {
+            store,
+            executors,
+            config,
+            events,
+            wake: Notify::new(),
+            slots: Mutex::new(Slots {
+                idle: agents,
+                running: HashMap::new(),
+                stopping: false,
+                agents: live,
+            }),
+            idle_changed: watch::channel(0).0,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The environments tasks may name.
+    pub fn environments(&self) -> Vec<&str> {
+        self.executors.keys().map(String::as_str).collect()
+    }
+
+    /// The executor of an environment.
+    pub fn executor(&self, environment: &str) -> Option<&Arc<dyn Executor>> {
+        self.executors.get(environment)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Whether shutdown has begun (no more dispatching).
+    pub fn stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
+    /// Number of tasks running now.
+    pub fn running(&self) -> usize {
+        self.lock().running.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells the loop to look at the queue now (after a submit).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Records the agents as idle and ends tasks a previous run left `running`: they become
+    /// `interrupted` with the reason, and go back to the queue when their retries allow.
+    pub async fn recover(&self) -> Result<Vec<TaskId>, StoreError> {
+        let now = Timestamp::now();
+        let agents: Vec<String> = self.lock().idle.clone();
+        for id in agents {
+            self.put_agent(&id, AgentState::Idle, None).await?;
+        }
+        let stale = self.store.task_ids_with_status(TaskStatus::Running).await?;
+        for id in &stale {
+            let reason =
+                "the server stopped while the task was running (found at restart)".to_owned();
+            self.interrupt_and_maybe_retry(*id, reason, now).await?;
+        }
+        Ok(stale)
+    }
+
+    async fn interrupt_and_maybe_retry(
+        &self,
+        id: TaskId,
+        reason: String,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let task = match self
+            .store
+            .transition(id, Transition::Interrupt { reason, at })
+            .await
+        {
+            Ok(task) => task,
+            // Finished or cancelled meanwhile: nothing to interrupt.
+            Err(StoreError::Transition(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.events.bump();
+        if can_retry(&task.state, task.spec.retries) {
+            self.store.transition(id, Transition::Retry { at }).await?;
+            self.events.bump();
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Runs the loop until [`Scheduler::shutdown`].
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            if self.lock().stopping {
+                return;
+            }
+            if let Err(error) = self.dispatch_once().await {
+                tracing::error!(%error, "dispatch failed");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    async fn dispatch_once(self: &Arc<Self>) -> Result<(), StoreError> {
+        let capacity = {
+            let slots = self.lock();
+            if slots.stopping || slots.idle.is_empty() {
+                return Ok(());
+            }
+            let used_cpus: f64 = slots.running.values().filter_map(|r| r.cpus).sum();
+            let used_memory: u64 = slots.running.values().filter_map(|r| r.memory).sum();
+            Capacity {
+                free_agents: slots.idle.iter().rev().cloned().collect(),
+                running: slots.running.len(),
+                concurrency_limit: self.config.concurrency.max(1),
+                cpus_free: self.config.cpus_budget.map(|b| (b - used_cpus).max(0.0)),
+                memory_free: self
+                    .config
+                    .memory_budget
+                    .map(|b| b.get().saturating_sub(used_memory)),
+                busy_workspaces: slots
+                    .running
+                    .values()
+                    .filter_map(|r| r.workspace.clone())
+                    .collect(),
+            }
+        };
+        let fetch = (capacity.free_agents.len() as u32).saturating_mul(4) + 16;
+        let queued = self.store.queued_tasks(fetch).await?;
+        let candidates: Vec<Candidate> = queued
+            .iter()
+            .map(|task| Candidate {
+                id: task.id,
+                priority: task.spec.priority,
+                queued_at: task.state.queued_at,
+                cpus: task.spec.resources.cpus.map(|c| c.get()),
+                memory: task.spec.resources.memory.map(|m| m.get()),
+                workspace: task.spec.workspace.clone(),
+            })
+            .collect();
+        for assignment in dispatch(&candidates, &capacity) {
+            let Some(candidate) = candidates.iter().find(|c| c.id == assignment.task_id) else {
+                continue;
+            };
+            {
+                let mut slots = self.lock();
+                if slots.stopping {
+                    return Ok(());
+                }
+                slots.idle.retain(|a| *a != assignment.agent_id);
+                slots.running.insert(
+                    assignment.task_id,
+                    Running {
+                        agent_id: assignment.agent_id.clone(),
+                        execution: None,
+                        cancelled: false,
+                        interrupted: false,
+                        cpus: candidate.cpus,
+                        memory: candidate.memory,
+                        workspace: candidate.workspace.clone(),
+                    },
+                );
+            }
+            let started = self
+                .store
+                .transition(
+                    assignment.task_id,
+                    Transition::Start {
+                        agent_id: assignment.agent_id.clone(),
+                        at: Timestamp::now(),
+                    },
+                )
+                .await;
+            match started {
+                Ok(task) => {
+                    self.events.bump();
+                    if let Some(started) = task.state.started_at {
+                        let waited = started.millis_since(task.state.queued_at);
+                        self.metrics
+                            .dispatch_latency
+                            .observe(Duration::from_millis(waited));
+                    }
+                    let scheduler = Arc::clone(self);
+                    tokio::spawn(async move { scheduler.run_task(task).await });
+                }
+                Err(error) => {
+                    self.release(assignment.task_id);
+                    match error {
+                        // Cancelled between the queue read and the start.
+                        StoreError::Transition(_) | StoreError::TaskNotFound(_) => {}
+                        other => return Err(other),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees the task's agent; returns it.
+    fn release(&self, id: TaskId) -> Option<String> {
+        let mut slots = self.lock();
+        let running = slots.running.remove(&id)?;
+        slots.idle.push(running.agent_id.clone());
+        let idle = slots.idle.len();
+        drop(slots);
+        self.idle_changed.send_replace(idle);
+        self.wake();
+        Some(running.agent_id)
+    }
+
+    async fn put_agent(
+        &self,
+        id: &str,
+        state: AgentState,
+        task_id: Option<TaskId>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .put_agent(&Agent {
+                id: id.to_owned(),
+                state,
+                task_id,
+                workspace_root: self.config.workspace_root.display().to_string(),
+                updated_at: Timestamp::now(),
+            })
+            .await
+    }
+
+    /// Records an agent's state change (in memory; see [`Slots::agents`]).
+    fn record_agent(&self, id: &str, state: AgentState, task_id: Option<TaskId>) {
+        if let Some(agent) = self.lock().agents.get_mut(id) {
+            agent.state = state;
+            agent.task_id = task_id;
+            agent.updated_at = Timestamp::now();
+        }
+    }
+
+    /// Every agent as it is now.
+    pub fn agents(&self) -> Vec<Agent> {
+        self.lock().agents.values().cloned().collect()
+    }
+
+    /// Stops a running task after the API recorded it as cancelled. `false` when it is not
+    /// running here.
+    pub async fn cancel(&self, id: TaskId) -> bool {
+        let execution = {
+            let mut slots = self.lock();
+            let Some(running) = slots.running.get_mut(&id) else {
+                return false;
+            };
+            running.cancelled = true;
+            running.execution.clone()
+        };
+        if let Some((execution_id, executor)) = execution {
+            if let Err(error) = executor.cancel(&execution_id).await {
+                tracing::warn!(task = %id, %error, "cancelling the execution failed");
+            }
+        }
+        true
+    }
+
+    /// Stops dispatching, lets running tasks finish for up to `grace`, then kills the rest and
+    /// records them as `interrupted` (retried at next start when their retries allow).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.lock().stopping = true;
+        self.wake();
+        let total = self.config.agents.max(1);
+        let mut idle = self.idle_changed.subscribe();
+        let all_idle = async {
+            loop {
+                if self.lock().running.is_empty() {
+                    return;
+                }
+                if idle.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(grace, all_idle).await.is_err() {
+            let stuck: Vec<(TaskId, CurrentExecution)> = {
+                let mut slots = self.lock();
+                slots
+                    .running
+                    .iter_mut()
+                    .map(|(id, running)| {
+                        running.interrupted = true;
+                        (*id, running.execution.clone())
+                    })
+                    .collect()
+            };
+            let now = Timestamp::now();
+            for (id, execution) in stuck {
+                let reason = format!(
+                    "the server shut down and the task did not finish within the {}s grace period",
+                    grace.as_secs()
+                );
+                if let Err(error) = self.interrupt_and_maybe_retry(id, reason, now).await {
+                    tracing::error!(task = %id, %error, "could not record an interrupted task");
+                }
+                if let Some((execution_id, executor)) = execution {
+                    let _ = executor.cancel(&execution_id).await;
+                }
+            }
+            // Give the killed tasks a moment to record their last output.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while !self.lock().running.is_empty() {
+                    if idle.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
+        }
+        let agents: Vec<String> = (1..=total).map(|n| format!("agent-{n}")).collect();
+        for agent in agents {
+            self.record_agent(&agent, AgentState::Offline, None);
+            let _ = self.put_agent(&agent, AgentState::Offline, None).await;
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! One task on one agent: workspace, secrets, each command on the executor in order (the next
+//! step decided by `core::next_step`), output stored as redacted, bounded events, the outcome
+//! recorded through the state machine, retries, and the agent freed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_core::{
+    can_retry, command_argv, next_step, LineAssembler, OutputBudget, Redactor, Step, StoreError,
+    Transition, CWD_FILE,
+};
+use conductor_types::{
+    AgentState, CommandResult, ExecEvent, ExecutionRequest, ExecutionStats, OutputStream, Task,
+    TaskEventKind, TaskId, TaskStatus, Timestamp,
+};
+use tokio::time::Instant;
+
+use super::Scheduler;
+
+/// Output events buffered between an executor and the store.
+const OUTPUT_EVENT_BUFFER: usize = 64;
+/// Longest line kept whole for redaction.
+const MAX_LINE: usize = 16 * 1024;
+
+impl Scheduler {
+    pub(super) async fn run_task(self: Arc<Self>, task: Task) {
+        let id = task.id;
+        let agent = task.state.agent_id.clone().unwrap_or_default();
+        self.record_agent(&agent, AgentState::Busy, Some(id));
+        if let Err(error) = self.drive(&task).await {
+            tracing::error!(task = %id, %error, "running a task failed");
+            let interrupted = self.lock().running.get(&id).is_some_and(|r| r.interrupted);
+            if !interrupted {
+                let reason = format!("the orchestrator failed while running it: {error}");
+                let finish = Transition::Finish {
+                    status: TaskStatus::Failed,
+                    exit_code: None,
+                    reason: Some(reason),
+                    at: Timestamp::now(),
+                };
+                let _ = self.store.transition(id, finish).await;
+                self.events.bump();
+            }
+        }
+        let fresh = task.spec.workspace.is_none();
+        if fresh {
+            let dir = self.workspace_dir(&task);
+            if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %dir.display(), %error, "could not remove a workspace");
+                }
+            }
+        }
+        if let Some(agent) = self.release(id) {
+            self.record_agent(&agent, AgentState::Idle, None);
+        }
+    }
+
+    fn workspace_dir(&self, task: &Task) -> PathBuf {
+        match &task.spec.workspace {
+            Some(name) => self.config.workspace_root.join("named").join(name),
+            None => self
+                .config
+                .workspace_root
+                .join("tasks")
+                .join(task.id.to_string()),
+        }
+    }
+
+    /// Runs the task's commands and records the outcome.
+    async fn drive(&self, task: &Task) -> Result<(), StoreError> {
+        let id = task.id;
+        let spec = &task.spec;
+        let attempt = task.state.attempt;
+        let Some(executor) = self.executors.get(&spec.environment).cloned() else {
+            return self
+                .finish(
+                    task,
+                    TaskStatus::Failed,
+                    None,
+                    Some(format!(
+                        "environment {:?} no longer exists",
+                        spec.environment
+                    )),
+                )
+                .await;
+        };
+        let secrets = if spec.secret_names.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.store.task_secrets(id).await?
+        };
+        let redactor = Redactor::new(secrets.values().cloned());
+        let workspace = self.workspace_dir(task);
+        if let Err(error) = tokio::fs::create_dir_all(&workspace).await {
+            let reason = format!(
+                "could not create workspace {}: {error}",
+                workspace.display()
+            );
+            return self
+                .finish(task, TaskStatus::Failed, None, Some(reason))
+                .await;
+        }
+        // A named workspace may hold the directory a previous task ended in: start at the root.
+        if spec.workspace.is_some() {
+            if let Err(error) = tokio::fs::remove_file(workspace.join(CWD_FILE)).await {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(%error, "could not reset the task's working directory");
+                }
+            }
+        }
+        let deadline = spec.timeout.map(|t| Instant::now() + t);
+        let mut budget = OutputBudget::new(self.config.stored_output_limit.get());
+        let mut results: Vec<CommandResult> = Vec::new();
+        loop {
+            let index = match next_step(spec.commands.len(), spec.continue_on_error, &results) {
+                Step::Run(index) => index,
+                Step::Finish {
+                    status,
+                    exit_code,
+                    reason,
+                } => return self.finish(task, status, exit_code, reason).await,
+            };
+            if self.stopped(id) {
+                return Ok(());
+            }
+            let command = spec.commands[index].clone();
+            let index_u32 = index as u32;
+            let started_event = TaskEventKind::CommandStarted {
+                index: index_u32,
+                command: command.clone(),
+            };
+            let started_at = Timestamp::now();
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let mut result = CommandResult {
+                index: index_u32,
+                attempt,
+                command: command.clone(),
+                exit_code: None,
+                signal: None,
+                timed_out: false,
+                oom_killed: false,
+                error: None,
+                stats: ExecutionStats::default(),
+                started_at,
+                finished_at: started_at,
+            };
+            if remaining.is_some_and(|r| r.is_zero()) {
+                self.emit(id, started_event).await?;
+                result.timed_out = true;
+                result.exit_code = Some(124);
+            } else {
+                let carry_cwd = spec.commands.len() > 1;
+                let mut request =
+                    ExecutionRequest::new(command_argv(&command, carry_cwd), workspace.clone());
+                request.env = spec.env.clone();
+                request.env.extend(secrets.clone());
+                request.limits = spec.resources.clone();
+                request.network = spec.network.clone();
+                request.timeout = remaining;
+                request.output_limit = self.config.output_limit;
+                let execution_id = request.id.clone();
+                {
+                    let mut slots = self.lock();
+                    if let Some(running) = slots.running.get_mut(&id) {
+                        running.execution = Some((execution_id, Arc::clone(&executor)));
+                    }
+                }
+                let (sender, receiver) = tokio::sync::mpsc::channel(OUTPUT_EVENT_BUFFER);
+                // The executor starts while `command_started` is stored; output waits for it in
+                // the channel, so the event order holds without a write on the start path.
+                let budget = &mut budget;
+                let redactor = &redactor;
+                let forwarder = async move {
+                    self.emit(id, started_event).await?;
+                    self.forward_output(id, index_u32, receiver, redactor, budget)
+                        .await
+                };
+                let (outcome, forwarded) =
+                    tokio::join!(executor.execute(request, sender), forwarder);
+                forwarded?;
+                if let Some(running) = self.lock().running.get_mut(&id) {
+                    running.execution = None;
+                }
+                match outcome {
+                    Ok(done) => {
+                        result.exit_code = Some(done.exit_code);
+                        result.signal = done.signal;
+                        result.timed_out = done.timed_out;
+                        result.oom_killed = done.oom_killed;
+                        result.stats = done.stats;
+                    }
+                    Err(error) => {
+                        self.metrics.executor_error(&spec.environment);
+                        result.error = Some(redactor.redact(&error.to_string()));
+                    }
+                }
+            }
+            result.finished_at = Timestamp::now();
+            self.store.record_result(id, &result).await?;
+            self.events.bump();
+            results.push(result);
+            if self.stopped(id) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether the task was cancelled (already recorded by the API) or interrupted by shutdown.
+    fn stopped(&self, id: TaskId) -> bool {
+        self.lock()
+            .running
+            .get(&id)
+            .is_some_and(|r| r.cancelled || r.interrupted)
+    }
+
+    async fn finish(
+        &self,
+        task: &Task,
+        status: TaskStatus,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        let at = Timestamp::now();
+        let finish = Transition::Finish {
+            status,
+            exit_code,
+            reason,
+            at,
+        };
+        let finished = match self.store.transition(task.id, finish).await {
+            Ok(finished) => finished,
+            // Cancelled or interrupted meanwhile; that status stands.
+            Err(StoreError::Transition(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.events.bump();
+        if let (Some(started), Some(ended)) =
+            (finished.state.started_at, finished.state.finished_at)
+        {
+            let ran = ended.millis_since(started);
+            self.metrics
+                .run_duration
+                .observe(Duration::from_millis(ran));
+        }
+        if can_retry(&finished.state, finished.spec.retries) {
+            self.store
+                .transition(task.id, Transition::Retry { at })
+                .await?;
+            self.events.bump();
+        }
+        Ok(())
+    }
+
+    async fn emit(&self, id: TaskId, kind: TaskEventKind) -> Result<(), StoreError> {
+        self.store.append_event(id, Timestamp::now(), &kind).await?;
+        self.events.bump();
+        Ok(())
+    }
+
+    /// Stores the executor's output as whole, redacted lines, per stream.
+    async fn forward_output(
+        &self,
+        id: TaskId,
+        index: u32,
+        mut receiver: tokio::sync::mpsc::Receiver<ExecEvent>,
+        redactor: &Redactor,
+        budget: &mut OutputBudget,
+    ) -> Result<(), StoreError> {
+        let mut stdout = LineAssembler::new(MAX_LINE);
+        let mut stderr = LineAssembler::new(MAX_LINE);
+        while let Some(first) = receiver.recv().await {
+            // Coalesce whatever else is already waiting into one event per stream, so chatty
+            // commands cost one insert per batch rather than per chunk.
+            let mut batch = vec![first];
+            while batch.len() < OUTPUT_EVENT_BUFFER {
+                match receiver.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            let mut texts = [String::new(), String::new()];
+            for event in batch {
+                if let ExecEvent::Output { stream, data, .. } = event {
+                    let (lines, text) = match stream {
+                        OutputStream::Stdout => (&mut stdout, &mut texts[0]),
+                        OutputStream::Stderr => (&mut stderr, &mut texts[1]),
+                    };
+                    if let Some(more) = lines.push(&data) {
+                        text.push_str(&more);
+                    }
+                }
+            }
+            let [out, err] = texts;
+            for (stream, text) in [(OutputStream::Stdout, out), (OutputStream::Stderr, err)] {
+                if !text.is_empty() {
+                    self.emit_output(id, index, stream, redactor, budget, text)
+                        .await?;
+                }
+            }
+        }
+        for (stream, lines) in [
+            (OutputStream::Stdout, &mut stdout),
+            (OutputStream::Stderr, &mut stderr),
+        ] {
+            if let Some(text) = lines.finish() {
+                self.emit_output(id, index, stream, redactor, budget, text)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn emit_output(
+        &self,
+        id: TaskId,
+        index: u32,
+        stream: OutputStream,
+        redactor: &Redactor,
+        budget: &mut OutputBudget,
+        text: String,
+    ) -> Result<(), StoreError> {
+        let Some(text) = budget.admit(redactor.redact(&text)) else {
+            return Ok(());
+        };
+        self.emit(
+            id,
+            TaskEventKind::Output {
+                index,
+                stream,
+                text,
+            },
+        )
+        .await
+    }
+}

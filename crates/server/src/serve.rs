@@ -1,0 +1,257 @@
+//! Starting and stopping the whole service: data directory, store, admin token, restart
+//! recovery, scheduler loop and HTTP listener; then a graceful stop that never leaves a task
+//! `running`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_core::{Executor, Store, StoreError};
+use conductor_store::SqliteStore;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::auth::{ensure_admin_token, AdminTokenError};
+use crate::{app, AppState, EventBus, Scheduler, SchedulerConfig, DEFAULT_BODY_LIMIT};
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
+/// The database file's name under the home directory.
+pub const DATABASE_FILE: &str = "conductor.db";
+/// Held (flock) by the one server using a home directory.
+pub const LOCK_FILE: &str = "server.lock";
+
+/// Everything `conductor serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// `$CONDUCTOR_HOME`: database, admin token, workspaces.
+    pub home: PathBuf,
+    /// Agents, concurrency, workspaces.
+    pub scheduler: SchedulerConfig,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// How long running tasks may take to finish at shutdown before they are interrupted.
+    pub grace: Duration,
+    /// A fixed admin token instead of a generated one.
+    pub admin_token: Option<String>,
+}
+
+impl ServeConfig {
+    /// Defaults for `home`: 127.0.0.1:8081, 2 agents, 1 MiB bodies, 10 s grace.
+    pub fn new(home: PathBuf) -> Self {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 8081));
+        Self {
+            listen,
+            scheduler: SchedulerConfig::new(home.join("workspaces")),
+            home,
+            body_limit: DEFAULT_BODY_LIMIT,
+            grace: Duration::from_secs(10),
+            admin_token: None,
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A file or socket operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The admin token could not be set up.
+    #[error(transparent)]
+    AdminToken(#[from] AdminTokenError),
+    /// Another server uses the same home directory.
+    #[error("another conductor serve is already using {home} (it holds {lock}): stop it, or set CONDUCTOR_HOME to another directory")]
+    HomeInUse {
+        /// The home directory.
+        home: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    move |source| ServeError::Io {
+        context: context.into(),
+        source,
+    }
+}
+
+/// A running service.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    admin_token_path: PathBuf,
+    scheduler: Arc<Scheduler>,
+    store: SqliteStore,
+    grace: Duration,
+    stop_http: oneshot::Sender<()>,
+    http: JoinHandle<std::io::Result<()>>,
+    dispatch_loop: JoinHandle<()>,
+    /// Released when the server is dropped.
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Server {
+    /// Prepares the home directory, opens the store, recovers tasks a previous run left running,
+    /// and starts the scheduler and the listener.
+    pub async fn start(
+        config: ServeConfig,
+        executors: BTreeMap<String, Arc<dyn Executor>>,
+    ) -> Result<Self, ServeError> {
+        let home = &config.home;
+        create_private_dir(home)?;
+        let lock = lock_home(home)?;
+        std::fs::create_dir_all(&config.scheduler.workspace_root).map_err(io(format!(
+            "creating {}",
+            config.scheduler.workspace_root.display()
+        )))?;
+        let store = SqliteStore::open(&home.join(DATABASE_FILE)).await?;
+        let admin_token_path =
+            ensure_admin_token(&store, home, config.admin_token.as_deref()).await?;
+        let shared: Arc<dyn Store> = Arc::new(store.clone());
+        let scheduler = Scheduler::new(
+            shared,
+            executors,
+            config.scheduler.clone(),
+            EventBus::default(),
+        );
+        let recovered = scheduler.recover().await?;
+        if !recovered.is_empty() {
+            tracing::warn!(
+                count = recovered.len(),
+                "tasks were running when the server last stopped; recorded them as interrupted"
+            );
+        }
+        if !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %config.listen,
+                "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT TLS: tokens and task output travel in clear text; put a TLS proxy in front or listen on 127.0.0.1"
+            );
+            eprintln!(
+                "WARNING: conductor serve is listening on {} without TLS. Bearer tokens and task output travel in clear text.",
+                config.listen
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(io(format!("listening on {}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the listen address"))?;
+        let router = app(AppState::new(Arc::clone(&scheduler), config.body_limit));
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let dispatch_loop = tokio::spawn(Arc::clone(&scheduler).run());
+        Ok(Self {
+            addr,
+            admin_token_path,
+            scheduler,
+            store,
+            grace: config.grace,
+            stop_http,
+            http,
+            dispatch_loop,
+            _lock: lock,
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin token file.
+    pub fn admin_token_path(&self) -> &std::path::Path {
+        &self.admin_token_path
+    }
+
+    /// Stops: no more dispatching; running tasks get the grace period, then are killed and
+    /// recorded as interrupted; open HTTP streams get two seconds; the database is closed.
+    pub async fn stop(self) {
+        self.scheduler.shutdown(self.grace).await;
+        self.dispatch_loop.abort();
+        let _ = self.stop_http.send(());
+        let mut http = self.http;
+        if tokio::time::timeout(Duration::from_secs(2), &mut http)
+            .await
+            .is_err()
+        {
+            http.abort();
+        }
+        self.store.close().await;
+    }
+}
+
+/// One server per home directory: a second one would declare the first one's running tasks
+/// interrupted at its start.
+fn lock_home(home: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, ServeError> {
+    let path = home.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => ServeError::HomeInUse {
+                home: home.to_owned(),
+                lock: path.clone(),
+            },
+            other => ServeError::Io {
+                context: format!("locking {}", path.display()),
+                source: std::io::Error::from(other),
+            },
+        },
+    )
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), ServeError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(path)
+        .map_err(io(format!("creating {}", path.display())))
+}
+
+/// Runs the service until `shutdown` resolves, then stops it gracefully.
+pub async fn serve(
+    config: ServeConfig,
+    executors: BTreeMap<String, Arc<dyn Executor>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let server = Server::start(config, executors).await?;
+    tracing::info!(listen = %server.local_addr(), "conductor is serving");
+    eprintln!(
+        "conductor serving on http://{} (admin token: {})",
+        server.local_addr(),
+        server.admin_token_path().display()
+    );
+    shutdown.await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}

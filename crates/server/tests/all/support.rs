@@ -1,0 +1,291 @@
+//! Shared fixtures: a scripted fake executor, an app over a tempdir store, request helpers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use conductor_core::{EventSender, Executor, ExecutorError, Store};
+use conductor_server::{app, AppState, EventBus, Scheduler, SchedulerConfig};
+use conductor_store::SqliteStore;
+use conductor_types::{
+    ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutionStats,
+    ExecutorCapabilities, IsolationLevel, OutputStream, StreamSummary, Task, TaskId, TaskStatus,
+};
+use http_body_util::BodyExt;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+/// Runs scripted "commands" instead of a shell:
+/// `echo TEXT` prints TEXT, `env NAME` prints a variable, `exit N` exits N,
+/// `sleep MS` sleeps (honouring timeout and cancel), `fail` cannot be run, anything else exits 0.
+#[derive(Debug, Default)]
+pub struct FakeExecutor {
+    pub requests: Mutex<Vec<ExecutionRequest>>,
+    pub cancelled: Mutex<Vec<ExecutionId>>,
+    /// Notified at every `execute` call.
+    pub called: Notify,
+    running: Mutex<BTreeMap<String, Arc<Notify>>>,
+}
+
+fn result(request: &ExecutionRequest, exit_code: i32) -> ExecutionResult {
+    ExecutionResult {
+        execution_id: request.id.clone(),
+        executor: "fake".into(),
+        isolation_level: IsolationLevel::None,
+        exit_code,
+        signal: None,
+        timed_out: false,
+        cancelled: false,
+        oom_killed: false,
+        stdout: String::new(),
+        stderr: String::new(),
+        stdout_info: StreamSummary::default(),
+        stderr_info: StreamSummary::default(),
+        stats: ExecutionStats::default(),
+    }
+}
+
+#[async_trait]
+impl Executor for FakeExecutor {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn isolation_level(&self) -> IsolationLevel {
+        IsolationLevel::None
+    }
+
+    fn capabilities(&self) -> ExecutorCapabilities {
+        ExecutorCapabilities {
+            isolation_level: IsolationLevel::None,
+            platform: "test".into(),
+            supported: BTreeSet::new(),
+        }
+    }
+
+    async fn health_check(&self) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+
+    async fn warmup(&self) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        request: ExecutionRequest,
+        events: EventSender,
+    ) -> Result<ExecutionResult, ExecutorError> {
+        self.requests.lock().unwrap().push(request.clone());
+        self.called.notify_one();
+        let script = conductor_core::command_of(&request.argv)
+            .unwrap()
+            .to_owned();
+        let (verb, arg) = script.split_once(' ').unwrap_or((&script, ""));
+        let output = |text: String| ExecEvent::Output {
+            stream: OutputStream::Stdout,
+            data: text.into_bytes(),
+            at_ms: 0,
+        };
+        match verb {
+            "echo" => {
+                // Two chunks, to exercise line assembly.
+                let (a, b) = arg.split_at(arg.len() / 2);
+                let _ = events.send(output(a.to_owned())).await;
+                let _ = events.send(output(format!("{b}\n"))).await;
+                Ok(result(&request, 0))
+            }
+            "env" => {
+                // Split inside the value, to check that redaction sees whole lines.
+                let value = request.env.get(arg).cloned().unwrap_or_default();
+                let (a, b) = value.split_at(value.len() / 2);
+                let _ = events.send(output(format!("{arg}={a}"))).await;
+                let _ = events.send(output(format!("{b}\n"))).await;
+                Ok(result(&request, 0))
+            }
+            "exit" => Ok(result(&request, arg.parse().unwrap())),
+            "fail" => Err(ExecutorError::Unavailable {
+                executor: "fake",
+                reason: "scripted failure".into(),
+            }),
+            "sleep" => {
+                let notify = Arc::new(Notify::new());
+                self.running
+                    .lock()
+                    .unwrap()
+                    .insert(request.id.to_string(), Arc::clone(&notify));
+                let wanted = Duration::from_millis(arg.parse().unwrap());
+                let limit = request.timeout.unwrap_or(Duration::MAX).min(wanted);
+                let mut done = result(&request, 0);
+                tokio::select! {
+                    _ = tokio::time::sleep(limit) => {
+                        if limit < wanted {
+                            done.exit_code = 124;
+                            done.timed_out = true;
+                        }
+                    }
+                    _ = notify.notified() => {
+                        done.exit_code = 137;
+                        done.signal = Some(9);
+                        done.cancelled = true;
+                    }
+                }
+                Ok(done)
+            }
+            _ => Ok(result(&request, 0)),
+        }
+    }
+
+    async fn cancel(&self, id: &ExecutionId) -> Result<bool, ExecutorError> {
+        self.cancelled.lock().unwrap().push(id.clone());
+        let notify = self.running.lock().unwrap().remove(&id.to_string());
+        Ok(match notify {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        })
+    }
+}
+
+/// An app over a fresh tempdir database, a running scheduler and an admin token.
+pub struct TestApp {
+    pub router: Router,
+    pub token: String,
+    pub store: Arc<dyn Store>,
+    pub scheduler: Arc<Scheduler>,
+    pub executor: Arc<FakeExecutor>,
+    pub _dir: tempfile::TempDir,
+}
+
+pub struct Options {
+    pub agents: usize,
+    pub stored_output_limit: Option<conductor_types::Bytes>,
+    pub body_limit: usize,
+    pub run_loop: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            agents: 2,
+            stored_output_limit: None,
+            body_limit: 64 * 1024,
+            run_loop: true,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("conductor.db"))
+            .await
+            .unwrap();
+        Self::over(dir, Arc::new(store), options).await
+    }
+
+    pub async fn over(dir: tempfile::TempDir, store: Arc<dyn Store>, options: Options) -> Self {
+        let executor = Arc::new(FakeExecutor::default());
+        let mut config = SchedulerConfig::new(dir.path().join("workspaces"));
+        config.agents = options.agents;
+        config.concurrency = options.agents;
+        config.poll_interval = Duration::from_millis(50);
+        if let Some(limit) = options.stored_output_limit {
+            config.stored_output_limit = limit;
+        }
+        let executors: BTreeMap<String, Arc<dyn Executor>> =
+            BTreeMap::from([("host".to_owned(), executor.clone() as Arc<dyn Executor>)]);
+        let scheduler = Scheduler::new(Arc::clone(&store), executors, config, EventBus::default());
+        scheduler.recover().await.unwrap();
+        if options.run_loop {
+            tokio::spawn(Arc::clone(&scheduler).run());
+        }
+        let created = conductor_server::auth::create_token(store.as_ref(), "admin", true)
+            .await
+            .unwrap();
+        let router = app(AppState::new(Arc::clone(&scheduler), options.body_limit));
+        Self {
+            router,
+            token: created.token,
+            store,
+            scheduler,
+            executor,
+            _dir: dir,
+        }
+    }
+
+    /// Sends a request with the admin token; returns status and body text.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, String) {
+        self.send_as(Some(&self.token), method, uri, body).await
+    }
+
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        uri: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Body::from(body.unwrap_or_default().to_owned()))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    pub async fn submit(&self, body: &str) -> Task {
+        let (status, text) = self.send(Method::POST, "/api/v1/tasks", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub async fn task(&self, id: TaskId) -> Task {
+        let (status, text) = self
+            .send(Method::GET, &format!("/api/v1/tasks/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Polls until the task has `status` (5 s at most).
+    pub async fn wait_for(&self, id: TaskId, status: TaskStatus) -> Task {
+        for _ in 0..500 {
+            let task = self.task(id).await;
+            if task.state.status == status {
+                return task;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("task {id} never became {status}: {:?}", self.task(id).await);
+    }
+}
+
+/// Parses an error body into (code, message).
+pub fn error_of(text: &str) -> (String, String) {
+    let body: conductor_types::ApiErrorBody = serde_json::from_str(text).unwrap();
+    (body.error.code, body.error.message)
+}

@@ -1,0 +1,558 @@
+//! Durable storage for Conductor: [`SqliteStore`], the SQLite implementation of
+//! [`conductor_core::Store`].
+//!
+//! One file (`conductor.db`) in WAL mode. Writes go through a pool of exactly one connection, so
+//! every read-modify-write (a state transition) is serialised without `SQLITE_BUSY` retries;
+//! reads use a separate read-only pool and never wait for writers. Migrations are embedded and
+//! applied at open. `synchronous = NORMAL`: a committed write survives a crash of the process
+//! (kill -9); a power loss may drop the last transactions.
+
+mod migrate;
+mod rows;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conductor_core::{apply, Store, StoreError, TaskQuery, Transition};
+use conductor_types::{
+    Agent, CommandResult, EventId, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskSpec,
+    TaskState, TaskStatus, Timestamp, TokenInfo,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+pub use migrate::SCHEMA_VERSION;
+
+/// Most tasks one page of `list_tasks` returns.
+pub const MAX_PAGE: u32 = 500;
+
+const TASK_COLUMNS: &str = "seq, id, status, status_reason, attempt, agent_id, exit_code, spec, \
+     queued_at, started_at, finished_at";
+
+/// Conductor's state in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn backend<C: Into<String>>(context: C) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| StoreError::Backend {
+        context: context.into(),
+        message: error.to_string(),
+    }
+}
+
+fn corrupt(context: impl Into<String>, message: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        context: context.into(),
+        message: message.to_string(),
+    }
+}
+
+fn to_json<T: serde::Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| corrupt(format!("encoding {what}"), e))
+}
+
+fn ms(at: Timestamp) -> i64 {
+    i64::try_from(at.millis()).unwrap_or(i64::MAX)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let opening = format!("opening {}", path.display());
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(backend(opening.clone()))?;
+        {
+            let mut conn = writer
+                .acquire()
+                .await
+                .map_err(backend("acquiring a connection"))?;
+            migrate::migrate(&mut conn).await?;
+        }
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(backend(opening))?;
+        Ok(Self { writer, reader })
+    }
+
+    /// Closes both pools, waiting for queries in flight.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    async fn results_of(&self, id: TaskId, attempt: u32) -> Result<Vec<CommandResult>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT idx, attempt, command, exit_code, signal, timed_out, oom_killed, error, stats, \
+             started_at, finished_at FROM command_results WHERE task_id = ? AND attempt = ? \
+             ORDER BY idx",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("reading command results"))?;
+        rows.iter().map(rows::command_result).collect()
+    }
+
+    async fn with_results(
+        &self,
+        (state_id, spec, state): rows::TaskRow,
+    ) -> Result<Task, StoreError> {
+        let results = self.results_of(state_id, state.attempt).await?;
+        Ok(Task {
+            id: state_id,
+            state,
+            spec,
+            results,
+        })
+    }
+}
+
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    id: TaskId,
+    at: Timestamp,
+    kind: &TaskEventKind,
+) -> Result<EventId, StoreError> {
+    let body = to_json("an event", kind)?;
+    let row = sqlx::query("INSERT INTO events (task_id, at, body) VALUES (?, ?, ?) RETURNING id")
+        .bind(id.to_string())
+        .bind(ms(at))
+        .bind(body)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend("appending an event"))?;
+    row.try_get::<i64, _>("id")
+        .map_err(backend("reading an event id"))
+}
+
+async fn load_task_row(
+    conn: &mut SqliteConnection,
+    id: TaskId,
+) -> Result<rows::TaskRow, StoreError> {
+    let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend("reading a task"))?
+        .ok_or(StoreError::TaskNotFound(id))?;
+    rows::task(&row).map(|(_, row)| row)
+}
+
+fn state_event(state: &TaskState) -> TaskEventKind {
+    TaskEventKind::State {
+        status: state.status,
+        attempt: state.attempt,
+        reason: state.status_reason.clone(),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(backend("pinging the database"))?;
+        Ok(())
+    }
+
+    async fn create_task(
+        &self,
+        id: TaskId,
+        spec: &TaskSpec,
+        secrets: &BTreeMap<String, String>,
+        at: Timestamp,
+    ) -> Result<Task, StoreError> {
+        let state = TaskState::queued(at);
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        sqlx::query(
+            "INSERT INTO tasks (id, status, attempt, priority, spec, secrets, queued_at) \
+             VALUES (?, ?, 0, ?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(state.status.as_str())
+        .bind(spec.priority)
+        .bind(to_json("a task spec", spec)?)
+        .bind(to_json("secrets", secrets)?)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("inserting a task"))?;
+        insert_event(&mut tx, id, at, &state_event(&state)).await?;
+        tx.commit()
+            .await
+            .map_err(backend("committing a new task"))?;
+        Ok(Task {
+            id,
+            state,
+            spec: spec.clone(),
+            results: Vec::new(),
+        })
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Task, StoreError> {
+        let mut conn = self
+            .reader
+            .acquire()
+            .await
+            .map_err(backend("acquiring a connection"))?;
+        let row = load_task_row(&mut conn, id).await?;
+        drop(conn);
+        self.with_results(row).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
+        let cursor = match &query.cursor {
+            Some(text) => Some(
+                text.parse::<i64>()
+                    .ok()
+                    .filter(|seq| *seq > 0)
+                    .ok_or_else(|| StoreError::InvalidCursor(text.clone()))?,
+            ),
+            None => None,
+        };
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let (label_path, label_value) = match &query.label {
+            // Label keys are validated to [A-Za-z0-9._/-], so they need no escaping in a path.
+            Some((key, value)) => (Some(format!("$.labels.\"{key}\"")), value.clone()),
+            None => (None, None),
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks \
+             WHERE (?1 IS NULL OR status = ?1) \
+               AND (?2 IS NULL OR json_extract(spec, ?2) IS NOT NULL) \
+               AND (?3 IS NULL OR json_extract(spec, ?2) = ?3) \
+               AND (?4 IS NULL OR seq < ?4) \
+             ORDER BY seq DESC LIMIT ?5"
+        ))
+        .bind(query.status.map(TaskStatus::as_str))
+        .bind(label_path)
+        .bind(label_value)
+        .bind(cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("listing tasks"))?;
+        let mut next_cursor = None;
+        let mut tasks = Vec::with_capacity(rows.len().min(limit as usize));
+        for (n, row) in rows.iter().enumerate() {
+            let (seq, task_row) = rows::task(row)?;
+            if n == limit as usize {
+                break;
+            }
+            if n + 1 == limit as usize && rows.len() > limit as usize {
+                next_cursor = Some(seq.to_string());
+            }
+            tasks.push(self.with_results(task_row).await?);
+        }
+        Ok(TaskPage { tasks, next_cursor })
+    }
+
+    async fn delete_task(&self, id: TaskId) -> Result<(), StoreError> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        let (_, _, state) = load_task_row(&mut tx, id).await?;
+        if !state.status.is_finished() {
+            return Err(StoreError::NotFinished {
+                id,
+                status: state.status,
+            });
+        }
+        for table in ["events", "command_results", "tasks"] {
+            let column = if table == "tasks" { "id" } else { "task_id" };
+            sqlx::query(&format!("DELETE FROM {table} WHERE {column} = ?"))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend(format!("deleting from {table}")))?;
+        }
+        tx.commit().await.map_err(backend("committing a delete"))?;
+        Ok(())
+    }
+
+    async fn transition(&self, id: TaskId, transition: Transition) -> Result<Task, StoreError> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        let (_, spec, state) = load_task_row(&mut tx, id).await?;
+        let next = apply(&state, &transition, spec.retries)?;
+        sqlx::query(
+            "UPDATE tasks SET status = ?, status_reason = ?, attempt = ?, agent_id = ?, \
+             exit_code = ?, started_at = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(next.status.as_str())
+        .bind(next.status_reason.as_deref())
+        .bind(next.attempt)
+        .bind(next.agent_id.as_deref())
+        .bind(next.exit_code)
+        .bind(next.started_at.map(ms))
+        .bind(next.finished_at.map(ms))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("updating a task's state"))?;
+        let at = match &transition {
+            Transition::Start { at, .. }
+            | Transition::Finish { at, .. }
+            | Transition::Cancel { at }
+            | Transition::Interrupt { at, .. }
+            | Transition::Retry { at } => *at,
+        };
+        insert_event(&mut tx, id, at, &state_event(&next)).await?;
+        tx.commit()
+            .await
+            .map_err(backend("committing a state change"))?;
+        if matches!(transition, Transition::Start { .. }) {
+            // A new attempt has no results yet: skip the read on the dispatch path.
+            return Ok(Task {
+                id,
+                state: next,
+                spec,
+                results: Vec::new(),
+            });
+        }
+        self.with_results((id, spec, next)).await
+    }
+
+    async fn task_secrets(&self, id: TaskId) -> Result<BTreeMap<String, String>, StoreError> {
+        let text: String = sqlx::query_scalar("SELECT secrets FROM tasks WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("reading secrets"))?
+            .ok_or(StoreError::TaskNotFound(id))?;
+        serde_json::from_str(&text).map_err(|e| corrupt("secrets", e))
+    }
+
+    async fn queued_tasks(&self, limit: u32) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'queued' \
+             ORDER BY priority DESC, queued_at, seq LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("reading the queue"))?;
+        rows.iter()
+            .map(|row| {
+                rows::task(row).map(|(_, (id, spec, state))| Task {
+                    id,
+                    state,
+                    spec,
+                    results: Vec::new(),
+                })
+            })
+            .collect()
+    }
+
+    async fn task_ids_with_status(&self, status: TaskStatus) -> Result<Vec<TaskId>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM tasks WHERE status = ? ORDER BY seq")
+                .bind(status.as_str())
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend("reading task ids"))?;
+        ids.iter()
+            .map(|id| TaskId::from_str(id).map_err(|e| corrupt("a task id", e)))
+            .collect()
+    }
+
+    async fn count_by_status(&self) -> Result<BTreeMap<TaskStatus, u64>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("counting tasks"))?;
+        let mut counts: BTreeMap<TaskStatus, u64> =
+            TaskStatus::ALL.into_iter().map(|s| (s, 0)).collect();
+        for row in rows {
+            let status: String = row.try_get("status").map_err(backend("reading counts"))?;
+            let n: i64 = row.try_get("n").map_err(backend("reading counts"))?;
+            let status = status.parse().map_err(|e| corrupt("a task status", e))?;
+            counts.insert(status, n.max(0) as u64);
+        }
+        Ok(counts)
+    }
+
+    async fn append_event(
+        &self,
+        id: TaskId,
+        at: Timestamp,
+        kind: &TaskEventKind,
+    ) -> Result<EventId, StoreError> {
+        let mut conn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(backend("acquiring a connection"))?;
+        insert_event(&mut conn, id, at, kind).await
+    }
+
+    async fn events(
+        &self,
+        id: TaskId,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, body FROM events WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(after.unwrap_or(0))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("reading events"))?;
+        rows.iter().map(|row| rows::event(id, row)).collect()
+    }
+
+    async fn record_result(
+        &self,
+        id: TaskId,
+        result: &CommandResult,
+    ) -> Result<EventId, StoreError> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO command_results (task_id, attempt, idx, command, exit_code, \
+             signal, timed_out, oom_killed, error, stats, started_at, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(result.attempt)
+        .bind(result.index)
+        .bind(&result.command)
+        .bind(result.exit_code)
+        .bind(result.signal)
+        .bind(result.timed_out)
+        .bind(result.oom_killed)
+        .bind(result.error.as_deref())
+        .bind(to_json("stats", &result.stats)?)
+        .bind(ms(result.started_at))
+        .bind(ms(result.finished_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("recording a command result"))?;
+        let finished = TaskEventKind::CommandFinished {
+            index: result.index,
+            exit_code: result.exit_code,
+        };
+        let event = insert_event(&mut tx, id, result.finished_at, &finished).await?;
+        tx.commit()
+            .await
+            .map_err(backend("committing a command result"))?;
+        Ok(event)
+    }
+
+    async fn put_agent(&self, agent: &Agent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agents (id, state, task_id, workspace_root, updated_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+             task_id = excluded.task_id, workspace_root = excluded.workspace_root, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&agent.id)
+        .bind(agent.state.as_str())
+        .bind(agent.task_id.map(|id| id.to_string()))
+        .bind(&agent.workspace_root)
+        .bind(ms(agent.updated_at))
+        .execute(&self.writer)
+        .await
+        .map_err(backend("saving an agent"))?;
+        Ok(())
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, state, task_id, workspace_root, updated_at FROM agents ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("listing agents"))?;
+        rows.iter().map(rows::agent).collect()
+    }
+
+    async fn create_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (id, name, hash, admin, created_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&info.id)
+        .bind(&info.name)
+        .bind(hash)
+        .bind(info.admin)
+        .bind(ms(info.created_at))
+        .bind(info.revoked_at.map(ms))
+        .execute(&self.writer)
+        .await
+        .map_err(backend("saving a token"))?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, admin, created_at, revoked_at FROM tokens WHERE hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend("looking up a token"))?;
+        row.as_ref().map(rows::token).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, admin, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("listing tokens"))?;
+        rows.iter().map(rows::token).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+                .bind(ms(at))
+                .bind(id)
+                .execute(&self.writer)
+                .await
+                .map_err(backend("revoking a token"))?;
+        Ok(done.rows_affected() > 0)
+    }
+}

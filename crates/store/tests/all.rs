@@ -1,0 +1,439 @@
+//! SQLite store against a real database file in a tempdir.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use conductor_core::{validate_request, Store, StoreError, TaskQuery, Transition};
+use conductor_store::{SqliteStore, SCHEMA_VERSION};
+use conductor_types::{
+    Agent, AgentState, CommandResult, ExecutionStats, OutputStream, TaskEventKind, TaskId,
+    TaskRequest, TaskSpec, TaskStatus, Timestamp, TokenInfo,
+};
+
+fn spec(commands: &[&str], labels: &[(&str, &str)]) -> TaskSpec {
+    let request = TaskRequest {
+        commands: Some(commands.iter().map(|c| (*c).to_owned()).collect()),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        retries: Some(1),
+        ..TaskRequest::default()
+    };
+    validate_request(request, &["host"]).unwrap().spec
+}
+
+async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("conductor.db"))
+        .await
+        .unwrap()
+}
+
+fn start(at: u64) -> Transition {
+    Transition::Start {
+        agent_id: "agent-1".into(),
+        at: Timestamp(at),
+    }
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_reopen_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = TaskId::random();
+    store
+        .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(5))
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open(&dir).await;
+    assert_eq!(
+        store.get_task(id).await.unwrap().state.status,
+        TaskStatus::Queued
+    );
+    assert_eq!(SCHEMA_VERSION, 1);
+}
+
+#[tokio::test]
+async fn a_task_round_trips_with_events_results_and_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = TaskId::random();
+    let spec = spec(&["echo hi", "false"], &[("team", "infra")]);
+    let secrets = BTreeMap::from([("TOKEN".to_owned(), "s3cr3t".to_owned())]);
+    let created = store
+        .create_task(id, &spec, &secrets, Timestamp(1_000))
+        .await
+        .unwrap();
+    assert_eq!(store.get_task(id).await.unwrap(), created);
+    assert_eq!(store.task_secrets(id).await.unwrap(), secrets);
+
+    let running = store.transition(id, start(2_000)).await.unwrap();
+    assert_eq!(running.state.attempt, 1);
+    let output = TaskEventKind::Output {
+        index: 0,
+        stream: OutputStream::Stdout,
+        text: "hi\n".into(),
+    };
+    let output_id = store
+        .append_event(id, Timestamp(2_100), &output)
+        .await
+        .unwrap();
+    let result = CommandResult {
+        index: 0,
+        attempt: 1,
+        command: "echo hi".into(),
+        exit_code: Some(0),
+        signal: None,
+        timed_out: false,
+        oom_killed: false,
+        error: None,
+        stats: ExecutionStats {
+            duration_ms: 3,
+            ..ExecutionStats::default()
+        },
+        started_at: Timestamp(2_000),
+        finished_at: Timestamp(2_003),
+    };
+    store.record_result(id, &result).await.unwrap();
+    let done = store
+        .transition(
+            id,
+            Transition::Finish {
+                status: TaskStatus::Succeeded,
+                exit_code: Some(0),
+                reason: None,
+                at: Timestamp(3_000),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.results, vec![result]);
+    assert_eq!(done.state.finished_at, Some(Timestamp(3_000)));
+
+    let events = store.events(id, None, 100).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.clone()).collect();
+    let state = |status, attempt| TaskEventKind::State {
+        status,
+        attempt,
+        reason: None,
+    };
+    assert_eq!(
+        kinds,
+        vec![
+            state(TaskStatus::Queued, 0),
+            state(TaskStatus::Running, 1),
+            output,
+            TaskEventKind::CommandFinished {
+                index: 0,
+                exit_code: Some(0)
+            },
+            state(TaskStatus::Succeeded, 1),
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    let after = store.events(id, Some(output_id), 100).await.unwrap();
+    assert_eq!(after.len(), 2);
+}
+
+#[tokio::test]
+async fn illegal_transitions_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = TaskId::random();
+    store
+        .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
+        .await
+        .unwrap();
+    let err = store
+        .transition(
+            id,
+            Transition::Finish {
+                status: TaskStatus::Succeeded,
+                exit_code: Some(0),
+                reason: None,
+                at: Timestamp(2),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "cannot finish a task that is queued");
+    store
+        .transition(id, Transition::Cancel { at: Timestamp(3) })
+        .await
+        .unwrap();
+    let err = store
+        .transition(id, Transition::Cancel { at: Timestamp(4) })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Transition(_)), "{err}");
+    assert_eq!(store.events(id, None, 10).await.unwrap().len(), 2);
+    let missing = TaskId::random();
+    assert!(matches!(
+        store.transition(missing, start(1)).await,
+        Err(StoreError::TaskNotFound(m)) if m == missing
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_starts_of_one_task_let_exactly_one_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir).await);
+    let id = TaskId::random();
+    store
+        .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for n in 0..20 {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            store.transition(id, start(n)).await.is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for handle in handles {
+        wins += usize::from(handle.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn lists_filter_by_status_and_label_and_paginate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut ids = Vec::new();
+    for n in 0..7u64 {
+        let team = if n % 2 == 0 { "infra" } else { "web" };
+        let id = TaskId::random();
+        store
+            .create_task(
+                id,
+                &spec(&["true"], &[("team", team)]),
+                &BTreeMap::new(),
+                Timestamp(n),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    store
+        .transition(ids[6], Transition::Cancel { at: Timestamp(9) })
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut query = TaskQuery {
+        limit: 3,
+        ..TaskQuery::default()
+    };
+    loop {
+        let page = store.list_tasks(&query).await.unwrap();
+        seen.extend(page.tasks.iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    let newest_first: Vec<_> = ids.iter().rev().copied().collect();
+    assert_eq!(seen, newest_first);
+
+    let ids_of =
+        |page: conductor_types::TaskPage| page.tasks.iter().map(|t| t.id).collect::<Vec<_>>();
+    let infra = TaskQuery {
+        label: Some(("team".into(), Some("infra".into()))),
+        limit: 100,
+        ..TaskQuery::default()
+    };
+    assert_eq!(
+        ids_of(store.list_tasks(&infra).await.unwrap()),
+        vec![ids[6], ids[4], ids[2], ids[0]]
+    );
+    let has_team = TaskQuery {
+        label: Some(("team".into(), None)),
+        limit: 100,
+        ..TaskQuery::default()
+    };
+    assert_eq!(store.list_tasks(&has_team).await.unwrap().tasks.len(), 7);
+    let cancelled = TaskQuery {
+        status: Some(TaskStatus::Cancelled),
+        limit: 100,
+        ..TaskQuery::default()
+    };
+    assert_eq!(
+        ids_of(store.list_tasks(&cancelled).await.unwrap()),
+        vec![ids[6]]
+    );
+    let bad = TaskQuery {
+        cursor: Some("x".into()),
+        limit: 1,
+        ..TaskQuery::default()
+    };
+    assert!(matches!(
+        store.list_tasks(&bad).await,
+        Err(StoreError::InvalidCursor(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_queue_is_in_priority_then_age_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut ids = Vec::new();
+    for (n, priority) in [0, 5, 0, 5].into_iter().enumerate() {
+        let mut spec = spec(&["true"], &[]);
+        spec.priority = priority;
+        let id = TaskId::random();
+        store
+            .create_task(id, &spec, &BTreeMap::new(), Timestamp(n as u64))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let queue: Vec<_> = store
+        .queued_tasks(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(queue, vec![ids[1], ids[3], ids[0], ids[2]]);
+    store.transition(ids[1], start(9)).await.unwrap();
+    assert_eq!(
+        store
+            .task_ids_with_status(TaskStatus::Running)
+            .await
+            .unwrap(),
+        vec![ids[1]]
+    );
+    let counts = store.count_by_status().await.unwrap();
+    assert_eq!(
+        (
+            counts[&TaskStatus::Queued],
+            counts[&TaskStatus::Running],
+            counts[&TaskStatus::Failed]
+        ),
+        (3, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn only_finished_tasks_can_be_deleted_and_their_events_go_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = TaskId::random();
+    store
+        .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete_task(id).await,
+        Err(StoreError::NotFinished {
+            status: TaskStatus::Queued,
+            ..
+        })
+    ));
+    store
+        .transition(id, Transition::Cancel { at: Timestamp(2) })
+        .await
+        .unwrap();
+    store.delete_task(id).await.unwrap();
+    assert!(matches!(
+        store.get_task(id).await,
+        Err(StoreError::TaskNotFound(_))
+    ));
+    assert_eq!(store.events(id, None, 10).await.unwrap(), vec![]);
+    assert!(matches!(
+        store.delete_task(id).await,
+        Err(StoreError::TaskNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn tokens_are_found_by_hash_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let info = TokenInfo {
+        id: "tok1".into(),
+        name: "ci".into(),
+        admin: false,
+        created_at: Timestamp(10),
+        revoked_at: None,
+    };
+    store.create_token(&info, "abc123").await.unwrap();
+    assert_eq!(
+        store.token_by_hash("abc123").await.unwrap(),
+        Some(info.clone())
+    );
+    assert_eq!(store.token_by_hash("nope").await.unwrap(), None);
+    assert!(store.revoke_token("tok1", Timestamp(20)).await.unwrap());
+    assert!(!store.revoke_token("tok2", Timestamp(20)).await.unwrap());
+    let revoked = TokenInfo {
+        revoked_at: Some(Timestamp(20)),
+        ..info
+    };
+    assert_eq!(store.tokens().await.unwrap(), vec![revoked]);
+}
+
+#[tokio::test]
+async fn agents_are_upserted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut agent = Agent {
+        id: "agent-1".into(),
+        state: AgentState::Idle,
+        task_id: None,
+        workspace_root: "/w".into(),
+        updated_at: Timestamp(1),
+    };
+    store.put_agent(&agent).await.unwrap();
+    agent.state = AgentState::Busy;
+    agent.task_id = Some(TaskId::random());
+    store.put_agent(&agent).await.unwrap();
+    assert_eq!(store.agents().await.unwrap(), vec![agent]);
+}
+
+/// Costs of the store operations on the dispatch path. Run: `cargo test --release -p
+/// conductor-store --test all -- --ignored --nocapture store_costs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly, in release"]
+async fn store_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let spec = spec(&["true"], &[]);
+    let n = 500;
+    let mut ids = Vec::new();
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let id = TaskId::random();
+        store
+            .create_task(id, &spec, &BTreeMap::new(), Timestamp(1))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let create = started.elapsed() / n;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        store.queued_tasks(24).await.unwrap();
+    }
+    let queue = started.elapsed() / n;
+    let started = std::time::Instant::now();
+    for id in &ids {
+        store.transition(*id, start(2)).await.unwrap();
+    }
+    let transition = started.elapsed() / n;
+    let started = std::time::Instant::now();
+    let kind = TaskEventKind::CommandStarted {
+        index: 0,
+        command: "true".into(),
+    };
+    for id in &ids {
+        store.append_event(*id, Timestamp(3), &kind).await.unwrap();
+    }
+    let event = started.elapsed() / n;
+    println!("store costs: create {create:?}, queued_tasks {queue:?}, transition {transition:?}, append_event {event:?}");
+}
