@@ -213,6 +213,27 @@ async fn namespace_and_mount_escapes_are_refused() {
     );
 }
 
+/// The sandbox leads its own session (sid 1 in its pid namespace: before the fix it was 0, a
+/// session outside the namespace, holding the caller's terminal), and pushing input into a
+/// terminal is refused by seccomp (EPERM; without the filter /dev/null answers ENOTTY).
+#[tokio::test]
+async fn the_caller_terminal_is_out_of_reach() {
+    let Some(result) = sh(
+        "read -r _ _ _ _ _ sid tty _ < /proc/self/stat; echo session=$sid tty=$tty; \
+         python3 -c 'import fcntl, termios\ntry:\n fcntl.ioctl(0, termios.TIOCSTI, b\"x\")\nexcept OSError as e:\n print(\"tiocsti errno\", e.errno)'",
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(
+        result.stdout,
+        "session=1 tty=0\ntiocsti errno 1\n", // 1 = EPERM
+        "{}",
+        result.stderr
+    );
+}
+
 #[tokio::test]
 async fn network_none_cannot_reach_the_host_loopback() {
     let Some(executor) = executor() else { return };

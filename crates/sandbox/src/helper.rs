@@ -264,6 +264,9 @@ fn build_sandbox(spec: &SandboxSpec, maps: &IdMaps) -> Result<(), StageError> {
     // root's private directories (a workspace under a 0700 temp dir); after the switch below
     // it is the sandbox's unprivileged uid on the host.
     let mut fs = LinuxRootFs::resolve(&spec.layout);
+    // A session of its own, without a controlling terminal: nothing in the sandbox can open the
+    // caller's terminal through /dev/tty (and type into the caller's shell with TIOCSTI).
+    nix::unistd::setsid().map_err(|e| StageError::new("starting a new session", e))?;
     let stage = "becoming root in the sandbox";
     let root = Gid::from_raw(0);
     nix::unistd::setresgid(root, root, root).map_err(|e| StageError::new(stage, e))?;

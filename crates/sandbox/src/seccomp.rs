@@ -70,6 +70,10 @@ pub const CLONE_NAMESPACE_FLAGS: &[(&str, libc::c_int)] = &[
     ("CLONE_NEWUTS", libc::CLONE_NEWUTS),
 ];
 
+/// `ioctl` requests refused with `EPERM`: both act on a terminal outside the sandbox.
+pub const DENIED_IOCTLS: &[(&str, u64)] =
+    &[("TIOCSTI", libc::TIOCSTI as u64), ("TIOCLINUX", 0x541C)];
+
 /// A filter that could not be built or installed.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -105,6 +109,18 @@ pub fn deny_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
+    // Typing into a terminal (TIOCSTI) or poking the console (TIOCLINUX) would let the sandbox
+    // inject input into a shell outside it.
+    let ioctl_rules = DENIED_IOCTLS
+        .iter()
+        .map(|(_, request)| {
+            let condition =
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *request)
+                    .map_err(build_error)?;
+            SeccompRule::new(vec![condition]).map_err(build_error)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(libc::SYS_ioctl, ioctl_rules);
     Ok(rules)
 }
 
@@ -190,7 +206,17 @@ mod tests {
             .unwrap()
         ));
         assert!(!rules.contains_key(&libc::SYS_clone3));
-        assert_eq!(rules.len(), DENIED_SYSCALLS.len() + 1);
+        let tiocsti = SeccompRule::new(vec![SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            libc::TIOCSTI as u64,
+        )
+        .unwrap()])
+        .unwrap();
+        assert_eq!(rules[&libc::SYS_ioctl].len(), DENIED_IOCTLS.len());
+        assert!(rules[&libc::SYS_ioctl].contains(&tiocsti));
+        assert_eq!(rules.len(), DENIED_SYSCALLS.len() + 2);
     }
 
     #[test]
