@@ -71,6 +71,8 @@ pub const CLONE_NAMESPACE_FLAGS: &[(&str, libc::c_int)] = &[
 ];
 
 /// `ioctl` requests refused with `EPERM`: both act on a terminal outside the sandbox.
+// `TIOCSTI`'s type differs between libc targets (u64 on glibc x86_64, c_int on musl).
+#[allow(clippy::unnecessary_cast)]
 pub const DENIED_IOCTLS: &[(&str, u64)] =
     &[("TIOCSTI", libc::TIOCSTI as u64), ("TIOCLINUX", 0x541C)];
 
@@ -210,7 +212,7 @@ mod tests {
             1,
             SeccompCmpArgLen::Dword,
             SeccompCmpOp::Eq,
-            libc::TIOCSTI as u64,
+            DENIED_IOCTLS[0].1,
         )
         .unwrap()])
         .unwrap();
