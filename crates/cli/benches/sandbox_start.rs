@@ -1,6 +1,8 @@
-//! Sandbox start-to-exit latency of `/bin/true`: the host and namespace executors against
-//! `bwrap --unshare-all` and `unshare -Urfpmn` measured in the same run, interleaved round-robin
-//! so drift on the machine hits every variant alike.
+//! Sandbox start-to-exit latency of `/bin/true`: the host and namespace executors (warm pool and
+//! cold) against `bwrap --unshare-all` and `unshare -Urfpmn` measured in the same run,
+//! interleaved round-robin so drift on the machine hits every variant alike. Every namespace
+//! execution gets a cgroup of its own (created ahead of time for a warm helper, on the critical
+//! path for a cold one).
 //!
 //! Run: `cargo bench -p conductor --bench sandbox_start` (CONDUCTOR_BENCH_ITERATIONS=N to change
 //! the sample count; default 200 after 20 warm-up rounds).
@@ -52,21 +54,23 @@ fn main() -> Result<(), String> {
         &runtime,
         workspace.path(),
     ));
-    let config = NamespaceConfig {
-        helper_path: env!("CARGO_BIN_EXE_conductor").into(),
-        ..Default::default()
-    };
-    match NamespaceExecutor::new(config) {
-        Ok(namespace) => {
-            let namespace: Arc<dyn Executor> = Arc::new(namespace);
-            variants.push(executor_variant(
-                namespace,
-                NetworkPolicy::None,
-                &runtime,
-                workspace.path(),
-            ));
+    // Warm (the default: a helper with its cgroup and namespaces made ahead of time) and cold
+    // (everything on the critical path, as `conductor exec` runs).
+    for (label, warm_helpers) in [("namespace executor", 1), ("namespace (cold)", 0)] {
+        let config = NamespaceConfig {
+            helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+            warm_helpers,
+            ..Default::default()
+        };
+        match NamespaceExecutor::new(config) {
+            Ok(namespace) => {
+                let namespace: Arc<dyn Executor> = Arc::new(namespace);
+                let (_, run) =
+                    executor_variant(namespace, NetworkPolicy::None, &runtime, workspace.path());
+                variants.push((label.to_owned(), run));
+            }
+            Err(e) => eprintln!("bench: namespace executor unavailable: {e}"),
         }
-        Err(e) => eprintln!("bench: namespace executor unavailable: {e}"),
     }
 
     let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(iterations); variants.len()];

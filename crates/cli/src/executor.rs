@@ -75,7 +75,10 @@ fn host() -> Chosen {
 }
 
 fn namespace() -> anyhow::Result<Arc<dyn Executor>> {
-    Ok(Arc::new(
-        NamespaceExecutor::new(NamespaceConfig::default())?,
-    ))
+    // One execution: a warm helper would only be started to be killed.
+    let config = NamespaceConfig {
+        warm_helpers: 0,
+        ..NamespaceConfig::default()
+    };
+    Ok(Arc::new(NamespaceExecutor::new(config)?))
 }

@@ -342,89 +342,6 @@ async fn unsupported_policies_are_refused() {
     );
 }
 
-/// Start-to-exit latency of `/bin/true` (warm and cold helpers) against `bwrap`, interleaved.
-/// Ad hoc: `cargo test --release -p conductor --test namespace -- --ignored --nocapture
-/// start_latency`.
-#[test]
-#[ignore = "a measurement, not a check"]
-fn start_latency() {
-    let Some(warm) = executor() else { return };
-    let cold = NamespaceExecutor::new(NamespaceConfig {
-        helper_path: env!("CARGO_BIN_EXE_conductor").into(),
-        warm_helpers: 0,
-        ..NamespaceConfig::default()
-    })
-    .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let workspace = tempfile::tempdir().unwrap();
-    let runs = 200;
-    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
-    let bwrap_args = [
-        "--unshare-all",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--symlink",
-        "usr/bin",
-        "/bin",
-        "--symlink",
-        "usr/lib",
-        "/lib",
-        "--symlink",
-        "usr/lib64",
-        "/lib64",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-        "/bin/true",
-    ];
-    for round in 0..runs + 20 {
-        for (index, executor) in [&warm, &cold].into_iter().enumerate() {
-            let start = Instant::now();
-            let result = runtime.block_on(run_request(
-                executor,
-                request(&["/bin/true"], workspace.path()),
-            ));
-            let took = start.elapsed();
-            assert_eq!(result.exit_code, 0, "{}", result.stderr);
-            if round >= 20 {
-                samples[index].push(took);
-            }
-        }
-        let start = Instant::now();
-        let status = std::process::Command::new("bwrap")
-            .args(bwrap_args)
-            .status();
-        if round >= 20 && status.is_ok_and(|s| s.success()) {
-            samples[2].push(start.elapsed());
-        }
-    }
-    for (name, runs) in ["warm helper", "cold helper", "bwrap"]
-        .iter()
-        .zip(&mut samples)
-    {
-        runs.sort();
-        let at = |pct: usize| {
-            runs.get(runs.len() * pct / 100)
-                .copied()
-                .unwrap_or_default()
-        };
-        println!(
-            "{name:12} p50 {:?} p90 {:?} ({} runs)",
-            at(50),
-            at(90),
-            runs.len()
-        );
-    }
-}
-
 #[tokio::test]
 async fn cold_and_warm_helpers_run_in_their_cgroup_and_measure_it() {
     let Some(executor) = executor() else { return };
@@ -503,6 +420,87 @@ async fn dev_has_the_usual_devices() {
     assert_eq!(
         result.stdout, "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero 4\n",
         "{}",
+        result.stderr
+    );
+}
+
+/// A warm helper made its namespaces before the execution was known; the mount namespace must
+/// still be copied when the execution comes, or a workspace on a filesystem mounted meanwhile
+/// would be the (empty) directory under it.
+#[tokio::test]
+async fn a_warm_helper_sees_filesystems_mounted_after_it_started() {
+    let Some(executor) = executor() else { return };
+    if euid() != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    // The first execution leaves a warm helper behind (the pool refills in the background).
+    let first = run_request(&executor, request(&["true"], scratch.path())).await;
+    assert_eq!(first.exit_code, 0, "{}", first.stderr);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let workspace = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(workspace.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount: {status}");
+    std::fs::write(workspace.path().join("on-the-new-fs"), "fresh\n").unwrap();
+    let result = run_request(
+        &executor,
+        request(&["cat", "/workspace/on-the-new-fs"], workspace.path()),
+    )
+    .await;
+    let status = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(workspace.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "umount: {status}");
+    assert_eq!(
+        (result.exit_code, result.stdout.as_str()),
+        (0, "fresh\n"),
+        "{}",
+        result.stderr
+    );
+}
+
+/// A warm helper's cgroup gets the execution's limits before the command starts.
+#[tokio::test]
+async fn a_warm_helper_gets_the_requests_limits() {
+    let Some(executor) = executor() else { return };
+    if let Some(reason) = executor.cgroups_unavailable() {
+        eprintln!("skipped: no cgroups: {reason}");
+        return;
+    }
+    let workspace = tempfile::tempdir().unwrap();
+    let first = run_request(&executor, request(&["true"], workspace.path())).await;
+    assert_eq!(first.exit_code, 0, "{}", first.stderr);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // With pids = 8 (helper, init, sh and a few more), 20 background sleeps cannot all start.
+    let mut req = request(
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; n=0; for i in $(seq 20); do sleep 5 & n=$((n+1)); done; echo started",
+        ],
+        workspace.path(),
+    );
+    req.limits.pids = Some(8);
+    req.timeout = Some(Duration::from_secs(3));
+    let result = run_request(&executor, req).await;
+    assert!(
+        result.stdout.contains("/conductor/ns-warm-"),
+        "not the warm helper's cgroup: {}",
+        result.stdout
+    );
+    assert!(
+        result.stderr.contains("fork")
+            || result.stderr.contains("Resource temporarily unavailable"),
+        "the pids limit did not stop the forks: stdout {} stderr {}",
+        result.stdout,
         result.stderr
     );
 }

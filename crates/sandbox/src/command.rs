@@ -36,8 +36,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Converts the spec's command into C strings and compiles the seccomp filter.
-    pub fn new(spec: &SandboxSpec) -> Result<Self, StageError> {
+    /// Converts the spec's command into C strings. `filters` are the compiled seccomp filters
+    /// (installed when the spec asks for seccomp); `affinity` is the CPU affinity to give the
+    /// command (set-up may pin itself to one CPU, see [`pin_to_cpu`]).
+    pub fn new(
+        spec: &SandboxSpec,
+        filters: &[BpfProgram],
+        affinity: Option<CpuSet>,
+    ) -> Result<Self, StageError> {
         let stage = "preparing the command";
         let cstring = |s: &str| CString::new(s).map_err(|e| StageError::new(stage, e));
         let program = spec
@@ -65,8 +71,7 @@ impl Prepared {
             .map(|(k, v)| cstring(&format!("{k}={v}")))
             .collect::<Result<_, _>>()?;
         let filters = if spec.seccomp {
-            seccomp::default_filters()
-                .map_err(|e| StageError::new("building the seccomp filter", e))?
+            filters.to_vec()
         } else {
             Vec::new()
         };
@@ -77,26 +82,8 @@ impl Prepared {
             envp,
             rlimits: spec.rlimits.clone(),
             filters,
-            affinity: None,
+            affinity,
         })
-    }
-
-    /// Keeps the helper, init and the command (until [`Prepared::lock_down`] gives it its
-    /// affinity back) on the CPU the helper runs on: each of them wakes the next, and a wake-up
-    /// on an idle CPU can cost milliseconds in a VM. Best effort.
-    pub fn pin_to_current_cpu(&mut self) {
-        let this = Pid::from_raw(0);
-        let Ok(original) = sched_getaffinity(this) else {
-            return;
-        };
-        // SAFETY: sched_getcpu has no arguments and no preconditions.
-        let Ok(cpu) = usize::try_from(unsafe { libc::sched_getcpu() }) else {
-            return;
-        };
-        let mut one = CpuSet::new();
-        if one.set(cpu).is_ok() && sched_setaffinity(this, &one).is_ok() {
-            self.affinity = Some(original);
-        }
     }
 
     /// Restores the CPU affinity, applies rlimits, drops every capability, sets `no_new_privs` and installs seccomp.
@@ -130,6 +117,28 @@ impl Prepared {
             }
         }
         result
+    }
+}
+
+/// The calling process's CPU affinity, to hand to [`Prepared::new`].
+pub fn current_affinity() -> Option<CpuSet> {
+    sched_getaffinity(Pid::from_raw(0)).ok()
+}
+
+/// Keeps the helper, init and the command (until [`Prepared::lock_down`] gives it its affinity
+/// back) on the CPU the caller runs on: each of them wakes the next, and a wake-up on an idle CPU
+/// can cost milliseconds in a VM. Pins the caller and `others`; best effort.
+pub fn pin_to_cpu(others: &[Pid]) {
+    // SAFETY: sched_getcpu has no arguments and no preconditions.
+    let Ok(cpu) = usize::try_from(unsafe { libc::sched_getcpu() }) else {
+        return;
+    };
+    let mut one = CpuSet::new();
+    if one.set(cpu).is_err() {
+        return;
+    }
+    for pid in std::iter::once(Pid::from_raw(0)).chain(others.iter().copied()) {
+        let _ = sched_setaffinity(pid, &one);
     }
 }
 

@@ -4,21 +4,24 @@
 //! Process tree, all inside the execution's cgroup:
 //!
 //! ```text
-//! helper (root in the initial namespaces; writes the id maps, hands the workspace to the
-//!  │      sandbox's root uid while init builds the root, then waits)
-//!  └─ init: pid 1 of new user/pid/mount/uts/ipc(/net) namespaces; builds the root, pivots,
-//!     │     reaps every orphan and reports the command's status
+//! helper (root in the initial namespaces; writes the id maps, passes the spec on to init, hands
+//!  │      the workspace to the sandbox's root uid while init builds the root, then waits)
+//!  └─ init: pid 1 of new user/pid/uts/ipc(/net) namespaces; once the spec comes, a new mount
+//!     │     namespace, the root, pivot; reaps every orphan and reports the command's status
 //!     └─ command: rlimits → drop capabilities → no_new_privs → seccomp → execve
 //! ```
 //!
 //! The executor passes a socket as the helper's standard input (so the spawn needs no `pre_exec`
-//! and can use `posix_spawn`): it writes the [`SandboxSpec`] and shuts its side down; the helper
-//! moves the socket to a close-on-exec descriptor, puts `/dev/null` on stdin, and answers with
-//! [`Report`] lines. The socket closes when the command execs and when init and the helper exit.
+//! and can use `posix_spawn`): it writes the [`Prelude`], later the [`SandboxSpec`], and shuts its
+//! side down. Everything up to the spec (joining the cgroup, compiling the seccomp filter,
+//! creating init and its namespaces, the id maps, the loopback) depends on the prelude alone, so
+//! a warm helper has done it before the execution arrives. The helper moves the socket to a
+//! close-on-exec descriptor, puts `/dev/null` on stdin, and answers with [`Report`] lines. The
+//! socket closes when the command execs and when init and the helper exit.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -27,12 +30,16 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
-use crate::command::{exec_failure_code, Prepared};
+use nix::sched::CpuSet;
+use seccompiler::BpfProgram;
+
+use crate::command::{current_affinity, exec_failure_code, pin_to_cpu, Prepared};
 use crate::idmap::{id_maps, IdMaps};
 use crate::mounts::{build_root, LinuxRootFs, StageError};
 use crate::net::loopback_up;
 use crate::report::Report;
-use crate::spec::SandboxSpec;
+use crate::seccomp;
+use crate::spec::{read_spec_bytes, Prelude, SandboxSpec};
 
 /// Exit status of the helper and init when the sandbox could not be built (the executor reads
 /// the real reason from the report).
@@ -92,27 +99,32 @@ fn report(channel: &File, report: &Report) {
 }
 
 fn run(channel: &File) -> Result<i32, StageError> {
-    let spec = SandboxSpec::read_from(channel)
-        .map_err(|e| StageError::new("reading the sandbox spec", e))?;
-    let mut command = Prepared::new(&spec)?;
-    command.pin_to_current_cpu();
-    for procs in &spec.cgroup_procs {
+    let prelude = Prelude::read_from(channel)
+        .map_err(|e| StageError::new("reading the sandbox prelude", e))?;
+    for procs in &prelude.cgroup_procs {
         std::fs::write(procs, b"0")
             .map_err(|e| StageError::new(format!("joining the cgroup {}", procs.display()), e))?;
     }
+    // Nothing up to the spec depends on the execution: a warm helper does it all ahead of time.
+    let filters = seccomp::default_filters()
+        .map_err(|e| StageError::new("building the seccomp filter", e))?;
+    let affinity = current_affinity();
     let maps = id_maps(
         Uid::current().as_raw(),
         Gid::current().as_raw(),
-        spec.uid_base,
+        prelude.uid_base,
     );
-    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| StageError::new("creating the start pipe", e))?;
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC;
-    if spec.new_network {
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| StageError::new("creating the helper's pipes", e))
+    };
+    let (go_read, go_write) = pipe()?;
+    let (spec_read, spec_write) = pipe()?;
+    // No mount namespace yet: a copy made now would miss whatever the host mounts before the
+    // execution comes (a workspace on a filesystem of its own). init unshares it then.
+    let mut flags =
+        libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if prelude.new_network {
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: clone without CLONE_VM and with a null stack behaves like fork: the child gets a
@@ -137,31 +149,49 @@ fn run(channel: &File) -> Result<i32, StageError> {
     }
     if pid == 0 {
         drop(go_write);
-        init_main(channel, &spec, &command, &maps, go_read)
+        drop(spec_write);
+        let init = Init {
+            channel,
+            new_network: prelude.new_network,
+            maps: &maps,
+            filters: &filters,
+            affinity,
+        };
+        init.main(File::from(go_read), File::from(spec_read))
     }
     drop(go_read);
+    drop(spec_read);
     let child = Pid::from_raw(pid as i32);
-    if let Err(e) = write_id_maps(child, &maps) {
+    let fail = |e: StageError| {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
-        return Err(e);
-    }
-    // Start the child. While it builds the sandbox, hand the workspace to the sandbox's root;
-    // the second byte lets it start the command.
+        e
+    };
+    write_id_maps(child, &maps).map_err(fail)?;
     let _ = nix::unistd::write(&go_write, b"1");
+
+    // Wait for the execution, and pass it on to init.
+    let stage = "reading the sandbox spec";
+    let spec_bytes = read_spec_bytes(channel).map_err(|e| fail(StageError::new(stage, e)))?;
+    let spec = SandboxSpec::from_bytes(&spec_bytes).map_err(|e| fail(StageError::new(stage, e)))?;
+    pin_to_cpu(&[child]);
+    let mut spec_write = File::from(spec_write);
+    // init reads to the end; if it died instead, its status says so.
+    let _ = spec_write.write_all(&spec_bytes);
+    drop(spec_write);
+    // While init builds the sandbox, hand the workspace to the sandbox's root; the byte lets it
+    // start the command.
     if let Some(owner) = &spec.workspace_owner {
-        if let Err(e) = chown_tree(&owner.path, owner.uid) {
-            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-            let _ = waitpid(child, None);
-            return Err(StageError::new(
+        chown_tree(&owner.path, owner.uid).map_err(|e| {
+            fail(StageError::new(
                 format!(
                     "giving the workspace {} to the sandbox's root (uid {})",
                     owner.path.display(),
                     owner.uid
                 ),
                 e,
-            ));
-        }
+            ))
+        })?;
     }
     let _ = nix::unistd::write(&go_write, b"2");
     drop(go_write);
@@ -208,58 +238,70 @@ fn write_id_maps(child: Pid, maps: &IdMaps) -> Result<(), StageError> {
     write("gid_map", &maps.gid_map)
 }
 
-/// pid 1 of the sandbox.
-fn init_main(
-    channel: &File,
-    spec: &SandboxSpec,
-    command: &Prepared,
-    maps: &IdMaps,
-    go: OwnedFd,
-) -> ! {
-    // Die with the helper (it is killed on timeout and cancel when there is no cgroup).
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let mut go = File::from(go);
-    let mut wait_for_go = || {
-        let mut byte = [0u8; 1];
-        if go.read(&mut byte).unwrap_or(0) != 1 {
-            // The helper failed (and reported why) or died.
-            std::process::exit(SETUP_FAILED);
+/// pid 1 of the sandbox, before and after it knows the execution.
+struct Init<'a> {
+    channel: &'a File,
+    new_network: bool,
+    maps: &'a IdMaps,
+    filters: &'a [BpfProgram],
+    affinity: Option<CpuSet>,
+}
+
+impl Init<'_> {
+    fn main(self, mut go: File, spec: File) -> ! {
+        // Die with the helper (it is killed on timeout and cancel when there is no cgroup).
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        let mut wait_for_go = || {
+            let mut byte = [0u8; 1];
+            if go.read(&mut byte).unwrap_or(0) != 1 {
+                // The helper failed (and reported why) or died.
+                std::process::exit(SETUP_FAILED);
+            }
+        };
+        // The id maps are written.
+        wait_for_go();
+        let command = self.prepare(spec).unwrap_or_else(|e| self.fail(e));
+        // The workspace is ready.
+        wait_for_go();
+        // SAFETY: this process is single-threaded (a clone of the single-threaded helper), so
+        // the child may run arbitrary code after fork.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => command_main(self.channel, &command),
+            Ok(ForkResult::Parent { child }) => reap(self.channel, child),
+            Err(e) => self.fail(StageError::new("starting the command", e)),
         }
-    };
-    wait_for_go();
-    if let Err(e) = build_sandbox(spec, maps) {
+    }
+
+    /// The network first (it does not depend on the execution), then the spec and the sandbox.
+    fn prepare(&self, spec: File) -> Result<Prepared, StageError> {
+        if self.new_network {
+            loopback_up().map_err(|e| StageError::new("bringing up the loopback interface", e))?;
+        }
+        let spec = SandboxSpec::read_from(spec)
+            .map_err(|e| StageError::new("receiving the sandbox spec", e))?;
+        let command = Prepared::new(&spec, self.filters, self.affinity)?;
+        build_sandbox(&spec, self.maps)?;
+        Ok(command)
+    }
+
+    fn fail(&self, e: StageError) -> ! {
         report(
-            channel,
+            self.channel,
             &Report::Failed {
                 stage: e.stage,
                 error: e.error,
             },
         );
-        std::process::exit(SETUP_FAILED);
-    }
-    // The workspace is ready.
-    wait_for_go();
-    // SAFETY: this process is single-threaded (a clone of the single-threaded helper), so the
-    // child may run arbitrary code after fork.
-    match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Child) => command_main(channel, command),
-        Ok(ForkResult::Parent { child }) => reap(channel, child),
-        Err(e) => {
-            report(
-                channel,
-                &Report::Failed {
-                    stage: "starting the command".into(),
-                    error: e.to_string(),
-                },
-            );
-            std::process::exit(SETUP_FAILED)
-        }
+        std::process::exit(SETUP_FAILED)
     }
 }
 
-/// Identity, hostname, network, then the root filesystem.
+/// A mount namespace, identity and hostname, then the root filesystem.
 fn build_sandbox(spec: &SandboxSpec, maps: &IdMaps) -> Result<(), StageError> {
+    // A copy of the host's mounts as they are now.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| StageError::new("creating the mount namespace", e))?;
     // Host paths are looked up while this process still has the helper's host uid, which owns
     // root's private directories (a workspace under a 0700 temp dir); after the switch below
     // it is the sandbox's unprivileged uid on the host.
@@ -277,9 +319,6 @@ fn build_sandbox(spec: &SandboxSpec, maps: &IdMaps) -> Result<(), StageError> {
     nix::unistd::setresuid(root, root, root).map_err(|e| StageError::new(stage, e))?;
     nix::unistd::sethostname(&spec.layout.hostname)
         .map_err(|e| StageError::new("setting the hostname", e))?;
-    if spec.new_network {
-        loopback_up().map_err(|e| StageError::new("bringing up the loopback interface", e))?;
-    }
     nix::mount::mount(
         None::<&str>,
         "/",

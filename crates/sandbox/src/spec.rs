@@ -1,5 +1,10 @@
-//! The `SandboxSpec`: everything the helper needs, sent by the executor as JSON over the channel
-//! socket (the helper's standard input), and the framing both sides use.
+//! What the executor sends the helper over the channel socket (the helper's standard input), and
+//! the framing both sides use:
+//!
+//! 1. a [`Prelude`] (a 4-byte little-endian length, then JSON): what the helper needs to create
+//!    the sandbox's user, pid, uts, ipc and network namespaces. A warm helper gets it when it
+//!    starts and creates them while it waits;
+//! 2. the [`SandboxSpec`] (JSON up to the end of the stream): the execution itself.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -16,6 +21,62 @@ pub const DEFAULT_UID_BASE: u32 = 2_000_000_000;
 /// Number of ids mapped when the helper runs as root.
 pub const MAPPED_IDS: u32 = 65_536;
 
+/// Largest prelude the helper accepts.
+const MAX_PRELUDE_BYTES: u32 = 64 * 1024;
+
+/// What the helper needs before the execution is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prelude {
+    /// Whether to give the sandbox its own network namespace (everything but `Full`).
+    pub new_network: bool,
+    /// First host uid/gid of the mapped range when the helper runs as root.
+    pub uid_base: u32,
+    /// cgroup `cgroup.procs` files the helper joins before it forks anything.
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+impl Prelude {
+    /// The prelude for a plan.
+    pub fn for_plan(plan: &ExecPlan, cgroup_procs: Vec<PathBuf>, uid_base: u32) -> Self {
+        Self {
+            new_network: plan.network != NetworkPolicy::Full,
+            uid_base,
+            cgroup_procs,
+        }
+    }
+
+    /// Writes the prelude frame to `writer`.
+    pub fn write_to(&self, mut writer: impl Write) -> Result<(), SpecError> {
+        let json = serde_json::to_vec(self).map_err(|e| SpecError::Malformed(e.to_string()))?;
+        let len = u32::try_from(json.len())
+            .ok()
+            .filter(|len| *len <= MAX_PRELUDE_BYTES)
+            .ok_or(SpecError::TooLarge)?;
+        let mut frame = len.to_le_bytes().to_vec();
+        frame.extend_from_slice(&json);
+        writer
+            .write_all(&frame)
+            .map_err(|e| SpecError::Io(e.to_string()))
+    }
+
+    /// Reads exactly one prelude frame from `reader`, leaving the rest of the stream unread.
+    pub fn read_from(mut reader: impl Read) -> Result<Self, SpecError> {
+        let mut len = [0u8; 4];
+        reader
+            .read_exact(&mut len)
+            .map_err(|e| SpecError::Io(e.to_string()))?;
+        let len = u32::from_le_bytes(len);
+        if len > MAX_PRELUDE_BYTES {
+            return Err(SpecError::TooLarge);
+        }
+        let mut json = vec![0u8; len as usize];
+        reader
+            .read_exact(&mut json)
+            .map_err(|e| SpecError::Io(e.to_string()))?;
+        serde_json::from_slice(&json).map_err(|e| SpecError::Malformed(e.to_string()))
+    }
+}
+
 /// One sandboxed execution, fully resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -29,14 +90,8 @@ pub struct SandboxSpec {
     pub rlimits: Vec<Rlimit>,
     /// Hostname, mounts and files of the sandbox.
     pub layout: SandboxLayout,
-    /// Whether to give the sandbox its own network namespace (everything but `Full`).
-    pub new_network: bool,
     /// An empty host directory where the sandbox's root tmpfs is mounted before `pivot_root`.
     pub root_dir: PathBuf,
-    /// cgroup `cgroup.procs` files the helper joins before it forks anything.
-    pub cgroup_procs: Vec<PathBuf>,
-    /// First host uid/gid of the mapped range when the helper runs as root.
-    pub uid_base: u32,
     /// Whether to install the default seccomp filter.
     pub seccomp: bool,
     /// A host directory to give (recursively, `lchown`) to the sandbox's root before the
@@ -62,8 +117,8 @@ pub enum SpecError {
     /// The spec could not be encoded or decoded.
     #[error("sandbox spec is malformed: {0}")]
     Malformed(String),
-    /// The spec is larger than [`MAX_SPEC_BYTES`].
-    #[error("sandbox spec is larger than {MAX_SPEC_BYTES} bytes")]
+    /// The spec is larger than [`MAX_SPEC_BYTES`] (or the prelude than its own limit).
+    #[error("sandbox spec is too large (at most {MAX_SPEC_BYTES} bytes)")]
     TooLarge,
     /// Reading or writing the channel failed.
     #[error("sandbox spec channel: {0}")]
@@ -72,12 +127,7 @@ pub enum SpecError {
 
 impl SandboxSpec {
     /// Builds the spec for a sandbox plan.
-    pub fn from_plan(
-        plan: &ExecPlan,
-        root_dir: PathBuf,
-        cgroup_procs: Vec<PathBuf>,
-        uid_base: u32,
-    ) -> Result<Self, SpecError> {
+    pub fn from_plan(plan: &ExecPlan, root_dir: PathBuf) -> Result<Self, SpecError> {
         let layout = plan.sandbox.clone().ok_or(SpecError::NoLayout)?;
         Ok(Self {
             argv: plan.argv.clone(),
@@ -85,10 +135,7 @@ impl SandboxSpec {
             cwd: plan.cwd.clone(),
             rlimits: plan.rlimits.clone(),
             layout,
-            new_network: plan.network != NetworkPolicy::Full,
             root_dir,
-            cgroup_procs,
-            uid_base,
             seccomp: true,
             workspace_owner: None,
         })
@@ -108,16 +155,27 @@ impl SandboxSpec {
 
     /// Reads a spec up to the end of `reader`'s stream.
     pub fn read_from(reader: impl Read) -> Result<Self, SpecError> {
-        let mut bytes = Vec::new();
-        reader
-            .take(MAX_SPEC_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| SpecError::Io(e.to_string()))?;
-        if bytes.len() as u64 > MAX_SPEC_BYTES {
-            return Err(SpecError::TooLarge);
-        }
-        serde_json::from_slice(&bytes).map_err(|e| SpecError::Malformed(e.to_string()))
+        Self::from_bytes(&read_spec_bytes(reader)?)
     }
+
+    /// Decodes a spec read with [`read_spec_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SpecError> {
+        serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))
+    }
+}
+
+/// Reads an encoded spec up to the end of `reader`'s stream, refusing one larger than
+/// [`MAX_SPEC_BYTES`].
+pub fn read_spec_bytes(reader: impl Read) -> Result<Vec<u8>, SpecError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_SPEC_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SpecError::Io(e.to_string()))?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(SpecError::TooLarge);
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -163,13 +221,7 @@ mod tests {
     #[test]
     fn spec_from_plan_round_trips_through_the_channel_encoding() {
         let plan = sample_plan(NetworkPolicy::None);
-        let spec = SandboxSpec::from_plan(
-            &plan,
-            "/run/conductor/x".into(),
-            vec!["/sys/fs/cgroup/pids/conductor/x/cgroup.procs".into()],
-            DEFAULT_UID_BASE,
-        )
-        .unwrap();
+        let spec = SandboxSpec::from_plan(&plan, "/run/conductor/x".into()).unwrap();
         assert_eq!(
             spec,
             SandboxSpec {
@@ -178,10 +230,7 @@ mod tests {
                 cwd: "/workspace".into(),
                 rlimits: plan.rlimits.clone(),
                 layout: plan.sandbox.clone().unwrap(),
-                new_network: true,
                 root_dir: "/run/conductor/x".into(),
-                cgroup_procs: vec!["/sys/fs/cgroup/pids/conductor/x/cgroup.procs".into()],
-                uid_base: DEFAULT_UID_BASE,
                 seccomp: true,
                 workspace_owner: None,
             }
@@ -193,9 +242,44 @@ mod tests {
 
     #[test]
     fn full_network_keeps_the_host_network_namespace() {
-        let plan = sample_plan(NetworkPolicy::Full);
-        let spec = SandboxSpec::from_plan(&plan, "/r".into(), vec![], 1).unwrap();
-        assert!(!spec.new_network);
+        let procs = vec![PathBuf::from(
+            "/sys/fs/cgroup/pids/conductor/x/cgroup.procs",
+        )];
+        let full = Prelude::for_plan(&sample_plan(NetworkPolicy::Full), procs.clone(), 7);
+        assert_eq!(
+            full,
+            Prelude {
+                new_network: false,
+                uid_base: 7,
+                cgroup_procs: procs,
+            }
+        );
+        assert!(Prelude::for_plan(&sample_plan(NetworkPolicy::None), vec![], 7).new_network);
+    }
+
+    #[test]
+    fn the_prelude_frame_leaves_the_spec_behind_it_unread() {
+        let prelude = Prelude::for_plan(&sample_plan(NetworkPolicy::None), vec![], 7);
+        let spec = SandboxSpec::from_plan(&sample_plan(NetworkPolicy::None), "/r".into()).unwrap();
+        let mut wire = Vec::new();
+        prelude.write_to(&mut wire).unwrap();
+        spec.write_to(&mut wire).unwrap();
+        let mut reader = &wire[..];
+        assert_eq!(Prelude::read_from(&mut reader).unwrap(), prelude);
+        assert_eq!(SandboxSpec::read_from(reader).unwrap(), spec);
+    }
+
+    #[test]
+    fn oversized_or_truncated_preludes_are_refused() {
+        let mut huge = (MAX_PRELUDE_BYTES + 1).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        assert_eq!(Prelude::read_from(&huge[..]), Err(SpecError::TooLarge));
+        let mut short = 10u32.to_le_bytes().to_vec();
+        short.extend_from_slice(b"{}");
+        assert!(matches!(
+            Prelude::read_from(&short[..]),
+            Err(SpecError::Io(_))
+        ));
     }
 
     #[test]
@@ -203,7 +287,7 @@ mod tests {
         let mut plan = sample_plan(NetworkPolicy::None);
         plan.sandbox = None;
         assert_eq!(
-            SandboxSpec::from_plan(&plan, "/r".into(), vec![], 1),
+            SandboxSpec::from_plan(&plan, "/r".into()),
             Err(SpecError::NoLayout)
         );
         assert!(matches!(

@@ -1,10 +1,12 @@
 //! Starting sandbox helpers, cold or ahead of time.
 //!
-//! A helper is spawned with one end of a socket as its stdin and then waits for its spec. The
-//! [`WarmPool`] keeps a few such helpers ready, each already a member of a cgroup of its own
-//! (created without limits), so an execution that asks for no cgroup limits skips the helper's
-//! start-up (exec and dynamic linking of a large binary), the cgroup's creation and the cgroup
-//! migration (which can wait for an RCU grace period) on its critical path.
+//! A helper is spawned with one end of a socket as its stdin and then waits for its prelude and
+//! spec. The [`WarmPool`] keeps a few helpers ready that have had their prelude: each is a member
+//! of a cgroup of its own (created without limits; the execution's limits are written when it is
+//! taken) and has created its sandbox's user, pid, uts, ipc and network namespaces. An execution
+//! that takes one skips the helper's start-up (exec and dynamic linking of a large binary), the
+//! cgroup's creation, the cgroup migration (which can wait for an RCU grace period) and the
+//! namespaces' creation on its critical path.
 
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use conductor_core::ExecutorError;
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
-use conductor_sandbox::spec::SandboxSpec;
+use conductor_sandbox::spec::{Prelude, SandboxSpec};
 use conductor_sandbox::HELPER_ARG;
 use conductor_types::ExecutionId;
 use tokio::io::unix::AsyncFd;
@@ -47,14 +49,15 @@ impl Launched {
         })
     }
 
-    /// Writes the spec, shuts our sending side down (the helper reads to end-of-file) and
-    /// returns a task that collects the helper's reports until every holder of its end has
-    /// closed it.
+    /// Writes the prelude (a cold helper's; a warm one has had it) and the spec, shuts our
+    /// sending side down (the helper reads to end-of-file) and returns a task that collects the
+    /// helper's reports until every holder of its end has closed it.
     pub fn send_spec(
         channel: UnixStream,
+        prelude: Option<&Prelude>,
         spec: &SandboxSpec,
     ) -> Result<tokio::task::JoinHandle<Vec<u8>>, ExecutorError> {
-        send_spec(channel, spec)
+        send_spec(channel, prelude, spec)
     }
 }
 
@@ -63,28 +66,37 @@ impl Launched {
 pub(super) struct WarmPool {
     helper: PathBuf,
     cgroups: Option<Arc<CgroupManager>>,
+    uid_base: u32,
     size: usize,
     idle: Mutex<Vec<Launched>>,
     starting: AtomicUsize,
 }
 
 impl WarmPool {
-    /// A pool of `size` helpers (0 disables it). Without cgroups the pool still saves the
-    /// helper's start-up.
-    pub fn new(helper: PathBuf, cgroups: Option<Arc<CgroupManager>>, size: usize) -> Self {
+    /// A pool of `size` helpers (0 disables it) for sandboxes with their own network namespace
+    /// and ids mapped from `uid_base`. Without cgroups the pool still saves the helper's
+    /// start-up and the namespaces.
+    pub fn new(
+        helper: PathBuf,
+        cgroups: Option<Arc<CgroupManager>>,
+        uid_base: u32,
+        size: usize,
+    ) -> Self {
         Self {
             helper,
             cgroups,
+            uid_base,
             size,
             idle: Mutex::new(Vec::new()),
             starting: AtomicUsize::new(0),
         }
     }
 
-    /// A ready helper for an execution with `limits`, if one is idle. Warm cgroups have no
-    /// limits, so a request with limits always starts cold.
-    pub fn take(&self, limits: &CgroupLimits) -> Option<Launched> {
-        if *limits != CgroupLimits::default() {
+    /// A ready helper, if one is idle and its prelude is the one the execution needs (warm
+    /// helpers have a network namespace of their own: an execution on the host's network
+    /// starts cold). Its cgroup, if any, has no limits yet.
+    pub fn take(&self, prelude: &Prelude) -> Option<Launched> {
+        if !prelude.new_network || prelude.uid_base != self.uid_base {
             return None;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -131,25 +143,38 @@ impl WarmPool {
         }
     }
 
+    /// Creates a cgroup, spawns a helper and sends it a prelude that makes it join the cgroup
+    /// (before it creates anything) and create its namespaces.
     async fn start_one(&self) -> Result<Launched, ExecutorError> {
-        let mut launched = Launched::spawn(&self.helper)?;
-        let pid = launched.child.id();
-        let Some(manager) = self.cgroups.clone() else {
-            return Ok(launched);
+        let cgroup = match self.cgroups.clone() {
+            Some(manager) => {
+                let name = format!("ns-warm-{}", ExecutionId::random());
+                let created = tokio::task::spawn_blocking(move || {
+                    manager.create(&name, &CgroupLimits::default())
+                })
+                .await
+                .map_err(|e| ExecutorError::io("starting a warm helper", io::Error::other(e)))?
+                .map_err(|e| ExecutorError::Setup {
+                    stage: "creating a warm helper's cgroup".to_owned(),
+                    reason: e.to_string(),
+                })?;
+                Some(created)
+            }
+            None => None,
         };
-        let name = format!("ns-warm-{}", ExecutionId::random());
-        let cgroup = tokio::task::spawn_blocking(move || {
-            let cgroup = manager.create(&name, &CgroupLimits::default())?;
-            cgroup.add_pid(pid)?;
-            Ok::<_, conductor_sandbox::cgroup::CgroupError>(cgroup)
-        })
-        .await
-        .map_err(|e| ExecutorError::io("starting a warm helper", io::Error::other(e)))?
-        .map_err(|e| ExecutorError::Setup {
-            stage: "creating a warm helper's cgroup".to_owned(),
-            reason: e.to_string(),
-        })?;
-        launched.cgroup = Some(cgroup);
+        let prelude = Prelude {
+            new_network: true,
+            uid_base: self.uid_base,
+            cgroup_procs: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
+        };
+        let mut launched = Launched::spawn(&self.helper)?;
+        launched.cgroup = cgroup;
+        prelude
+            .write_to(&launched.channel)
+            .map_err(|e| ExecutorError::Setup {
+                stage: "sending a warm helper its prelude".to_owned(),
+                reason: e.to_string(),
+            })?;
         Ok(launched)
     }
 }
@@ -271,12 +296,18 @@ fn spawn_helper(helper: &Path, channel: UnixStream) -> Result<Helper, ExecutorEr
 
 fn send_spec(
     mut channel: UnixStream,
+    prelude: Option<&Prelude>,
     spec: &SandboxSpec,
 ) -> Result<tokio::task::JoinHandle<Vec<u8>>, ExecutorError> {
-    let bytes = spec.to_bytes().map_err(|e| ExecutorError::Setup {
+    let encoding = |e: conductor_sandbox::spec::SpecError| ExecutorError::Setup {
         stage: "encoding the sandbox spec".to_owned(),
         reason: e.to_string(),
-    })?;
+    };
+    let mut bytes = Vec::new();
+    if let Some(prelude) = prelude {
+        prelude.write_to(&mut bytes).map_err(encoding)?;
+    }
+    spec.write_to(&mut bytes).map_err(encoding)?;
     let io_error = |e| ExecutorError::io("sending the sandbox spec to the helper", e);
     // A blocking write: the helper reads the spec as soon as it starts, and a spec larger than
     // the socket buffer only waits for that.

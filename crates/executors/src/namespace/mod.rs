@@ -7,11 +7,12 @@
 //! async runtime. This side:
 //!
 //! 1. plans the request and takes a helper that was started ahead of time in a cgroup of its own
-//!    (see [`launch`]), or spawns one with a socket as its stdin and, while it starts, creates
-//!    the execution's cgroup with the request's limits on the blocking pool;
-//! 2. sends the [`SandboxSpec`] (naming the cgroup for a cold helper to join before it forks and,
-//!    as root, the workspace to hand to the sandbox's root uid) and collects the helper's
-//!    [`Report`](conductor_sandbox::report::Report) lines;
+//!    and has its namespaces (see [`launch`]; the request's limits are written to its cgroup),
+//!    or spawns one with a socket as its stdin and, while it starts, creates the execution's
+//!    cgroup with the request's limits on the blocking pool;
+//! 2. sends a cold helper its [`Prelude`] (naming the cgroup to join before it forks), then the
+//!    [`SandboxSpec`] (as root, naming the workspace to hand to the sandbox's root uid) and
+//!    collects the helper's [`Report`](conductor_sandbox::report::Report) lines;
 //! 3. supervises: on timeout or cancel it kills the helper (the sandbox's init dies with it, and
 //!    with init the whole pid namespace) and the cgroup;
 //! 4. reads the cgroup's stats, and removes the cgroup and the root mount point.
@@ -33,7 +34,7 @@ use conductor_core::{
 };
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
 use conductor_sandbox::report::{outcome, Outcome};
-use conductor_sandbox::spec::{SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE};
+use conductor_sandbox::spec::{Prelude, SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE};
 use conductor_types::{
     Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
     ExecutorCapabilities, IsolationLevel,
@@ -65,8 +66,9 @@ pub struct NamespaceConfig {
     pub spool_dir: PathBuf,
     /// First host uid/gid of the 65536 ids sandbox root and its users map to (when root).
     pub uid_base: u32,
-    /// Helpers kept started (each in its own cgroup) for executions without cgroup limits; 0
-    /// starts every helper on demand.
+    /// Helpers kept started, each in its own cgroup and with its namespaces, for executions
+    /// with a network namespace of their own (every policy but `full`); 0 starts every helper
+    /// on demand.
     pub warm_helpers: usize,
 }
 
@@ -136,6 +138,7 @@ impl NamespaceExecutor {
         let pool = Arc::new(WarmPool::new(
             config.helper_path.clone(),
             cgroups.as_ref().ok().cloned(),
+            config.uid_base,
             config.warm_helpers,
         ));
         Ok(Self {
@@ -178,10 +181,15 @@ impl NamespaceExecutor {
             memory: plan.limits.memory,
             pids: plan.limits.pids,
         };
-        // A warm helper is already running in its cgroup; a cold one starts (exec, dynamic
-        // linking) while its cgroup is made, and joins it from the spec.
-        let warm = self.pool.take(&limits);
+        let manager = self.cgroups.as_ref().ok().cloned();
+        let wanted = Prelude::for_plan(plan, Vec::new(), self.config.uid_base);
         let started = Instant::now();
+        // A warm helper is already running in its cgroup, with its namespaces; a cold one starts
+        // (exec, dynamic linking) while its cgroup is made, and joins it from the prelude.
+        let warm = self
+            .pool
+            .take(&wanted)
+            .and_then(|warm| apply_limits(warm, manager.as_deref(), &limits));
         let cold = warm.is_none();
         let Launched {
             mut child,
@@ -212,37 +220,44 @@ impl NamespaceExecutor {
             &events,
         );
 
-        let manager = self.cgroups.as_ref().ok().filter(|_| cold).cloned();
-        let prepared = self.create_cgroup(request, manager, limits).await;
-        let procs = match prepared {
-            Ok(Some(cgroup)) => {
-                let procs = cgroup.procs_files();
-                sandbox.cgroup = Some(Arc::new(cgroup));
-                procs
-            }
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                // Closing the socket without a spec makes the helper give up.
-                drop(channel);
-                child.kill();
-                let _ = child.wait().await;
-                let _ = output.finish(OUTPUT_GRACE).await;
-                return Err(e);
-            }
+        let prelude = if cold {
+            let prepared = self.create_cgroup(request, manager, limits).await;
+            let procs = match prepared {
+                Ok(Some(cgroup)) => {
+                    let procs = cgroup.procs_files();
+                    sandbox.cgroup = Some(Arc::new(cgroup));
+                    procs
+                }
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    // Closing the socket without a prelude makes the helper give up.
+                    drop(channel);
+                    child.kill();
+                    let _ = child.wait().await;
+                    let _ = output.finish(OUTPUT_GRACE).await;
+                    return Err(e);
+                }
+            };
+            Some(Prelude {
+                cgroup_procs: procs,
+                ..wanted
+            })
+        } else {
+            None
         };
-        let mut spec =
-            SandboxSpec::from_plan(plan, sandbox.root_dir.clone(), procs, self.config.uid_base)
-                .map_err(|e| ExecutorError::Setup {
-                    stage: "preparing the sandbox spec".to_owned(),
-                    reason: e.to_string(),
-                })?;
+        let mut spec = SandboxSpec::from_plan(plan, sandbox.root_dir.clone()).map_err(|e| {
+            ExecutorError::Setup {
+                stage: "preparing the sandbox spec".to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
         // As root, the helper gives the workspace to the sandbox's root uid (while init builds
         // the root), so sandbox root can write it.
         spec.workspace_owner = self.is_root.then(|| WorkspaceOwner {
             path: request.workspace.clone(),
             uid: self.config.uid_base,
         });
-        let reports = Launched::send_spec(channel, &spec)?;
+        let reports = Launched::send_spec(channel, prelude.as_ref(), &spec)?;
 
         let helper_pid = child.id();
         let kill = || async {
@@ -478,6 +493,30 @@ impl Drop for Sandbox {
             if let Err(e) = cgroup.destroy() {
                 tracing::warn!(error = %e, "removing an abandoned execution's cgroup");
             }
+        }
+    }
+}
+
+/// Gives a warm helper's cgroup the execution's limits. A helper whose cgroup refuses them (a
+/// memory limit below what the idle helper already uses) is dropped, which kills it and removes
+/// its cgroup; the execution then starts cold and gets the error, if any, from `create`.
+fn apply_limits(
+    warm: Launched,
+    manager: Option<&CgroupManager>,
+    limits: &CgroupLimits,
+) -> Option<Launched> {
+    let (Some(manager), Some(cgroup)) = (manager, &warm.cgroup) else {
+        return Some(warm);
+    };
+    if *limits == CgroupLimits::default() {
+        return Some(warm);
+    }
+    // A few small writes to cgroupfs, inline: a trip to the blocking pool costs as much.
+    match manager.set_limits(cgroup, limits) {
+        Ok(()) => Some(warm),
+        Err(e) => {
+            tracing::debug!(error = %e, "a warm helper's cgroup refused the limits; starting cold");
+            None
         }
     }
 }

@@ -318,6 +318,27 @@ impl CgroupManager {
     }
 }
 
+impl CgroupManager {
+    /// Applies `limits` to a cgroup made earlier without them (a warm helper's), as
+    /// [`CgroupManager::create`] would have. Limits it does not name are left as they are.
+    pub fn set_limits(&self, cgroup: &Cgroup, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        match (self, &cgroup.backend) {
+            (Self::V1(m), Backend::V1(c)) => {
+                m.check(limits)?;
+                c.apply(limits)
+            }
+            (Self::V2(m), Backend::V2(c)) => {
+                m.check(limits)?;
+                c.apply(limits)
+            }
+            _ => Err(CgroupError::Unsupported {
+                root: cgroup.dirs().first().cloned().unwrap_or_default(),
+                reason: "the cgroup belongs to another cgroup version than this manager".into(),
+            }),
+        }
+    }
+}
+
 /// One execution's cgroup (one directory per v1 hierarchy, or one v2 directory).
 ///
 /// Call [`Cgroup::destroy`] when the execution ends; dropping it instead destroys it

@@ -453,6 +453,25 @@ mod tests {
     }
 
     #[test]
+    fn limits_set_later_land_where_create_puts_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        v1_root(root, false, &[]);
+        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        v1_leaf(root, "warm-1", true);
+        let cgroup = manager.create("warm-1", &CgroupLimits::default()).unwrap();
+        let leaf = |h: &str| root.join(h).join("conductor/warm-1");
+        assert_eq!(get(&leaf("pids").join("pids.max")), "max\n");
+        manager.set_limits(&cgroup, &limits()).unwrap();
+        assert_eq!(get(&leaf("cpu").join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(
+            get(&leaf("memory").join("memory.memsw.limit_in_bytes")),
+            "67108864"
+        );
+        assert_eq!(get(&leaf("pids").join("pids.max")), "16");
+    }
+
+    #[test]
     fn without_swap_accounting_swappiness_is_zeroed() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
