@@ -234,6 +234,31 @@ async fn the_caller_terminal_is_out_of_reach() {
     );
 }
 
+/// io_uring (which runs queued operations without passing through the filter) and reading
+/// another process's memory are refused with EPERM.
+#[tokio::test]
+async fn io_uring_and_cross_process_memory_access_are_refused() {
+    let Some(result) = sh(
+        "python3 -c 'import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+         for name, nr, args in [(\"io_uring_setup\", 425, (1, 0)), \
+         (\"process_vm_readv\", 310, (os.getppid(), 0, 0, 0, 0, 0))]:\n \
+         r = libc.syscall(nr, *args)\n print(name, r, ctypes.get_errno())'",
+    )
+    .await
+    else {
+        return;
+    };
+    if std::env::consts::ARCH != "x86_64" {
+        return; // the syscall numbers above are x86_64's
+    }
+    assert_eq!(
+        result.stdout,
+        "io_uring_setup -1 1\nprocess_vm_readv -1 1\n", // 1 = EPERM
+        "{}",
+        result.stderr
+    );
+}
+
 #[tokio::test]
 async fn network_none_cannot_reach_the_host_loopback() {
     let Some(executor) = executor() else { return };

@@ -28,6 +28,12 @@ pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("fsopen", libc::SYS_fsopen),
     ("fspick", libc::SYS_fspick),
     ("init_module", libc::SYS_init_module),
+    // io_uring bypasses syscall filtering for the operations it queues, and has been a steady
+    // source of kernel exploits; Docker's default profile refuses it too.
+    ("io_uring_enter", libc::SYS_io_uring_enter),
+    ("io_uring_register", libc::SYS_io_uring_register),
+    ("io_uring_setup", libc::SYS_io_uring_setup),
+    ("kcmp", libc::SYS_kcmp),
     ("kexec_file_load", libc::SYS_kexec_file_load),
     ("kexec_load", libc::SYS_kexec_load),
     ("keyctl", libc::SYS_keyctl),
@@ -39,7 +45,10 @@ pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("open_by_handle_at", libc::SYS_open_by_handle_at),
     ("open_tree", libc::SYS_open_tree),
     ("perf_event_open", libc::SYS_perf_event_open),
+    ("pidfd_getfd", libc::SYS_pidfd_getfd),
     ("pivot_root", libc::SYS_pivot_root),
+    ("process_vm_readv", libc::SYS_process_vm_readv),
+    ("process_vm_writev", libc::SYS_process_vm_writev),
     ("ptrace", libc::SYS_ptrace),
     ("quotactl", libc::SYS_quotactl),
     ("reboot", libc::SYS_reboot),
@@ -52,6 +61,7 @@ pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("umount2", libc::SYS_umount2),
     ("unshare", libc::SYS_unshare),
     ("userfaultfd", libc::SYS_userfaultfd),
+    ("vhangup", libc::SYS_vhangup),
     #[cfg(target_arch = "x86_64")]
     ("iopl", libc::SYS_iopl),
     #[cfg(target_arch = "x86_64")]
