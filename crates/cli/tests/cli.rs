@@ -250,3 +250,31 @@ fn auto_runs_without_a_warning_where_namespaces_work() {
         (Some(0), "ok\n".to_owned())
     );
 }
+
+/// A descriptor the caller left open without close-on-exec (here the shell's fd 7) does not
+/// reach the command, with either executor.
+#[test]
+fn inherited_descriptors_stay_out_of_the_command() {
+    for executor in ["host", "namespace"] {
+        let script = format!(
+            "exec 7</dev/null; exec {} exec --executor {executor} -- ls /proc/self/fd",
+            env!("CARGO_BIN_EXE_conductor")
+        );
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .env("CONDUCTOR_LOG", "off")
+            .output()
+            .unwrap();
+        if executor == "namespace" && out.status.code() == Some(2) {
+            eprintln!("skipped namespace: {}", text(&out.stderr));
+            continue;
+        }
+        // 0-2, and 3: the directory ls is reading.
+        assert_eq!(
+            (out.status.code(), text(&out.stdout)),
+            (Some(0), "0\n1\n2\n3\n".to_owned()),
+            "{executor}: {}",
+            text(&out.stderr)
+        );
+    }
+}

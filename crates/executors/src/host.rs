@@ -365,7 +365,8 @@ fn open_procs_files(cgroup: &Cgroup) -> Result<Vec<OwnedFd>, ExecutorError> {
 }
 
 /// The command for `plan`: cleared environment, workspace as cwd, no stdin, piped output, and a
-/// `pre_exec` that joins the cgroup, starts a new session and sets the rlimits.
+/// `pre_exec` that joins the cgroup, starts a new session, sets the rlimits and keeps every
+/// descriptor but the standard three from the command.
 fn command(plan: &ExecPlan, procs: &[OwnedFd]) -> Command {
     let mut command = Command::new(&plan.argv[0]);
     command
@@ -379,7 +380,8 @@ fn command(plan: &ExecPlan, procs: &[OwnedFd]) -> Command {
     let procs: Vec<RawFd> = procs.iter().map(AsRawFd::as_raw_fd).collect();
     let rlimits: Vec<(RlimitName, libc::rlimit)> = plan.rlimits.iter().map(raw_rlimit).collect();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed. It makes only raw system calls (write, setsid, setrlimit) on data
+    // calls are allowed. It makes only raw system calls (write, setsid, setrlimit, close_range
+    // or fcntl) on data
     // prepared before the fork, and does not allocate: the vectors are moved in and only read;
     // errors are built from errno without allocating.
     unsafe {
@@ -399,7 +401,8 @@ fn command(plan: &ExecPlan, procs: &[OwnedFd]) -> Command {
                     return Err(io::Error::last_os_error());
                 }
             }
-            Ok(())
+            // Descriptors this process inherited without close-on-exec stay here.
+            conductor_sandbox::fds::cloexec_from(3)
         });
     }
     command

@@ -73,8 +73,8 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
-/// Moves the executor's socket off stdin to a close-on-exec descriptor and puts `/dev/null` on
-/// stdin, which the command inherits.
+/// Moves the executor's socket off stdin to a close-on-exec descriptor, closes every other
+/// descriptor but the standard three, and puts `/dev/null` on stdin, which the command inherits.
 fn take_channel() -> Result<File, String> {
     let stat = nix::sys::stat::fstat(libc::STDIN_FILENO).map_err(|e| format!("stdin: {e}"))?;
     if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
@@ -87,6 +87,8 @@ fn take_channel() -> Result<File, String> {
     }
     // SAFETY: `fd` was just returned by fcntl and nothing else owns it.
     let channel = unsafe { File::from_raw_fd(fd) };
+    // Whatever else the executor's process inherited stays out of the sandbox.
+    crate::fds::close_all_except(fd).map_err(|e| format!("closing inherited descriptors: {e}"))?;
     let null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     nix::unistd::dup2(null.as_raw_fd(), libc::STDIN_FILENO)
         .map_err(|e| format!("replacing stdin: {e}"))?;

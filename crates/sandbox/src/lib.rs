@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod command;
+pub mod fds;
 pub mod helper;
 pub mod idmap;
 pub mod mounts;
