@@ -194,6 +194,36 @@ async fn workspace_files_belong_to_the_mapped_root() {
     assert_eq!(owner, expected);
 }
 
+/// As root, the whole workspace tree is handed to the sandbox's root uid, but a symlink in it
+/// is changed itself, never what it points to.
+#[tokio::test]
+async fn the_workspace_handover_never_follows_symlinks() {
+    let Some(executor) = executor() else { return };
+    if euid() != 0 {
+        eprintln!("skipped: the handover happens as root only");
+        return;
+    }
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("host-file");
+    std::fs::write(&target, "host\n").unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(workspace.path().join("a/b")).unwrap();
+    std::fs::write(workspace.path().join("a/b/deep"), "deep\n").unwrap();
+    std::os::unix::fs::symlink(&target, workspace.path().join("a/link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), workspace.path().join("dirlink")).unwrap();
+    let result = run_request(&executor, request(&["cat", "a/b/deep"], workspace.path())).await;
+    assert_eq!(result.exit_code, 0, "{}", result.stderr);
+    let owner = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().uid();
+    assert_eq!(owner(&workspace.path().join("a/b/deep")), DEFAULT_UID_BASE);
+    assert_eq!(owner(&workspace.path().join("a/link")), DEFAULT_UID_BASE);
+    assert_eq!(owner(&target), 0, "the symlink's target changed hands");
+    assert_eq!(
+        owner(outside.path()),
+        0,
+        "the directory symlink was followed"
+    );
+}
+
 #[tokio::test]
 async fn namespace_and_mount_escapes_are_refused() {
     let Some(result) = sh(
