@@ -411,6 +411,18 @@ impl Executor for NamespaceExecutor {
         request: ExecutionRequest,
         events: EventSender,
     ) -> Result<ExecutionResult, ExecutorError> {
+        let limits = &request.limits;
+        let wants_cgroup =
+            limits.cpus.is_some() || limits.memory.is_some() || limits.pids.is_some();
+        if let (Err(reason), true) = (&self.cgroups, wants_cgroup) {
+            return Err(ExecutorError::Unavailable {
+                executor: NAME,
+                reason: format!(
+                    "cpu, memory and pids limits need cgroups, which this process cannot use \
+                     ({reason}); run as root or under a delegated cgroup, or drop the limits"
+                ),
+            });
+        }
         check_supported(&request, NAME, &self.capabilities())?;
         let host = HostContext {
             env: std::env::vars_os()
