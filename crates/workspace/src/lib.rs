@@ -1,0 +1,59 @@
+//! Workspace snapshots for Conductor: a content-addressed store of file contents (BLAKE3,
+//! stored once however many workspaces and snapshots hold them), snapshot manifests, exact
+//! restore, diff, garbage collection, `.tar.zst` export/import, and path confinement for the
+//! file API. Pure library, Linux only, no server types: the server and CLI map their workspace
+//! records onto [`WorkspaceId`] and a directory.
+//!
+//! ```no_run
+//! use conductor_workspace::{DiffAgainst, SnapshotOptions, Store, WorkspaceId};
+//! # fn main() -> Result<(), conductor_workspace::Error> {
+//! let store = Store::open("/home/me/.conductor")?;
+//! let ws = WorkspaceId::new("ws-1").expect("valid id");
+//! let dir = std::path::Path::new("/home/me/.conductor/workspaces/ws-1");
+//! let snap = store.create_snapshot(&ws, dir, "before-deployment", &SnapshotOptions::default())?;
+//! // … the agent breaks things …
+//! let changes = store.diff(snap.manifest.id, DiffAgainst::Directory(dir))?;
+//! store.restore(snap.manifest.id, dir)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Module map: `store` (the `Store`, layout, list/delete), `snapshot` (create; consistency
+//! under concurrent writers), `cache` (stat cache, racy-timestamp rule), `cas` (blobs),
+//! `restore`, `diff`, `gc` (the lock argument), `archive` (export/import), `confine` (file
+//! API paths), `manifest`/`path`/`hash` (the data).
+
+mod archive;
+mod cache;
+mod cas;
+pub mod confine;
+mod diff;
+mod error;
+mod fsutil;
+mod gc;
+mod hash;
+mod lock;
+mod manifest;
+mod path;
+mod restore;
+mod scan;
+mod snapshot;
+mod store;
+
+pub use confine::{
+    open_in_workspace, remove_in_workspace, resolve_in_workspace, AtomicWriter, ConfineError,
+    UploadOptions,
+};
+pub use diff::{diff_entries, Change, ChangeKind, DiffAgainst, EntryMeta};
+pub use error::Error;
+pub use gc::GcStats;
+pub use hash::{Hash, ParseHashError};
+pub use manifest::{
+    Entry, EntryType, Manifest, Node, ParseIdError, Skipped, SnapshotId, SnapshotInfo, SpecialKind,
+    Summary, WorkspaceId, MANIFEST_VERSION,
+};
+pub use path::{InvalidPath, RelPath};
+pub use restore::RestoreStats;
+pub use snapshot::{
+    Snapshot, SnapshotOptions, SnapshotStats, SnapshotTimings, SpecialFiles, MAX_ATTEMPTS,
+};
+pub use store::{CasStats, Store, StoreOptions};
