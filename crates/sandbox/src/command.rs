@@ -11,7 +11,6 @@ use nix::errno::Errno;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::unistd::Pid;
-use seccompiler::BpfProgram;
 
 use crate::mounts::StageError;
 use crate::seccomp;
@@ -30,18 +29,18 @@ pub struct Prepared {
     argv: Vec<CString>,
     envp: Vec<CString>,
     rlimits: Vec<Rlimit>,
-    filters: Vec<BpfProgram>,
+    filter: Option<seccomp::Filter>,
     /// The CPU affinity to give the command back, when set-up pinned itself.
     affinity: Option<CpuSet>,
 }
 
 impl Prepared {
-    /// Converts the spec's command into C strings. `filters` are the compiled seccomp filters
+    /// Converts the spec's command into C strings. `filter` is the compiled seccomp filter
     /// (installed when the spec asks for seccomp); `affinity` is the CPU affinity to give the
     /// command (set-up may pin itself to one CPU, see [`pin_to_cpu`]).
     pub fn new(
         spec: &SandboxSpec,
-        filters: &[BpfProgram],
+        filter: &seccomp::Filter,
         affinity: Option<CpuSet>,
     ) -> Result<Self, StageError> {
         let stage = "preparing the command";
@@ -70,18 +69,14 @@ impl Prepared {
             .iter()
             .map(|(k, v)| cstring(&format!("{k}={v}")))
             .collect::<Result<_, _>>()?;
-        let filters = if spec.seccomp {
-            filters.to_vec()
-        } else {
-            Vec::new()
-        };
+        let filter = spec.seccomp.then(|| filter.clone());
         Ok(Self {
             program,
             candidates,
             argv,
             envp,
             rlimits: spec.rlimits.clone(),
-            filters,
+            filter,
             affinity,
         })
     }
@@ -99,8 +94,10 @@ impl Prepared {
         }
         drop_capabilities().map_err(|e| StageError::new("dropping capabilities", e))?;
         set_no_new_privs().map_err(|e| StageError::new("setting no_new_privs", e))?;
-        seccomp::install(&self.filters)
-            .map_err(|e| StageError::new("installing the seccomp filter", e))?;
+        if let Some(filter) = &self.filter {
+            seccomp::install(filter)
+                .map_err(|e| StageError::new("installing the seccomp filter", e))?;
+        }
         Ok(())
     }
 

@@ -34,7 +34,6 @@ use nix::dir::Dir;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sched::CpuSet;
 use nix::sys::stat::{fstatat, Mode};
-use seccompiler::BpfProgram;
 
 use crate::command::{current_affinity, exec_failure_code, pin_to_cpu, Prepared};
 use crate::idmap::{id_maps, IdMaps};
@@ -111,8 +110,8 @@ fn run(channel: &File) -> Result<i32, StageError> {
             .map_err(|e| StageError::new(format!("joining the cgroup {}", procs.display()), e))?;
     }
     // Nothing up to the spec depends on the execution: a warm helper does it all ahead of time.
-    let filters = seccomp::default_filters()
-        .map_err(|e| StageError::new("building the seccomp filter", e))?;
+    let filter =
+        seccomp::default_filter().map_err(|e| StageError::new("building the seccomp filter", e))?;
     let affinity = current_affinity();
     let maps = id_maps(
         Uid::current().as_raw(),
@@ -159,7 +158,7 @@ fn run(channel: &File) -> Result<i32, StageError> {
             channel,
             new_network: prelude.new_network,
             maps: &maps,
-            filters: &filters,
+            filter: &filter,
             affinity,
         };
         init.main(File::from(go_read), File::from(spec_read))
@@ -290,7 +289,7 @@ struct Init<'a> {
     channel: &'a File,
     new_network: bool,
     maps: &'a IdMaps,
-    filters: &'a [BpfProgram],
+    filter: &'a seccomp::Filter,
     affinity: Option<CpuSet>,
 }
 
@@ -327,7 +326,7 @@ impl Init<'_> {
         }
         let spec = SandboxSpec::read_from(spec)
             .map_err(|e| StageError::new("receiving the sandbox spec", e))?;
-        let command = Prepared::new(&spec, self.filters, self.affinity)?;
+        let command = Prepared::new(&spec, self.filter, self.affinity)?;
         build_sandbox(&spec, self.maps)?;
         Ok(command)
     }
