@@ -44,8 +44,12 @@ pub struct ExecArgs {
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
     /// Root filesystem directory to use instead of the host's system directories.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "environment")]
     rootfs: Option<PathBuf>,
+    /// Environment to run in (see `conductor env list`; build it first): its root filesystem
+    /// for the namespace executor, its image for docker and podman (which default to minimal).
+    #[arg(long, value_name = "NAME")]
+    environment: Option<String>,
     /// Set a variable: K=V (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -87,8 +91,21 @@ pub fn main(args: ExecArgs) -> ExitCode {
 
 async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let (workspace, _temporary) = workspace(args.workspace.as_deref())?;
-    let rootfs = args.rootfs.as_deref().map(existing_rootfs).transpose()?;
-    let chosen = choose(args.executor, args.network.is_some()).await?;
+    let mut rootfs = args.rootfs.as_deref().map(existing_rootfs).transpose()?;
+    let environment = match (&args.environment, args.executor.engine()) {
+        (Some(name), _) => Some(crate::env::store()?.find_built(name)?),
+        (None, Some(_)) => Some(crate::env::store()?.find_built("minimal")?),
+        (None, None) => None,
+    };
+    if let Some(built) = &environment {
+        if args.executor == ExecutorChoice::Host {
+            bail!("--environment needs a sandbox executor; the host executor runs on the host's filesystem");
+        }
+        if args.executor.engine().is_none() {
+            rootfs = Some(built.rootfs());
+        }
+    }
+    let chosen = choose(args.executor, args.network.is_some(), environment.as_ref()).await?;
     let executor = chosen.executor;
     let mut request = ExecutionRequest::new(args.command, workspace);
     request.env = args.env.into_iter().collect();

@@ -1,9 +1,12 @@
 //! Picks the executor for `conductor exec`: the one asked for, or with `auto` the namespace
-//! executor where this machine can run it and the host executor otherwise.
+//! executor where this machine can run it and the host executor otherwise. Docker and Podman
+//! run an environment's image, imported on first use.
 
 use std::sync::Arc;
 
 use conductor_core::Executor;
+use conductor_envs::BuiltEnv;
+use conductor_executors::container::{ContainerConfig, ContainerExecutor, Engine, EngineKind};
 use conductor_executors::host::{HostConfig, HostExecutor};
 use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
 use conductor_types::NetworkPolicy;
@@ -17,6 +20,21 @@ pub enum ExecutorChoice {
     Host,
     /// Linux namespaces: own root filesystem, network, pids, hostname, user mapping, seccomp.
     Namespace,
+    /// A Docker container of the environment's image (Docker Engine API on /run/docker.sock).
+    Docker,
+    /// A Podman container of the environment's image (Podman's API on /run/podman/podman.sock).
+    Podman,
+}
+
+impl ExecutorChoice {
+    /// The container engine this choice runs on, if any.
+    pub fn engine(self) -> Option<EngineKind> {
+        match self {
+            Self::Docker => Some(EngineKind::Docker),
+            Self::Podman => Some(EngineKind::Podman),
+            Self::Auto | Self::Host | Self::Namespace => None,
+        }
+    }
 }
 
 /// The executor to use and the network policy when `--network` is not given.
@@ -30,8 +48,30 @@ pub struct Chosen {
 
 /// Resolves `choice`. `network_given` says whether `--network` was passed (the fallback warning
 /// then does not claim a default).
-pub async fn choose(choice: ExecutorChoice, network_given: bool) -> anyhow::Result<Chosen> {
+/// `environment` is the built environment a container executor runs (required for them).
+pub async fn choose(
+    choice: ExecutorChoice,
+    network_given: bool,
+    environment: Option<&BuiltEnv>,
+) -> anyhow::Result<Chosen> {
     match choice {
+        ExecutorChoice::Docker | ExecutorChoice::Podman => {
+            let kind = choice
+                .engine()
+                .ok_or_else(|| anyhow::anyhow!("not a container engine"))?;
+            let environment = environment.ok_or_else(|| {
+                anyhow::anyhow!("the {} executor needs --environment", kind.name())
+            })?;
+            let engine = Engine::connect(kind, &kind.default_socket()).await?;
+            let image = crate::env::ensure_image(&engine, environment).await?;
+            let executor =
+                ContainerExecutor::with_engine(ContainerConfig::new(kind, image), engine)?;
+            executor.warmup().await?;
+            Ok(Chosen {
+                executor: Arc::new(executor),
+                default_network: NetworkPolicy::None,
+            })
+        }
         ExecutorChoice::Host => Ok(host()),
         ExecutorChoice::Namespace => {
             let executor = namespace()?;

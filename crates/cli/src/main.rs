@@ -7,9 +7,11 @@ use clap::{Parser, Subcommand};
 
 mod client;
 mod config;
+mod env;
 mod exec;
 mod executor;
 mod serve;
+mod sweep;
 mod task;
 mod token;
 
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Command::Run(args) => task::run_main(args),
         Command::Token(args) => token::main(args),
         Command::Config(args) => config::main(args),
+        Command::Env(args) => env::main(args),
     }
 }
 
@@ -55,6 +58,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Show, export and import the server's configuration.
     Config(config::ConfigArgs),
+    /// Build, list, show and remove environments (root filesystems and container images).
+    Env(env::EnvArgs),
 }
 
 /// Exit code for conductor's own errors: bad flags, unsupported requests, missing facilities.

@@ -6,6 +6,11 @@
 //! counted as passed. Trials run one at a time unless `--test-threads` says otherwise: the CPU
 //! quota case measures timing.
 //!
+//! The docker and podman executors run the `minimal` environment's image. When an engine
+//! answers, the environment is built (cached in `$CONDUCTOR_HOME/envs`) and imported as needed;
+//! when it does not answer (or `CONDUCTOR_CONFORMANCE_CONTAINERS=0`), their cases are skipped
+//! with the reason.
+//!
 //! `cargo test -p conductor --test conformance [-- FILTER]`
 
 use std::process::ExitCode;
@@ -13,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conductor_core::Executor;
+use conductor_envs::{BuildConfig, BuildEvent, Builder, EnvStore};
 use conductor_executors::conformance::{self, Case, Fixture};
+use conductor_executors::container::{ContainerConfig, ContainerExecutor, Engine, EngineKind};
 use conductor_executors::host::{HostConfig, HostExecutor};
 use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -47,7 +54,89 @@ fn executors() -> Vec<Target> {
     vec![
         Target::Ready(Arc::new(HostExecutor::new(HostConfig::default()))),
         namespace(),
+        container(EngineKind::Docker),
+        container(EngineKind::Podman),
     ]
+}
+
+/// The docker or podman executor running the `minimal` environment, if the engine answers.
+fn container(kind: EngineKind) -> Target {
+    let unavailable = |reason: String| Target::Unavailable {
+        name: kind.name(),
+        reason,
+    };
+    if std::env::var("CONDUCTOR_CONFORMANCE_CONTAINERS").as_deref() == Ok("0") {
+        return unavailable("CONDUCTOR_CONFORMANCE_CONTAINERS=0".to_owned());
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return unavailable(format!("building a tokio runtime: {e}")),
+    };
+    let ready = runtime.block_on(async {
+        let engine = Engine::connect(kind, &kind.default_socket())
+            .await
+            .map_err(|e| e.to_string())?;
+        let image = minimal_image(&engine).await?;
+        let executor = ContainerExecutor::with_engine(ContainerConfig::new(kind, image), engine)
+            .map_err(|e| e.to_string())?;
+        executor.warmup().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(executor)
+    });
+    match ready {
+        Ok(executor) => Target::Ready(Arc::new(executor)),
+        Err(reason) => unavailable(reason),
+    }
+}
+
+/// The `minimal` environment's image in `engine`: built (root only) and imported when missing.
+async fn minimal_image(engine: &Engine) -> Result<String, String> {
+    let home = match std::env::var_os("CONDUCTOR_HOME").filter(|h| !h.is_empty()) {
+        Some(home) => std::path::PathBuf::from(home),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set")?)
+            .join(".conductor"),
+    };
+    let store = EnvStore::new(conductor_envs::envs_dir(&home));
+    let spec = store.resolve("minimal").map_err(|e| e.to_string())?;
+    let built = match store.built(&spec).map_err(|e| e.to_string())? {
+        Some(built) => built,
+        None => {
+            if !nix::unistd::geteuid().is_root() {
+                return Err("the minimal environment is not built and building it needs root (conductor env build minimal)".to_owned());
+            }
+            eprintln!(
+                "conformance: building the minimal environment into {}",
+                store.dir().display()
+            );
+            let builder = Builder::new(store.clone(), BuildConfig::default());
+            tokio::task::spawn_blocking(move || {
+                builder.build(&spec, &mut |event| {
+                    if let BuildEvent::Step {
+                        index,
+                        total,
+                        title,
+                    } = event
+                    {
+                        eprintln!("conformance: [{index}/{total}] {title}");
+                    }
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+        }
+    };
+    let tag = built.manifest.image_tag();
+    if !engine.has_image(&tag).await.map_err(|e| e.to_string())? {
+        eprintln!("conformance: importing {tag} into {}", engine.kind().name());
+        engine
+            .import_rootfs(&built.rootfs(), &tag)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(tag)
 }
 
 /// The namespace executor with this package's `conductor` binary as its helper, if it can run

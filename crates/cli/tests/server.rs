@@ -21,9 +21,14 @@ struct Server {
 
 impl Server {
     fn start(home: &Path, agents: u16) -> Self {
+        Self::start_with(home, agents, &["--executor", "host"])
+    }
+
+    fn start_with(home: &Path, agents: u16, flags: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
             .args(["serve", "--listen", "127.0.0.1:0", "--agents"])
             .arg(agents.to_string())
+            .args(flags)
             .env("CONDUCTOR_HOME", home)
             .env("CONDUCTOR_LOG", "warn")
             .stdout(Stdio::null())
@@ -178,6 +183,118 @@ async fn kill_9_with_queued_and_running_tasks_loses_none() {
         assert_eq!(client.logs(id).await, format!("queued-{n}\n"));
     }
     server.terminate();
+}
+
+/// Pids of live (not zombie) processes whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if cmdline == wanted && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_leaves_no_orphan_process_behind_after_restart() {
+    if !std::path::Path::new("/sys/fs/cgroup").exists() || !is_root() {
+        eprintln!("skipped: needs root and cgroups (the server finds orphans by their cgroup)");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    // A duration no other test uses, to find exactly these processes.
+    let argv = ["sleep", "1000.25"];
+    for executor in ["host", "namespace"] {
+        let server = Server::start_with(home.path(), 2, &["--executor", executor]);
+        let client = server.client();
+        let once = client.submit(command("sleep 1000.25")).await;
+        let retried = client
+            .submit(json!({ "commands": ["sleep 1000.25"], "retries": 1 }))
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while processes(&argv).len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the sleeps never started ({executor})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.kill_9();
+        // The server is gone; its tasks' processes are not.
+        assert_eq!(processes(&argv).len(), 2, "{executor}");
+
+        let server = Server::start_with(home.path(), 2, &["--executor", executor]);
+        // Listening means the sweep is done: the orphans are dead.
+        assert_eq!(processes(&argv), Vec::<u32>::new(), "{executor}");
+        let client = server.client();
+        let once = client.task(once.id).await;
+        assert_eq!(
+            (once.state.status, once.state.status_reason.as_deref()),
+            (
+                TaskStatus::Interrupted,
+                Some("the server stopped while the task was running (found at restart)")
+            ),
+            "{executor}"
+        );
+        // The retried task runs again, for real this time: cancel it and check it is gone.
+        client
+            .wait_until(retried.id, |t| {
+                t.state.status == TaskStatus::Running && t.state.attempt == 2
+            })
+            .await;
+        while processes(&argv).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the retry never started ({executor})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let cancelled = client
+            .http
+            .post(format!("{}/api/v1/tasks/{}/cancel", client.url, retried.id))
+            .bearer_auth(&client.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cancelled.status(), 200);
+        let retried = client
+            .wait_until(retried.id, |t| t.state.status.is_finished())
+            .await;
+        assert_eq!(retried.state.status, TaskStatus::Cancelled);
+        while !processes(&argv).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "cancel left the sleep running ({executor})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.terminate();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,77 +511,5 @@ fn run_streams_output_and_exits_with_the_task_code() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!((out.status.code(), stdout.as_str()), (Some(7), "out\n"));
     assert!(stderr.starts_with("err\n"), "{stderr}");
-    server.terminate();
-}
-
-/// The server benchmark (run in release: `cargo test --release -p conductor --test server --
-/// --ignored --nocapture bench`): submit → process started latency (the command prints its own
-/// start time), trivial-task throughput from 20 clients, idle RSS.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run explicitly, in release"]
-async fn bench_dispatch_latency_and_throughput() {
-    let home = tempfile::tempdir().unwrap();
-    let agents = 8;
-    let server = Server::start(home.path(), agents);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap())
-        .unwrap();
-    let client = server.client();
-    let now_ns = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    };
-    let mut latencies = Vec::new();
-    for _ in 0..200 {
-        let submitted = now_ns();
-        let task = client.submit(command("date +%s%N")).await;
-        client
-            .wait_until(task.id, |t| t.state.status.is_finished())
-            .await;
-        let started: u128 = client.logs(task.id).await.trim().parse().unwrap();
-        latencies.push((started.saturating_sub(submitted)) as f64 / 1e6);
-    }
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    let p50 = latencies[latencies.len() / 2];
-    let p99 = latencies[latencies.len() * 99 / 100];
-
-    let total = 1000;
-    let started = Instant::now();
-    let mut clients = Vec::new();
-    for _ in 0..20 {
-        let client = client.clone();
-        clients.push(tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for _ in 0..total / 20 {
-                ids.push(client.submit(command("true")).await.id);
-            }
-            ids
-        }));
-    }
-    let mut ids = Vec::new();
-    for handle in clients {
-        ids.extend(handle.await.unwrap());
-    }
-    let submitted_in = started.elapsed();
-    for id in ids.iter().rev() {
-        client
-            .wait_until(*id, |t| t.state.status.is_finished())
-            .await;
-    }
-    let elapsed = started.elapsed();
-    println!(
-        "bench: idle RSS {:.1} MiB; submit→process started p50 {p50:.2} ms, p99 {p99:.2} ms (n=200, sequential); \
-         {total} trivial tasks from 20 clients on {agents} agents: {:.0} tasks/s ({:.2} s, submissions took {:.2} s)",
-        rss_kib as f64 / 1024.0,
-        f64::from(total) / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64(),
-        submitted_in.as_secs_f64()
-    );
     server.terminate();
 }

@@ -2,6 +2,7 @@
 //! `ExecutionResult`, implementing `conductor_core::Executor`.
 
 pub mod conformance;
+pub mod container;
 pub mod host;
 pub mod namespace;
 pub mod output;

@@ -53,10 +53,52 @@ pub struct RawConfig {
     /// A fixed admin token instead of a generated one (secret; prefer `CONDUCTOR_ADMIN_TOKEN_FILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// What runs tasks: `auto` (default), `host` or `namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+}
+
+/// The executor that runs tasks (the `executor` key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// The namespace executor where this machine can run it, else the host executor (with a
+    /// warning), as `conductor exec` does.
+    #[default]
+    Auto,
+    /// Directly on the host: own session and cgroup, host filesystem and network.
+    Host,
+    /// Linux namespaces: own root filesystem, pids, hostname, user mapping, seccomp.
+    Namespace,
+}
+
+impl ExecutorKind {
+    /// The name in config files.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Host => "host",
+            Self::Namespace => "namespace",
+        }
+    }
+}
+
+impl std::str::FromStr for ExecutorKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "auto" => Ok(Self::Auto),
+            "host" => Ok(Self::Host),
+            "namespace" => Ok(Self::Namespace),
+            other => Err(format!(
+                "{other:?} is not an executor: use \"auto\", \"host\" or \"namespace\""
+            )),
+        }
+    }
 }
 
 /// Every key, in file order, with whether it is a secret.
-pub const KEYS: [(&str, bool); 11] = [
+pub const KEYS: [(&str, bool); 12] = [
     ("listen", false),
     ("agents", false),
     ("concurrency", false),
@@ -68,6 +110,7 @@ pub const KEYS: [(&str, bool); 11] = [
     ("cpus_budget", false),
     ("memory_budget", false),
     ("admin_token", true),
+    ("executor", false),
 ];
 
 /// Where a setting came from.
@@ -128,6 +171,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// A fixed admin token, if configured.
     pub admin_token: Option<String>,
+    /// What runs tasks.
+    pub executor: ExecutorKind,
     /// Origin of each key.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -202,6 +247,7 @@ impl RawConfig {
             "cpus_budget" => self.cpus_budget = Some(parse(value)?),
             "memory_budget" => self.memory_budget = Some(parse(value)?),
             "admin_token" => self.admin_token = Some(value.to_owned()),
+            "executor" => self.executor = Some(value.to_owned()),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -220,6 +266,7 @@ impl RawConfig {
             self.cpus_budget.is_some(),
             self.memory_budget.is_some(),
             self.admin_token.is_some(),
+            self.executor.is_some(),
         ];
         KEYS.iter()
             .zip(set)
@@ -242,6 +289,7 @@ impl RawConfig {
             cpus_budget: higher.cpus_budget.or(self.cpus_budget),
             memory_budget: higher.memory_budget.or(self.memory_budget),
             admin_token: higher.admin_token.or(self.admin_token),
+            executor: higher.executor.or(self.executor),
         }
     }
 }
@@ -364,11 +412,18 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
     }
     let admin_token = raw.admin_token.map(|t| t.trim().to_owned());
     serve.admin_token.clone_from(&admin_token);
+    let executor = match &raw.executor {
+        Some(text) => text
+            .parse::<ExecutorKind>()
+            .map_err(|reason| invalid("executor", reason))?,
+        None => ExecutorKind::default(),
+    };
     Ok(Config {
         home: home.to_owned(),
         file: file_path.to_owned(),
         serve,
         admin_token,
+        executor,
         origins,
     })
 }
@@ -396,6 +451,7 @@ impl Config {
                     "********".to_owned()
                 }
             }),
+            executor: Some(self.executor.as_str().to_owned()),
         }
     }
 
@@ -512,6 +568,37 @@ mod tests {
         assert!(err.to_string().contains("unknown field `agnets`"), "{err}");
         let err = RawConfig::from_toml(Path::new("/c.toml"), "body_limit = \"-5g\"\n").unwrap_err();
         assert!(err.to_string().contains("is negative"), "{err}");
+    }
+
+    #[test]
+    fn the_executor_defaults_to_auto_and_names_the_choices() {
+        let resolve_env = |pairs: &[(&str, &str)]| {
+            let layer = RawConfig::from_env(&env(pairs), no_files).unwrap();
+            resolve(
+                Path::new("/h"),
+                Path::new("/h/config.toml"),
+                Layers {
+                    env: layer,
+                    ..Layers::default()
+                },
+            )
+        };
+        assert_eq!(resolve_env(&[]).unwrap().executor, ExecutorKind::Auto);
+        let config = resolve_env(&[("CONDUCTOR_EXECUTOR", "namespace")]).unwrap();
+        assert_eq!(config.executor, ExecutorKind::Namespace);
+        assert!(
+            config
+                .show()
+                .contains("executor = \"namespace\"  # env CONDUCTOR_EXECUTOR"),
+            "{}",
+            config.show()
+        );
+        let err = resolve_env(&[("CONDUCTOR_EXECUTOR", "docker")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key executor (from env CONDUCTOR_EXECUTOR): \"docker\" is not an executor: \
+             use \"auto\", \"host\" or \"namespace\""
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use error::AppError;
 pub use events::EventBus;
 pub use metrics::{Histogram, Metrics};
 pub use scheduler::{Scheduler, SchedulerConfig};
-pub use serve::{serve, ServeConfig, ServeError, Server, DATABASE_FILE, DEFAULT_LISTEN};
+pub use serve::{serve, ServeConfig, ServeError, Server, Sweep, DATABASE_FILE, DEFAULT_LISTEN};
 
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;

@@ -24,6 +24,15 @@ pub const DATABASE_FILE: &str = "conductor.db";
 /// Held (flock) by the one server using a home directory.
 pub const LOCK_FILE: &str = "server.lock";
 
+/// Cleans up what a previous run of the server left on the machine besides its database: the
+/// process trees (and cgroups) of tasks that were running when it was killed. The executors own
+/// those, so the caller that builds them (the CLI) provides this.
+pub trait Sweep: Send + Sync + std::fmt::Debug {
+    /// Kills every leftover process tree and removes its cgroup, blocking until done; returns
+    /// one line per leftover removed, for the log.
+    fn sweep(&self) -> Result<Vec<String>, String>;
+}
+
 /// Everything `conductor serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -39,6 +48,8 @@ pub struct ServeConfig {
     pub grace: Duration,
     /// A fixed admin token instead of a generated one.
     pub admin_token: Option<String>,
+    /// Run at start, with the home directory locked and before any task runs.
+    pub sweep: Option<Arc<dyn Sweep>>,
 }
 
 impl ServeConfig {
@@ -52,6 +63,7 @@ impl ServeConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             grace: Duration::from_secs(10),
             admin_token: None,
+            sweep: None,
         }
     }
 }
@@ -120,6 +132,21 @@ impl Server {
             "creating {}",
             config.scheduler.workspace_root.display()
         )))?;
+        if let Some(sweep) = config.sweep.clone() {
+            match tokio::task::spawn_blocking(move || sweep.sweep()).await {
+                Ok(Ok(removed)) => {
+                    for line in &removed {
+                        tracing::warn!("left by the previous run: {line}");
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "could not clean up what the previous run left")
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not clean up what the previous run left")
+                }
+            }
+        }
         let store = SqliteStore::open(&home.join(DATABASE_FILE)).await?;
         let admin_token_path =
             ensure_admin_token(&store, home, config.admin_token.as_deref()).await?;

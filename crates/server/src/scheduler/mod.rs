@@ -30,7 +30,8 @@ pub struct SchedulerConfig {
     pub agents: usize,
     /// Most tasks running at once (at most `agents` take effect).
     pub concurrency: usize,
-    /// Where workspaces live: `tasks/<id>` (fresh, removed after the task) and `named/<name>`.
+    /// Where workspaces live: `agents/<agent>/<task id>` (fresh, removed after the task) and
+    /// `named/<name>`.
     pub workspace_root: PathBuf,
     /// Bytes of each stream an executor keeps in memory before spooling.
     pub output_limit: Bytes,
@@ -58,6 +59,11 @@ impl SchedulerConfig {
             memory_budget: None,
         }
     }
+}
+
+/// `<workspace_root>/agents/<id>`: agent `id`'s own workspace root.
+fn agent_root(workspace_root: &std::path::Path, id: &str) -> PathBuf {
+    workspace_root.join("agents").join(id)
 }
 
 /// The execution a running task is in, and the executor that can cancel it.
@@ -118,7 +124,9 @@ impl Scheduler {
                     id: id.clone(),
                     state: AgentState::Idle,
                     task_id: None,
-                    workspace_root: config.workspace_root.display().to_string(),
+                    workspace_root: agent_root(&config.workspace_root, &id)
+                        .display()
+                        .to_string(),
                     updated_at: now,
                 };
                 (id, agent)
@@ -197,6 +205,14 @@ impl Scheduler {
         let agents: Vec<String> = self.lock().idle.clone();
         for id in agents {
             self.put_agent(&id, AgentState::Idle, None).await?;
+        }
+        // No task runs yet: fresh workspaces still on disk were left by tasks the previous run
+        // did not finish or had not removed yet. A retried task starts in a new, empty one.
+        let agents_dir = self.config.workspace_root.join("agents");
+        if let Err(error) = std::fs::remove_dir_all(&agents_dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %agents_dir.display(), %error, "could not remove old workspaces");
+            }
         }
         let stale = self.store.task_ids_with_status(TaskStatus::Running).await?;
         for id in &stale {
@@ -366,10 +382,15 @@ impl Scheduler {
                 id: id.to_owned(),
                 state,
                 task_id,
-                workspace_root: self.config.workspace_root.display().to_string(),
+                workspace_root: self.agent_root(id).display().to_string(),
                 updated_at: Timestamp::now(),
             })
             .await
+    }
+
+    /// Where agent `id` keeps the fresh workspaces of its tasks.
+    fn agent_root(&self, id: &str) -> PathBuf {
+        agent_root(&self.config.workspace_root, id)
     }
 
     /// Records an agent's state change (in memory; see [`Slots::agents`]).

@@ -44,27 +44,30 @@ impl Scheduler {
                 self.events.bump();
             }
         }
-        let fresh = task.spec.workspace.is_none();
-        if fresh {
-            let dir = self.workspace_dir(&task);
-            if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
-                if error.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %dir.display(), %error, "could not remove a workspace");
-                }
-            }
-        }
         if let Some(agent) = self.release(id) {
             self.record_agent(&agent, AgentState::Idle, None);
         }
+        // A fresh workspace is the task's alone (named after it): the agent need not wait for
+        // its removal, which can take milliseconds on a filesystem that discards freed blocks.
+        if task.spec.workspace.is_none() {
+            let dir = self.workspace_dir(&task);
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = std::fs::remove_dir_all(&dir) {
+                    if error.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %dir.display(), %error, "could not remove a workspace");
+                    }
+                }
+            });
+        }
     }
 
+    /// A named workspace is shared by the tasks that name it (`named/<name>`); a fresh one lives
+    /// under the workspace root of the agent running the task (`agents/<agent>/<task id>`).
     fn workspace_dir(&self, task: &Task) -> PathBuf {
         match &task.spec.workspace {
             Some(name) => self.config.workspace_root.join("named").join(name),
             None => self
-                .config
-                .workspace_root
-                .join("tasks")
+                .agent_root(task.state.agent_id.as_deref().unwrap_or("unassigned"))
                 .join(task.id.to_string()),
         }
     }
@@ -94,7 +97,8 @@ impl Scheduler {
         };
         let redactor = Redactor::new(secrets.values().cloned());
         let workspace = self.workspace_dir(task);
-        if let Err(error) = tokio::fs::create_dir_all(&workspace).await {
+        // One or two mkdirs: cheaper inline than a hop to the blocking pool on the start path.
+        if let Err(error) = std::fs::create_dir_all(&workspace) {
             let reason = format!(
                 "could not create workspace {}: {error}",
                 workspace.display()
@@ -260,7 +264,9 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Stores the executor's output as whole, redacted lines, per stream.
+    /// Stores the executor's output as whole, redacted lines. Each stream keeps its order
+    /// exactly; across the two streams, lines are stored in the order the executor read them
+    /// (two pipes cannot say more: a command that needs the exact interleaving writes `2>&1`).
     async fn forward_output(
         &self,
         id: TaskId,
@@ -281,24 +287,27 @@ impl Scheduler {
                     Err(_) => break,
                 }
             }
-            let mut texts = [String::new(), String::new()];
+            // Whole lines in the order they were read, across both streams: consecutive lines of
+            // one stream become one event, a switch to the other stream starts the next one.
+            let mut runs: Vec<(OutputStream, String)> = Vec::new();
             for event in batch {
                 if let ExecEvent::Output { stream, data, .. } = event {
-                    let (lines, text) = match stream {
-                        OutputStream::Stdout => (&mut stdout, &mut texts[0]),
-                        OutputStream::Stderr => (&mut stderr, &mut texts[1]),
+                    let lines = match stream {
+                        OutputStream::Stdout => &mut stdout,
+                        OutputStream::Stderr => &mut stderr,
                     };
-                    if let Some(more) = lines.push(&data) {
-                        text.push_str(&more);
+                    let Some(text) = lines.push(&data) else {
+                        continue;
+                    };
+                    match runs.last_mut() {
+                        Some((last, run)) if *last == stream => run.push_str(&text),
+                        _ => runs.push((stream, text)),
                     }
                 }
             }
-            let [out, err] = texts;
-            for (stream, text) in [(OutputStream::Stdout, out), (OutputStream::Stderr, err)] {
-                if !text.is_empty() {
-                    self.emit_output(id, index, stream, redactor, budget, text)
-                        .await?;
-                }
+            for (stream, text) in runs {
+                self.emit_output(id, index, stream, redactor, budget, text)
+                    .await?;
             }
         }
         for (stream, lines) in [

@@ -406,13 +406,67 @@ async fn events_stream_as_sse_and_resume_after_last_event_id() {
 }
 
 #[tokio::test]
+async fn logs_keep_the_order_lines_were_read_in_across_both_streams() {
+    let app = TestApp::new().await;
+    let task = app.submit(r#"{"commands": ["interleave"]}"#).await;
+    app.wait_for(task.id, TaskStatus::Succeeded).await;
+    let (status, logs) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/tasks/{}/logs", task.id),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, logs.as_str()),
+        (StatusCode::OK, "stdout 0\nstderr 1\nstdout 2\nstderr 3\n")
+    );
+}
+
+#[tokio::test]
 async fn agents_are_listed() {
     let app = TestApp::new().await;
     let (status, text) = app.send(Method::GET, "/api/v1/agents", None).await;
     assert_eq!(status, StatusCode::OK);
     let agents: Vec<conductor_types::Agent> = serde_json::from_str(&text).unwrap();
-    let ids: Vec<_> = agents.iter().map(|a| a.id.as_str()).collect();
-    assert_eq!(ids, vec!["agent-1", "agent-2"]);
+    let root = app._dir.path().join("workspaces/agents");
+    let listed: Vec<_> = agents
+        .iter()
+        .map(|a| (a.id.as_str(), a.state, a.task_id, a.workspace_root.clone()))
+        .collect();
+    let expected: Vec<_> = ["agent-1", "agent-2"]
+        .into_iter()
+        .map(|id| {
+            let root = root.join(id).display().to_string();
+            (id, conductor_types::AgentState::Idle, None, root)
+        })
+        .collect();
+    assert_eq!(listed, expected);
+
+    // A running task shows on its agent, and its fresh workspace is under that agent's root.
+    let task = app.submit(r#"{"commands": ["sleep 60000"]}"#).await;
+    let running = app.wait_for(task.id, TaskStatus::Running).await;
+    let agent_id = running.state.agent_id.clone().unwrap();
+    let (_, text) = app.send(Method::GET, "/api/v1/agents", None).await;
+    let agents: Vec<conductor_types::Agent> = serde_json::from_str(&text).unwrap();
+    let agent = agents.iter().find(|a| a.id == agent_id).unwrap();
+    assert_eq!(
+        (agent.state, agent.task_id),
+        (conductor_types::AgentState::Busy, Some(task.id))
+    );
+    let request = app.executor.requests.lock().unwrap()[0].clone();
+    assert_eq!(
+        request.workspace,
+        std::path::Path::new(&agent.workspace_root).join(task.id.to_string())
+    );
+    let (status, _) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/tasks/{}/cancel", task.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

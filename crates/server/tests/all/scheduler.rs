@@ -218,7 +218,9 @@ async fn named_workspaces_persist_and_fresh_ones_are_removed() {
     assert_eq!(workspace_of("echo a"), workspace_of("echo b"));
     assert!(workspace_of("echo a").ends_with("named/repo"));
     assert!(workspace_of("echo a").is_dir());
-    assert!(workspace_of("echo c").ends_with(format!("tasks/{}", fresh.id)));
+    let fresh = app.task(fresh.id).await;
+    let agent = fresh.state.agent_id.clone().unwrap();
+    assert!(workspace_of("echo c").ends_with(format!("agents/{agent}/{}", fresh.id)));
     for _ in 0..100 {
         if !workspace_of("echo c").exists() {
             return;
@@ -226,36 +228,6 @@ async fn named_workspaces_persist_and_fresh_ones_are_removed() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("the fresh workspace was not removed");
-}
-
-/// The orchestrator's own share of dispatch latency, without a real executor: from the submit
-/// request to `execute()` being called. Run: `cargo test --release -p conductor-server --test all
-/// -- --ignored --nocapture own_dispatch`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run explicitly, in release"]
-async fn own_dispatch_latency() {
-    let app = TestApp::new().await;
-    let mut latencies = Vec::new();
-    for n in 0..300 {
-        let before = app.executor.requests.lock().unwrap().len();
-        let submitted = std::time::Instant::now();
-        let task = app
-            .submit(&format!(r#"{{"commands": ["echo {n}"]}}"#))
-            .await;
-        loop {
-            if app.executor.requests.lock().unwrap().len() > before {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        latencies.push(submitted.elapsed().as_secs_f64() * 1000.0);
-        app.wait_for(task.id, TaskStatus::Succeeded).await;
-    }
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "own dispatch: submit → execute() p50 {:.2} ms, p99 {:.2} ms (n=300)",
-        latencies[150], latencies[297]
-    );
 }
 
 #[tokio::test]

@@ -20,7 +20,8 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 
 /// Runs scripted "commands" instead of a shell:
-/// `echo TEXT` prints TEXT, `env NAME` prints a variable, `exit N` exits N,
+/// `echo TEXT` prints TEXT, `env NAME` prints a variable, `interleave` prints lines on stdout and
+/// stderr in turn, `exit N` exits N,
 /// `sleep MS` sleeps (honouring timeout and cancel), `fail` cannot be run, anything else exits 0.
 #[derive(Debug, Default)]
 pub struct FakeExecutor {
@@ -105,6 +106,28 @@ impl Executor for FakeExecutor {
                 let (a, b) = value.split_at(value.len() / 2);
                 let _ = events.send(output(format!("{arg}={a}"))).await;
                 let _ = events.send(output(format!("{b}\n"))).await;
+                Ok(result(&request, 0))
+            }
+            "interleave" => {
+                // Lines on both streams, all sent before the scheduler reads any of them.
+                for (n, stream) in [
+                    OutputStream::Stdout,
+                    OutputStream::Stderr,
+                    OutputStream::Stdout,
+                    OutputStream::Stderr,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let text = format!("{stream:?} {n}\n").to_lowercase();
+                    let _ = events
+                        .send(ExecEvent::Output {
+                            stream,
+                            data: text.into_bytes(),
+                            at_ms: 0,
+                        })
+                        .await;
+                }
                 Ok(result(&request, 0))
             }
             "exit" => Ok(result(&request, arg.parse().unwrap())),

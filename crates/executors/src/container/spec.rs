@@ -1,0 +1,313 @@
+//! The pure part of the container executors: an [`ExecPlan`] and the executor's settings become
+//! the engine's container-create body. No I/O; unit-tested on whole values.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
+use conductor_core::ExecutorError;
+use conductor_types::{Bytes, ExecPlan, NetworkPolicy, Rlimit, RlimitResource};
+
+/// The label every container Conductor creates carries: its execution id.
+pub const LABEL_EXECUTION: &str = "io.conductor.execution";
+/// The label naming the process that owns the container (`<pid>:<start time>`), so containers
+/// left by a crashed process can be found and removed.
+pub const LABEL_OWNER: &str = "io.conductor.owner";
+
+/// Size of the container's `/tmp` tmpfs.
+const TMP_SIZE: Bytes = Bytes::mib(256);
+
+/// Everything besides the plan that decides the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSettings<'a> {
+    /// The executor's name, for errors.
+    pub executor: &'static str,
+    /// The image to run.
+    pub image: &'a str,
+    /// `uid:gid` the command runs as.
+    pub user: &'a str,
+    /// The engine's user-namespace mode (Podman: `auto`, `keep-id`, …), if any.
+    pub userns: Option<&'a str>,
+    /// The cgroup the container is placed under (the execution's own).
+    pub cgroup_parent: Option<&'a str>,
+    /// Host directory bound at the plan's working directory.
+    pub workspace: &'a str,
+    /// Labels to put on the container.
+    pub labels: HashMap<String, String>,
+    /// rlimits (resource, soft, hard) to set when the plan sets none of that resource. Podman,
+    /// once given any ulimit, also sets its own defaults for `nofile` and `nproc` (2^20), which
+    /// fail where the engine's hard limits are lower; the executor passes its own instead.
+    pub default_rlimits: Vec<Rlimit>,
+}
+
+/// The create body for `plan`.
+///
+/// The command runs as `env -i NAME=VALUE… -- ARGV` under the engine's init (`init: true`:
+/// tini for Docker, catatonit for Podman). The engines add variables of their own (`HOSTNAME`,
+/// Podman's `container`); `env -i` makes the command's environment exactly the plan's. The init
+/// as pid 1 makes signals behave as elsewhere (a process that is pid 1 ignores `kill -9 $$`)
+/// and reports a command killed by signal N as exit status 128 + N.
+pub fn create_body(
+    plan: &ExecPlan,
+    settings: &ContainerSettings<'_>,
+) -> Result<ContainerCreateBody, ExecutorError> {
+    let unsupported = |what: String| ExecutorError::Unsupported {
+        executor: settings.executor,
+        what,
+    };
+    let program = plan.argv.first().map(String::as_str).unwrap_or_default();
+    if program.contains('=') {
+        return Err(unsupported(format!(
+            "a program name containing '=' ({program:?})"
+        )));
+    }
+    let network_mode = match &plan.network {
+        NetworkPolicy::None => "none",
+        NetworkPolicy::Full => "bridge",
+        other => return Err(unsupported(format!("network policy {}", other.name()))),
+    };
+    let mut cmd = vec!["/usr/bin/env".to_owned(), "-i".to_owned(), "--".to_owned()];
+    cmd.extend(
+        plan.env
+            .iter()
+            .map(|(name, value)| format!("{name}={value}")),
+    );
+    cmd.extend(plan.argv.iter().cloned());
+    let mut ulimits = Vec::new();
+    for rlimit in &plan.rlimits {
+        let name = ulimit_name(rlimit.resource)
+            .ok_or_else(|| unsupported(format!("rlimit {:?}", rlimit.resource)))?;
+        ulimits.push(ResourcesUlimits {
+            name: Some(name.to_owned()),
+            soft: Some(i64::try_from(rlimit.soft).unwrap_or(i64::MAX)),
+            hard: Some(i64::try_from(rlimit.hard).unwrap_or(i64::MAX)),
+        });
+    }
+    for default in &settings.default_rlimits {
+        let set = plan.rlimits.iter().any(|r| r.resource == default.resource);
+        if let (false, false, Some(name)) = (set, ulimits.is_empty(), ulimit_name(default.resource))
+        {
+            ulimits.push(ResourcesUlimits {
+                name: Some(name.to_owned()),
+                soft: Some(i64::try_from(default.soft).unwrap_or(i64::MAX)),
+                hard: Some(i64::try_from(default.hard).unwrap_or(i64::MAX)),
+            });
+        }
+    }
+    let hostname = plan.sandbox.as_ref().map(|layout| layout.hostname.clone());
+    let host_config = HostConfig {
+        init: Some(true),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_owned(),
+            format!("rw,nosuid,nodev,size={},mode=1777", TMP_SIZE.get()),
+        )])),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        network_mode: Some(network_mode.to_owned()),
+        mounts: Some(vec![Mount {
+            target: Some(plan.cwd.display().to_string()),
+            source: Some(settings.workspace.to_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            ..Mount::default()
+        }]),
+        pids_limit: plan.limits.pids.map(i64::from),
+        nano_cpus: plan
+            .limits
+            .cpus
+            .map(|cpus| (cpus.get() * 1e9).round() as i64),
+        cgroup_parent: settings.cgroup_parent.map(str::to_owned),
+        userns_mode: settings.userns.map(str::to_owned),
+        ulimits: (!ulimits.is_empty()).then_some(ulimits),
+        ..HostConfig::default()
+    };
+    Ok(ContainerCreateBody {
+        image: Some(settings.image.to_owned()),
+        cmd: Some(cmd),
+        entrypoint: Some(Vec::new()),
+        user: Some(settings.user.to_owned()),
+        working_dir: Some(plan.cwd.display().to_string()),
+        hostname,
+        attach_stdin: Some(false),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(false),
+        tty: Some(false),
+        labels: Some(settings.labels.clone()),
+        host_config: Some(host_config),
+        ..ContainerCreateBody::default()
+    })
+}
+
+/// The engine's name for an rlimit (`--ulimit`); address space has none.
+fn ulimit_name(resource: RlimitResource) -> Option<&'static str> {
+    Some(match resource {
+        RlimitResource::As => return None,
+        RlimitResource::Core => "core",
+        RlimitResource::Cpu => "cpu",
+        RlimitResource::Data => "data",
+        RlimitResource::Fsize => "fsize",
+        RlimitResource::Memlock => "memlock",
+        RlimitResource::Nofile => "nofile",
+        RlimitResource::Nproc => "nproc",
+        RlimitResource::Stack => "stack",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use conductor_core::{plan, HostContext, PlanTarget};
+    use conductor_types::{Cpus, ExecutionRequest};
+
+    use super::*;
+
+    fn settings() -> ContainerSettings<'static> {
+        ContainerSettings {
+            executor: "docker",
+            image: "conductor-env/minimal:0123456789ab",
+            user: "2000000000:2000000000",
+            userns: None,
+            cgroup_parent: Some("/conductor/docker-1"),
+            workspace: "/work/ws",
+            labels: HashMap::from([(LABEL_EXECUTION.to_owned(), "id".to_owned())]),
+            default_rlimits: vec![],
+        }
+    }
+
+    fn request(argv: &[&str]) -> ExecutionRequest {
+        let mut request = ExecutionRequest::new(
+            argv.iter().map(|s| (*s).to_owned()).collect(),
+            "/work/ws".into(),
+        );
+        request.id = "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap();
+        request
+    }
+
+    #[test]
+    fn hardened_container_with_exact_environment() {
+        let mut req = request(&["sh", "-c", "echo hi"]);
+        req.env.insert("A".into(), "1".into());
+        req.limits.pids = Some(64);
+        req.limits.cpus = Some(Cpus::new(0.5).unwrap());
+        req.limits.memory = Some(Bytes::mib(64));
+        let plan = plan(&req, PlanTarget::Sandbox, &HostContext::default()).unwrap();
+        let body = create_body(&plan, &settings()).unwrap();
+        let expected = ContainerCreateBody {
+            image: Some("conductor-env/minimal:0123456789ab".into()),
+            cmd: Some(
+                [
+                    "/usr/bin/env",
+                    "-i",
+                    "--",
+                    "A=1",
+                    "HOME=/workspace",
+                    &format!("PATH={}", conductor_core::SANDBOX_PATH),
+                    "sh",
+                    "-c",
+                    "echo hi",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ),
+            entrypoint: Some(vec![]),
+            user: Some("2000000000:2000000000".into()),
+            working_dir: Some("/workspace".into()),
+            hostname: Some("conductor-67e5504410b1".into()),
+            attach_stdin: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(false),
+            tty: Some(false),
+            labels: Some(HashMap::from([(
+                LABEL_EXECUTION.to_owned(),
+                "id".to_owned(),
+            )])),
+            host_config: Some(HostConfig {
+                init: Some(true),
+                readonly_rootfs: Some(true),
+                tmpfs: Some(HashMap::from([(
+                    "/tmp".to_owned(),
+                    "rw,nosuid,nodev,size=268435456,mode=1777".to_owned(),
+                )])),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                network_mode: Some("none".into()),
+                mounts: Some(vec![Mount {
+                    target: Some("/workspace".into()),
+                    source: Some("/work/ws".into()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(false),
+                    ..Mount::default()
+                }]),
+                pids_limit: Some(64),
+                nano_cpus: Some(500_000_000),
+                cgroup_parent: Some("/conductor/docker-1".into()),
+                userns_mode: None,
+                ulimits: Some(vec![ResourcesUlimits {
+                    name: Some("core".into()),
+                    soft: Some(0),
+                    hard: Some(0),
+                }]),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn refuses_what_containers_cannot_do_here() {
+        let mut req = request(&["true"]);
+        req.network = NetworkPolicy::Localhost;
+        let plan_of = |req: &ExecutionRequest| {
+            plan(req, PlanTarget::Sandbox, &HostContext::default()).unwrap()
+        };
+        assert_eq!(
+            create_body(&plan_of(&req), &settings())
+                .unwrap_err()
+                .to_string(),
+            "network policy localhost is not supported yet by the docker executor"
+        );
+        let mut req = request(&["A=B"]);
+        req.network = NetworkPolicy::Full;
+        assert_eq!(
+            create_body(&plan_of(&req), &settings())
+                .unwrap_err()
+                .to_string(),
+            "a program name containing '=' (\"A=B\") is not supported yet by the docker executor"
+        );
+        let mut req = request(&["true"]);
+        req.limits.rlimits = vec![Rlimit {
+            resource: RlimitResource::As,
+            soft: 1,
+            hard: 1,
+        }];
+        assert_eq!(
+            create_body(&plan_of(&req), &settings())
+                .unwrap_err()
+                .to_string(),
+            "rlimit As is not supported yet by the docker executor"
+        );
+        let mut req = request(&["true"]);
+        req.network = NetworkPolicy::Full;
+        let podman = ContainerSettings {
+            default_rlimits: vec![Rlimit {
+                resource: RlimitResource::Nofile,
+                soft: 1024,
+                hard: 4096,
+            }],
+            ..settings()
+        };
+        let host_config = create_body(&plan_of(&req), &podman)
+            .unwrap()
+            .host_config
+            .unwrap();
+        assert_eq!(host_config.network_mode.as_deref(), Some("bridge"));
+        let nofile = ResourcesUlimits {
+            name: Some("nofile".into()),
+            soft: Some(1024),
+            hard: Some(4096),
+        };
+        assert_eq!(host_config.ulimits.unwrap().last(), Some(&nofile));
+    }
+}
