@@ -356,6 +356,15 @@ impl Drop for AtomicWriter {
     }
 }
 
+/// Creates the directory `user_path` inside the workspace, with any missing parents (mode
+/// 0o755, like `mkdir -p`), every step resolved beneath the root; an existing directory is
+/// fine.
+pub fn create_dir_in_workspace(root: &Path, user_path: &Path) -> Result<(), ConfineError> {
+    let user = check(user_path)?;
+    let root_fd = open_root(root, &user.display)?;
+    make_parents(root_fd.as_fd(), &user.rel, &user.display).map(drop)
+}
+
 /// Creates each missing directory of `parent` beneath `root`, every step resolved beneath the
 /// root, and returns the last one opened.
 fn make_parents(

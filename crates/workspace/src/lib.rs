@@ -1,7 +1,8 @@
-//! Workspace snapshots for Conductor: a content-addressed store of file contents (BLAKE3,
+//! Workspaces for Conductor: snapshots in a content-addressed store of file contents (BLAKE3,
 //! stored once however many workspaces and snapshots hold them), snapshot manifests, exact
-//! restore, diff, garbage collection, `.tar.zst` export/import, and path confinement for the
-//! file API. Pure library, Linux only, no server types: the server and CLI map their workspace
+//! restore, diff, garbage collection, `.tar.zst` export/import; path confinement and the file
+//! API's operations; disk quotas on loop-mounted images; git checkouts and diffs; the cleanup
+//! policy. Pure library, Linux only, no server types: the server and CLI map their workspace
 //! records onto [`WorkspaceId`] and a directory.
 //!
 //! ```no_run
@@ -20,38 +21,58 @@
 //! Module map: `store` (the `Store`, layout, list/delete), `snapshot` (create; consistency
 //! under concurrent writers), `cache` (stat cache, racy-timestamp rule), `cas` (blobs),
 //! `restore`, `diff`, `gc` (the lock argument), `archive` (export/import), `confine` (file
-//! API paths), `manifest`/`path`/`hash` (the data).
+//! API paths), `files` (listing, tar download/upload, delete), `quota` (loop-mounted ext4
+//! images), `git` (clone at a ref, diff against it), `policy` (cleanup policy and the
+//! sweeper's decision, pure), `command` (running external tools), `manifest`/`path`/`hash`
+//! (the data).
 
 mod archive;
 mod cache;
 mod cas;
+mod command;
 pub mod confine;
 mod diff;
 mod error;
+pub mod files;
 mod fsutil;
 mod gc;
+pub mod git;
 mod hash;
 mod lock;
 mod manifest;
 mod path;
+pub mod policy;
+pub mod quota;
 mod restore;
 mod scan;
 mod snapshot;
 mod store;
 
 pub use confine::{
-    open_in_workspace, remove_in_workspace, resolve_in_workspace, AtomicWriter, ConfineError,
-    UploadOptions,
+    create_dir_in_workspace, open_in_workspace, remove_in_workspace, resolve_in_workspace,
+    AtomicWriter, ConfineError, UploadOptions,
 };
 pub use diff::{diff_entries, Change, ChangeKind, DiffAgainst, EntryMeta};
 pub use error::Error;
+pub use files::{
+    delete, download_tar, list_dir, stat, upload_tar, FileEntry, FileError, FileKind, TarStats,
+    TarUploadOptions, TarUploadStats,
+};
 pub use gc::GcStats;
+pub use git::{
+    clone_at, diff_against, ChangedFile, Checkout, FileChange, GitDiff, GitError, GitOptions,
+    RefKind,
+};
 pub use hash::{Hash, ParseHashError};
 pub use manifest::{
     Entry, EntryType, Manifest, Node, ParseIdError, Skipped, SnapshotId, SnapshotInfo, SpecialKind,
     Summary, WorkspaceId, MANIFEST_VERSION,
 };
 pub use path::{InvalidPath, RelPath};
+pub use policy::{
+    due, plan_sweep, CleanupPolicy, Due, ParsePolicyError, SweepCandidate, SweepPlan,
+};
+pub use quota::{DiskUsage, MountState, QuotaError, QuotaFs, MIN_QUOTA_BYTES};
 pub use restore::RestoreStats;
 pub use snapshot::{
     Snapshot, SnapshotOptions, SnapshotStats, SnapshotTimings, SpecialFiles, MAX_ATTEMPTS,

@@ -4,7 +4,10 @@
 mod archive;
 mod confine;
 mod dedup;
+mod files;
 mod gc;
+mod git;
+mod quota;
 mod restore;
 mod roundtrip;
 mod snapshot;
