@@ -132,15 +132,76 @@ pub async fn ensure_admin_token(
     if on_file.is_some() {
         std::fs::remove_file(&path).map_err(|e| io("removing", e))?;
     }
+    write_secret(&path, &token).map_err(|(action, source)| io(action, source))?;
+    tracing::info!(path = %path.display(), "wrote the admin token");
+    Ok(path)
+}
+
+/// Where agent `id`'s token is kept: `$CONDUCTOR_HOME/agents/<id>.token` (0600).
+pub fn agent_token_path(home: &Path, id: &str) -> PathBuf {
+    home.join("agents").join(format!("{id}.token"))
+}
+
+/// Gives each agent (`agent-1` … `agent-N`) a token of its own: not an admin, stored hashed like
+/// any other, its secret in [`agent_token_path`] for whatever runs on the agent's behalf. A
+/// token that is still valid is kept across restarts; a revoked or lost one is replaced.
+/// Returns the token ids by agent id.
+pub async fn ensure_agent_tokens(
+    store: &dyn Store,
+    home: &Path,
+    agents: usize,
+) -> Result<std::collections::BTreeMap<String, String>, AdminTokenError> {
+    let dir = home.join("agents");
+    let io = |action, path: &Path, source| AdminTokenError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir).map_err(|e| io("creating", &dir, e))?;
+    let mut ids = std::collections::BTreeMap::new();
+    for n in 1..=agents.max(1) {
+        let id = format!("agent-{n}");
+        let path = agent_token_path(home, &id);
+        let kept = match std::fs::read_to_string(&path) {
+            Ok(text) => store
+                .token_by_hash(&hash_token(text.trim()))
+                .await?
+                .filter(|info| info.revoked_at.is_none() && !info.admin),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io("reading", &path, e)),
+        };
+        let token_id = match kept {
+            Some(info) => info.id,
+            None => {
+                let created = create_token(store, &format!("agent {id}"), false).await?;
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io("removing", &path, e)),
+                }
+                write_secret(&path, &created.token)
+                    .map_err(|(action, source)| io(action, &path, source))?;
+                created.info.id
+            }
+        };
+        ids.insert(id, token_id);
+    }
+    Ok(ids)
+}
+
+/// Writes a new 0600 file holding `token`, durably.
+fn write_secret(path: &Path, token: &str) -> Result<(), (&'static str, std::io::Error)> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).map_err(|e| io("creating", e))?;
-    writeln!(file, "{token}").map_err(|e| io("writing", e))?;
-    file.sync_all().map_err(|e| io("syncing", e))?;
-    tracing::info!(path = %path.display(), "wrote the admin token");
-    Ok(path)
+    let mut file = options.open(path).map_err(|e| ("creating", e))?;
+    writeln!(file, "{token}").map_err(|e| ("writing", e))?;
+    file.sync_all().map_err(|e| ("syncing", e))
 }
 
 /// The token that authenticated a request (in the request's extensions).

@@ -14,7 +14,7 @@ use conductor_store::SqliteStore;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::auth::{ensure_admin_token, AdminTokenError};
+use crate::auth::{ensure_admin_token, ensure_agent_tokens, AdminTokenError};
 use crate::{app, AppState, EventBus, Scheduler, SchedulerConfig, DEFAULT_BODY_LIMIT};
 
 /// The default listen address.
@@ -150,13 +150,11 @@ impl Server {
         let store = SqliteStore::open(&home.join(DATABASE_FILE)).await?;
         let admin_token_path =
             ensure_admin_token(&store, home, config.admin_token.as_deref()).await?;
+        let mut scheduler_config = config.scheduler.clone();
+        scheduler_config.agent_tokens =
+            ensure_agent_tokens(&store, home, scheduler_config.agents).await?;
         let shared: Arc<dyn Store> = Arc::new(store.clone());
-        let scheduler = Scheduler::new(
-            shared,
-            executors,
-            config.scheduler.clone(),
-            EventBus::default(),
-        );
+        let scheduler = Scheduler::new(shared, executors, scheduler_config, EventBus::default());
         let recovered = scheduler.recover().await?;
         if !recovered.is_empty() {
             tracing::warn!(
@@ -211,6 +209,16 @@ impl Server {
     /// The admin token file.
     pub fn admin_token_path(&self) -> &std::path::Path {
         &self.admin_token_path
+    }
+
+    /// The scheduler (agents, running tasks).
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SqliteStore {
+        &self.store
     }
 
     /// Stops: no more dispatching; running tasks get the grace period, then are killed and

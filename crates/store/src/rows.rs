@@ -99,6 +99,8 @@ pub(crate) fn agent(row: &SqliteRow) -> Result<Agent, StoreError> {
             .map(task_id)
             .transpose()?,
         workspace_root: get(row, "workspace_root")?,
+        // Not stored: the scheduler knows it from the start.
+        token_id: None,
         updated_at: time(get(row, "updated_at")?),
     })
 }

@@ -387,6 +387,7 @@ async fn agents_are_upserted() {
         state: AgentState::Idle,
         task_id: None,
         workspace_root: "/w".into(),
+        token_id: None,
         updated_at: Timestamp(1),
     };
     store.put_agent(&agent).await.unwrap();

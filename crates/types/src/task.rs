@@ -454,6 +454,9 @@ pub struct Agent {
     pub task_id: Option<TaskId>,
     /// Where its task workspaces live.
     pub workspace_root: String,
+    /// The id of its own (non-admin) token, whose secret is in `$CONDUCTOR_HOME/agents/<id>.token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
     /// Last time its state changed.
     pub updated_at: Timestamp,
 }

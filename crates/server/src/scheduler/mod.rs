@@ -43,6 +43,8 @@ pub struct SchedulerConfig {
     pub cpus_budget: Option<f64>,
     /// Memory handed out to running tasks at most (`None`: not budgeted).
     pub memory_budget: Option<Bytes>,
+    /// Each agent's own token id (see `auth::ensure_agent_tokens`), listed with the agent.
+    pub agent_tokens: BTreeMap<String, String>,
 }
 
 impl SchedulerConfig {
@@ -57,6 +59,7 @@ impl SchedulerConfig {
             poll_interval: Duration::from_secs(1),
             cpus_budget: None,
             memory_budget: None,
+            agent_tokens: BTreeMap::new(),
         }
     }
 }
@@ -127,6 +130,7 @@ impl Scheduler {
                     workspace_root: agent_root(&config.workspace_root, &id)
                         .display()
                         .to_string(),
+                    token_id: config.agent_tokens.get(&id).cloned(),
                     updated_at: now,
                 };
                 (id, agent)
@@ -383,6 +387,7 @@ impl Scheduler {
                 state,
                 task_id,
                 workspace_root: self.agent_root(id).display().to_string(),
+                token_id: self.config.agent_tokens.get(id).cloned(),
                 updated_at: Timestamp::now(),
             })
             .await

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use conductor_core::Executor;
+use conductor_core::{Executor, Store};
 use conductor_server::{ServeConfig, ServeError, Server};
 
 use crate::support::FakeExecutor;
@@ -58,4 +58,48 @@ async fn a_configured_admin_token_is_used_and_written_for_the_cli() {
         "cdt_configured_admin_token_0001\n"
     );
     server.stop().await;
+}
+
+/// Each agent has a token of its own: not an admin, its secret in `agents/<id>.token` (0600),
+/// listed by id with the agent, kept across restarts while valid and replaced once revoked.
+#[tokio::test]
+async fn agents_have_their_own_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let server = Server::start(config(&home), executors()).await.unwrap();
+    let agents = server.scheduler().agents();
+    assert_eq!(agents.len(), 2);
+    let store = server.store();
+    let mut ids = Vec::new();
+    for agent in &agents {
+        let path = conductor_server::auth::agent_token_path(&home, &agent.id);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        let secret = std::fs::read_to_string(&path).unwrap();
+        let info = store
+            .token_by_hash(&conductor_server::auth::hash_token(secret.trim()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!info.admin && info.revoked_at.is_none());
+        assert_eq!(agent.token_id.as_deref(), Some(info.id.as_str()));
+        ids.push(info.id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    // Revoke agent-1's token: the next start replaces it and keeps agent-2's.
+    store
+        .revoke_token(&ids[0], conductor_types::Timestamp::now())
+        .await
+        .unwrap();
+    server.stop().await;
+    let again = Server::start(config(&home), executors()).await.unwrap();
+    let now: Vec<_> = again
+        .scheduler()
+        .agents()
+        .into_iter()
+        .map(|a| a.token_id.unwrap())
+        .collect();
+    assert_ne!(now[0], ids[0]);
+    assert_eq!(now[1], ids[1]);
+    again.stop().await;
 }
