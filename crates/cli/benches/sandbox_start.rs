@@ -47,13 +47,18 @@ fn main() -> Result<(), String> {
         "unshare -Urfpmn".into(),
         Box::new(|| run_baseline(&["unshare", "-Urfpmn", "--mount-proc", "/bin/true"])),
     ));
-    let host: Arc<dyn Executor> = Arc::new(HostExecutor::new(HostConfig::default()));
-    variants.push(executor_variant(
-        host,
-        NetworkPolicy::Full,
-        &runtime,
-        workspace.path(),
-    ));
+    // Warm (the default with cgroups: a helper already in its cgroup) and cold (the command
+    // spawned directly, joining its cgroup on the critical path, as `conductor exec` runs).
+    for (label, warm_helpers) in [("host executor", 1), ("host (cold)", 0)] {
+        let config = HostConfig {
+            helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+            warm_helpers,
+            ..Default::default()
+        };
+        let host: Arc<dyn Executor> = Arc::new(HostExecutor::new(config));
+        let (_, run) = executor_variant(host, NetworkPolicy::Full, &runtime, workspace.path());
+        variants.push((label.to_owned(), run));
+    }
     // Warm (the default: a helper with its cgroup and namespaces made ahead of time) and cold
     // (everything on the critical path, as `conductor exec` runs).
     for (label, warm_helpers) in [("namespace executor", 1), ("namespace (cold)", 0)] {

@@ -255,6 +255,7 @@ async fn executor_alone(
     let spool = tempfile::tempdir().map_err(|e| e.to_string())?;
     let executor: Arc<dyn Executor> = if name == "host" {
         Arc::new(HostExecutor::new(HostConfig {
+            helper_path: env!("CARGO_BIN_EXE_conductor").into(),
             spool_dir: spool.path().to_owned(),
             ..HostConfig::default()
         }))

@@ -108,8 +108,13 @@ pub async fn choose(
 }
 
 fn host() -> Chosen {
+    // One execution: a warm helper would only be started to be killed.
+    let config = HostConfig {
+        warm_helpers: 0,
+        ..HostConfig::default()
+    };
     Chosen {
-        executor: Arc::new(HostExecutor::new(HostConfig::default())),
+        executor: Arc::new(HostExecutor::new(config)),
         default_network: NetworkPolicy::Full,
     }
 }

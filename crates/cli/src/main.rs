@@ -14,6 +14,7 @@ mod serve;
 mod sweep;
 mod task;
 mod token;
+mod workspace;
 
 fn main() -> ExitCode {
     // The sandbox helper must start before any thread or async runtime exists.
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token::main(args),
         Command::Config(args) => config::main(args),
         Command::Env(args) => env::main(args),
+        Command::Workspace(args) => workspace::main(args),
     }
 }
 
@@ -60,6 +62,8 @@ enum Command {
     Config(config::ConfigArgs),
     /// Build, list, show and remove environments (root filesystems and container images).
     Env(env::EnvArgs),
+    /// Create, list and remove workspaces; snapshot, restore, diff, export and import them.
+    Workspace(workspace::WorkspaceArgs),
 }
 
 /// Exit code for conductor's own errors: bad flags, unsupported requests, missing facilities.

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use conductor_server::TaskDiffView;
 use conductor_types::{
-    OutputStream, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest, TaskStatus,
-    Timestamp,
+    GitSource, OutputStream, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest,
+    TaskStatus, Timestamp,
 };
 use reqwest::Method;
 
@@ -28,7 +29,7 @@ pub struct TaskArgs {
 #[derive(Debug, clap::Subcommand)]
 enum TaskCommand {
     /// Submit a task from flags or a JSON file (the body of POST /api/v1/tasks).
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List tasks, newest first.
     List(ListArgs),
     /// Show one task: spec, status, per-command exit codes, phase timestamps.
@@ -46,6 +47,12 @@ enum TaskCommand {
     },
     /// Cancel a queued or running task.
     Cancel {
+        /// The task id.
+        id: TaskId,
+    },
+    /// What a task changed in the git repository it cloned (--git): changed paths, then the
+    /// patch.
+    Diff {
         /// The task id.
         id: TaskId,
     },
@@ -78,6 +85,12 @@ pub struct SpecArgs {
     /// Named persistent workspace (default: a fresh one).
     #[arg(long)]
     workspace: Option<String>,
+    /// Git repository (local path or URL) cloned into the fresh workspace before the commands.
+    #[arg(long)]
+    git: Option<String>,
+    /// Branch, tag or commit of --git (default: its default branch).
+    #[arg(long, requires = "git")]
+    git_ref: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,6 +162,10 @@ impl SpecArgs {
         request.priority = self.priority;
         request.retries = self.retries;
         request.workspace = self.workspace.clone();
+        request.git = self.git.clone().map(|repository| GitSource {
+            repository,
+            reference: self.git_ref.clone(),
+        });
         Ok(())
     }
 }
@@ -175,7 +192,7 @@ async fn task(args: TaskArgs) -> anyhow::Result<()> {
     let json = args.client.json;
     match args.command {
         TaskCommand::Submit(submit) => {
-            let request = submit_request(submit)?;
+            let request = submit_request(*submit)?;
             let task: Task = client
                 .json(client.request(Method::POST, "/api/v1/tasks").json(&request))
                 .await?;
@@ -225,6 +242,15 @@ async fn task(args: TaskArgs) -> anyhow::Result<()> {
                 emit_bytes(&chunk)?;
             }
         }
+        TaskCommand::Diff { id } => {
+            let path = format!("/api/v1/tasks/{id}/diff");
+            let diff: TaskDiffView = client.json(client.request(Method::GET, &path)).await?;
+            if json {
+                print_json(&diff)?;
+            } else {
+                emit(&diff_text(&diff))?;
+            }
+        }
         TaskCommand::Cancel { id } => {
             let path = format!("/api/v1/tasks/{id}/cancel");
             let task: Task = client.json(client.request(Method::POST, &path)).await?;
@@ -264,6 +290,32 @@ fn submit_request(args: SubmitArgs) -> anyhow::Result<TaskRequest> {
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     emit(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+/// A task's diff for humans: its base, one line per changed path, then the patch.
+fn diff_text(diff: &TaskDiffView) -> String {
+    let mut out = format!(
+        "{} {} {} ({})\n",
+        diff.repository, diff.kind, diff.reference, diff.commit
+    );
+    for file in &diff.files {
+        match &file.from {
+            Some(from) => {
+                let _ = writeln!(out, "{:<12} {from} -> {}", file.change, file.path);
+            }
+            None => {
+                let _ = writeln!(out, "{:<12} {}", file.change, file.path);
+            }
+        }
+    }
+    if !diff.patch.is_empty() {
+        out.push('\n');
+        out.push_str(&diff.patch);
+    }
+    if diff.truncated {
+        out.push_str("\n[patch truncated]\n");
+    }
+    out
 }
 
 fn age(at: Timestamp) -> String {

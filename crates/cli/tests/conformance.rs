@@ -41,54 +41,93 @@ fn main() -> ExitCode {
             trials.push(trial(&args, &target, case));
         }
     }
+    for kind in [EngineKind::Docker, EngineKind::Podman] {
+        trials.extend(pool_trials(kind));
+    }
     libtest_mimic::run(&args, trials).exit_code()
 }
 
 /// An executor under test, or why it cannot be tested here.
 enum Target {
     Ready(Arc<dyn Executor>),
-    Unavailable { name: &'static str, reason: String },
+    /// A container executor with a warm pool: each case first fills the pool (`warmup`), so
+    /// its first execution runs in a warm container. Trials are named `<engine>-warm::<case>`.
+    Warm(Arc<dyn Executor>),
+    Unavailable {
+        name: String,
+        reason: String,
+    },
 }
 
 fn executors() -> Vec<Target> {
     vec![
-        Target::Ready(Arc::new(HostExecutor::new(HostConfig::default()))),
+        Target::Ready(Arc::new(HostExecutor::new(HostConfig {
+            helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+            ..HostConfig::default()
+        }))),
         namespace(),
-        container(EngineKind::Docker),
-        container(EngineKind::Podman),
+        container(EngineKind::Docker, 0),
+        container(EngineKind::Podman, 0),
+        container(EngineKind::Docker, 1),
+        container(EngineKind::Podman, 1),
     ]
 }
 
-/// The docker or podman executor running the `minimal` environment, if the engine answers.
-fn container(kind: EngineKind) -> Target {
-    let unavailable = |reason: String| Target::Unavailable {
-        name: kind.name(),
-        reason,
+/// The docker or podman executor running the `minimal` environment, if the engine answers;
+/// with a warm pool of `warm_pool` containers.
+fn container(kind: EngineKind, warm_pool: usize) -> Target {
+    let name = match warm_pool {
+        0 => kind.name().to_owned(),
+        _ => format!("{}-warm", kind.name()),
     };
-    if std::env::var("CONDUCTOR_CONFORMANCE_CONTAINERS").as_deref() == Ok("0") {
-        return unavailable("CONDUCTOR_CONFORMANCE_CONTAINERS=0".to_owned());
+    match container_executor(kind, warm_pool) {
+        Ok(executor) if warm_pool > 0 => Target::Warm(executor),
+        Ok(executor) => Target::Ready(executor),
+        Err(reason) => Target::Unavailable { name, reason },
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+}
+
+fn container_executor(
+    kind: EngineKind,
+    warm_pool: usize,
+) -> Result<Arc<ContainerExecutor>, String> {
+    container_executor_in(kind, warm_pool, None)
+}
+
+/// [`container_executor`] with warm slots in `pool_dir` instead of the shared default.
+fn container_executor_in(
+    kind: EngineKind,
+    warm_pool: usize,
+    pool_dir: Option<std::path::PathBuf>,
+) -> Result<Arc<ContainerExecutor>, String> {
+    if std::env::var("CONDUCTOR_CONFORMANCE_CONTAINERS").as_deref() == Ok("0") {
+        return Err("CONDUCTOR_CONFORMANCE_CONTAINERS=0".to_owned());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return unavailable(format!("building a tokio runtime: {e}")),
-    };
-    let ready = runtime.block_on(async {
+        .map_err(|e| format!("building a tokio runtime: {e}"))?;
+    runtime.block_on(async {
         let engine = Engine::connect(kind, &kind.default_socket())
             .await
             .map_err(|e| e.to_string())?;
         let image = minimal_image(&engine).await?;
-        let executor = ContainerExecutor::with_engine(ContainerConfig::new(kind, image), engine)
-            .map_err(|e| e.to_string())?;
-        executor.warmup().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(executor)
-    });
-    match ready {
-        Ok(executor) => Target::Ready(Arc::new(executor)),
-        Err(reason) => unavailable(reason),
-    }
+        let mut config = ContainerConfig {
+            warm_pool,
+            ..ContainerConfig::new(kind, image)
+        };
+        if let Some(pool_dir) = pool_dir {
+            config.pool_dir = pool_dir;
+        }
+        let executor = ContainerExecutor::with_engine(config, engine).map_err(|e| e.to_string())?;
+        // Only the sweep and the health check: a pool filled on this runtime would outlive it.
+        if warm_pool == 0 {
+            executor.warmup().await.map_err(|e| e.to_string())?;
+        } else {
+            executor.health_check().await.map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(Arc::new(executor))
+    })
 }
 
 /// The `minimal` environment's image in `engine`: built (root only) and imported when missing.
@@ -147,7 +186,7 @@ fn namespace() -> Target {
         ..Default::default()
     };
     let unavailable = |reason: String| Target::Unavailable {
-        name: "namespace",
+        name: "namespace".to_owned(),
         reason,
     };
     let executor = match NamespaceExecutor::new(config) {
@@ -170,8 +209,9 @@ fn namespace() -> Target {
 }
 
 fn trial(args: &Arguments, target: &Target, case: Case) -> Trial {
+    let warm = matches!(target, Target::Warm(_));
     let (executor, skip) = match target {
-        Target::Ready(executor) => (
+        Target::Ready(executor) | Target::Warm(executor) => (
             Some(executor.clone()),
             case.skip_reason(executor.name(), &executor.capabilities()),
         ),
@@ -181,6 +221,7 @@ fn trial(args: &Arguments, target: &Target, case: Case) -> Trial {
     };
     let name = match target {
         Target::Ready(executor) => format!("{}::{}", executor.name(), case.name),
+        Target::Warm(executor) => format!("{}-warm::{}", executor.name(), case.name),
         Target::Unavailable { name, .. } => format!("{name}::{}", case.name),
     };
     if let Some(reason) = &skip {
@@ -193,12 +234,12 @@ fn trial(args: &Arguments, target: &Target, case: Case) -> Trial {
         // Reached only with --ignored / --include-ignored: say why instead of passing.
         (_, Some(reason)) => Err(Failed::from(format!("not run: {reason}"))),
         (None, None) => Err(Failed::from("no executor")),
-        (Some(executor), None) => run_case(executor, case),
+        (Some(executor), None) => run_case(executor, case, warm),
     })
     .with_ignored_flag(ignored)
 }
 
-fn run_case(executor: Arc<dyn Executor>, case: Case) -> Result<(), Failed> {
+fn run_case(executor: Arc<dyn Executor>, case: Case, warm: bool) -> Result<(), Failed> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -209,13 +250,20 @@ fn run_case(executor: Arc<dyn Executor>, case: Case) -> Result<(), Failed> {
         .tempdir()
         .map_err(|e| format!("creating the workspace: {e}"))?;
     let fixture = Fixture::new(workspace.path().to_owned(), &executor.capabilities());
-    let outcome = runtime
-        .block_on(async { tokio::time::timeout(TRIAL_LIMIT, (case.run)(executor, fixture)).await });
+    let outcome = runtime.block_on(async {
+        if warm {
+            executor
+                .warmup()
+                .await
+                .map_err(|e| format!("filling the warm pool: {e}"))?;
+        }
+        tokio::time::timeout(TRIAL_LIMIT, (case.run)(executor, fixture))
+            .await
+            .map_err(|_| format!("expected the case to finish within {TRIAL_LIMIT:?}, it did not"))
+    });
     match outcome {
         Ok(result) => result.map_err(Failed::from),
-        Err(_) => Err(Failed::from(format!(
-            "expected the case to finish within {TRIAL_LIMIT:?}, it did not"
-        ))),
+        Err(message) => Err(Failed::from(message)),
     }
 }
 
@@ -234,4 +282,211 @@ fn selected(args: &Arguments, name: &str) -> bool {
         None => true,
     };
     wanted && !args.skip.iter().any(|s| matches(s))
+}
+
+/// The warm pool's own trials for `kind`: each execution gets a fresh container, and dropping
+/// the executor leaves no container, slot or cgroup behind.
+fn pool_trials(kind: EngineKind) -> Vec<Trial> {
+    let fresh = format!(
+        "{}-warm::pool_gives_a_fresh_container_each_time",
+        kind.name()
+    );
+    let drop = format!("{}-warm::pool_leaves_nothing_after_drop", kind.name());
+    let skip = std::env::var("CONDUCTOR_CONFORMANCE_CONTAINERS").as_deref() == Ok("0");
+    vec![
+        Trial::test(fresh, move || pool_case(kind, fresh_containers)).with_ignored_flag(skip),
+        Trial::test(drop, move || pool_case(kind, nothing_left_after_drop)).with_ignored_flag(skip),
+    ]
+}
+
+type PoolCase = fn(
+    Arc<ContainerExecutor>,
+    std::path::PathBuf,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
+
+fn pool_case(kind: EngineKind, case: PoolCase) -> Result<(), Failed> {
+    // A pool dir of its own: the warm conformance cases run alongside with the same process's
+    // pools, so only slots in this directory are this executor's.
+    let pool_dir = std::path::Path::new("/run/conductor/container-pool").join(format!(
+        "{}-trial-{}",
+        kind.name(),
+        conductor_types::ExecutionId::random()
+    ));
+    let executor = container_executor_in(kind, 2, Some(pool_dir.clone()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("building a tokio runtime: {e}"))?;
+    let workspace = tempfile::Builder::new()
+        .prefix("conductor-pool-")
+        .tempdir()
+        .map_err(|e| format!("creating the workspace: {e}"))?;
+    runtime
+        .block_on(async {
+            tokio::time::timeout(TRIAL_LIMIT, case(executor, workspace.path().to_owned()))
+                .await
+                .map_err(|_| format!("expected the case to finish within {TRIAL_LIMIT:?}"))?
+        })
+        .map_err(Failed::from)?;
+    let _ = std::fs::remove_dir(&pool_dir);
+    Ok(())
+}
+
+/// Runs `script` with `sh -c` and returns its stdout.
+async fn run_sh(
+    executor: &ContainerExecutor,
+    workspace: &std::path::Path,
+    script: &str,
+) -> Result<String, String> {
+    let request = conductor_types::ExecutionRequest::new(
+        vec!["sh".into(), "-c".into(), script.into()],
+        workspace.to_owned(),
+    );
+    let (events, receiver) = tokio::sync::mpsc::channel(64);
+    drop(receiver);
+    let result = executor
+        .execute(request, events)
+        .await
+        .map_err(|e| e.to_string())?;
+    if result.exit_code != 0 {
+        return Err(format!(
+            "{script:?} exited {}: {}",
+            result.exit_code, result.stderr
+        ));
+    }
+    Ok(result.stdout)
+}
+
+/// Three executions in a row, each from a full pool: each sees an empty /tmp (nothing left by
+/// the one before), runs in a container of its own (its cgroup path), and its workspace is the
+/// request's.
+fn fresh_containers(
+    executor: Arc<ContainerExecutor>,
+    workspace: std::path::PathBuf,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>> {
+    Box::pin(async move {
+        let mut cgroups = Vec::new();
+        for round in 0..3 {
+            executor.warmup().await.map_err(|e| e.to_string())?;
+            if executor.idle_warm() != 2 {
+                return Err(format!(
+                    "expected 2 idle warm containers after warmup, found {}",
+                    executor.idle_warm()
+                ));
+            }
+            let stdout = run_sh(
+                &executor,
+                &workspace,
+                &format!(
+                    "ls -A /tmp; touch /tmp/left-{round}; echo {round} > /workspace/round; \
+                     grep -m1 memory /proc/self/cgroup || head -n1 /proc/self/cgroup"
+                ),
+            )
+            .await?;
+            let mut lines = stdout.lines();
+            let cgroup = lines.next_back().unwrap_or_default().to_owned();
+            // A warm container's cgroup parent is named for the pool, a cold one's for the run.
+            if !cgroup.contains("-warm-") {
+                return Err(format!(
+                    "round {round}: expected a warm container, ran in cgroup {cgroup:?}"
+                ));
+            }
+            let rest: Vec<&str> = lines.collect();
+            if !rest.is_empty() {
+                return Err(format!(
+                    "round {round}: expected an empty /tmp, found {rest:?}"
+                ));
+            }
+            let written = std::fs::read_to_string(workspace.join("round"))
+                .map_err(|e| format!("reading the workspace file: {e}"))?;
+            if written.trim() != round.to_string() {
+                return Err(format!(
+                    "round {round}: the workspace holds {written:?}, expected {round}"
+                ));
+            }
+            if cgroups.contains(&cgroup) {
+                return Err(format!(
+                    "round {round}: container cgroup {cgroup} was used before"
+                ));
+            }
+            cgroups.push(cgroup);
+        }
+        executor.drain_pool().await;
+        Ok(())
+    })
+}
+
+/// After warmup fills the pool, dropping the executor removes its containers (named
+/// `conductor-warm-<slot>`), their slot directories and their cgroups (`<engine>-warm-<slot>`).
+/// The executor has a pool dir of its own, so its slots name exactly its containers.
+fn nothing_left_after_drop(
+    executor: Arc<ContainerExecutor>,
+    _workspace: std::path::PathBuf,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>> {
+    Box::pin(async move {
+        executor.warmup().await.map_err(|e| e.to_string())?;
+        let engine = executor.engine().clone();
+        let kind = engine.kind();
+        let pool_dir = executor.config().pool_dir.clone();
+        let slots: Vec<String> = std::fs::read_dir(&pool_dir)
+            .map_err(|e| format!("reading {}: {e}", pool_dir.display()))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let containers = || async {
+            let mut found = 0;
+            for slot in &slots {
+                let filters = std::collections::HashMap::from([(
+                    "name".to_owned(),
+                    vec![format!("conductor-warm-{slot}")],
+                )]);
+                found += engine
+                    .list_containers(&filters)
+                    .await
+                    .map(|listed| listed.len())
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(found)
+        };
+        let leftovers = || {
+            let slots_left = slots
+                .iter()
+                .filter(|slot| pool_dir.join(slot).exists())
+                .count();
+            let cgroups = slots
+                .iter()
+                .filter(|slot| {
+                    let name = format!("{}-warm-{slot}", kind.name());
+                    std::path::Path::new("/sys/fs/cgroup/memory/conductor")
+                        .join(&name)
+                        .exists()
+                        || std::path::Path::new("/sys/fs/cgroup/conductor")
+                            .join(&name)
+                            .exists()
+                })
+                .count();
+            (slots_left, cgroups)
+        };
+        let before = (containers().await?, leftovers());
+        if before != (2, (2, 2)) {
+            return Err(format!(
+                "expected 2 warm containers, slots and cgroups after warmup, found {before:?}"
+            ));
+        }
+        drop(executor);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = (containers().await?, leftovers());
+            if now == (0, (0, 0)) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "expected no containers, slots or cgroups 20 s after the drop, found {now:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
 }

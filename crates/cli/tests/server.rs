@@ -474,9 +474,10 @@ fn the_cli_client_submits_lists_gets_follows_cancels_and_manages_tokens() {
     assert_eq!(code, Some(0));
     let (_, listed, _) = cli(&server, h, &["token", "list", "--json"]);
     let tokens: Vec<conductor_types::TokenInfo> = serde_json::from_str(&listed).unwrap();
+    // The server's own agent token (one agent) is listed too.
     assert_eq!(
         tokens.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        ["admin", "ci"]
+        ["admin", "agent agent-1", "ci"]
     );
     let (code, _, err) = cli(
         &server,
@@ -484,7 +485,8 @@ fn the_cli_client_submits_lists_gets_follows_cancels_and_manages_tokens() {
         &["task", "list", "--token", secret.trim(), "--json"],
     );
     assert_eq!(code, Some(0), "{err}");
-    let (code, _, _) = cli(&server, h, &["token", "revoke", &tokens[1].id]);
+    let ci = tokens.iter().find(|t| t.name == "ci").unwrap();
+    let (code, _, _) = cli(&server, h, &["token", "revoke", &ci.id]);
     assert_eq!(code, Some(0));
     let (code, _, err) = cli(&server, h, &["task", "list", "--token", secret.trim()]);
     assert_eq!(
@@ -511,5 +513,200 @@ fn run_streams_output_and_exits_with_the_task_code() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!((out.status.code(), stdout.as_str()), (Some(7), "out\n"));
     assert!(stderr.starts_with("err\n"), "{stderr}");
+    server.terminate();
+}
+
+#[test]
+fn the_cli_manages_workspaces_and_snapshots() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), 1);
+    let h = home.path();
+    let ok = |args: &[&str]| {
+        let (code, out, err) = cli(&server, h, args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    let id = ok(&["workspace", "create", "repo", "--cleanup", "ttl:48h"]);
+    let id = id.trim();
+    assert!(id.starts_with("ws_"), "{id}");
+    let (code, _, err) = cli(&server, h, &["workspace", "create", "repo"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            Some(2),
+            "conductor: error: a workspace named \"repo\" already exists (conflict, 409 Conflict)\n"
+        )
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["workspace", "show", "repo", "--json"])).unwrap();
+    assert_eq!(
+        (&shown["id"], &shown["cleanup"]),
+        (&json!(id), &json!("ttl:2d"))
+    );
+    let dir = h.join("workspaces/named/repo");
+    std::fs::write(dir.join("a.txt"), "one\n").unwrap();
+    let sid = ok(&["workspace", "snapshot", id, "base"]);
+    let sid = sid.trim();
+    let listed = ok(&["workspace", "snapshots", "repo"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.lines().nth(1).unwrap().starts_with(sid), "{listed}");
+    // A task changes the workspace; the diff shows it; restore undoes it.
+    let (code, out, err) = cli(
+        &server,
+        h,
+        &[
+            "run",
+            "--workspace",
+            "repo",
+            "--",
+            "echo two > a.txt; touch b.txt",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        ok(&["workspace", "diff", "repo", sid]),
+        "M a.txt\nA b.txt\n"
+    );
+    ok(&["workspace", "restore", "repo", sid]);
+    assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "one\n");
+    assert!(!dir.join("b.txt").exists());
+    assert_eq!(ok(&["workspace", "diff", "repo", sid]), "");
+    // Export, delete, import back, restore again.
+    let file = h.join("base.tar.zst");
+    ok(&[
+        "workspace",
+        "export",
+        "repo",
+        sid,
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    ok(&["workspace", "snapshot-rm", "repo", sid]);
+    assert_eq!(ok(&["workspace", "snapshots", "repo"]).lines().count(), 1);
+    let imported = ok(&["workspace", "import", file.to_str().unwrap()]);
+    assert!(imported.starts_with(sid), "{imported}");
+    std::fs::write(dir.join("a.txt"), "three\n").unwrap();
+    ok(&["workspace", "restore", "repo", sid]);
+    assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "one\n");
+    // Files: upload, list, download, delete; traversal refused.
+    let local = h.join("local.sh");
+    std::fs::write(&local, "#!/bin/sh\necho hi\n").unwrap();
+    ok(&[
+        "workspace",
+        "put",
+        "repo",
+        "bin/run.sh",
+        local.to_str().unwrap(),
+        "--mode",
+        "755",
+    ]);
+    let listing = ok(&["workspace", "ls", "repo", "bin"]);
+    assert!(
+        listing
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("file         755"),
+        "{listing}"
+    );
+    assert!(
+        listing.lines().nth(1).unwrap().ends_with("  run.sh"),
+        "{listing}"
+    );
+    assert_eq!(
+        ok(&["workspace", "get", "repo", "bin/run.sh"]),
+        "#!/bin/sh\necho hi\n"
+    );
+    let tar = h.join("bin.tar");
+    ok(&[
+        "workspace",
+        "get",
+        "repo",
+        "bin",
+        "--tar",
+        "-o",
+        tar.to_str().unwrap(),
+    ]);
+    ok(&[
+        "workspace",
+        "put",
+        "repo",
+        "copy",
+        tar.to_str().unwrap(),
+        "--tar",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("copy/run.sh")).unwrap(),
+        "#!/bin/sh\necho hi\n"
+    );
+    ok(&["workspace", "rm-path", "repo", "copy", "-r"]);
+    assert!(!dir.join("copy").exists());
+    std::os::unix::fs::symlink("/etc", dir.join("etc")).unwrap();
+    let (code, _, err) = cli(&server, h, &["workspace", "get", "repo", "etc/hostname"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            Some(2),
+            "conductor: error: path \"etc/hostname\" leads out of the workspace through a symlink (invalid_path, 400 Bad Request)\n"
+        )
+    );
+    // Listed, then removed with its directory.
+    let list = ok(&["workspace", "list"]);
+    assert!(list.lines().nth(1).unwrap().starts_with(id), "{list}");
+    ok(&["workspace", "rm", "repo"]);
+    assert!(!dir.exists());
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&["workspace", "list", "--json"])).unwrap();
+    assert!(list.is_empty());
+    server.terminate();
+}
+
+#[test]
+fn the_cli_clones_a_repository_into_a_task_and_shows_its_diff() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "hello\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "first"]);
+    let server = Server::start(home.path(), 1);
+    let h = home.path();
+    let (code, out, err) = cli(
+        &server,
+        h,
+        &[
+            "run",
+            "--git",
+            repo.to_str().unwrap(),
+            "--git-ref",
+            "main",
+            "--",
+            "cat README && echo bye >> README",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "hello\n"), "{err}");
+    let (_, list, _) = cli(&server, h, &["task", "list", "--json"]);
+    let page: TaskPage = serde_json::from_str(&list).unwrap();
+    let id = page.tasks[0].id.to_string();
+    let (code, diff, err) = cli(&server, h, &["task", "diff", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut lines = diff.lines();
+    assert!(lines.next().unwrap().contains(" branch main ("), "{diff}");
+    assert_eq!(lines.next().unwrap(), "modified     README");
+    assert!(diff.contains("+bye"), "{diff}");
     server.terminate();
 }

@@ -1,4 +1,5 @@
-//! The storage contract: tasks, their command results and events, agents and API tokens.
+//! The storage contract: tasks, their command results and events, agents, API tokens and
+//! workspaces.
 //! SQLite implements it today (`conductor-store`); Postgres can follow without touching the
 //! scheduler or the API, which only see this trait.
 
@@ -8,7 +9,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use conductor_types::{
     Agent, CommandResult, EventId, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskSpec,
-    TaskStatus, Timestamp, TokenInfo,
+    TaskStatus, Timestamp, TokenInfo, Workspace, WorkspaceId,
 };
 
 use crate::{Transition, TransitionError};
@@ -41,6 +42,24 @@ pub enum StoreError {
         /// The task.
         id: TaskId,
         /// Its status.
+        status: TaskStatus,
+    },
+    /// No workspace with this id or name.
+    #[error("workspace {0} not found")]
+    WorkspaceNotFound(String),
+    /// A workspace with this name exists already.
+    #[error("a workspace named {0:?} already exists")]
+    WorkspaceExists(String),
+    /// Removing a workspace that a queued or running task names.
+    #[error(
+        "workspace {name:?} is used by task {task} ({status}): wait for it to finish or cancel it"
+    )]
+    WorkspaceInUse {
+        /// The workspace's name.
+        name: String,
+        /// A task that names it.
+        task: TaskId,
+        /// That task's status.
         status: TaskStatus,
     },
     /// A cursor that this store did not hand out.
@@ -145,4 +164,23 @@ pub trait Store: Send + Sync + Debug {
 
     /// Revokes a token; `false` when there is no such token.
     async fn revoke_token(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Stores a new workspace; [`StoreError::WorkspaceExists`] when its name is taken.
+    async fn create_workspace(&self, workspace: &Workspace) -> Result<(), StoreError>;
+
+    /// The workspace with this id or name (ids and names never look alike).
+    async fn find_workspace(&self, id_or_name: &str) -> Result<Option<Workspace>, StoreError>;
+
+    /// Every workspace, by name.
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError>;
+
+    /// Removes a workspace's record and returns it, unless a queued or running task names it
+    /// ([`StoreError::WorkspaceInUse`]); checked and removed in one transaction.
+    async fn delete_workspace(&self, id: &WorkspaceId) -> Result<Workspace, StoreError>;
+
+    /// Records that a task started in the workspace named `name` (nothing when there is none).
+    async fn touch_workspace(&self, name: &str, at: Timestamp) -> Result<(), StoreError>;
+
+    /// Records the measured size of a workspace's files.
+    async fn set_workspace_size(&self, id: &WorkspaceId, bytes: u64) -> Result<(), StoreError>;
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use conductor_types::{NetworkPolicy, TaskRequest, TaskSpec, TaskType};
+use conductor_types::{GitSource, NetworkPolicy, TaskRequest, TaskSpec, TaskType};
 
 /// The environment a task runs in when it names none.
 pub const DEFAULT_ENVIRONMENT: &str = "host";
@@ -158,6 +158,9 @@ pub fn validate_request(
     if let Some(name) = &request.workspace {
         validate_workspace_name(name)?;
     }
+    if let Some(git) = &request.git {
+        validate_git(git, request.workspace.is_some())?;
+    }
     let labels = request.labels.unwrap_or_default();
     for (key, value) in &labels {
         validate_label(key, value)?;
@@ -185,6 +188,7 @@ pub fn validate_request(
             env,
             secret_names: secrets.keys().cloned().collect(),
             workspace: request.workspace,
+            git: request.git,
             priority: request.priority.unwrap_or(0),
             labels,
             retries,
@@ -281,7 +285,48 @@ fn validate_variable(map: &str, name: &str, value: &str) -> Result<(), SpecError
     Ok(())
 }
 
-fn validate_workspace_name(name: &str) -> Result<(), SpecError> {
+/// Longest repository location accepted.
+const MAX_REPOSITORY: usize = 4096;
+
+fn validate_git(git: &GitSource, named_workspace: bool) -> Result<(), SpecError> {
+    if named_workspace {
+        return Err(SpecError::not_supported(
+            "git",
+            "a repository is cloned into the task's own fresh workspace; named workspaces cannot take one yet",
+        ));
+    }
+    let repository = &git.repository;
+    if repository.is_empty() || repository.len() > MAX_REPOSITORY {
+        return Err(SpecError::invalid(
+            "git.repository",
+            format!("must be 1 to {MAX_REPOSITORY} bytes: a local path or a URL"),
+        ));
+    }
+    if repository.starts_with('-') || repository.chars().any(char::is_control) {
+        return Err(SpecError::invalid(
+            "git.repository",
+            "must not start with '-' or contain control characters",
+        ));
+    }
+    if let Some(reference) = &git.reference {
+        let bad = reference.is_empty()
+            || reference.starts_with('-')
+            || reference
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace());
+        if bad {
+            return Err(SpecError::invalid(
+                "git.ref",
+                "must be a branch, tag or commit id: not empty, not starting with '-', no spaces",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a workspace name: 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`
+/// (it names a directory). The error names the field `workspace`.
+pub fn validate_workspace_name(name: &str) -> Result<(), SpecError> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -356,6 +401,7 @@ mod tests {
                     env: BTreeMap::new(),
                     secret_names: vec![],
                     workspace: None,
+                    git: None,
                     priority: 0,
                     labels: BTreeMap::new(),
                     retries: 0,

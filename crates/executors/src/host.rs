@@ -5,12 +5,20 @@
 //! Isolation is process-level only: the command sees the host's filesystem and network, so this
 //! executor refuses network policies other than `full`.
 //!
-//! The child joins its cgroup from `pre_exec` (before it can fork), so nothing escapes
-//! accounting or the kill. When the command exits, whatever it left running is killed too, as
-//! when a container's init exits. Without usable cgroups the session's process group is killed
-//! instead, which misses children that called `setsid`; the executor then does not declare
-//! `kills_process_tree`, the limits, or the tree-wide stats (cpu time comes from `wait4`'s
-//! rusage: the command and the children it waited for).
+//! With cgroups, the command normally starts from a warm helper (see [`crate::warm`]): a
+//! `conductor __sandbox-init` in host mode started ahead of time that has already joined a fresh
+//! cgroup of its own (joining can wait for an RCU grace period, milliseconds, which would
+//! otherwise be on the critical path). The execution writes its limits into that cgroup and
+//! sends the helper a [`HostSpec`]; the helper starts a session, sets the rlimits, changes to
+//! the workspace and execs the command, so the helper's pid is the command's. When no warm
+//! helper is ready (or without cgroups), the command is spawned directly and joins its cgroup
+//! from `pre_exec` (before it can fork). Either way nothing escapes accounting or the kill.
+//!
+//! When the command exits, whatever it left running is killed too, as when a container's init
+//! exits. Without usable cgroups the session's process group is killed instead, which misses
+//! children that called `setsid`; the executor then does not declare `kills_process_tree`, the
+//! limits, or the tree-wide stats (cpu time comes from `wait4`'s rusage: the command and the
+//! children it waited for).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
@@ -27,6 +35,8 @@ use conductor_core::{
     check_supported, plan, EventSender, Executor, ExecutorError, HostContext, PlanTarget,
 };
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
+use conductor_sandbox::report::{outcome, Outcome};
+use conductor_sandbox::spec::{HelperMode, HostSpec};
 use conductor_types::{
     Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
     ExecutorCapabilities, IsolationLevel, Rlimit, RlimitResource,
@@ -35,8 +45,9 @@ use conductor_types::{
 use crate::output::{now_ms, CapturedStream};
 use crate::run::{
     reap, supervise, wait_until_exited, Ending, Finished, Measurements, OutputCapture, ProcessExit,
-    Registry, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND,
+    Registration, Registry, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND,
 };
+use crate::warm::{apply_limits, Launched, WarmPool};
 
 const NAME: &str = "host";
 /// How long output may keep flowing after the tree was killed before capture is cut off.
@@ -51,6 +62,11 @@ pub struct HostConfig {
     pub cgroup_parent: String,
     /// Where output past the in-memory limit is spooled (`<spool_dir>/<id>/stdout.log`).
     pub spool_dir: PathBuf,
+    /// The `conductor` binary, run as `<helper_path> __sandbox-init` for warm helpers.
+    pub helper_path: PathBuf,
+    /// Helpers kept started, each already in a cgroup of its own (used only with cgroups); 0
+    /// spawns every command directly.
+    pub warm_helpers: usize,
 }
 
 impl Default for HostConfig {
@@ -59,6 +75,8 @@ impl Default for HostConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cgroup_parent: "conductor".to_owned(),
             spool_dir: std::env::temp_dir().join("conductor-spool"),
+            helper_path: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
+            warm_helpers: 1,
         }
     }
 }
@@ -69,6 +87,7 @@ pub struct HostExecutor {
     config: HostConfig,
     cgroups: Result<Arc<CgroupManager>, String>,
     registry: Registry,
+    pool: Arc<WarmPool>,
 }
 
 impl HostExecutor {
@@ -81,10 +100,23 @@ impl HostExecutor {
         if let Err(reason) = &cgroups {
             tracing::debug!(%reason, "host executor runs without cgroups");
         }
+        // Without cgroups a warm helper would save little: every command is spawned directly.
+        let warm_helpers = if cgroups.is_ok() {
+            config.warm_helpers
+        } else {
+            0
+        };
+        let pool = Arc::new(WarmPool::new(
+            config.helper_path.clone(),
+            cgroups.as_ref().ok().cloned(),
+            HelperMode::Host,
+            warm_helpers,
+        ));
         Self {
             config,
             cgroups,
             registry: Registry::new(),
+            pool,
         }
     }
 
@@ -100,6 +132,16 @@ impl HostExecutor {
         events: EventSender,
     ) -> Result<ExecutionResult, ExecutorError> {
         let registration = self.registry.register(&request.id)?;
+        let warm = self.pool.take(&HelperMode::Host).and_then(|warm| {
+            let manager = self.cgroups.as_ref().ok().map(Arc::as_ref);
+            apply_limits(warm, manager, &CgroupLimits::from(&plan.limits))
+        });
+        self.pool.refill();
+        if let Some(warm) = warm {
+            return self
+                .run_warm(request, plan, events, &registration, warm)
+                .await;
+        }
         let (cgroup, procs) = match &self.cgroups {
             Ok(manager) => {
                 let (cgroup, procs) = create_cgroup(manager, &request.id, plan).await?;
@@ -172,6 +214,109 @@ impl HostExecutor {
         }
         .into_result())
     }
+
+    /// Runs the command from a warm helper, already in its cgroup (which now has the plan's
+    /// limits): sends it the spec and supervises it, as it becomes the command.
+    async fn run_warm(
+        &self,
+        request: &ExecutionRequest,
+        plan: &ExecPlan,
+        events: EventSender,
+        registration: &Registration<'_>,
+        warm: Launched,
+    ) -> Result<ExecutionResult, ExecutorError> {
+        let Launched {
+            mut child,
+            channel,
+            cgroup,
+        } = warm;
+        let spec = HostSpec::from_plan(plan)
+            .to_bytes()
+            .map_err(|e| ExecutorError::Setup {
+                stage: "encoding the host spec".to_owned(),
+                reason: e.to_string(),
+            })?;
+        let pgid = i32::try_from(child.id()).map_err(|_| {
+            ExecutorError::io("starting the command", io::Error::other("pid out of range"))
+        })?;
+        let (stdout, stderr) = child
+            .take_output()
+            .map_err(|e| ExecutorError::io("watching the command's output", e))?;
+        // From here the tree owns the helper, which becomes the session leader: it is killed and
+        // reaped by pid, like a command spawned directly.
+        let pid = child.disown();
+        let mut tree = Tree {
+            cgroup: cgroup.map(Arc::new),
+            pgid: Some(pgid),
+        };
+        let started = Instant::now();
+        let reports = Launched::send_spec(channel, None, &spec)?;
+        let _ = events
+            .send(ExecEvent::Started {
+                execution_id: request.id.clone(),
+                pid: Some(pid),
+                at_ms: now_ms(),
+            })
+            .await;
+        let output = OutputCapture::start(
+            stdout,
+            stderr,
+            &self.config.spool_dir,
+            &request.id,
+            request.output_limit,
+            &events,
+        );
+
+        let exited = tokio::task::spawn_blocking(move || wait_until_exited(pgid));
+        let (ending, waited) =
+            supervise(exited, plan.timeout, registration.token(), || tree.kill()).await;
+        waited
+            .map_err(|e| ExecutorError::io("waiting for the command", io::Error::other(e)))?
+            .map_err(|e| ExecutorError::io("waiting for the command", e))?;
+        tree.kill().await;
+        let (exit, rusage_cpu_us) = reap(pgid).map_err(|e| ExecutorError::io("reaping", e))?;
+        tree.pgid = None;
+        let duration = started.elapsed();
+        // The socket closed when the command was executed (close-on-exec) or the helper exited.
+        let reports = reports.await.unwrap_or_default();
+        let (stdout, stderr) = output.finish(OUTPUT_GRACE).await?;
+        let measurements = tree.finish(rusage_cpu_us).await;
+        if ending == Ending::Exited {
+            match outcome(&reports) {
+                Outcome::SetupFailed { stage, error } => {
+                    return Err(ExecutorError::Setup {
+                        stage,
+                        reason: error,
+                    })
+                }
+                Outcome::Exited {
+                    code,
+                    exec_error: Some(error),
+                } => {
+                    tracing::debug!(%error, "the command could not be executed");
+                    return Ok(exec_failure(request, plan, code, &events).await);
+                }
+                // The helper became the command: its status is the command's.
+                Outcome::Exited {
+                    exec_error: None, ..
+                }
+                | Outcome::Signaled { .. }
+                | Outcome::Lost => {}
+            }
+        }
+        Ok(Finished {
+            execution_id: request.id.clone(),
+            executor: NAME,
+            isolation_level: IsolationLevel::ProcessOnly,
+            ending,
+            exit,
+            stdout,
+            stderr,
+            duration,
+            measurements,
+        }
+        .into_result())
+    }
 }
 
 #[async_trait]
@@ -208,7 +353,9 @@ impl Executor for HostExecutor {
         Ok(())
     }
 
+    /// Starts the warm helpers in the background (with cgroups).
     async fn warmup(&self) -> Result<(), ExecutorError> {
+        self.pool.refill();
         Ok(())
     }
 
@@ -444,19 +591,9 @@ async fn spawn_failure(
     events: &EventSender,
     tree: Tree,
 ) -> Result<ExecutionResult, ExecutorError> {
-    let program = &plan.argv[0];
-    let (code, message) = match error.kind() {
-        io::ErrorKind::NotFound => (
-            EXIT_NOT_FOUND,
-            format!(
-                "conductor: {program}: command not found (PATH={})\n",
-                path_of(plan)
-            ),
-        ),
-        io::ErrorKind::PermissionDenied => (
-            EXIT_CANNOT_EXECUTE,
-            format!("conductor: {program}: permission denied\n"),
-        ),
+    let code = match error.kind() {
+        io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+        io::ErrorKind::PermissionDenied => EXIT_CANNOT_EXECUTE,
         _ => {
             return Err(ExecutorError::Setup {
                 stage: "starting the command (cgroup join, setsid, rlimits, exec)".to_owned(),
@@ -472,6 +609,26 @@ async fn spawn_failure(
             at_ms: now_ms(),
         })
         .await;
+    Ok(exec_failure(request, plan, code, events).await)
+}
+
+/// The result for a program that could not be executed (`code` 127: not found, else 126), with
+/// the reason on stderr, whether the direct spawn or a warm helper's `execve` failed.
+async fn exec_failure(
+    request: &ExecutionRequest,
+    plan: &ExecPlan,
+    code: i32,
+    events: &EventSender,
+) -> ExecutionResult {
+    let program = &plan.argv[0];
+    let message = if code == EXIT_NOT_FOUND {
+        format!(
+            "conductor: {program}: command not found (PATH={})\n",
+            path_of(plan)
+        )
+    } else {
+        format!("conductor: {program}: permission denied\n")
+    };
     let _ = events
         .send(ExecEvent::Output {
             stream: conductor_types::OutputStream::Stderr,
@@ -487,7 +644,7 @@ async fn spawn_failure(
         },
         text: message,
     };
-    Ok(Finished {
+    Finished {
         execution_id: request.id.clone(),
         executor: NAME,
         isolation_level: IsolationLevel::ProcessOnly,
@@ -498,7 +655,7 @@ async fn spawn_failure(
         duration: Duration::ZERO,
         measurements: Measurements::default(),
     }
-    .into_result())
+    .into_result()
 }
 
 fn path_of(plan: &ExecPlan) -> &str {
@@ -533,6 +690,9 @@ mod tests {
             cgroup_root: dir.join("no-cgroupfs-here"),
             cgroup_parent: "conductor".to_owned(),
             spool_dir: dir.join("spool"),
+            // Never started without cgroups (and this test binary is no helper).
+            helper_path: dir.join("no-helper-here"),
+            warm_helpers: 1,
         })
     }
 

@@ -7,3 +7,4 @@ pub mod host;
 pub mod namespace;
 pub mod output;
 pub mod run;
+mod warm;

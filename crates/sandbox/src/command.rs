@@ -1,4 +1,5 @@
-//! The command process's last steps: rlimits, capabilities, `no_new_privs`, seccomp, `execve`.
+//! The command process's last steps: rlimits, capabilities, `no_new_privs`, seccomp, `execve`
+//! (the host-mode helper uses [`Executable`] and [`reset_signals`] alone).
 //!
 //! Everything that allocates is prepared by [`Prepared::new`] before the helper forks; the steps
 //! after the fork only make system calls.
@@ -19,15 +20,69 @@ use crate::spec::SandboxSpec;
 /// `PATH` searched when the environment has none.
 const FALLBACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// The command, ready to exec.
+/// A program, its arguments and environment as C strings, ready for `execve` (no allocation
+/// left to do).
 #[derive(Debug)]
-pub struct Prepared {
+pub struct Executable {
     /// `argv[0]` as given, for messages.
     pub program: String,
     /// Paths to try, in order.
     candidates: Vec<CString>,
     argv: Vec<CString>,
     envp: Vec<CString>,
+}
+
+impl Executable {
+    /// Converts `argv` and `env`; `argv[0]` is searched in `env`'s `PATH` when it has no `/`.
+    pub fn new(argv: &[String], env: &[(String, String)]) -> Result<Self, StageError> {
+        let stage = "preparing the command";
+        let cstring = |s: &str| CString::new(s).map_err(|e| StageError::new(stage, e));
+        let program = argv
+            .first()
+            .cloned()
+            .ok_or_else(|| StageError::new(stage, "argv is empty"))?;
+        let path = env
+            .iter()
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value.as_str());
+        let candidates = search_candidates(&program, path.unwrap_or(FALLBACK_PATH))
+            .iter()
+            .map(|c| cstring(c))
+            .collect::<Result<_, _>>()?;
+        let argv = argv.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+        let envp = env
+            .iter()
+            .map(|(k, v)| cstring(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            program,
+            candidates,
+            argv,
+            envp,
+        })
+    }
+
+    /// Execs the command; returns only on failure, with the error of the most telling attempt
+    /// (`EACCES` beats `ENOENT`, as in `execvp`).
+    pub fn exec(&self) -> Errno {
+        let mut result = Errno::ENOENT;
+        for candidate in &self.candidates {
+            let Err(errno) = nix::unistd::execve(candidate, &self.argv, &self.envp);
+            match errno {
+                Errno::ENOENT | Errno::ENOTDIR => {}
+                Errno::EACCES => result = Errno::EACCES,
+                other => return other,
+            }
+        }
+        result
+    }
+}
+
+/// The sandboxed command, ready to exec.
+#[derive(Debug)]
+pub struct Prepared {
+    /// What to exec.
+    pub executable: Executable,
     rlimits: Vec<Rlimit>,
     filter: Option<seccomp::Filter>,
     /// The CPU affinity to give the command back, when set-up pinned itself.
@@ -43,38 +98,9 @@ impl Prepared {
         filter: &seccomp::Filter,
         affinity: Option<CpuSet>,
     ) -> Result<Self, StageError> {
-        let stage = "preparing the command";
-        let cstring = |s: &str| CString::new(s).map_err(|e| StageError::new(stage, e));
-        let program = spec
-            .argv
-            .first()
-            .cloned()
-            .ok_or_else(|| StageError::new(stage, "argv is empty"))?;
-        let path = spec
-            .env
-            .iter()
-            .find(|(name, _)| name == "PATH")
-            .map(|(_, value)| value.as_str());
-        let candidates = search_candidates(&program, path.unwrap_or(FALLBACK_PATH))
-            .iter()
-            .map(|c| cstring(c))
-            .collect::<Result<_, _>>()?;
-        let argv = spec
-            .argv
-            .iter()
-            .map(|a| cstring(a))
-            .collect::<Result<_, _>>()?;
-        let envp = spec
-            .env
-            .iter()
-            .map(|(k, v)| cstring(&format!("{k}={v}")))
-            .collect::<Result<_, _>>()?;
         let filter = spec.seccomp.then(|| filter.clone());
         Ok(Self {
-            program,
-            candidates,
-            argv,
-            envp,
+            executable: Executable::new(&spec.argv, &spec.env)?,
             rlimits: spec.rlimits.clone(),
             filter,
             affinity,
@@ -99,21 +125,6 @@ impl Prepared {
                 .map_err(|e| StageError::new("installing the seccomp filter", e))?;
         }
         Ok(())
-    }
-
-    /// Execs the command; returns only on failure, with the error of the most telling attempt
-    /// (`EACCES` beats `ENOENT`, as in `execvp`).
-    pub fn exec(&self) -> Errno {
-        let mut result = Errno::ENOENT;
-        for candidate in &self.candidates {
-            let Err(errno) = nix::unistd::execve(candidate, &self.argv, &self.envp);
-            match errno {
-                Errno::ENOENT | Errno::ENOTDIR => {}
-                Errno::EACCES => result = Errno::EACCES,
-                other => return other,
-            }
-        }
-        result
     }
 }
 
@@ -160,7 +171,7 @@ pub fn search_candidates(program: &str, path: &str) -> Vec<String> {
 
 /// Rust ignores `SIGPIPE` at start-up and ignored signals survive `execve`: restore the default,
 /// and unblock everything.
-fn reset_signals() {
+pub fn reset_signals() {
     use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
     // SAFETY: installing SIG_DFL runs no code of ours in signal context.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
@@ -188,6 +199,12 @@ fn lower_rlimit(rlimit: &Rlimit) -> nix::Result<()> {
     let (_, current_hard) = getrlimit(resource)?;
     let (soft, hard) = lowered(rlimit.soft, rlimit.hard, current_hard);
     setrlimit(resource, soft, hard)
+}
+
+/// Sets `rlimit` as given (the host executor's command: raising a hard limit needs root, as it
+/// would for the command itself).
+pub fn set_rlimit(rlimit: &Rlimit) -> nix::Result<()> {
+    setrlimit(resource(rlimit.resource), rlimit.soft, rlimit.hard)
 }
 
 /// The (soft, hard) pair to set when asking for `soft`/`hard` under `current_hard`.

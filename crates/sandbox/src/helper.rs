@@ -1,5 +1,7 @@
 //! The sandbox helper's entry point: a fresh, single-threaded copy of the binary
-//! (`conductor __sandbox-init`) that builds the sandbox and execs the command.
+//! (`conductor __sandbox-init`) that builds the sandbox and execs the command. In host mode
+//! ([`HelperMode::Host`], see [`host`]) it builds nothing: it joins its cgroup and becomes the
+//! command.
 //!
 //! Process tree, all inside the execution's cgroup:
 //!
@@ -41,7 +43,9 @@ use crate::mounts::{build_root, LinuxRootFs, StageError};
 use crate::net::loopback_up;
 use crate::report::Report;
 use crate::seccomp;
-use crate::spec::{read_spec_bytes, Prelude, SandboxSpec};
+use crate::spec::{read_spec_bytes, HelperMode, Prelude, SandboxSpec};
+
+mod host;
 
 /// Exit status of the helper and init when the sandbox could not be built (the executor reads
 /// the real reason from the report).
@@ -53,7 +57,7 @@ pub fn main() -> ! {
         Ok(channel) => channel,
         Err(reason) => {
             eprintln!(
-                "conductor: {} is internal to the namespace executor: {reason}",
+                "conductor: {} is internal to the host and namespace executors: {reason}",
                 crate::HELPER_ARG
             );
             std::process::exit(2);
@@ -97,7 +101,7 @@ fn take_channel() -> Result<File, String> {
     Ok(channel)
 }
 
-fn report(channel: &File, report: &Report) {
+pub(crate) fn report(channel: &File, report: &Report) {
     // Nobody to tell when the executor went away; the exit status still says enough.
     let _ = (&*channel).write_all(&report.to_line());
 }
@@ -109,15 +113,18 @@ fn run(channel: &File) -> Result<i32, StageError> {
         std::fs::write(procs, b"0")
             .map_err(|e| StageError::new(format!("joining the cgroup {}", procs.display()), e))?;
     }
+    let (new_network, uid_base) = match prelude.mode {
+        HelperMode::Host => return host::run(channel),
+        HelperMode::Namespaces {
+            new_network,
+            uid_base,
+        } => (new_network, uid_base),
+    };
     // Nothing up to the spec depends on the execution: a warm helper does it all ahead of time.
     let filter =
         seccomp::default_filter().map_err(|e| StageError::new("building the seccomp filter", e))?;
     let affinity = current_affinity();
-    let maps = id_maps(
-        Uid::current().as_raw(),
-        Gid::current().as_raw(),
-        prelude.uid_base,
-    );
+    let maps = id_maps(Uid::current().as_raw(), Gid::current().as_raw(), uid_base);
     let pipe = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| StageError::new("creating the helper's pipes", e))
@@ -128,7 +135,7 @@ fn run(channel: &File) -> Result<i32, StageError> {
     // execution comes (a workspace on a filesystem of its own). init unshares it then.
     let mut flags =
         libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if prelude.new_network {
+    if new_network {
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: clone without CLONE_VM and with a null stack behaves like fork: the child gets a
@@ -156,7 +163,7 @@ fn run(channel: &File) -> Result<i32, StageError> {
         drop(spec_write);
         let init = Init {
             channel,
-            new_network: prelude.new_network,
+            new_network,
             maps: &maps,
             filter: &filter,
             affinity,
@@ -442,17 +449,17 @@ fn command_main(channel: &File, command: &Prepared) -> ! {
         );
         std::process::exit(SETUP_FAILED);
     }
-    let errno = command.exec();
+    let errno = command.executable.exec();
     let error = errno.desc().to_owned();
     let _ = writeln!(
         std::io::stderr(),
         "conductor: cannot execute {}: {error}",
-        command.program
+        command.executable.program
     );
     report(
         channel,
         &Report::ExecFailed {
-            program: command.program.clone(),
+            program: command.executable.program.clone(),
             error,
         },
     );

@@ -1,10 +1,12 @@
 //! What the executor sends the helper over the channel socket (the helper's standard input), and
 //! the framing both sides use:
 //!
-//! 1. a [`Prelude`] (a 4-byte little-endian length, then JSON): what the helper needs to create
-//!    the sandbox's user, pid, uts, ipc and network namespaces. A warm helper gets it when it
-//!    starts and creates them while it waits;
-//! 2. the [`SandboxSpec`] (JSON up to the end of the stream): the execution itself.
+//! 1. a [`Prelude`] (a 4-byte little-endian length, then JSON): the cgroup to join and the
+//!    [`HelperMode`]: for the namespace executor, what the helper needs to create the sandbox's
+//!    user, pid, uts, ipc and network namespaces; for the host executor, nothing more. A warm
+//!    helper gets it when it starts and does that work while it waits;
+//! 2. the execution itself (JSON up to the end of the stream): a [`SandboxSpec`] in namespace
+//!    mode, a [`HostSpec`] in host mode.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -27,20 +29,37 @@ const MAX_PRELUDE_BYTES: u32 = 64 * 1024;
 /// What the helper needs before the execution is known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prelude {
-    /// Whether to give the sandbox its own network namespace (everything but `Full`).
-    pub new_network: bool,
-    /// First host uid/gid of the mapped range when the helper runs as root.
-    pub uid_base: u32,
+    /// What the helper builds, and which spec it then expects.
+    pub mode: HelperMode,
     /// cgroup `cgroup.procs` files the helper joins before it forks anything.
     pub cgroup_procs: Vec<PathBuf>,
 }
 
+/// The two kinds of helper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum HelperMode {
+    /// The host executor's: no namespaces; on the [`HostSpec`] the helper becomes the command
+    /// (own session, rlimits, working directory, environment, `execve`).
+    Host,
+    /// The namespace executor's: the helper creates the sandbox's namespaces and init, which
+    /// builds the sandbox from the [`SandboxSpec`].
+    Namespaces {
+        /// Whether to give the sandbox its own network namespace (everything but `Full`).
+        new_network: bool,
+        /// First host uid/gid of the mapped range when the helper runs as root.
+        uid_base: u32,
+    },
+}
+
 impl Prelude {
-    /// The prelude for a plan.
+    /// The namespace-mode prelude for a plan.
     pub fn for_plan(plan: &ExecPlan, cgroup_procs: Vec<PathBuf>, uid_base: u32) -> Self {
         Self {
-            new_network: plan.network != NetworkPolicy::Full,
-            uid_base,
+            mode: HelperMode::Namespaces {
+                new_network: plan.network != NetworkPolicy::Full,
+                uid_base,
+            },
             cgroup_procs,
         }
     }
@@ -97,6 +116,42 @@ pub struct SandboxSpec {
     /// A host directory to give (recursively, `lchown`) to the sandbox's root before the
     /// command starts, so it can write there; set when the helper runs as root.
     pub workspace_owner: Option<WorkspaceOwner>,
+}
+
+/// One execution on the host (the helper in [`HelperMode::Host`] becomes its command).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSpec {
+    /// Program and arguments; `argv[0]` is searched in `PATH` from `env` when it has no `/`.
+    pub argv: Vec<String>,
+    /// The command's complete environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory (the workspace).
+    pub cwd: PathBuf,
+    /// rlimits to set, as given.
+    pub rlimits: Vec<Rlimit>,
+}
+
+impl HostSpec {
+    /// The spec for a host plan.
+    pub fn from_plan(plan: &ExecPlan) -> Self {
+        Self {
+            argv: plan.argv.clone(),
+            env: plan.env.clone(),
+            cwd: plan.cwd.clone(),
+            rlimits: plan.rlimits.clone(),
+        }
+    }
+
+    /// Encodes the spec as JSON (the whole channel message after the prelude).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, SpecError> {
+        serde_json::to_vec(self).map_err(|e| SpecError::Malformed(e.to_string()))
+    }
+
+    /// Reads a spec up to the end of `reader`'s stream.
+    pub fn read_from(reader: impl Read) -> Result<Self, SpecError> {
+        serde_json::from_slice(&read_spec_bytes(reader)?)
+            .map_err(|e| SpecError::Malformed(e.to_string()))
+    }
 }
 
 /// Who the workspace should belong to.
@@ -249,12 +304,46 @@ mod tests {
         assert_eq!(
             full,
             Prelude {
-                new_network: false,
-                uid_base: 7,
+                mode: HelperMode::Namespaces {
+                    new_network: false,
+                    uid_base: 7,
+                },
                 cgroup_procs: procs,
             }
         );
-        assert!(Prelude::for_plan(&sample_plan(NetworkPolicy::None), vec![], 7).new_network);
+        assert_eq!(
+            Prelude::for_plan(&sample_plan(NetworkPolicy::None), vec![], 7).mode,
+            HelperMode::Namespaces {
+                new_network: true,
+                uid_base: 7,
+            }
+        );
+    }
+
+    #[test]
+    fn a_host_prelude_and_spec_cross_the_channel() {
+        let prelude = Prelude {
+            mode: HelperMode::Host,
+            cgroup_procs: vec!["/sys/fs/cgroup/pids/conductor/x/cgroup.procs".into()],
+        };
+        let mut plan = sample_plan(NetworkPolicy::Full);
+        plan.sandbox = None;
+        let spec = HostSpec::from_plan(&plan);
+        assert_eq!(
+            spec,
+            HostSpec {
+                argv: vec!["echo".into(), "hi".into()],
+                env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+                cwd: "/workspace".into(),
+                rlimits: plan.rlimits.clone(),
+            }
+        );
+        let mut wire = Vec::new();
+        prelude.write_to(&mut wire).unwrap();
+        wire.extend(spec.to_bytes().unwrap());
+        let mut reader = &wire[..];
+        assert_eq!(Prelude::read_from(&mut reader).unwrap(), prelude);
+        assert_eq!(HostSpec::read_from(reader).unwrap(), spec);
     }
 
     #[test]

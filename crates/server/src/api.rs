@@ -56,10 +56,14 @@ pub async fn create_task(State(state): State<AppState>, body: Body) -> Result<Re
     let request: TaskRequest = read_json(body, state.body_limit()).await?;
     let scheduler = state.scheduler();
     let validated = validate_request(request, &scheduler.environments())?;
-    let spec = validated.spec;
+    let mut spec = validated.spec;
     if let Some(executor) = scheduler.executor(&spec.environment) {
         let mut probe = ExecutionRequest::new(vec!["true".into()], "/".into());
         probe.limits = spec.resources.clone();
+        if scheduler.config().disk_quotas {
+            // The scheduler enforces it, whatever the executor.
+            probe.limits.disk = None;
+        }
         probe.network = spec.network.clone();
         if let Err(error) = check_supported(&probe, executor.name(), &executor.capabilities()) {
             let field = match &error {
@@ -73,6 +77,23 @@ pub async fn create_task(State(state): State<AppState>, body: Body) -> Result<Re
         }
     }
     let config = scheduler.config();
+    if let (true, Some(disk)) = (config.disk_quotas, spec.resources.disk) {
+        if spec.workspace.is_some() {
+            return Err(AppError::NotSupported {
+                field: "resources.disk".to_owned(),
+                message: "a disk quota applies to a task's own fresh workspace; named workspaces cannot have one yet".to_owned(),
+            });
+        }
+        if disk.get() < conductor_workspace::MIN_QUOTA_BYTES {
+            return Err(AppError::InvalidField {
+                field: "resources.disk".to_owned(),
+                message: format!(
+                    "{disk} is below the smallest disk quota, {}",
+                    conductor_types::Bytes(conductor_workspace::MIN_QUOTA_BYTES)
+                ),
+            });
+        }
+    }
     if let (Some(budget), Some(cpus)) = (config.cpus_budget, spec.resources.cpus) {
         if cpus.get() > budget {
             return Err(AppError::InvalidField {
@@ -88,6 +109,12 @@ pub async fn create_task(State(state): State<AppState>, body: Body) -> Result<Re
                 message: format!("asks for {memory} but the server hands out at most {budget}"),
             });
         }
+    }
+    // A task names its workspace by id or name (a new name creates it, `keep`); the spec keeps
+    // the name, which is its directory. Resolved last, so a refused request creates nothing.
+    if let Some(given) = spec.workspace.take() {
+        let found = crate::workspaces::resolve_for_task(&state, "workspace", &given).await?;
+        spec.workspace = Some(found.name);
     }
     let task = state
         .store()
@@ -203,7 +230,14 @@ pub async fn delete_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    state.store().delete_task(parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    state.store().delete_task(id).await?;
+    let diff = crate::gitdiff::diff_path(&state.scheduler().config().workspace_root, id);
+    if let Err(error) = tokio::fs::remove_file(&diff).await {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(task = %id, %error, "could not remove the task's recorded diff");
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

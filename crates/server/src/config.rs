@@ -368,6 +368,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
             .clone()
             .unwrap_or_else(|| home.join("workspaces")),
     );
+    scheduler.snapshot_root = home.join("snapshots");
     if !scheduler.workspace_root.is_absolute() {
         return Err(invalid(
             "workspace_root",

@@ -109,10 +109,13 @@ impl From<SpecError> for AppError {
 impl From<StoreError> for AppError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::TaskNotFound(_) => Self::NotFound(error.to_string()),
-            StoreError::Transition(_) | StoreError::NotFinished { .. } => {
-                Self::Conflict(error.to_string())
+            StoreError::TaskNotFound(_) | StoreError::WorkspaceNotFound(_) => {
+                Self::NotFound(error.to_string())
             }
+            StoreError::Transition(_)
+            | StoreError::NotFinished { .. }
+            | StoreError::WorkspaceExists(_)
+            | StoreError::WorkspaceInUse { .. } => Self::Conflict(error.to_string()),
             StoreError::InvalidCursor(_) => Self::BadRequest {
                 code: "invalid_cursor",
                 message: error.to_string(),

@@ -10,10 +10,13 @@ mod body;
 pub mod config;
 mod error;
 mod events;
+mod files;
+mod gitdiff;
 mod metrics;
 pub mod openapi;
 mod scheduler;
 mod serve;
+mod workspaces;
 
 use std::sync::Arc;
 
@@ -23,12 +26,19 @@ use axum::Router;
 use conductor_core::Store;
 
 pub use body::{decode_json, read_json};
+/// How a path changed between two sides of a snapshot diff (in [`ChangeView`]).
+pub use conductor_workspace::ChangeKind;
 pub use config::{Config, ConfigError, RawConfig};
 pub use error::AppError;
 pub use events::EventBus;
+pub use files::{FileEntryView, ListingView, UploadView, DEFAULT_UPLOAD_LIMIT};
+pub use gitdiff::{GitFileView, TaskDiffView};
 pub use metrics::{Histogram, Metrics};
-pub use scheduler::{Scheduler, SchedulerConfig};
+pub use scheduler::{Scheduler, SchedulerConfig, WorkspaceReservation, DISK_QUOTA_EXCEEDED};
 pub use serve::{serve, ServeConfig, ServeError, Server, Sweep, DATABASE_FILE, DEFAULT_LISTEN};
+pub use workspaces::{
+    ChangeView, DiffView, EntryView, RestoreRequest, RestoreView, SnapshotRequest, SnapshotView,
+};
 
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -38,6 +48,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     scheduler: Arc<Scheduler>,
     body_limit: usize,
+    /// The snapshot store at the scheduler's `snapshot_root`, opened on first use.
+    snapshots: Arc<tokio::sync::OnceCell<Arc<conductor_workspace::Store>>>,
+    upload_limit: u64,
 }
 
 impl AppState {
@@ -46,7 +59,20 @@ impl AppState {
         Self {
             scheduler,
             body_limit,
+            snapshots: Arc::default(),
+            upload_limit: DEFAULT_UPLOAD_LIMIT,
         }
+    }
+
+    /// With another limit on file-API uploads (bytes of one file, or of a tar's files).
+    pub fn with_upload_limit(mut self, bytes: u64) -> Self {
+        self.upload_limit = bytes;
+        self
+    }
+
+    /// Largest file-API upload, in bytes.
+    pub fn upload_limit(&self) -> u64 {
+        self.upload_limit
     }
 
     /// The store.
@@ -62,6 +88,11 @@ impl AppState {
     /// The event bus.
     pub fn events(&self) -> &EventBus {
         self.scheduler.events()
+    }
+
+    /// The snapshot store, once opened.
+    fn snapshot_store(&self) -> &tokio::sync::OnceCell<Arc<conductor_workspace::Store>> {
+        &self.snapshots
     }
 
     /// Largest request body, in bytes.
@@ -82,6 +113,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}/cancel", post(api::cancel_task))
         .route("/api/v1/tasks/{id}/logs", get(api::logs))
         .route("/api/v1/tasks/{id}/events", get(api::events))
+        .route("/api/v1/tasks/{id}/diff", get(gitdiff::task_diff))
         .route("/api/v1/agents", get(api::agents))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/openapi.json", get(api::openapi))
@@ -90,6 +122,48 @@ pub fn app(state: AppState) -> Router {
             post(api::create_token).get(api::list_tokens),
         )
         .route("/api/v1/tokens/{id}", delete(api::revoke_token))
+        .route(
+            "/api/v1/workspaces",
+            post(workspaces::create_workspace).get(workspaces::list_workspaces),
+        )
+        .route(
+            "/api/v1/workspaces/{id}",
+            get(workspaces::get_workspace).delete(workspaces::delete_workspace),
+        )
+        .route(
+            "/api/v1/workspaces/{id}/snapshots",
+            post(workspaces::create_snapshot).get(workspaces::list_snapshots),
+        )
+        .route(
+            "/api/v1/workspaces/{id}/snapshots/{sid}",
+            delete(workspaces::delete_snapshot),
+        )
+        .route(
+            "/api/v1/workspaces/{id}/snapshots/{sid}/restore",
+            post(workspaces::restore_snapshot),
+        )
+        .route(
+            "/api/v1/workspaces/{id}/snapshots/{sid}/diff",
+            get(workspaces::diff_snapshot),
+        )
+        .route(
+            "/api/v1/workspaces/{id}/snapshots/{sid}/export",
+            get(workspaces::export_snapshot),
+        )
+        .route(
+            "/api/v1/workspaces/{id}/files",
+            get(files::get_root).put(files::put_root),
+        )
+        .route(
+            "/api/v1/workspaces/{id}/files/{*path}",
+            get(files::get_file)
+                .put(files::put_file)
+                .delete(files::delete_file),
+        )
+        .route(
+            "/api/v1/snapshots/import",
+            post(workspaces::import_snapshot),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api;
+use crate::{api, files, gitdiff, workspaces};
 
 /// The whole API.
 #[derive(Debug, OpenApi)]
@@ -22,10 +22,25 @@ use crate::api;
         api::delete_task,
         api::logs,
         api::events,
+        gitdiff::task_diff,
         api::agents,
         api::create_token,
         api::list_tokens,
         api::revoke_token,
+        workspaces::create_workspace,
+        workspaces::list_workspaces,
+        workspaces::get_workspace,
+        workspaces::delete_workspace,
+        workspaces::create_snapshot,
+        workspaces::list_snapshots,
+        workspaces::restore_snapshot,
+        workspaces::diff_snapshot,
+        workspaces::delete_snapshot,
+        workspaces::export_snapshot,
+        workspaces::import_snapshot,
+        files::get_file,
+        files::put_file,
+        files::delete_file,
         api::metrics,
         api::health,
         api::ready,

@@ -114,6 +114,7 @@ pub struct Server {
     stop_http: oneshot::Sender<()>,
     http: JoinHandle<std::io::Result<()>>,
     dispatch_loop: JoinHandle<()>,
+    sweep_loop: JoinHandle<()>,
     /// Released when the server is dropped.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -151,6 +152,8 @@ impl Server {
         let admin_token_path =
             ensure_admin_token(&store, home, config.admin_token.as_deref()).await?;
         let mut scheduler_config = config.scheduler.clone();
+        // Disk quotas are loop-mounted filesystems: root only.
+        scheduler_config.disk_quotas |= nix::unistd::geteuid().is_root();
         scheduler_config.agent_tokens =
             ensure_agent_tokens(&store, home, scheduler_config.agents).await?;
         let shared: Arc<dyn Store> = Arc::new(store.clone());
@@ -188,6 +191,7 @@ impl Server {
                 .await
         });
         let dispatch_loop = tokio::spawn(Arc::clone(&scheduler).run());
+        let sweep_loop = tokio::spawn(Arc::clone(&scheduler).sweep_loop());
         Ok(Self {
             addr,
             admin_token_path,
@@ -197,6 +201,7 @@ impl Server {
             stop_http,
             http,
             dispatch_loop,
+            sweep_loop,
             _lock: lock,
         })
     }
@@ -226,6 +231,7 @@ impl Server {
     pub async fn stop(self) {
         self.scheduler.shutdown(self.grace).await;
         self.dispatch_loop.abort();
+        self.sweep_loop.abort();
         let _ = self.stop_http.send(());
         let mut http = self.http;
         if tokio::time::timeout(Duration::from_secs(2), &mut http)

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use conductor_core::{apply, Store, StoreError, TaskQuery, Transition};
 use conductor_types::{
     Agent, CommandResult, EventId, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskSpec,
-    TaskState, TaskStatus, Timestamp, TokenInfo,
+    TaskState, TaskStatus, Timestamp, TokenInfo, Workspace, WorkspaceId,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -30,6 +30,8 @@ pub use migrate::SCHEMA_VERSION;
 
 /// Most tasks one page of `list_tasks` returns.
 pub const MAX_PAGE: u32 = 500;
+
+const WORKSPACE_COLUMNS: &str = "id, name, cleanup, created_at, last_used_at, size_bytes";
 
 const TASK_COLUMNS: &str = "seq, id, status, status_reason, attempt, agent_id, exit_code, spec, \
      queued_at, started_at, finished_at";
@@ -554,5 +556,115 @@ impl Store for SqliteStore {
                 .await
                 .map_err(backend("revoking a token"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO workspaces (id, name, cleanup, created_at, last_used_at, size_bytes) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(workspace.id.as_str())
+        .bind(&workspace.name)
+        .bind(&workspace.cleanup)
+        .bind(ms(workspace.created_at))
+        .bind(workspace.last_used_at.map(ms))
+        .bind(
+            workspace
+                .size_bytes
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(backend("saving a workspace"))?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::WorkspaceExists(workspace.name.clone()));
+        }
+        Ok(())
+    }
+
+    async fn find_workspace(&self, id_or_name: &str) -> Result<Option<Workspace>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?1 OR name = ?1"
+        ))
+        .bind(id_or_name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend("reading a workspace"))?;
+        row.as_ref().map(rows::workspace).transpose()
+    }
+
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY name"
+        ))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("listing workspaces"))?;
+        rows.iter().map(rows::workspace).collect()
+    }
+
+    async fn delete_workspace(&self, id: &WorkspaceId) -> Result<Workspace, StoreError> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        let row = sqlx::query(&format!(
+            "SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend("reading a workspace"))?
+        .ok_or_else(|| StoreError::WorkspaceNotFound(id.to_string()))?;
+        let workspace = rows::workspace(&row)?;
+        let user = sqlx::query(
+            "SELECT id, status FROM tasks WHERE status IN ('queued', 'running') \
+             AND json_extract(spec, '$.workspace') = ? ORDER BY seq LIMIT 1",
+        )
+        .bind(&workspace.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend("looking for tasks in a workspace"))?;
+        if let Some(user) = user {
+            let task: String = user.try_get("id").map_err(backend("reading a task id"))?;
+            let status: String = user
+                .try_get("status")
+                .map_err(backend("reading a task status"))?;
+            return Err(StoreError::WorkspaceInUse {
+                name: workspace.name,
+                task: TaskId::from_str(&task).map_err(|e| corrupt("a task id", e))?,
+                status: status.parse().map_err(|e| corrupt("a task status", e))?,
+            });
+        }
+        sqlx::query("DELETE FROM workspaces WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting a workspace"))?;
+        tx.commit()
+            .await
+            .map_err(backend("committing a workspace delete"))?;
+        Ok(workspace)
+    }
+
+    async fn touch_workspace(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {
+        sqlx::query("UPDATE workspaces SET last_used_at = ? WHERE name = ?")
+            .bind(ms(at))
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .map_err(backend("recording a workspace's use"))?;
+        Ok(())
+    }
+
+    async fn set_workspace_size(&self, id: &WorkspaceId, bytes: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE workspaces SET size_bytes = ? WHERE id = ?")
+            .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(backend("recording a workspace's size"))?;
+        Ok(())
     }
 }

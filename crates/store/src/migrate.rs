@@ -6,7 +6,13 @@ use sqlx::SqliteConnection;
 use crate::{backend, StoreError};
 
 /// Every migration, in order; the version after applying `MIGRATIONS[i]` is `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    (
+        "0002_workspaces",
+        include_str!("../migrations/0002_workspaces.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use conductor_core::StoreError;
 use conductor_types::{
     Agent, AgentState, CommandResult, TaskEvent, TaskEventKind, TaskId, TaskSpec, TaskState,
-    TaskStatus, Timestamp, TokenInfo,
+    TaskStatus, Timestamp, TokenInfo, Workspace,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -113,5 +113,18 @@ pub(crate) fn token(row: &SqliteRow) -> Result<TokenInfo, StoreError> {
         admin: get(row, "admin")?,
         created_at: time(get(row, "created_at")?),
         revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(time),
+    })
+}
+
+/// A `workspaces` row.
+pub(crate) fn workspace(row: &SqliteRow) -> Result<Workspace, StoreError> {
+    let id: String = get(row, "id")?;
+    Ok(Workspace {
+        id: id.parse().map_err(|e| corrupt("a workspace id", e))?,
+        name: get(row, "name")?,
+        cleanup: get(row, "cleanup")?,
+        created_at: time(get(row, "created_at")?),
+        last_used_at: get::<Option<i64>>(row, "last_used_at")?.map(time),
+        size_bytes: get::<Option<i64>>(row, "size_bytes")?.map(|n| n.max(0) as u64),
     })
 }

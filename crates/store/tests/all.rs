@@ -54,7 +54,7 @@ async fn migrations_apply_once_and_reopen_keeps_data() {
         store.get_task(id).await.unwrap().state.status,
         TaskStatus::Queued
     );
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(SCHEMA_VERSION, 2);
 }
 
 #[tokio::test]
@@ -437,4 +437,106 @@ async fn store_costs() {
     }
     let event = started.elapsed() / n;
     println!("store costs: create {create:?}, queued_tasks {queue:?}, transition {transition:?}, append_event {event:?}");
+}
+
+fn workspace(name: &str, at: u64) -> conductor_types::Workspace {
+    conductor_types::Workspace {
+        id: conductor_types::WorkspaceId::random(),
+        name: name.to_owned(),
+        cleanup: "keep".to_owned(),
+        created_at: Timestamp(at),
+        last_used_at: None,
+        size_bytes: None,
+    }
+}
+
+#[tokio::test]
+async fn workspaces_are_unique_by_name_found_by_id_or_name_and_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let repo = workspace("repo", 10);
+    store.create_workspace(&repo).await.unwrap();
+    let duplicate = store.create_workspace(&workspace("repo", 11)).await;
+    assert!(
+        matches!(&duplicate, Err(StoreError::WorkspaceExists(name)) if name == "repo"),
+        "{duplicate:?}"
+    );
+    let other = workspace("alpha", 12);
+    store.create_workspace(&other).await.unwrap();
+    assert_eq!(
+        store.find_workspace("repo").await.unwrap(),
+        Some(repo.clone())
+    );
+    assert_eq!(
+        store.find_workspace(repo.id.as_str()).await.unwrap(),
+        Some(repo.clone())
+    );
+    assert_eq!(store.find_workspace("nope").await.unwrap(), None);
+
+    store.touch_workspace("repo", Timestamp(50)).await.unwrap();
+    store.set_workspace_size(&repo.id, 4096).await.unwrap();
+    let updated = store.find_workspace("repo").await.unwrap().unwrap();
+    assert_eq!(
+        updated,
+        conductor_types::Workspace {
+            last_used_at: Some(Timestamp(50)),
+            size_bytes: Some(4096),
+            ..repo.clone()
+        }
+    );
+    assert_eq!(
+        store.list_workspaces().await.unwrap(),
+        vec![other.clone(), updated.clone()]
+    );
+
+    // Reopening keeps them.
+    store.close().await;
+    let store = open(&dir).await;
+    assert_eq!(store.find_workspace("repo").await.unwrap(), Some(updated));
+}
+
+#[tokio::test]
+async fn a_workspace_named_by_a_queued_or_running_task_cannot_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let repo = workspace("repo", 10);
+    store.create_workspace(&repo).await.unwrap();
+    let mut task_spec = spec(&["true"], &[]);
+    task_spec.workspace = Some("repo".into());
+    let id = TaskId::random();
+    store
+        .create_task(id, &task_spec, &BTreeMap::new(), Timestamp(20))
+        .await
+        .unwrap();
+    let refused = store.delete_workspace(&repo.id).await;
+    assert!(
+        matches!(&refused, Err(StoreError::WorkspaceInUse { name, task, status: TaskStatus::Queued }) if name == "repo" && *task == id),
+        "{refused:?}"
+    );
+    store.transition(id, start(30)).await.unwrap();
+    assert!(matches!(
+        store.delete_workspace(&repo.id).await,
+        Err(StoreError::WorkspaceInUse {
+            status: TaskStatus::Running,
+            ..
+        })
+    ));
+    store
+        .transition(
+            id,
+            Transition::Finish {
+                status: TaskStatus::Succeeded,
+                exit_code: Some(0),
+                reason: None,
+                at: Timestamp(40),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.delete_workspace(&repo.id).await.unwrap(), repo);
+    assert_eq!(store.find_workspace("repo").await.unwrap(), None);
+    assert!(matches!(
+        store.delete_workspace(&repo.id).await,
+        Err(StoreError::WorkspaceNotFound(_))
+    ));
 }

@@ -231,6 +231,10 @@ pub struct TaskRequest {
     /// A named persistent workspace reused across tasks; absent means a fresh one per task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// A git repository cloned into the task's fresh workspace before its commands; after the
+    /// task, `GET /api/v1/tasks/{id}/diff` shows what changed against the checked-out commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
     /// Higher runs first; ties run in submission order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
@@ -243,6 +247,18 @@ pub struct TaskRequest {
     /// Side services (seed 001); not supported yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<String>>,
+}
+
+/// A git repository to clone into a task's workspace.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSource {
+    /// A local path or a URL the host can reach.
+    pub repository: String,
+    /// A branch, tag or commit id (default: the repository's default branch).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// A validated task, as stored and returned. Secret values are not part of it (only their names).
@@ -275,6 +291,9 @@ pub struct TaskSpec {
     /// Named persistent workspace, or `None` for a fresh one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// Repository cloned into the workspace before the commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
     /// Higher runs first.
     pub priority: i32,
     /// Labels.

@@ -11,7 +11,8 @@
 //!   250 ms for the state after cleanup.
 //!
 //! One HTTP/1.1 request per connection over the engine's Unix socket (hyper's client
-//! connection, the same stack bollard uses).
+//! connection, the same stack bollard uses). Also the list of containers, for the same reason as
+//! the state.
 
 use std::path::Path;
 
@@ -126,6 +127,58 @@ pub async fn container_state(socket: &Path, id: &str) -> Result<ContainerState, 
         })
 }
 
+/// A container as `GET /containers/json` lists it (only what is used here).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListedContainer {
+    /// Its id.
+    pub id: String,
+    /// Its names (with a leading `/` on Docker).
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: std::collections::HashMap<String, String>,
+}
+
+/// Every container (running or not) matching `filters` (`label`, `name`, … as the API takes
+/// them), decoded leniently: bollard's typed list fails on a Podman container in the
+/// `stopped` state.
+pub async fn list_containers(
+    socket: &Path,
+    filters: &std::collections::HashMap<String, Vec<String>>,
+) -> Result<Vec<ListedContainer>, ApiError> {
+    let filters = serde_json::to_string(filters).map_err(|e| ApiError::Decode {
+        method: "GET",
+        path: "/containers/json".to_owned(),
+        reason: e.to_string(),
+    })?;
+    let path = format!(
+        "/containers/json?all=true&filters={}",
+        percent_encode(&filters)
+    );
+    let (_, _, body) = request(socket, Method::GET, &path).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
+        method: "GET",
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986) for a query value.
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                encoded.push(char::from(byte))
+            }
+            _ => encoded.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    encoded
+}
+
 /// `1.41` → (1, 41).
 pub fn parse_version(text: &str) -> Option<(usize, usize)> {
     let (major, minor) = text.trim().split_once('.')?;
@@ -159,29 +212,24 @@ async fn request(
         .header(hyper::header::HOST, "localhost")
         .body(Empty::<Bytes>::new())
         .map_err(|e| transport(e.to_string()))?;
-    let exchange = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| transport(e.to_string()))?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| transport(e.to_string()))?
-            .to_bytes();
-        Ok::<_, ApiError>((parts.status, parts.headers, body))
-    };
-    // The connection is driven alongside the exchange and dropped with it.
-    let (status, headers, body) = tokio::select! {
-        exchanged = exchange => exchanged?,
-        ended = connection => {
-            return Err(transport(match ended {
-                Ok(()) => "the engine closed the connection".to_owned(),
-                Err(e) => e.to_string(),
-            }))
+    // The connection is driven by a task of its own, which ends once `sender` is dropped (at
+    // the end of this function) or the engine closes it (then `send_request` fails).
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "an engine API connection ended");
         }
-    };
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| transport(e.to_string()))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| transport(e.to_string()))?
+        .to_bytes();
+    let (status, headers) = (parts.status, parts.headers);
     if !status.is_success() {
         return Err(ApiError::Status {
             method: method_name,
@@ -196,6 +244,29 @@ async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            percent_encode(r#"{"label":["io.conductor.owner"]}"#),
+            "%7B%22label%22%3A%5B%22io.conductor.owner%22%5D%7D"
+        );
+    }
+
+    #[test]
+    fn listed_podman_containers_decode_whatever_their_state() {
+        let body = br#"[{"Id":"a","Names":["/conductor-x"],"State":"stopped",
+            "Labels":{"io.conductor.owner":"1:2"}}]"#;
+        let listed: Vec<ListedContainer> = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            listed,
+            vec![ListedContainer {
+                id: "a".into(),
+                names: vec!["/conductor-x".into()],
+                labels: [("io.conductor.owner".to_owned(), "1:2".to_owned())].into(),
+            }]
+        );
+    }
 
     #[test]
     fn versions_parse() {

@@ -74,6 +74,14 @@ pub enum EngineError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A request made without bollard failed.
+    #[error("{engine}: {reason}")]
+    Request {
+        /// The engine.
+        engine: &'static str,
+        /// What failed.
+        reason: String,
+    },
     /// Packing the root filesystem failed.
     #[error("packing {path} for import: {reason}")]
     Pack {
@@ -248,6 +256,19 @@ impl Engine {
             )));
         }
         Ok(())
+    }
+
+    /// Every container (running or not) matching `filters` (`label`, `name`, …).
+    pub async fn list_containers(
+        &self,
+        filters: &std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<Vec<super::api::ListedContainer>, EngineError> {
+        super::api::list_containers(&self.socket, filters)
+            .await
+            .map_err(|e| EngineError::Request {
+                engine: self.kind.name(),
+                reason: e.to_string(),
+            })
     }
 
     /// Removes the image `tag`. Returns whether it was there.

@@ -1,4 +1,5 @@
-//! The guard that always removes an execution's container and then its cgroup: explicitly at
+//! The guard that always removes an execution's container, then its warm-pool slot (if any)
+//! and its cgroup: explicitly at
 //! the end ([`ContainerGuard::finish`]), or from `Drop` when the execution failed half-way, was
 //! abandoned (its future dropped on cancel) or panicked.
 
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
 use conductor_sandbox::cgroup::Cgroup;
 
+use super::pool::Slot;
 use super::Engine;
 use crate::run::Measurements;
 
@@ -18,6 +20,7 @@ pub struct ContainerGuard {
     container: Option<String>,
     cgroup: Option<Arc<Cgroup>>,
     engine_dirs: Vec<PathBuf>,
+    slot: Option<Slot>,
 }
 
 impl ContainerGuard {
@@ -30,7 +33,23 @@ impl ContainerGuard {
             container: None,
             cgroup: Some(Arc::new(cgroup)),
             engine_dirs,
+            slot: None,
         }
+    }
+
+    /// Records the warm-pool slot of the container (removed after the container).
+    pub fn set_slot(&mut self, slot: Slot) {
+        self.slot = Some(slot);
+    }
+
+    /// The warm-pool slot, if any.
+    pub fn slot(&self) -> Option<&Slot> {
+        self.slot.as_ref()
+    }
+
+    /// The execution's cgroup (until the guard finishes).
+    pub fn cgroup(&self) -> Option<Arc<Cgroup>> {
+        self.cgroup.clone()
     }
 
     /// Records the created container.
@@ -58,18 +77,27 @@ impl ContainerGuard {
 
     /// Removes the container (forced), then the cgroup.
     pub async fn finish(mut self) {
-        let container = self.container.take();
+        // Forgotten only once removed: if this future is dropped half-way (its execution
+        // abandoned), `Drop` still sees the container and removes it.
+        if let Some(id) = self.container.as_deref() {
+            remove_container(&self.engine, id).await;
+        }
+        self.container = None;
+        // A blocking task runs to its end even if this future is dropped.
         let cgroup = self.cgroup.take();
         let engine_dirs = std::mem::take(&mut self.engine_dirs);
-        let t = std::time::Instant::now();
-        if let Some(id) = container {
-            remove_container(&self.engine, &id).await;
+        let slot = self.slot.take();
+        if cgroup.is_some() || slot.is_some() {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(slot) = slot {
+                    slot.remove();
+                }
+                if let Some(cgroup) = cgroup {
+                    destroy(cgroup, &engine_dirs);
+                }
+            })
+            .await;
         }
-        let r = t.elapsed();
-        if let Some(cgroup) = cgroup {
-            let _ = tokio::task::spawn_blocking(move || destroy(cgroup, &engine_dirs)).await;
-        }
-        tracing::info!(?r, d=?t.elapsed(), "REMOVE");
     }
 }
 
@@ -78,7 +106,8 @@ impl Drop for ContainerGuard {
         let container = self.container.take();
         let cgroup = self.cgroup.take();
         let engine_dirs = std::mem::take(&mut self.engine_dirs);
-        if container.is_none() && cgroup.is_none() {
+        let slot = self.slot.take();
+        if container.is_none() && cgroup.is_none() && slot.is_none() {
             return;
         }
         let engine = self.engine.clone();
@@ -98,6 +127,9 @@ impl Drop for ContainerGuard {
                         Err(e) => tracing::warn!(error = %e, container = %id, "cannot remove an abandoned container"),
                     }
                 }
+                if let Some(slot) = slot {
+                    slot.remove();
+                }
                 if let Some(cgroup) = cgroup {
                     destroy(cgroup, &engine_dirs);
                 }
@@ -109,20 +141,34 @@ impl Drop for ContainerGuard {
 }
 
 /// Force-removes container `id` (killing it if it runs). Returns whether it was removed; a
-/// container that is already gone counts as removed.
+/// container that is already gone counts as removed. An engine busy with the container (Podman
+/// refuses a removal while its own cleanup process runs) is asked again for up to ten seconds.
 pub async fn remove_container(engine: &Engine, id: &str) -> bool {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
         .build();
-    match engine.client().remove_container(id, Some(options)).await {
-        Ok(()) => true,
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, container = %id, "removing the container");
-            false
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
+        match engine
+            .client()
+            .remove_container(id, Some(options.clone()))
+            .await
+        {
+            Ok(()) => return true,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return true,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(error = %e, container = %id, "removing the container");
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, container = %id, "removing the container; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
         }
     }
 }
@@ -151,7 +197,7 @@ fn destroy(cgroup: Arc<Cgroup>, engine_dirs: &[PathBuf]) {
 
 /// `rmdir`s every cgroup below `dir`, deepest first, retrying while they are busy (their last
 /// processes exiting) until `deadline`.
-fn remove_children(dir: &std::path::Path, deadline: std::time::Instant) {
+pub(crate) fn remove_children(dir: &std::path::Path, deadline: std::time::Instant) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

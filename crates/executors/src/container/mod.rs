@@ -36,12 +36,22 @@
 //! signal N into 128 + N, so codes 129..=192 are reported as signal N (a command that itself
 //! exits with such a code cannot be told apart). The engine does not run a seccomp profile that
 //! refuses `ptrace`, so this executor does not declare `seccomp`.
+//!
+//! **Start cost.** Per process, one `/_ping` agrees on the API version ([`api`]); the cgroup
+//! driver is asked of `/info` only when a create fails (Podman answers `/version` and `/info`
+//! in hundreds of milliseconds each, which used to make `conductor exec --executor podman` take
+//! over a second). Per execution on Podman, the exit is seen when the attach stream ends and the
+//! state says so: Podman's `wait` also waits for its separate cleanup process, polling every
+//! 250 ms. With `warm_pool` > 0 a matching request takes a started container instead of
+//! creating one (see [`pool`]).
 
 mod api;
 mod engine;
 mod guard;
 mod oom;
+mod pool;
 pub mod spec;
+mod warm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -66,6 +76,7 @@ use conductor_types::{
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+pub use api::ListedContainer;
 pub use engine::{Engine, EngineError, EngineKind};
 use guard::ContainerGuard;
 use oom::OomWatch;
@@ -101,11 +112,16 @@ pub struct ContainerConfig {
     pub cgroup_parent: String,
     /// Where output past the in-memory limit is spooled.
     pub spool_dir: PathBuf,
+    /// Warm containers kept started and waiting (see `pool`); 0 starts every one cold.
+    pub warm_pool: usize,
+    /// Where the warm containers' slot directories are made (see `pool`).
+    pub pool_dir: PathBuf,
 }
 
 impl ContainerConfig {
     /// Defaults for `engine` running `image`: the engine's rootful socket, the unprivileged
-    /// default user, no user namespace.
+    /// default user, no user namespace, no warm pool (one-shot use would start a warm container
+    /// only to remove it).
     pub fn new(engine: EngineKind, image: impl Into<String>) -> Self {
         Self {
             engine,
@@ -116,6 +132,8 @@ impl ContainerConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cgroup_parent: "conductor".to_owned(),
             spool_dir: std::env::temp_dir().join("conductor-spool"),
+            warm_pool: 0,
+            pool_dir: PathBuf::from("/run/conductor/container-pool").join(engine.name()),
         }
     }
 }
@@ -123,12 +141,32 @@ impl ContainerConfig {
 /// Runs each command in a fresh container of Docker or Podman (see the module docs).
 #[derive(Debug)]
 pub struct ContainerExecutor {
+    inner: Arc<Inner>,
+    registry: Registry,
+}
+
+/// What the executor and its warm pool's background refill share.
+#[derive(Debug)]
+pub(crate) struct Inner {
     config: ContainerConfig,
     engine: Engine,
     cgroups: Arc<CgroupManager>,
-    registry: Registry,
     owner: String,
     engine_rlimits: Vec<Rlimit>,
+    /// The plan warm containers are made for (see `warm::Inner::fits`).
+    template: ExecPlan,
+    pool: std::sync::Mutex<warm::PoolState>,
+    /// Woken whenever a warm container has been made (or failed to be).
+    pool_changed: tokio::sync::Notify,
+}
+
+/// A container whose command has been started: what the rest of an execution needs.
+pub(crate) struct Launched {
+    guard: ContainerGuard,
+    id: String,
+    attached: bollard::container::AttachContainerResults,
+    oom: Option<OomWatch>,
+    warm: bool,
 }
 
 impl ContainerExecutor {
@@ -150,37 +188,50 @@ impl ContainerExecutor {
     /// first create, which is then reported as not supported (see `create_error`).
     pub fn with_engine(config: ContainerConfig, engine: Engine) -> Result<Self, ExecutorError> {
         let name = config.engine.name();
-        let cgroups =
-            CgroupManager::detect(&config.cgroup_root, &config.cgroup_parent).map_err(|e| {
-                ExecutorError::Unavailable {
-                    executor: name,
-                    reason: format!("cgroups: {e}"),
-                }
-            })?;
+        let unavailable = |reason: String| ExecutorError::Unavailable {
+            executor: name,
+            reason,
+        };
+        let cgroups = CgroupManager::detect(&config.cgroup_root, &config.cgroup_parent)
+            .map_err(|e| unavailable(format!("cgroups: {e}")))?;
         let engine_rlimits = match config.engine {
             EngineKind::Podman => engine_rlimits(&config.socket),
             EngineKind::Docker => Vec::new(),
         };
+        let template = warm::template_plan().map_err(|e| unavailable(e.to_string()))?;
         Ok(Self {
-            config,
-            engine,
-            cgroups: Arc::new(cgroups),
+            inner: Arc::new(Inner {
+                config,
+                engine,
+                cgroups: Arc::new(cgroups),
+                owner: own_owner_label(),
+                engine_rlimits,
+                template,
+                pool: std::sync::Mutex::new(warm::PoolState::default()),
+                pool_changed: tokio::sync::Notify::new(),
+            }),
             registry: Registry::new(),
-            owner: own_owner_label(),
-            engine_rlimits,
         })
     }
 
     /// The engine connection.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.inner.engine
     }
 
-    fn setup(&self, stage: &str, reason: impl std::fmt::Display) -> ExecutorError {
-        ExecutorError::Setup {
-            stage: stage.to_owned(),
-            reason: reason.to_string(),
-        }
+    /// How it was configured.
+    pub fn config(&self) -> &ContainerConfig {
+        &self.inner.config
+    }
+
+    /// How many warm containers are idle in the pool now.
+    pub fn idle_warm(&self) -> usize {
+        self.inner.idle_count()
+    }
+
+    /// Removes the idle warm containers now (dropping the executor does it in the background).
+    pub async fn drain_pool(&self) {
+        self.inner.drain().await;
     }
 
     async fn run(
@@ -189,79 +240,39 @@ impl ContainerExecutor {
         plan: &ExecPlan,
         events: EventSender,
     ) -> Result<ExecutionResult, ExecutorError> {
-        let name = self.config.engine.name();
+        let inner = &self.inner;
+        let name = inner.config.engine.name();
         let registration = self.registry.register(&request.id)?;
-        let t0 = Instant::now();
-        let mut phases: Vec<(&str, Duration)> = Vec::new();
-        let mut mark = |name: &'static str| phases.push((name, t0.elapsed()));
-        let (cgroup, oom) = self.create_cgroup(&request.id, plan).await?;
-        let cgroup_parent = self.cgroup_parent(&cgroup)?;
-        let engine_dirs = self.engine_cgroup_dirs(&cgroup, &cgroup_parent);
-        let mut guard = ContainerGuard::new(self.engine.clone(), cgroup, engine_dirs);
-        mark("cgroup");
-        if self.config.userns.is_none() {
-            let (path, (uid, gid)) = (request.workspace.clone(), self.config.user);
-            tokio::task::spawn_blocking(move || chown_tree(&path, uid, gid))
-                .await
-                .map_err(|e| self.setup("handing the workspace to the container user", e))?
-                .map_err(|e| {
-                    ExecutorError::io(
-                        format!(
-                            "handing the workspace {} to uid {}",
-                            request.workspace.display(),
-                            self.config.user.0
-                        ),
-                        e,
-                    )
-                })?;
+        let begun = Instant::now();
+        inner.hand_over_workspace(request).await?;
+        let taken = inner.take_warm(plan);
+        if inner.config.warm_pool > 0 {
+            Inner::refill(inner);
         }
-        let user = format!("{}:{}", self.config.user.0, self.config.user.1);
-        let workspace = request.workspace.display().to_string();
-        let settings = ContainerSettings {
-            executor: name,
-            image: &self.config.image,
-            user: &user,
-            userns: self.config.userns.as_deref(),
-            cgroup_parent: Some(&cgroup_parent),
-            workspace: &workspace,
-            labels: HashMap::from([
-                (LABEL_EXECUTION.to_owned(), request.id.to_string()),
-                (LABEL_OWNER.to_owned(), self.owner.clone()),
-            ]),
-            default_rlimits: self.engine_rlimits.clone(),
+        let warm = match taken {
+            Some(warm) => match inner.launch_warm(warm, request, plan).await {
+                Ok(launched) => Some(launched),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a warm container failed; starting a cold one");
+                    None
+                }
+            },
+            None => None,
         };
-        mark("chown");
-        let body = create_body(plan, &settings)?;
-        let docker = self.engine.client();
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&format!("conductor-{}", request.id))
-            .build();
-        let created = match docker.create_container(Some(options), body).await {
-            Ok(created) => created,
-            Err(e) => return Err(self.create_error(e).await),
+        let launched = match warm {
+            Some(launched) => launched,
+            None => inner.launch_cold(request, plan).await?,
         };
-        let id = created.id;
-        guard.set_container(id.clone());
-        mark("create");
-        let attach = AttachContainerOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .stream(true)
-            // Attached before the start: nothing is missed, and replaying the log as well
-            // would duplicate what a fast command wrote.
-            .logs(false)
-            .build();
-        let attached = docker
-            .attach_container(&id, Some(attach))
-            .await
-            .map_err(|e| self.setup("attaching to the container", e))?;
-        mark("attach");
-        docker
-            .start_container(&id, None)
-            .await
-            .map_err(|e| self.setup("starting the container", e))?;
+        let Launched {
+            guard,
+            id,
+            attached,
+            oom,
+            warm,
+        } = launched;
         let started = Instant::now();
-        mark("start");
+        let launch_time = started - begun;
+        let docker = inner.engine.client();
         let _ = events
             .send(ExecEvent::Started {
                 execution_id: request.id.clone(),
@@ -273,14 +284,14 @@ impl ContainerExecutor {
         let output = OutputCapture::start(
             stdout,
             stderr,
-            &self.config.spool_dir,
+            &inner.config.spool_dir,
             &request.id,
             request.output_limit,
             &events,
         );
-        let socket = self.engine.socket();
+        let socket = inner.engine.socket();
         let exited = async {
-            match self.config.engine {
+            match inner.config.engine {
                 EngineKind::Docker => {
                     let mut wait = docker.wait_container(&id, None);
                     match wait.next().await {
@@ -306,27 +317,26 @@ impl ContainerExecutor {
             }
         };
         let (ending, waited) = supervise(exited, plan.timeout, registration.token(), kill).await;
-        let duration = started.elapsed();
-        mark("wait");
-        waited.map_err(|e| self.setup("waiting for the container", e))?;
+        let measured = started.elapsed();
+        waited.map_err(|e| inner.setup("waiting for the container", e))?;
         let state = api::container_state(socket, &id)
             .await
-            .map_err(|e| self.setup("inspecting the finished container", e))?;
+            .map_err(|e| inner.setup("inspecting the finished container", e))?;
         let code = state.exit_code.unwrap_or(-1);
-        mark("inspect");
-        // The engine's own start and finish times: what we measured also holds the API calls
-        // (and a slow kill) around the run.
+        // A cold container's run time is the engine's start and finish times: what we measured
+        // also holds the API calls (and a slow kill) around the run. A warm container started
+        // long before its command: what we measured from sending the command is its run time.
         let duration = match (
+            warm,
             state.started_at.as_deref().and_then(rfc3339_nanos),
             state.finished_at.as_deref().and_then(rfc3339_nanos),
         ) {
-            (Some(start), Some(end)) if end >= start => {
+            (false, Some(start), Some(end)) if end >= start => {
                 Duration::from_nanos(u64::try_from(end - start).unwrap_or(u64::MAX))
             }
-            _ => duration,
+            _ => measured,
         };
         let (stdout, stderr) = output.finish(OUTPUT_GRACE).await?;
-        mark("output");
         let mut measurements = guard.measurements().await;
         if let Some(watch) = &oom {
             measurements.oom_kills += watch.take_count();
@@ -334,10 +344,16 @@ impl ContainerExecutor {
         if state.oom_killed == Some(true) {
             measurements.oom_kills = measurements.oom_kills.max(1);
         }
-        mark("stats");
+        let ended = Instant::now();
         guard.finish().await;
-        mark("remove");
-        tracing::info!(?phases, "PHASES");
+        tracing::debug!(
+            container = %id,
+            warm,
+            launch_ms = launch_time.as_secs_f64() * 1e3,
+            run_and_exit_ms = (ended - started).as_secs_f64() * 1e3,
+            remove_ms = ended.elapsed().as_secs_f64() * 1e3,
+            "container execution phases"
+        );
         Ok(Finished {
             execution_id: request.id.clone(),
             executor: name,
@@ -351,11 +367,131 @@ impl ContainerExecutor {
         }
         .into_result())
     }
+}
+
+impl Inner {
+    fn setup(&self, stage: &str, reason: impl std::fmt::Display) -> ExecutorError {
+        ExecutorError::Setup {
+            stage: stage.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Hands the workspace to the container user (unless a user namespace maps it).
+    async fn hand_over_workspace(&self, request: &ExecutionRequest) -> Result<(), ExecutorError> {
+        if self.config.userns.is_some() {
+            return Ok(());
+        }
+        let (path, (uid, gid)) = (request.workspace.clone(), self.config.user);
+        tokio::task::spawn_blocking(move || chown_tree(&path, uid, gid))
+            .await
+            .map_err(|e| self.setup("handing the workspace to the container user", e))?
+            .map_err(|e| {
+                ExecutorError::io(
+                    format!(
+                        "handing the workspace {} to uid {}",
+                        request.workspace.display(),
+                        self.config.user.0
+                    ),
+                    e,
+                )
+            })
+    }
+
+    /// The create settings for a container labelled with `execution`.
+    fn settings<'a>(
+        &'a self,
+        execution: &str,
+        user: &'a str,
+        cgroup_parent: Option<&'a str>,
+        workspace: &'a str,
+    ) -> ContainerSettings<'a> {
+        ContainerSettings {
+            executor: self.config.engine.name(),
+            image: &self.config.image,
+            user,
+            userns: self.config.userns.as_deref(),
+            cgroup_parent,
+            workspace,
+            labels: HashMap::from([
+                (LABEL_EXECUTION.to_owned(), execution.to_owned()),
+                (LABEL_OWNER.to_owned(), self.owner.clone()),
+            ]),
+            default_rlimits: self.engine_rlimits.clone(),
+        }
+    }
+
+    fn user(&self) -> String {
+        format!("{}:{}", self.config.user.0, self.config.user.1)
+    }
+
+    /// Creates, attaches to and starts a container for the request.
+    async fn launch_cold(
+        &self,
+        request: &ExecutionRequest,
+        plan: &ExecPlan,
+    ) -> Result<Launched, ExecutorError> {
+        let (cgroup, oom) = self.create_cgroup(&request.id.to_string(), plan).await?;
+        let cgroup_parent = self.cgroup_parent(&cgroup)?;
+        let engine_dirs = self.engine_cgroup_dirs(&cgroup, &cgroup_parent);
+        let mut guard = ContainerGuard::new(self.engine.clone(), cgroup, engine_dirs);
+        let user = self.user();
+        let workspace = request.workspace.display().to_string();
+        let settings = self.settings(
+            &request.id.to_string(),
+            &user,
+            Some(&cgroup_parent),
+            &workspace,
+        );
+        let body = create_body(plan, &settings)?;
+        let docker = self.engine.client();
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&format!("conductor-{}", request.id))
+            .build();
+        let created = match docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(e) => return Err(self.create_error(e).await),
+        };
+        let id = created.id;
+        guard.set_container(id.clone());
+        let attached = self.attach(&id).await?;
+        docker
+            .start_container(&id, None)
+            .await
+            .map_err(|e| self.setup("starting the container", e))?;
+        Ok(Launched {
+            guard,
+            id,
+            attached,
+            oom,
+            warm: false,
+        })
+    }
+
+    /// Attaches to the container's stdout and stderr.
+    async fn attach(
+        &self,
+        id: &str,
+    ) -> Result<bollard::container::AttachContainerResults, ExecutorError> {
+        let attach = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            // Attached before the command starts: nothing is missed, and replaying the log as
+            // well would duplicate what a fast command wrote.
+            .logs(false)
+            .build();
+        self.engine
+            .client()
+            .attach_container(id, Some(attach))
+            .await
+            .map_err(|e| self.setup("attaching to the container", e))
+    }
 
     /// The execution's cgroup, holding the memory limit, and its OOM watch.
     async fn create_cgroup(
         &self,
-        id: &ExecutionId,
+        id: &str,
         plan: &ExecPlan,
     ) -> Result<(Cgroup, Option<OomWatch>), ExecutorError> {
         let manager = self.cgroups.clone();
@@ -453,27 +589,22 @@ impl ContainerExecutor {
     /// Removes containers whose owning process is gone (a crash before its guard ran).
     async fn sweep_orphans(&self) -> Result<usize, ExecutorError> {
         let filters = HashMap::from([("label".to_owned(), vec![LABEL_OWNER.to_owned()])]);
-        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
         let listed = self
             .engine
-            .client()
-            .list_containers(Some(options))
+            .list_containers(&filters)
             .await
             .map_err(|e| self.setup("listing containers", e))?;
         let mut removed = 0;
         for container in listed {
             let owner = container
                 .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_OWNER))
+                .get(LABEL_OWNER)
                 .cloned()
                 .unwrap_or_default();
-            let (Some(id), false) = (container.id, owner_alive(&owner)) else {
+            if owner_alive(&owner) {
                 continue;
-            };
+            }
+            let id = container.id;
             tracing::info!(container = %id, %owner, "removing a container left by a dead process");
             if guard::remove_container(&self.engine, &id).await {
                 removed += 1;
@@ -486,7 +617,7 @@ impl ContainerExecutor {
 #[async_trait]
 impl Executor for ContainerExecutor {
     fn name(&self) -> &'static str {
-        self.config.engine.name()
+        self.inner.config.engine.name()
     }
 
     fn isolation_level(&self) -> IsolationLevel {
@@ -508,7 +639,7 @@ impl Executor for ContainerExecutor {
             Capability::PeakMemoryStats,
             Capability::DiskIoStats,
         ]);
-        if self.config.user.0 != 0 {
+        if self.inner.config.user.0 != 0 {
             supported.insert(Capability::UserMapping);
         }
         ExecutorCapabilities {
@@ -519,22 +650,22 @@ impl Executor for ContainerExecutor {
     }
 
     async fn health_check(&self) -> Result<(), ExecutorError> {
-        let name = self.config.engine.name();
+        let name = self.inner.config.engine.name();
         let unavailable = |reason: String| ExecutorError::Unavailable {
             executor: name,
             reason,
         };
-        self.engine.client().ping().await.map_err(|e| {
+        self.inner.engine.client().ping().await.map_err(|e| {
             unavailable(format!(
                 "{} does not answer: {e}",
-                self.engine.socket().display()
+                self.inner.engine.socket().display()
             ))
         })?;
-        match self.engine.has_image(&self.config.image).await {
+        match self.inner.engine.has_image(&self.inner.config.image).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(unavailable(format!(
                 "image {} is not in {name}: build and import it with `conductor env build NAME`",
-                self.config.image
+                self.inner.config.image
             ))),
             Err(e) => Err(unavailable(e.to_string())),
         }
@@ -542,11 +673,12 @@ impl Executor for ContainerExecutor {
 
     async fn warmup(&self) -> Result<(), ExecutorError> {
         self.health_check().await?;
-        let removed = self.sweep_orphans().await?;
+        let removed = self.inner.sweep_orphans().await?;
         if removed > 0 {
             tracing::info!(removed, "removed containers left by dead processes");
         }
-        Ok(())
+        self.inner.sweep_slots().await;
+        self.inner.fill().await
     }
 
     async fn execute(

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
+    MountType, ResourcesUlimits,
+};
 use conductor_core::ExecutorError;
 use conductor_types::{Bytes, ExecPlan, NetworkPolicy, Rlimit, RlimitResource};
 
@@ -139,6 +142,49 @@ pub fn create_body(
     })
 }
 
+/// The create body of a warm-pool container for requests planned like `plan` (see `pool`):
+/// as [`create_body`], but running the waiting shell, with the workspace bound from the slot
+/// `slot_workspace` with `rslave` propagation, the slot's `control` directory read-only at
+/// `/.conductor`, and no pids or CPU limit (the execution's cgroup gets them when it is taken).
+pub fn warm_body(
+    plan: &ExecPlan,
+    settings: &ContainerSettings<'_>,
+    slot_workspace: &str,
+    slot_control: &str,
+) -> Result<ContainerCreateBody, ExecutorError> {
+    let mut body = create_body(plan, settings)?;
+    body.cmd = Some(vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        super::pool::AGENT.to_owned(),
+    ]);
+    if let Some(host_config) = body.host_config.as_mut() {
+        host_config.pids_limit = None;
+        host_config.nano_cpus = None;
+        host_config.mounts = Some(vec![
+            Mount {
+                target: Some(plan.cwd.display().to_string()),
+                source: Some(slot_workspace.to_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(false),
+                bind_options: Some(MountBindOptions {
+                    propagation: Some(MountBindOptionsPropagationEnum::RSLAVE),
+                    ..MountBindOptions::default()
+                }),
+                ..Mount::default()
+            },
+            Mount {
+                target: Some(super::pool::CONTROL_TARGET.to_owned()),
+                source: Some(slot_control.to_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Mount::default()
+            },
+        ]);
+    }
+    Ok(body)
+}
+
 /// The engine's name for an rlimit (`--ulimit`); address space has none.
 fn ulimit_name(resource: RlimitResource) -> Option<&'static str> {
     Some(match resource {
@@ -253,6 +299,50 @@ mod tests {
             ..ContainerCreateBody::default()
         };
         assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn warm_containers_wait_with_the_workspace_slot_bound() {
+        let mut req = request(&["true"]);
+        req.limits.pids = Some(64);
+        req.limits.cpus = Some(Cpus::new(0.5).unwrap());
+        let plan = plan(&req, PlanTarget::Sandbox, &HostContext::default()).unwrap();
+        let cold = create_body(&plan, &settings()).unwrap();
+        let warm = warm_body(&plan, &settings(), "/pool/s/workspace", "/pool/s/control").unwrap();
+        let expected = ContainerCreateBody {
+            cmd: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                crate::container::pool::AGENT.into(),
+            ]),
+            host_config: Some(HostConfig {
+                pids_limit: None,
+                nano_cpus: None,
+                mounts: Some(vec![
+                    Mount {
+                        target: Some("/workspace".into()),
+                        source: Some("/pool/s/workspace".into()),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(false),
+                        bind_options: Some(MountBindOptions {
+                            propagation: Some(MountBindOptionsPropagationEnum::RSLAVE),
+                            ..MountBindOptions::default()
+                        }),
+                        ..Mount::default()
+                    },
+                    Mount {
+                        target: Some("/.conductor".into()),
+                        source: Some("/pool/s/control".into()),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(true),
+                        ..Mount::default()
+                    },
+                ]),
+                ..cold.host_config.clone().unwrap()
+            }),
+            ..cold
+        };
+        assert_eq!(warm, expected);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! async runtime. This side:
 //!
 //! 1. plans the request and takes a helper that was started ahead of time in a cgroup of its own
-//!    and has its namespaces (see [`launch`]; the request's limits are written to its cgroup),
+//!    and has its namespaces (see [`crate::warm`]; the request's limits are written to its
+//!    cgroup),
 //!    or spawns one with a socket as its stdin and, while it starts, creates the execution's
 //!    cgroup with the request's limits on the blocking pool;
 //! 2. sends a cold helper its [`Prelude`] (naming the cgroup to join before it forks), then the
@@ -34,7 +35,7 @@ use conductor_core::{
 };
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
 use conductor_sandbox::report::{outcome, Outcome};
-use conductor_sandbox::spec::{Prelude, SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE};
+use conductor_sandbox::spec::{HelperMode, Prelude, SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE};
 use conductor_types::{
     Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
     ExecutorCapabilities, IsolationLevel,
@@ -42,10 +43,7 @@ use conductor_types::{
 
 use crate::output::now_ms;
 use crate::run::{supervise, Ending, Finished, Measurements, OutputCapture, ProcessExit, Registry};
-
-mod launch;
-
-use launch::{Launched, WarmPool};
+use crate::warm::{apply_limits, Launched, WarmPool};
 
 const NAME: &str = "namespace";
 /// How long output may keep flowing after the sandbox died before capture is cut off.
@@ -135,10 +133,14 @@ impl NamespaceExecutor {
         if let Err(reason) = &cgroups {
             tracing::info!(%reason, "namespace executor runs without cgroups: no limits");
         }
+        // Warm helpers have a network namespace of their own.
         let pool = Arc::new(WarmPool::new(
             config.helper_path.clone(),
             cgroups.as_ref().ok().cloned(),
-            config.uid_base,
+            HelperMode::Namespaces {
+                new_network: true,
+                uid_base: config.uid_base,
+            },
             config.warm_helpers,
         ));
         Ok(Self {
@@ -188,7 +190,7 @@ impl NamespaceExecutor {
         // (exec, dynamic linking) while its cgroup is made, and joins it from the prelude.
         let warm = self
             .pool
-            .take(&wanted)
+            .take(&wanted.mode)
             .and_then(|warm| apply_limits(warm, manager.as_deref(), &limits));
         let cold = warm.is_none();
         let Launched {
@@ -257,6 +259,10 @@ impl NamespaceExecutor {
             path: request.workspace.clone(),
             uid: self.config.uid_base,
         });
+        let spec = spec.to_bytes().map_err(|e| ExecutorError::Setup {
+            stage: "encoding the sandbox spec".to_owned(),
+            reason: e.to_string(),
+        })?;
         let reports = Launched::send_spec(channel, prelude.as_ref(), &spec)?;
 
         let helper_pid = child.id();
@@ -505,30 +511,6 @@ impl Drop for Sandbox {
             if let Err(e) = cgroup.destroy() {
                 tracing::warn!(error = %e, "removing an abandoned execution's cgroup");
             }
-        }
-    }
-}
-
-/// Gives a warm helper's cgroup the execution's limits. A helper whose cgroup refuses them (a
-/// memory limit below what the idle helper already uses) is dropped, which kills it and removes
-/// its cgroup; the execution then starts cold and gets the error, if any, from `create`.
-fn apply_limits(
-    warm: Launched,
-    manager: Option<&CgroupManager>,
-    limits: &CgroupLimits,
-) -> Option<Launched> {
-    let (Some(manager), Some(cgroup)) = (manager, &warm.cgroup) else {
-        return Some(warm);
-    };
-    if *limits == CgroupLimits::default() {
-        return Some(warm);
-    }
-    // A few small writes to cgroupfs, inline: a trip to the blocking pool costs as much.
-    match manager.set_limits(cgroup, limits) {
-        Ok(()) => Some(warm),
-        Err(e) => {
-            tracing::debug!(error = %e, "a warm helper's cgroup refused the limits; starting cold");
-            None
         }
     }
 }

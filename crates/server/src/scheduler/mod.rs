@@ -7,7 +7,9 @@
 
 mod run;
 
-use std::collections::{BTreeMap, HashMap};
+pub use run::DISK_QUOTA_EXCEEDED;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -33,6 +35,12 @@ pub struct SchedulerConfig {
     /// Where workspaces live: `agents/<agent>/<task id>` (fresh, removed after the task) and
     /// `named/<name>`.
     pub workspace_root: PathBuf,
+    /// Root of the snapshot store (content-addressed blobs and manifests): `$CONDUCTOR_HOME/snapshots`.
+    pub snapshot_root: PathBuf,
+    /// Whether the scheduler enforces `resources.disk` itself: a task's fresh workspace is a
+    /// loop-mounted ext4 image of that size (`quota/<agent>/<task>.img`), so the task gets
+    /// `ENOSPC` and `disk_quota_exceeded`. Needs root; `Server::start` turns it on as root.
+    pub disk_quotas: bool,
     /// Bytes of each stream an executor keeps in memory before spooling.
     pub output_limit: Bytes,
     /// Output of one task attempt stored (in events) at most; the rest is dropped with a marker.
@@ -50,7 +58,14 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     /// Defaults for workspaces under `workspace_root`: 2 agents, concurrency 2.
     pub fn new(workspace_root: PathBuf) -> Self {
+        // Beside the workspace root (`$CONDUCTOR_HOME/snapshots` for the default layout).
+        let snapshot_root = workspace_root.parent().map_or_else(
+            || workspace_root.join(".snapshots"),
+            |home| home.join("snapshots"),
+        );
         Self {
+            snapshot_root,
+            disk_quotas: false,
             agents: 2,
             concurrency: 2,
             workspace_root,
@@ -60,6 +75,42 @@ impl SchedulerConfig {
             cpus_budget: None,
             memory_budget: None,
             agent_tokens: BTreeMap::new(),
+        }
+    }
+}
+
+/// `<workspace_root>/quota/<agent>/<task>.img`: the disk-quota image of a task's fresh
+/// workspace `<workspace_root>/agents/<agent>/<task>`.
+fn quota_image(workspace_root: &std::path::Path, agent: &str, task: TaskId) -> PathBuf {
+    workspace_root
+        .join("quota")
+        .join(agent)
+        .join(format!("{task}.img"))
+}
+
+/// Unmounts and removes every quota image under `<workspace_root>/quota` (left by a crash),
+/// before the fresh workspaces they were mounted on are removed.
+fn destroy_quota_images(workspace_root: &std::path::Path) {
+    let root = workspace_root.join("quota");
+    let Ok(agents) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for agent in agents.flatten() {
+        let Ok(images) = std::fs::read_dir(agent.path()) else {
+            continue;
+        };
+        for image in images.flatten() {
+            let path = image.path();
+            let Some(task) = path.file_stem() else {
+                continue;
+            };
+            let mountpoint =
+                agent_root(workspace_root, &agent.file_name().to_string_lossy()).join(task);
+            let destroyed = conductor_workspace::QuotaFs::open(&path, &mountpoint)
+                .and_then(conductor_workspace::QuotaFs::destroy);
+            if let Err(error) = destroyed {
+                tracing::warn!(image = %path.display(), %error, "could not remove a disk-quota image");
+            }
         }
     }
 }
@@ -88,10 +139,26 @@ struct Running {
 struct Slots {
     idle: Vec<String>,
     running: HashMap<TaskId, Running>,
+    /// Named workspaces held by the API (restore, delete): no task starts in them meanwhile.
+    reserved: HashSet<String>,
     stopping: bool,
     /// Live agent states (the store gets them at start and stop only: they are this
     /// process's slots, and writing each change would cost two writes per task).
     agents: BTreeMap<String, Agent>,
+}
+
+/// A named workspace held by the API ([`Scheduler::reserve_workspace`]); released on drop.
+#[derive(Debug)]
+pub struct WorkspaceReservation {
+    scheduler: Arc<Scheduler>,
+    name: String,
+}
+
+impl Drop for WorkspaceReservation {
+    fn drop(&mut self) {
+        self.scheduler.lock().reserved.remove(&self.name);
+        self.scheduler.wake();
+    }
 }
 
 /// Runs queued tasks on agents. Cheap to share (`Arc`).
@@ -145,6 +212,7 @@ impl Scheduler {
             slots: Mutex::new(Slots {
                 idle: agents,
                 running: HashMap::new(),
+                reserved: HashSet::new(),
                 stopping: false,
                 agents: live,
             }),
@@ -213,6 +281,9 @@ impl Scheduler {
         // No task runs yet: fresh workspaces still on disk were left by tasks the previous run
         // did not finish or had not removed yet. A retried task starts in a new, empty one.
         let agents_dir = self.config.workspace_root.join("agents");
+        let workspace_root = self.config.workspace_root.clone();
+        // Unmounted first, or removing the workspaces would fail on their mountpoints.
+        let _ = tokio::task::spawn_blocking(move || destroy_quota_images(&workspace_root)).await;
         if let Err(error) = std::fs::remove_dir_all(&agents_dir) {
             if error.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(path = %agents_dir.display(), %error, "could not remove old workspaces");
@@ -289,6 +360,7 @@ impl Scheduler {
                     .running
                     .values()
                     .filter_map(|r| r.workspace.clone())
+                    .chain(slots.reserved.iter().cloned())
                     .collect(),
             }
         };
@@ -391,6 +463,130 @@ impl Scheduler {
                 updated_at: Timestamp::now(),
             })
             .await
+    }
+
+    /// The directory of the named workspace `name`: `<workspace_root>/named/<name>`.
+    pub fn named_workspace_dir(&self, name: &str) -> PathBuf {
+        self.config.workspace_root.join("named").join(name)
+    }
+
+    /// Holds the named workspace `name` for the API until the reservation is dropped: no task
+    /// starts in it meanwhile. `Err` with the running task's id when a task runs in it now (or
+    /// `None` when another reservation holds it).
+    pub fn reserve_workspace(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<WorkspaceReservation, Option<TaskId>> {
+        let mut slots = self.lock();
+        if let Some((id, _)) = slots
+            .running
+            .iter()
+            .find(|(_, r)| r.workspace.as_deref() == Some(name))
+        {
+            return Err(Some(*id));
+        }
+        if !slots.reserved.insert(name.to_owned()) {
+            return Err(None);
+        }
+        Ok(WorkspaceReservation {
+            scheduler: Arc::clone(self),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Removes the workspaces whose cleanup policy makes them due now (`delete` once a task has
+    /// used it and none uses it any more, `ttl:…` once unused that long; never `keep`), with
+    /// their directories; returns their names and when the next one falls due. A workspace
+    /// that a queued or running task names, or that the API holds, is left for a later sweep.
+    pub async fn sweep_workspaces(
+        self: &Arc<Self>,
+    ) -> Result<(Vec<String>, Option<std::time::SystemTime>), StoreError> {
+        use conductor_workspace::{plan_sweep, CleanupPolicy, SweepCandidate};
+        let workspaces = self.store.list_workspaces().await?;
+        let busy: HashSet<String> = {
+            let slots = self.lock();
+            slots
+                .running
+                .values()
+                .filter_map(|r| r.workspace.clone())
+                .chain(slots.reserved.iter().cloned())
+                .collect()
+        };
+        let at = |t: Timestamp| std::time::UNIX_EPOCH + Duration::from_millis(t.millis());
+        let candidates: Vec<SweepCandidate<usize>> = workspaces
+            .iter()
+            .enumerate()
+            .filter_map(|(n, ws)| {
+                let policy = match ws.cleanup.parse::<CleanupPolicy>() {
+                    Ok(policy) => policy,
+                    Err(error) => {
+                        tracing::warn!(workspace = %ws.name, %error, "skipping a workspace with a bad cleanup policy");
+                        return None;
+                    }
+                };
+                // `delete` means after the task that uses it: never before a first use.
+                if policy == CleanupPolicy::Delete && ws.last_used_at.is_none() {
+                    return None;
+                }
+                Some(SweepCandidate {
+                    key: n,
+                    policy,
+                    last_used: at(ws.last_used_at.unwrap_or(ws.created_at)),
+                    in_use: busy.contains(&ws.name),
+                })
+            })
+            .collect();
+        let plan = plan_sweep(&candidates, std::time::SystemTime::now());
+        let mut removed = Vec::new();
+        for n in plan.remove {
+            let ws = &workspaces[n];
+            let Ok(_held) = self.reserve_workspace(&ws.name) else {
+                continue;
+            };
+            match self.store.delete_workspace(&ws.id).await {
+                Ok(_) => {}
+                // A task was queued for it meanwhile.
+                Err(StoreError::WorkspaceInUse { .. } | StoreError::WorkspaceNotFound(_)) => {
+                    continue
+                }
+                Err(other) => return Err(other),
+            }
+            let dir = self.named_workspace_dir(&ws.name);
+            let gone = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .await;
+            if !matches!(gone, Ok(Ok(()))) {
+                tracing::warn!(workspace = %ws.name, "could not remove a swept workspace's directory");
+            }
+            tracing::info!(workspace = %ws.name, policy = %ws.cleanup, "removed a workspace by its cleanup policy");
+            removed.push(ws.name.clone());
+        }
+        Ok((removed, plan.next))
+    }
+
+    /// Sweeps workspaces until shutdown: at least every `MAX_SWEEP_INTERVAL`, sooner when a
+    /// TTL falls due.
+    pub async fn sweep_loop(self: Arc<Self>) {
+        const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+        loop {
+            if self.stopping() {
+                return;
+            }
+            let wait = match self.sweep_workspaces().await {
+                Ok((_, Some(next))) => next
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .min(MAX_SWEEP_INTERVAL),
+                Ok((_, None)) => MAX_SWEEP_INTERVAL,
+                Err(error) => {
+                    tracing::error!(%error, "sweeping workspaces failed");
+                    MAX_SWEEP_INTERVAL
+                }
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+        }
     }
 
     /// Where agent `id` keeps the fresh workspaces of its tasks.

@@ -15,9 +15,37 @@ use conductor_types::{
     AgentState, CommandResult, ExecEvent, ExecutionRequest, ExecutionStats, OutputStream, Task,
     TaskEventKind, TaskId, TaskStatus, Timestamp,
 };
+use conductor_workspace::{clone_at, diff_against, Checkout, GitOptions, QuotaFs};
 use tokio::time::Instant;
 
 use super::Scheduler;
+
+/// Bytes of the regular files under `dir` (symlinks not followed; entries that vanish while
+/// walking are skipped).
+pub(crate) fn dir_size(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let entries = match std::fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// How a task's status reason starts when it filled its disk quota.
+pub const DISK_QUOTA_EXCEEDED: &str = "disk_quota_exceeded";
 
 /// Output events buffered between an executor and the store.
 const OUTPUT_EVENT_BUFFER: usize = 64;
@@ -49,9 +77,56 @@ impl Scheduler {
         }
         // A fresh workspace is the task's alone (named after it): the agent need not wait for
         // its removal, which can take milliseconds on a filesystem that discards freed blocks.
-        if task.spec.workspace.is_none() {
+        if let Some(name) = task.spec.workspace.clone() {
+            // Measured off the agent's time: a named workspace's size is what the task left.
             let dir = self.workspace_dir(&task);
+            let scheduler = Arc::clone(&self);
+            tokio::spawn(async move {
+                let workspace = match scheduler.store.find_workspace(&name).await {
+                    Ok(Some(workspace)) => workspace,
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::warn!(workspace = %name, %error, "could not read the workspace");
+                        return;
+                    }
+                };
+                // `delete`: removed now that its task is over (unless another one uses it).
+                if workspace.cleanup == "delete" {
+                    if let Err(error) = scheduler.sweep_workspaces().await {
+                        tracing::error!(%error, "sweeping workspaces failed");
+                    }
+                    return;
+                }
+                match tokio::task::spawn_blocking(move || dir_size(&dir)).await {
+                    Ok(Ok(bytes)) => {
+                        let recorded = scheduler
+                            .store
+                            .set_workspace_size(&workspace.id, bytes)
+                            .await;
+                        if let Err(error) = recorded {
+                            tracing::warn!(workspace = %name, %error, "could not record the workspace's size");
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(workspace = %name, %error, "could not measure the workspace")
+                    }
+                    Err(error) => {
+                        tracing::warn!(workspace = %name, %error, "could not measure the workspace")
+                    }
+                }
+            });
+        } else {
+            let dir = self.workspace_dir(&task);
+            let image = self.quota_image(&task);
             tokio::task::spawn_blocking(move || {
+                // A disk quota is unmounted and its image removed before the directory goes.
+                if image.exists() {
+                    let destroyed = conductor_workspace::QuotaFs::open(&image, &dir)
+                        .and_then(conductor_workspace::QuotaFs::destroy);
+                    if let Err(error) = destroyed {
+                        tracing::warn!(image = %image.display(), %error, "could not remove a disk-quota image");
+                    }
+                }
                 if let Err(error) = std::fs::remove_dir_all(&dir) {
                     if error.kind() != std::io::ErrorKind::NotFound {
                         tracing::warn!(path = %dir.display(), %error, "could not remove a workspace");
@@ -65,10 +140,65 @@ impl Scheduler {
     /// under the workspace root of the agent running the task (`agents/<agent>/<task id>`).
     fn workspace_dir(&self, task: &Task) -> PathBuf {
         match &task.spec.workspace {
-            Some(name) => self.config.workspace_root.join("named").join(name),
+            Some(name) => self.named_workspace_dir(name),
             None => self
                 .agent_root(task.state.agent_id.as_deref().unwrap_or("unassigned"))
                 .join(task.id.to_string()),
+        }
+    }
+
+    /// Where the disk-quota image of the task's fresh workspace is.
+    fn quota_image(&self, task: &Task) -> PathBuf {
+        super::quota_image(
+            &self.config.workspace_root,
+            task.state.agent_id.as_deref().unwrap_or("unassigned"),
+            task.id,
+        )
+    }
+
+    /// Mounts a filesystem of `disk` bytes on the task's fresh (empty) workspace.
+    async fn mount_quota(&self, task: &Task, disk: u64) -> Result<QuotaFs, String> {
+        let image = self.quota_image(task);
+        let mountpoint = self.workspace_dir(task);
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = image.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            QuotaFs::create(&image, &mountpoint, disk).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Records what the task changed against its checkout (before its workspace goes); a
+    /// failure is logged, and the diff endpoint then says none was recorded.
+    async fn record_diff(
+        &self,
+        id: TaskId,
+        workspace: &std::path::Path,
+        repository: &str,
+        checkout: &Checkout,
+    ) {
+        let path = crate::gitdiff::diff_path(&self.config.workspace_root, id);
+        let (workspace, repository, checkout) = (
+            workspace.to_owned(),
+            repository.to_owned(),
+            checkout.clone(),
+        );
+        let recorded = tokio::task::spawn_blocking(move || {
+            // The shell's working-directory note is the orchestrator's, not the task's change.
+            let _ = std::fs::remove_file(workspace.join(CWD_FILE));
+            let diff = diff_against(&workspace, &checkout.commit, &GitOptions::default())
+                .map_err(|e| e.to_string())?;
+            let view = crate::gitdiff::TaskDiffView::new(&repository, &checkout, diff);
+            crate::gitdiff::write_diff(&path, &view).map_err(|e| e.to_string())
+        })
+        .await;
+        match recorded {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(task = %id, %error, "could not record the git diff"),
+            Err(error) => tracing::warn!(task = %id, %error, "could not record the git diff"),
         }
     }
 
@@ -107,8 +237,58 @@ impl Scheduler {
                 .finish(task, TaskStatus::Failed, None, Some(reason))
                 .await;
         }
+        // `resources.disk` on a fresh workspace: its own filesystem of that size (the API
+        // refuses it for named workspaces while quotas are on).
+        let quota = match spec.resources.disk {
+            Some(disk) if self.config.disk_quotas && spec.workspace.is_none() => {
+                match self.mount_quota(task, disk.get()).await {
+                    Ok(quota) => Some((quota, disk)),
+                    Err(error) => {
+                        let reason = format!("could not set up the disk quota: {error}");
+                        return self
+                            .finish(task, TaskStatus::Failed, None, Some(reason))
+                            .await;
+                    }
+                }
+            }
+            _ => None,
+        };
+        // `git`: cloned into the fresh workspace before the commands.
+        let checkout = match &spec.git {
+            Some(git) => {
+                let (source, dest) = (git.clone(), workspace.clone());
+                let cloned = tokio::task::spawn_blocking(move || {
+                    clone_at(
+                        &source.repository,
+                        source.reference.as_deref(),
+                        &dest,
+                        &GitOptions::default(),
+                    )
+                })
+                .await;
+                match cloned {
+                    Ok(Ok(checkout)) => Some((git.repository.clone(), checkout)),
+                    Ok(Err(error)) => {
+                        let reason = format!("could not clone {}: {error}", git.repository);
+                        return self
+                            .finish(task, TaskStatus::Failed, None, Some(reason))
+                            .await;
+                    }
+                    Err(error) => {
+                        let reason = format!("could not clone {}: {error}", git.repository);
+                        return self
+                            .finish(task, TaskStatus::Failed, None, Some(reason))
+                            .await;
+                    }
+                }
+            }
+            None => None,
+        };
         // A named workspace may hold the directory a previous task ended in: start at the root.
-        if spec.workspace.is_some() {
+        if let Some(name) = &spec.workspace {
+            if let Err(error) = self.store.touch_workspace(name, Timestamp::now()).await {
+                tracing::warn!(workspace = %name, %error, "could not record the workspace's use");
+            }
             if let Err(error) = tokio::fs::remove_file(workspace.join(CWD_FILE)).await {
                 if error.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(%error, "could not reset the task's working directory");
@@ -125,7 +305,23 @@ impl Scheduler {
                     status,
                     exit_code,
                     reason,
-                } => return self.finish(task, status, exit_code, reason).await,
+                } => {
+                    let reason = match &quota {
+                        Some((fs, disk))
+                            if status != TaskStatus::Succeeded && fs.is_full().unwrap_or(false) =>
+                        {
+                            Some(format!(
+                                "{DISK_QUOTA_EXCEEDED}: the task filled its workspace's disk quota of {disk}{}",
+                                reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                            ))
+                        }
+                        _ => reason,
+                    };
+                    if let Some((repository, checkout)) = &checkout {
+                        self.record_diff(id, &workspace, repository, checkout).await;
+                    }
+                    return self.finish(task, status, exit_code, reason).await;
+                }
             };
             if self.stopped(id) {
                 return Ok(());
@@ -162,6 +358,10 @@ impl Scheduler {
                 request.env = spec.env.clone();
                 request.env.extend(secrets.clone());
                 request.limits = spec.resources.clone();
+                if quota.is_some() {
+                    // Enforced here, by the workspace's own filesystem.
+                    request.limits.disk = None;
+                }
                 request.network = spec.network.clone();
                 request.timeout = remaining;
                 request.output_limit = self.config.output_limit;

@@ -497,7 +497,8 @@ fn accepted_fields<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<St
     let err = serde_json::from_str::<T>(r#"{"zz_unknown": 1}"#)
         .unwrap_err()
         .to_string();
-    let list = err.split("expected one of ").nth(1).unwrap();
+    // "expected one of `a`, `b`, …", or "expected `a` or `b`" for two.
+    let list = err.split("expected ").nth(1).unwrap();
     let mut fields: Vec<String> = list
         .split('`')
         .skip(1)
@@ -531,27 +532,45 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
         vec![
             "DELETE /api/v1/tasks/{id}",
             "DELETE /api/v1/tokens/{id}",
+            "DELETE /api/v1/workspaces/{id}",
+            "DELETE /api/v1/workspaces/{id}/files/{path}",
+            "DELETE /api/v1/workspaces/{id}/snapshots/{sid}",
             "GET /api/v1/agents",
             "GET /api/v1/openapi.json",
             "GET /api/v1/tasks",
             "GET /api/v1/tasks/{id}",
+            "GET /api/v1/tasks/{id}/diff",
             "GET /api/v1/tasks/{id}/events",
             "GET /api/v1/tasks/{id}/logs",
             "GET /api/v1/tokens",
+            "GET /api/v1/workspaces",
+            "GET /api/v1/workspaces/{id}",
+            "GET /api/v1/workspaces/{id}/files/{path}",
+            "GET /api/v1/workspaces/{id}/snapshots",
+            "GET /api/v1/workspaces/{id}/snapshots/{sid}/diff",
+            "GET /api/v1/workspaces/{id}/snapshots/{sid}/export",
             "GET /health",
             "GET /live",
             "GET /metrics",
             "GET /ready",
+            "POST /api/v1/snapshots/import",
             "POST /api/v1/tasks",
             "POST /api/v1/tasks/{id}/cancel",
             "POST /api/v1/tokens",
+            "POST /api/v1/workspaces",
+            "POST /api/v1/workspaces/{id}/snapshots",
+            "POST /api/v1/workspaces/{id}/snapshots/{sid}/restore",
             "POST /tasks",
+            "PUT /api/v1/workspaces/{id}/files/{path}",
         ]
     );
     // Every documented path answers something other than "no such endpoint".
     for entry in &paths {
         let (method, path) = entry.split_once(' ').unwrap();
-        let path = path.replace("{id}", "67e55044-10b1-426f-9247-bb680e5fe0c8");
+        let path = path
+            .replace("{id}", "67e55044-10b1-426f-9247-bb680e5fe0c8")
+            .replace("{sid}", "67e55044-10b1-426f-9247-bb680e5fe0c8")
+            .replace("{path}", "some/file");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let (status, text) = app.send(method, &path, Some("{}")).await;
         assert!(
@@ -586,14 +605,26 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "AgentState",
             "ApiError",
             "ApiErrorBody",
+            "ChangeView",
             "CommandResult",
             "CreatedToken",
+            "DiffView",
+            "EntryView",
             "ExecutionStats",
+            "FileEntryView",
+            "GitFileView",
+            "GitSource",
+            "ListingView",
             "NetworkPolicy",
             "NewToken",
             "OutputStream",
             "ResourceLimits",
+            "RestoreRequest",
+            "RestoreView",
+            "SnapshotRequest",
+            "SnapshotView",
             "Task",
+            "TaskDiffView",
             "TaskEvent",
             "TaskEventKind",
             "TaskId",
@@ -605,7 +636,34 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "TaskType",
             "Timestamp",
             "TokenInfo",
+            "UploadView",
+            "Workspace",
+            "WorkspaceId",
+            "WorkspaceRequest",
         ]
+    );
+    // The other request bodies too: documented fields are exactly the accepted ones.
+    let properties = |schema: &str| {
+        let schema = &doc["components"]["schemas"][schema];
+        assert_eq!(schema["additionalProperties"], serde_json::json!(false));
+        let mut names: Vec<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        properties("WorkspaceRequest"),
+        accepted_fields::<conductor_types::WorkspaceRequest>()
+    );
+    assert_eq!(properties("SnapshotRequest"), vec!["name"]);
+    assert_eq!(properties("RestoreRequest"), vec!["target"]);
+    assert_eq!(
+        properties("GitSource"),
+        accepted_fields::<conductor_types::GitSource>()
     );
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],

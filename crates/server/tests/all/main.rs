@@ -3,6 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
 
 mod api;
+mod files;
+mod git;
+mod quota;
 mod scheduler;
 mod serve;
 mod support;
+mod workspaces;

@@ -22,7 +22,9 @@ use tower::ServiceExt;
 /// Runs scripted "commands" instead of a shell:
 /// `echo TEXT` prints TEXT, `env NAME` prints a variable, `interleave` prints lines on stdout and
 /// stderr in turn, `exit N` exits N,
-/// `sleep MS` sleeps (honouring timeout and cancel), `fail` cannot be run, anything else exits 0.
+/// `sleep MS` sleeps (honouring timeout and cancel), `fail` cannot be run, `fill N` writes N
+/// bytes to `fill` in the workspace (exit 1 with the error when the write fails), anything else
+/// exits 0.
 #[derive(Debug, Default)]
 pub struct FakeExecutor {
     pub requests: Mutex<Vec<ExecutionRequest>>,
@@ -131,6 +133,28 @@ impl Executor for FakeExecutor {
                 Ok(result(&request, 0))
             }
             "exit" => Ok(result(&request, arg.parse().unwrap())),
+            "fill" => {
+                // In 64 KiB writes, as `cat` or `dd` would.
+                let size: usize = arg.parse().unwrap();
+                let written =
+                    std::fs::File::create(request.workspace.join("fill")).and_then(|mut file| {
+                        let chunk = vec![1u8; 64 * 1024];
+                        let mut left = size;
+                        while left > 0 {
+                            let n = left.min(chunk.len());
+                            std::io::Write::write_all(&mut file, &chunk[..n])?;
+                            left -= n;
+                        }
+                        Ok(())
+                    });
+                match written {
+                    Ok(()) => Ok(result(&request, 0)),
+                    Err(error) => {
+                        let _ = events.send(output(format!("{error}\n"))).await;
+                        Ok(result(&request, 1))
+                    }
+                }
+            }
             "fail" => Err(ExecutorError::Unavailable {
                 executor: "fake",
                 reason: "scripted failure".into(),
@@ -191,6 +215,8 @@ pub struct Options {
     pub stored_output_limit: Option<conductor_types::Bytes>,
     pub body_limit: usize,
     pub run_loop: bool,
+    pub upload_limit: Option<u64>,
+    pub disk_quotas: bool,
 }
 
 impl Default for Options {
@@ -200,6 +226,8 @@ impl Default for Options {
             stored_output_limit: None,
             body_limit: 64 * 1024,
             run_loop: true,
+            upload_limit: None,
+            disk_quotas: false,
         }
     }
 }
@@ -223,6 +251,7 @@ impl TestApp {
         config.agents = options.agents;
         config.concurrency = options.agents;
         config.poll_interval = Duration::from_millis(50);
+        config.disk_quotas = options.disk_quotas;
         if let Some(limit) = options.stored_output_limit {
             config.stored_output_limit = limit;
         }
@@ -236,7 +265,11 @@ impl TestApp {
         let created = conductor_server::auth::create_token(store.as_ref(), "admin", true)
             .await
             .unwrap();
-        let router = app(AppState::new(Arc::clone(&scheduler), options.body_limit));
+        let mut state = AppState::new(Arc::clone(&scheduler), options.body_limit);
+        if let Some(limit) = options.upload_limit {
+            state = state.with_upload_limit(limit);
+        }
+        let router = app(state);
         Self {
             router,
             token: created.token,
@@ -278,6 +311,39 @@ impl TestApp {
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// Sends raw bytes (as application/zstd) with the admin token; returns status, headers and
+    /// body bytes.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        self.send_typed(method, uri, "application/zstd", body).await
+    }
+
+    /// Sends raw bytes of `content_type` with the admin token.
+    pub async fn send_typed(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes.to_vec())
     }
 
     pub async fn submit(&self, body: &str) -> Task {

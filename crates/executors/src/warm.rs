@@ -1,12 +1,14 @@
-//! Starting sandbox helpers, cold or ahead of time.
+//! Starting sandbox helpers (`conductor __sandbox-init`), cold or ahead of time; shared by the
+//! host and the namespace executor.
 //!
 //! A helper is spawned with one end of a socket as its stdin and then waits for its prelude and
 //! spec. The [`WarmPool`] keeps a few helpers ready that have had their prelude: each is a member
 //! of a cgroup of its own (created without limits; the execution's limits are written when it is
-//! taken) and has created its sandbox's user, pid, uts, ipc and network namespaces. An execution
-//! that takes one skips the helper's start-up (exec and dynamic linking of a large binary), the
-//! cgroup's creation, the cgroup migration (which can wait for an RCU grace period) and the
-//! namespaces' creation on its critical path.
+//! taken, see [`apply_limits`]) and has done what its [`HelperMode`] does ahead of time (in
+//! namespace mode, created its sandbox's user, pid, uts, ipc and network namespaces; in host
+//! mode, nothing more). An execution that takes one skips the helper's start-up (exec and dynamic
+//! linking of a large binary), the cgroup's creation, the cgroup migration (which can wait for an
+//! RCU grace period) and, in namespace mode, the namespaces' creation on its critical path.
 
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use conductor_core::ExecutorError;
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
-use conductor_sandbox::spec::{Prelude, SandboxSpec};
+use conductor_sandbox::spec::{HelperMode, Prelude};
 use conductor_sandbox::HELPER_ARG;
 use conductor_types::ExecutionId;
 use tokio::io::unix::AsyncFd;
@@ -27,7 +29,7 @@ use tokio::io::{AsyncReadExt, Interest};
 
 /// A running helper waiting for its spec.
 #[derive(Debug)]
-pub(super) struct Launched {
+pub(crate) struct Launched {
     /// The helper process (stdout and stderr still inside).
     pub child: Helper,
     /// Our end of the socket.
@@ -49,13 +51,13 @@ impl Launched {
         })
     }
 
-    /// Writes the prelude (a cold helper's; a warm one has had it) and the spec, shuts our
-    /// sending side down (the helper reads to end-of-file) and returns a task that collects the
-    /// helper's reports until every holder of its end has closed it.
+    /// Writes the prelude (a cold helper's; a warm one has had it) and the encoded spec, shuts
+    /// our sending side down (the helper reads to end-of-file) and returns a task that collects
+    /// the helper's reports until every holder of its end has closed it.
     pub fn send_spec(
         channel: UnixStream,
         prelude: Option<&Prelude>,
-        spec: &SandboxSpec,
+        spec: &[u8],
     ) -> Result<tokio::task::JoinHandle<Vec<u8>>, ExecutorError> {
         send_spec(channel, prelude, spec)
     }
@@ -63,40 +65,40 @@ impl Launched {
 
 /// Helpers started ahead of time (see the module docs).
 #[derive(Debug)]
-pub(super) struct WarmPool {
+pub(crate) struct WarmPool {
     helper: PathBuf,
     cgroups: Option<Arc<CgroupManager>>,
-    uid_base: u32,
+    mode: HelperMode,
     size: usize,
     idle: Mutex<Vec<Launched>>,
     starting: AtomicUsize,
 }
 
 impl WarmPool {
-    /// A pool of `size` helpers (0 disables it) for sandboxes with their own network namespace
-    /// and ids mapped from `uid_base`. Without cgroups the pool still saves the helper's
-    /// start-up and the namespaces.
+    /// A pool of `size` helpers (0 disables it) started in `mode`, each in a cgroup of its own
+    /// under `cgroups`. Without cgroups the pool still saves the helper's start-up (and, in
+    /// namespace mode, the namespaces).
     pub fn new(
         helper: PathBuf,
         cgroups: Option<Arc<CgroupManager>>,
-        uid_base: u32,
+        mode: HelperMode,
         size: usize,
     ) -> Self {
         Self {
             helper,
             cgroups,
-            uid_base,
+            mode,
             size,
             idle: Mutex::new(Vec::new()),
             starting: AtomicUsize::new(0),
         }
     }
 
-    /// A ready helper, if one is idle and its prelude is the one the execution needs (warm
-    /// helpers have a network namespace of their own: an execution on the host's network
-    /// starts cold). Its cgroup, if any, has no limits yet.
-    pub fn take(&self, prelude: &Prelude) -> Option<Launched> {
-        if !prelude.new_network || prelude.uid_base != self.uid_base {
+    /// A ready helper, if one is idle and started in the mode the execution needs (the
+    /// namespace executor's warm helpers have a network namespace of their own: an execution on
+    /// the host's network starts cold). Its cgroup, if any, has no limits yet.
+    pub fn take(&self, mode: &HelperMode) -> Option<Launched> {
+        if *mode != self.mode || self.size == 0 {
             return None;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -143,12 +145,17 @@ impl WarmPool {
         }
     }
 
-    /// Creates a cgroup, spawns a helper and sends it a prelude that makes it join the cgroup
-    /// (before it creates anything) and create its namespaces.
+    /// Creates a cgroup, spawns a helper, moves it into the cgroup (before it has read its
+    /// prelude, so before it creates anything) and sends it a prelude that makes it do what its
+    /// mode does ahead of time.
     async fn start_one(&self) -> Result<Launched, ExecutorError> {
         let cgroup = match self.cgroups.clone() {
             Some(manager) => {
-                let name = format!("ns-warm-{}", ExecutionId::random());
+                let prefix = match self.mode {
+                    HelperMode::Host => "host-warm",
+                    HelperMode::Namespaces { .. } => "ns-warm",
+                };
+                let name = format!("{prefix}-{}", ExecutionId::random());
                 let created = tokio::task::spawn_blocking(move || {
                     manager.create(&name, &CgroupLimits::default())
                 })
@@ -162,12 +169,33 @@ impl WarmPool {
             }
             None => None,
         };
-        let prelude = Prelude {
-            new_network: true,
-            uid_base: self.uid_base,
-            cgroup_procs: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
-        };
         let mut launched = Launched::spawn(&self.helper)?;
+        let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
+        // Moved into its cgroup from here, so the pool only ever offers a helper that is in it
+        // (the migration can wait for an RCU grace period). Where this process may not move
+        // another one, the helper joins from the prelude, as a cold one does.
+        let cgroup_procs = if procs.is_empty() {
+            procs
+        } else {
+            let pid = launched.child.id().to_string();
+            let files = procs.clone();
+            let moved = tokio::task::spawn_blocking(move || {
+                files.iter().try_for_each(|file| std::fs::write(file, &pid))
+            })
+            .await
+            .map_err(|e| ExecutorError::io("starting a warm helper", io::Error::other(e)))?;
+            match moved {
+                Ok(()) => Vec::new(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "moving a warm helper into its cgroup; it joins itself");
+                    procs
+                }
+            }
+        };
+        let prelude = Prelude {
+            mode: self.mode.clone(),
+            cgroup_procs,
+        };
         launched.cgroup = cgroup;
         prelude
             .write_to(&launched.channel)
@@ -198,7 +226,7 @@ impl Drop for WarmPool {
 /// runtime that happened to start it; its exit is awaited through a pidfd in whichever runtime
 /// the execution runs. Dropping it kills and reaps it.
 #[derive(Debug)]
-pub(super) struct Helper {
+pub(crate) struct Helper {
     child: std::process::Child,
     reaped: bool,
 }
@@ -224,6 +252,13 @@ impl Helper {
 
     fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Gives up ownership of the process: from now on the caller kills it and reaps it by pid
+    /// (`wait4`), and dropping this no longer does. Returns the pid.
+    pub fn disown(&mut self) -> u32 {
+        self.reaped = true;
+        self.child.id()
     }
 
     /// Sends SIGKILL (the helper is unreaped, so its pid is still its own).
@@ -297,17 +332,18 @@ fn spawn_helper(helper: &Path, channel: UnixStream) -> Result<Helper, ExecutorEr
 fn send_spec(
     mut channel: UnixStream,
     prelude: Option<&Prelude>,
-    spec: &SandboxSpec,
+    spec: &[u8],
 ) -> Result<tokio::task::JoinHandle<Vec<u8>>, ExecutorError> {
-    let encoding = |e: conductor_sandbox::spec::SpecError| ExecutorError::Setup {
-        stage: "encoding the sandbox spec".to_owned(),
-        reason: e.to_string(),
-    };
     let mut bytes = Vec::new();
     if let Some(prelude) = prelude {
-        prelude.write_to(&mut bytes).map_err(encoding)?;
+        prelude
+            .write_to(&mut bytes)
+            .map_err(|e| ExecutorError::Setup {
+                stage: "encoding the helper's prelude".to_owned(),
+                reason: e.to_string(),
+            })?;
     }
-    spec.write_to(&mut bytes).map_err(encoding)?;
+    bytes.extend_from_slice(spec);
     let io_error = |e| ExecutorError::io("sending the sandbox spec to the helper", e);
     // A blocking write: the helper reads the spec as soon as it starts, and a spec larger than
     // the socket buffer only waits for that.
@@ -324,4 +360,28 @@ fn send_spec(
         }
         reports
     }))
+}
+
+/// Gives a warm helper's cgroup the execution's limits. A helper whose cgroup refuses them (a
+/// memory limit below what the idle helper already uses) is dropped, which kills it and removes
+/// its cgroup; the execution then starts cold and gets the error, if any, from `create`.
+pub(crate) fn apply_limits(
+    warm: Launched,
+    manager: Option<&CgroupManager>,
+    limits: &CgroupLimits,
+) -> Option<Launched> {
+    let (Some(manager), Some(cgroup)) = (manager, &warm.cgroup) else {
+        return Some(warm);
+    };
+    if *limits == CgroupLimits::default() {
+        return Some(warm);
+    }
+    // A few small writes to cgroupfs, inline: a trip to the blocking pool costs as much.
+    match manager.set_limits(cgroup, limits) {
+        Ok(()) => Some(warm),
+        Err(e) => {
+            tracing::debug!(error = %e, "a warm helper's cgroup refused the limits; starting cold");
+            None
+        }
+    }
 }

@@ -1,0 +1,292 @@
+//! The warm pool: containers created and started ahead of time, each waiting for one command,
+//! so that an execution starts without the engine's create and start (the bulk of a cold start:
+//! runc, conmon or containerd-shim, the init).
+//!
+//! **Why started and waiting, not created.** A created container still costs the engine's
+//! start when taken (most of the cold time: about 250 ms of Docker's 300 ms here), and what is
+//! fixed at create (the command, the workspace bind) is exactly what differs per execution. A
+//! warm container instead runs `/bin/sh` under the engine's init, blocked opening a FIFO; taking
+//! it means binding the execution's workspace into it, writing the limits into its cgroup and
+//! writing the command into the FIFO: a few milliseconds.
+//!
+//! **How the workspace gets in.** Each warm container has a slot directory on the host
+//! (`<pool dir>/<owner>-<slot>/`): `workspace/` is a bind mount of itself made a shared mount of
+//! its own peer group and bound into the container at the working directory with `rslave`
+//! propagation; `control/command` is the FIFO, bound read-only at `/.conductor`. Taking the
+//! container bind-mounts the execution's workspace on `workspace/`: the mount propagates into
+//! the container, where the command's `cd` sees it. Only the engine's own mount namespace
+//! (rootful engines here) needs to receive that propagation.
+//!
+//! **What can be pre-decided.** Limits live on the execution's cgroup (the container's cgroup
+//! parent; memory, CPU quota and pids are hierarchical), the environment and argv go through
+//! the FIFO. The network mode and rlimits are fixed at create: a request gets a warm container
+//! only when they are the pool's (no network, default rlimits); any other runs cold.
+//!
+//! **Never reused.** The command `exec`s over the waiting shell, so the container ends with the
+//! command and is removed like a cold one; the pool refills in the background. Every warm
+//! container carries the owner label, so one left by a crashed process is removed by the next
+//! `warmup()`, which also unmounts and removes that process's slot directories.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+
+/// Where the FIFO is inside the container.
+pub const CONTROL_TARGET: &str = "/.conductor";
+
+/// The waiting shell: reads one script from the FIFO, then `eval`s it (the script ends in
+/// `exec`, so the command replaces the shell). Exits 125 if the FIFO cannot be read.
+pub const AGENT: &str = "c=$(cat /.conductor/command) || exit 125; eval \"$c\"";
+
+/// A warm container's directory on the host.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    dir: PathBuf,
+}
+
+impl Slot {
+    /// Makes `<root>/<name>/`: `workspace/` as a shared mount of its own, and the FIFO.
+    pub fn create(root: &Path, name: &str) -> io::Result<Self> {
+        let slot = Self {
+            dir: root.join(name),
+        };
+        std::fs::create_dir_all(slot.workspace())?;
+        std::fs::create_dir_all(slot.control())?;
+        let made = (|| {
+            let workspace = slot.workspace();
+            mount(
+                Some(&workspace),
+                &workspace,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
+            // Its own peer group: private first, then shared.
+            mount(
+                None::<&str>,
+                &workspace,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
+            mount(
+                None::<&str>,
+                &workspace,
+                None::<&str>,
+                MsFlags::MS_SHARED,
+                None::<&str>,
+            )?;
+            // Root's, readable by the container's user (it only ever holds the command, which
+            // that container runs anyway).
+            nix::unistd::mkfifo(&slot.fifo(), Mode::from_bits_truncate(0o644))?;
+            Ok::<_, nix::Error>(())
+        })();
+        if let Err(e) = made {
+            slot.remove();
+            return Err(io::Error::from(e));
+        }
+        Ok(slot)
+    }
+
+    /// The shared mount point bound into the container.
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.join("workspace")
+    }
+
+    /// The directory bound read-only at [`CONTROL_TARGET`].
+    pub fn control(&self) -> PathBuf {
+        self.dir.join("control")
+    }
+
+    fn fifo(&self) -> PathBuf {
+        self.control().join("command")
+    }
+
+    /// Binds `workspace` (with what is mounted below it) on the slot: it appears in the
+    /// container.
+    pub fn bind_workspace(&self, workspace: &Path) -> io::Result<()> {
+        mount(
+            Some(workspace),
+            &self.workspace(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// The FIFO's write end, once the container's shell has opened it for reading: fails with
+    /// `ENXIO` while no shell is waiting. Keep it open until the script is sent: closing it
+    /// ends the (then empty) script.
+    pub fn open_writer(&self) -> io::Result<File> {
+        let fifo = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(self.fifo())?;
+        // Blocking from here on: a script longer than the pipe waits for the reader.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&fifo);
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        Ok(fifo)
+    }
+
+    /// Unmounts everything on the slot (lazily: the engine may still hold it) and removes it.
+    pub fn remove(&self) {
+        remove_slot_dir(&self.dir);
+    }
+}
+
+/// Unmounts the workspace mounts of slot directory `dir` and removes it.
+pub fn remove_slot_dir(dir: &Path) {
+    let workspace = dir.join("workspace");
+    // The execution's workspace on top, then the slot's own bind: unmount until nothing is left.
+    for _ in 0..4 {
+        if umount2(&workspace, MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+    // Never recursive: if a mount were still there, removing would reach into the workspace.
+    for path in [
+        dir.join("control/command"),
+        dir.join("control"),
+        workspace,
+        dir.to_owned(),
+    ] {
+        let removed = if path.ends_with("command") {
+            std::fs::remove_file(&path)
+        } else {
+            std::fs::remove_dir(&path)
+        };
+        if let Err(e) = removed {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, path = %path.display(), "removing a warm container's slot");
+            }
+        }
+    }
+}
+
+/// Writes `script` down the FIFO and closes it: the shell reads it whole, then runs it.
+pub fn send(mut fifo: File, script: &str) -> io::Result<()> {
+    fifo.write_all(script.as_bytes())
+}
+
+/// `'text'` for `sh`, whatever `text` holds.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The script a warm container runs: change to `cwd` (after the workspace was bound, so the
+/// path now reaches it) and `exec` `cmd` (the same `env -i …` a cold container runs).
+pub fn script(cwd: &str, cmd: &[String]) -> String {
+    let mut script = format!("cd {} || exit 125\nexec", shell_quote(cwd));
+    for word in cmd {
+        script.push(' ');
+        script.push_str(&shell_quote(word));
+    }
+    script.push('\n');
+    script
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_quote_every_word() {
+        let cmd = [
+            "/usr/bin/env",
+            "-i",
+            "--",
+            "A=it's",
+            "sh",
+            "-c",
+            "echo $A\nexit 3",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            script("/workspace", &cmd),
+            "cd '/workspace' || exit 125\nexec '/usr/bin/env' '-i' '--' 'A=it'\\''s' 'sh' '-c' 'echo $A\nexit 3'\n"
+        );
+    }
+
+    #[test]
+    fn scripts_run_as_written_by_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = ["printf", "%s|", "a b", "it's", "$HOME", "new\nline", ""]
+            .map(str::to_owned)
+            .to_vec();
+        let script = script(&dir.path().display().to_string(), &cmd);
+        let agent = AGENT.replace("cat /.conductor/command", "cat");
+        let output = std::process::Command::new("sh")
+            .args(["-c", &agent])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            "a b|it's|$HOME|new\nline||"
+        );
+    }
+
+    #[test]
+    fn slots_mount_share_and_clean_up() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: mounting needs root");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let workspace = tempfile::tempdir().unwrap();
+        std::fs::write(workspace.path().join("file"), "x").unwrap();
+        let slot = Slot::create(root.path(), "s1").unwrap();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(&*slot.workspace().display().to_string()))
+            .unwrap()
+            .to_owned();
+        assert!(line.contains(" shared:"), "{line}");
+        slot.bind_workspace(workspace.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(slot.workspace().join("file")).unwrap(),
+            "x"
+        );
+        // No reader: the container is not waiting.
+        assert_eq!(
+            slot.open_writer().unwrap_err().raw_os_error(),
+            Some(libc::ENXIO)
+        );
+        // A reader like the container's shell: the writer opens and what is sent arrives.
+        let reader = std::thread::spawn({
+            let fifo = slot.control().join("command");
+            move || std::fs::read_to_string(fifo).unwrap()
+        });
+        let writer = loop {
+            match slot.open_writer() {
+                Ok(writer) => break writer,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        send(writer, "exit 0\n").unwrap();
+        assert_eq!(reader.join().unwrap(), "exit 0\n");
+        slot.remove();
+        assert!(!root.path().join("s1").exists());
+        assert_eq!(
+            std::fs::read_to_string(workspace.path().join("file")).unwrap(),
+            "x"
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! Keeping the warm pool (see `pool` for what a warm container is): making warm containers,
+//! taking one for a request that fits, refilling in the background, removing the idle ones,
+//! and sweeping the slot directories of processes that died.
+
+use std::sync::Arc;
+
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use conductor_core::{plan, ExecutorError, HostContext, PlanError, PlanTarget};
+use conductor_sandbox::cgroup::CgroupLimits;
+use conductor_types::{ExecPlan, ExecutionId, ExecutionRequest, NetworkPolicy};
+
+use super::guard::{remove_children, ContainerGuard};
+use super::oom::OomWatch;
+use super::pool::{remove_slot_dir, script, send, Slot};
+use super::spec::{create_body, warm_body};
+use super::{owner_alive, Inner, Launched};
+
+/// An idle warm container: started, its shell waiting on the FIFO.
+#[derive(Debug)]
+pub(crate) struct Warm {
+    guard: ContainerGuard,
+    id: String,
+    oom: Option<OomWatch>,
+    /// The FIFO's write end, opened once the shell was waiting.
+    fifo: std::fs::File,
+}
+
+/// The idle containers and how many are being made.
+#[derive(Debug, Default)]
+pub(crate) struct PoolState {
+    idle: Vec<Warm>,
+    filling: usize,
+}
+
+/// The plan warm containers are made for: a default request (no network, default rlimits).
+pub(crate) fn template_plan() -> Result<ExecPlan, PlanError> {
+    let request = ExecutionRequest::new(vec!["/bin/sh".to_owned()], "/".into());
+    plan(&request, PlanTarget::Sandbox, &HostContext::default())
+}
+
+impl Inner {
+    /// Whether a warm container made for the template can run `plan`: what is fixed at create
+    /// (network mode, rlimits, working directory) must be the same.
+    fn fits(&self, plan: &ExecPlan) -> bool {
+        plan.network == NetworkPolicy::None
+            && plan.network == self.template.network
+            && plan.rlimits == self.template.rlimits
+            && plan.cwd == self.template.cwd
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // A panic while holding the lock leaves nothing half-done in the state: keep going.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn idle_count(&self) -> usize {
+        self.state().idle.len()
+    }
+
+    /// An idle warm container for `plan`, if one fits and is there.
+    pub(crate) fn take_warm(&self, plan: &ExecPlan) -> Option<Warm> {
+        if self.config.warm_pool == 0 || !self.fits(plan) {
+            return None;
+        }
+        self.state().idle.pop()
+    }
+
+    /// Starts the request's command in `warm`: the limits go on its cgroup, the workspace is
+    /// bound into its slot (and so into the container), and the script goes down the FIFO.
+    pub(crate) async fn launch_warm(
+        &self,
+        warm: Warm,
+        request: &conductor_types::ExecutionRequest,
+        plan: &ExecPlan,
+    ) -> Result<Launched, ExecutorError> {
+        let Warm {
+            guard,
+            id,
+            oom,
+            fifo,
+        } = warm;
+        let limits = CgroupLimits {
+            cpus: plan.limits.cpus,
+            memory: plan.limits.memory,
+            pids: plan.limits.pids,
+        };
+        let cgroup = guard
+            .cgroup()
+            .ok_or_else(|| self.setup("taking a warm container", "it has no cgroup"))?;
+        let manager = self.cgroups.clone();
+        tokio::task::spawn_blocking(move || manager.set_limits(&cgroup, &limits))
+            .await
+            .map_err(|e| self.setup("limiting a warm container", e))?
+            .map_err(|e| self.setup("limiting a warm container", e))?;
+        let user = self.user();
+        let workspace = request.workspace.display().to_string();
+        let settings = self.settings(&request.id.to_string(), &user, None, &workspace);
+        let cmd = create_body(plan, &settings)?.cmd.unwrap_or_default();
+        let script = script(&plan.cwd.display().to_string(), &cmd);
+        let slot = guard
+            .slot()
+            .cloned()
+            .ok_or_else(|| self.setup("taking a warm container", "it has no slot"))?;
+        let workspace = request.workspace.clone();
+        tokio::task::spawn_blocking(move || slot.bind_workspace(&workspace))
+            .await
+            .map_err(|e| self.setup("binding the workspace into a warm container", e))?
+            .map_err(|e| {
+                self.setup(
+                    "binding the workspace into a warm container",
+                    format!("{}: {e}", request.workspace.display()),
+                )
+            })?;
+        let attached = self.attach(&id).await?;
+        tokio::task::spawn_blocking(move || send(fifo, &script))
+            .await
+            .map_err(|e| self.setup("sending the command to a warm container", e))?
+            .map_err(|e| self.setup("sending the command to a warm container", e))?;
+        Ok(Launched {
+            guard,
+            id,
+            attached,
+            oom,
+            warm: true,
+        })
+    }
+
+    /// Makes one warm container: its cgroup, its slot, created and started.
+    async fn make_warm(&self) -> Result<Warm, ExecutorError> {
+        let name = format!(
+            "{}-{}",
+            self.owner.replace(':', "-"),
+            &ExecutionId::random().to_string()[..12]
+        );
+        let (cgroup, oom) = self
+            .create_cgroup(&format!("warm-{name}"), &self.template)
+            .await?;
+        let cgroup_parent = self.cgroup_parent(&cgroup)?;
+        let engine_dirs = self.engine_cgroup_dirs(&cgroup, &cgroup_parent);
+        let mut guard = ContainerGuard::new(self.engine.clone(), cgroup, engine_dirs);
+        let root = self.config.pool_dir.clone();
+        let slot_name = name.clone();
+        let slot = tokio::task::spawn_blocking(move || Slot::create(&root, &slot_name))
+            .await
+            .map_err(|e| self.setup("making a warm container's slot", e))?
+            .map_err(|e| {
+                ExecutorError::io(
+                    format!(
+                        "making a warm container's slot in {}",
+                        self.config.pool_dir.display()
+                    ),
+                    e,
+                )
+            })?;
+        let (slot_workspace, slot_control) = (
+            slot.workspace().display().to_string(),
+            slot.control().display().to_string(),
+        );
+        guard.set_slot(slot.clone());
+        let user = self.user();
+        let settings = self.settings(
+            &format!("warm-{name}"),
+            &user,
+            Some(&cgroup_parent),
+            &slot_workspace,
+        );
+        let body = warm_body(&self.template, &settings, &slot_workspace, &slot_control)?;
+        let docker = self.engine.client();
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&format!("conductor-warm-{name}"))
+            .build();
+        let created = match docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(e) => return Err(self.create_error(e).await),
+        };
+        guard.set_container(created.id.clone());
+        docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|e| self.setup("starting a warm container", e))?;
+        let fifo = wait_for_reader(&slot)
+            .await
+            .map_err(|e| self.setup("waiting for a warm container's shell", e))?;
+        Ok(Warm {
+            guard,
+            id: created.id,
+            oom,
+            fifo,
+        })
+    }
+
+    /// Makes warm containers until the pool is full, waiting for those being made elsewhere
+    /// (a background refill) as well.
+    pub(crate) async fn fill(&self) -> Result<(), ExecutorError> {
+        loop {
+            // Registered before looking, so a container finished in between still wakes us.
+            let changed = self.pool_changed.notified();
+            let filling = {
+                let mut state = self.state();
+                if state.idle.len() >= self.config.warm_pool {
+                    return Ok(());
+                }
+                if state.idle.len() + state.filling >= self.config.warm_pool {
+                    None
+                } else {
+                    state.filling += 1;
+                    Some(Filling(self))
+                }
+            };
+            let Some(filling) = filling else {
+                changed.await;
+                continue;
+            };
+            // Pushed while still counted as filling, so no waiter sees a gap and makes one more.
+            let made = self
+                .make_warm()
+                .await
+                .map(|warm| self.state().idle.push(warm));
+            drop(filling);
+            made?;
+        }
+    }
+
+    /// Refills the pool in the background.
+    pub(crate) fn refill(inner: &Arc<Self>) {
+        let inner = Arc::clone(inner);
+        tokio::spawn(async move {
+            if let Err(e) = inner.fill().await {
+                tracing::warn!(error = %e, "refilling the warm container pool");
+            }
+        });
+    }
+
+    /// Removes every idle warm container.
+    pub(crate) async fn drain(&self) {
+        let idle = std::mem::take(&mut self.state().idle);
+        for warm in idle {
+            warm.guard.finish().await;
+        }
+    }
+
+    /// Unmounts and removes the slot directories of processes that are gone, and their warm
+    /// containers' cgroups (`<engine>-warm-<pid>-<start>-…` under the cgroup parent).
+    pub(crate) async fn sweep_slots(&self) {
+        let root = self.config.pool_dir.clone();
+        let cgroup_root = self.config.cgroup_root.clone();
+        let parent = self.config.cgroup_parent.clone();
+        let prefix = format!("{}-warm-", self.config.engine.name());
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for entry in dead_owners(&root, "") {
+                remove_slot_dir(&entry);
+                removed += 1;
+            }
+            // v2: the parent is directly under the root; v1: under each hierarchy.
+            let mut parents = vec![cgroup_root.join(&parent)];
+            if let Ok(hierarchies) = std::fs::read_dir(&cgroup_root) {
+                parents.extend(hierarchies.flatten().map(|h| h.path().join(&parent)));
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            for dir in parents {
+                for cgroup in dead_owners(&dir, &prefix) {
+                    remove_children(&cgroup, deadline);
+                    if std::fs::remove_dir(&cgroup).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or(0);
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed warm-pool slots and cgroups left by dead processes"
+            );
+        }
+    }
+}
+
+/// The directories in `dir` named `<prefix><pid>-<start>-…` whose process is gone.
+fn dead_owners(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(prefix) else {
+                return false;
+            };
+            let mut parts = rest.splitn(3, '-');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(pid), Some(start), Some(_)) => !owner_alive(&format!("{pid}:{start}")),
+                _ => false,
+            }
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// The FIFO's write end once the container's shell is waiting on it (within 30 s).
+async fn wait_for_reader(slot: &Slot) -> std::io::Result<std::fs::File> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut delay = std::time::Duration::from_millis(1);
+    loop {
+        match slot.open_writer() {
+            Ok(fifo) => return Ok(fifo),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the shell did not open the FIFO within 30 s",
+                    ));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One container being made: counted in `filling` until dropped, also when the future making
+/// it is abandoned (its runtime shut down).
+struct Filling<'a>(&'a Inner);
+
+impl Drop for Filling<'_> {
+    fn drop(&mut self) {
+        {
+            let mut state = self.0.state();
+            state.filling = state.filling.saturating_sub(1);
+        }
+        self.0.pool_changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_owners_are_found_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = super::super::own_owner_label().replace(':', "-");
+        for name in [
+            format!("docker-warm-{own}-aaaa"),
+            "docker-warm-4194305-1-bbbb".to_owned(),
+            "docker-1234".to_owned(),
+            "docker-warm-garbage".to_owned(),
+        ] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        assert_eq!(
+            dead_owners(dir.path(), "docker-warm-"),
+            vec![dir.path().join("docker-warm-4194305-1-bbbb")]
+        );
+    }
+}
