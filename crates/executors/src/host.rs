@@ -20,7 +20,7 @@
 //! limits, or the tree-wide stats (cpu time comes from `wait4`'s rusage: the command and the
 //! children it waited for).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -31,9 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use conductor_core::{
-    check_supported, plan, EventSender, Executor, ExecutorError, HostContext, PlanTarget,
-};
+use conductor_core::{check_supported, EventSender, Executor, ExecutorError, PlanTarget};
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
 use conductor_sandbox::report::{outcome, Outcome};
 use conductor_sandbox::spec::{HelperMode, HostSpec};
@@ -365,18 +363,7 @@ impl Executor for HostExecutor {
         events: EventSender,
     ) -> Result<ExecutionResult, ExecutorError> {
         check_supported(&request, NAME, &self.capabilities())?;
-        let host = HostContext {
-            env: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect::<BTreeMap<_, _>>(),
-        };
-        let plan = plan(&request, PlanTarget::Host, &host)?;
-        if !request.workspace.is_dir() {
-            return Err(ExecutorError::io(
-                format!("workspace {}", request.workspace.display()),
-                io::Error::new(io::ErrorKind::NotFound, "not an existing directory"),
-            ));
-        }
+        let plan = crate::run::plan_request(&request, PlanTarget::Host)?;
         self.run(&request, &plan, events).await
     }
 

@@ -113,6 +113,27 @@ pub enum Ending {
     Cancelled,
 }
 
+/// Plans `request` for `target` with this process's environment (for the allow-listed
+/// variables) and checks that its workspace exists: the first step of every `execute`.
+pub fn plan_request(
+    request: &conductor_types::ExecutionRequest,
+    target: conductor_core::PlanTarget,
+) -> Result<conductor_types::ExecPlan, ExecutorError> {
+    let host = conductor_core::HostContext {
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+    };
+    let plan = conductor_core::plan(request, target, &host)?;
+    if !request.workspace.is_dir() {
+        return Err(ExecutorError::io(
+            format!("workspace {}", request.workspace.display()),
+            io::Error::new(io::ErrorKind::NotFound, "not an existing directory"),
+        ));
+    }
+    Ok(plan)
+}
+
 /// Waits for `exited`; when the timeout or `cancel` comes first, runs `kill` and then waits for
 /// `exited` all the same. `kill` must make `exited` resolve.
 pub async fn supervise<T, K>(

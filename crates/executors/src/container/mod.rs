@@ -53,7 +53,7 @@ mod pool;
 pub mod spec;
 mod warm;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -65,9 +65,7 @@ use bollard::container::LogOutput;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
 };
-use conductor_core::{
-    check_supported, plan, EventSender, Executor, ExecutorError, HostContext, PlanTarget,
-};
+use conductor_core::{check_supported, EventSender, Executor, ExecutorError, PlanTarget};
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager, CgroupVersion};
 use conductor_types::{
     Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
@@ -693,18 +691,7 @@ impl Executor for ContainerExecutor {
                 what: "a rootfs directory (containers run an image: use --environment)".to_owned(),
             });
         }
-        let host = HostContext {
-            env: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect::<BTreeMap<_, _>>(),
-        };
-        let plan = plan(&request, PlanTarget::Sandbox, &host)?;
-        if !request.workspace.is_dir() {
-            return Err(ExecutorError::io(
-                format!("workspace {}", request.workspace.display()),
-                io::Error::new(io::ErrorKind::NotFound, "not an existing directory"),
-            ));
-        }
+        let plan = crate::run::plan_request(&request, PlanTarget::Sandbox)?;
         self.run(&request, &plan, events).await
     }
 

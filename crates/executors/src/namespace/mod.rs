@@ -22,7 +22,7 @@
 //! pool; [`Cgroup::procs_files`] only builds paths, and reading the stats (a handful of
 //! pseudo-file reads) is done inline.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -30,9 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use conductor_core::{
-    check_supported, plan, EventSender, Executor, ExecutorError, HostContext, PlanTarget,
-};
+use conductor_core::{check_supported, EventSender, Executor, ExecutorError, PlanTarget};
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
 use conductor_sandbox::report::{outcome, Outcome};
 use conductor_sandbox::spec::{HelperMode, Prelude, SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE};
@@ -430,18 +428,7 @@ impl Executor for NamespaceExecutor {
             });
         }
         check_supported(&request, NAME, &self.capabilities())?;
-        let host = HostContext {
-            env: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect::<BTreeMap<_, _>>(),
-        };
-        let plan = plan(&request, PlanTarget::Sandbox, &host)?;
-        if !request.workspace.is_dir() {
-            return Err(ExecutorError::io(
-                format!("workspace {}", request.workspace.display()),
-                io::Error::new(io::ErrorKind::NotFound, "not an existing directory"),
-            ));
-        }
+        let plan = crate::run::plan_request(&request, PlanTarget::Sandbox)?;
         self.run(&request, &plan, events).await
     }
 
