@@ -662,13 +662,14 @@ async fn cleanup_policies_are_enforced_by_the_sweeper() {
         .submit(&json!({"commands": ["echo hi"], "workspace": once.id}).to_string())
         .await;
     app.wait_for(task.id, TaskStatus::Succeeded).await;
+    // The record goes first (atomically with the in-use check), then the directory.
     let mut status = StatusCode::OK;
     for _ in 0..300 {
         status = app
             .send(Method::GET, "/api/v1/workspaces/once", None)
             .await
             .0;
-        if status == StatusCode::NOT_FOUND {
+        if status == StatusCode::NOT_FOUND && !dir_of(&app, "once").exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
