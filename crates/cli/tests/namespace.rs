@@ -559,3 +559,41 @@ async fn a_warm_helper_gets_the_requests_limits() {
         result.stderr
     );
 }
+
+/// `full` (the host environment's default in the server) has warm helpers of its own: after the
+/// first execution, the next one runs in a warm helper's cgroup, on the host's network.
+#[tokio::test]
+async fn full_network_executions_take_warm_helpers_too() {
+    let Some(executor) = executor() else { return };
+    if let Some(reason) = executor.cgroups_unavailable() {
+        eprintln!("skipped: no cgroups: {reason}");
+        return;
+    }
+    let workspace = tempfile::tempdir().unwrap();
+    let full = |argv: &[&str]| {
+        let mut req = request(argv, workspace.path());
+        req.network = NetworkPolicy::Full;
+        req
+    };
+    let first = run_request(&executor, full(&["true"])).await;
+    assert_eq!(first.exit_code, 0, "{}", first.stderr);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = run_request(
+        &executor,
+        full(&["cat", "/proc/self/cgroup", "/proc/net/dev"]),
+    )
+    .await;
+    assert_eq!(second.exit_code, 0, "{}", second.stderr);
+    assert!(
+        second.stdout.contains("/conductor/ns-warm-"),
+        "not a warm helper: {}",
+        second.stdout
+    );
+    // The host's interfaces, not a namespace with loopback alone.
+    let interfaces = second
+        .stdout
+        .lines()
+        .filter(|l| l.contains(':') && !l.contains("/"))
+        .count();
+    assert!(interfaces > 1, "{}", second.stdout);
+}

@@ -62,9 +62,9 @@ pub struct NamespaceConfig {
     pub spool_dir: PathBuf,
     /// First host uid/gid of the 65536 ids sandbox root and its users map to (when root).
     pub uid_base: u32,
-    /// Helpers kept started, each in its own cgroup and with its namespaces, for executions
-    /// with a network namespace of their own (every policy but `full`); 0 starts every helper
-    /// on demand.
+    /// Helpers kept started, each in its own cgroup and with its namespaces, per network mode
+    /// (a network namespace of its own for every policy but `full`; the host's for `full`);
+    /// 0 starts every helper on demand.
     pub warm_helpers: usize,
 }
 
@@ -95,7 +95,8 @@ pub struct NamespaceExecutor {
     cgroups: Result<Arc<CgroupManager>, String>,
     is_root: bool,
     registry: Registry,
-    pool: Arc<WarmPool>,
+    /// Warm helpers with their own network namespace, and on the host's network.
+    pools: [Arc<WarmPool>; 2],
 }
 
 impl NamespaceExecutor {
@@ -131,20 +132,23 @@ impl NamespaceExecutor {
         if let Err(reason) = &cgroups {
             tracing::info!(%reason, "namespace executor runs without cgroups: no limits");
         }
-        // Warm helpers have a network namespace of their own.
-        let pool = Arc::new(WarmPool::new(
-            config.helper_path.clone(),
-            cgroups.as_ref().ok().cloned(),
-            HelperMode::Namespaces {
-                new_network: true,
-                uid_base: config.uid_base,
-            },
-            config.warm_helpers,
-        ));
+        // One pool of warm helpers with a network namespace of their own (every policy but
+        // `full`) and one on the host's network (`full`, the `host` environment's default).
+        let pools = [true, false].map(|new_network| {
+            Arc::new(WarmPool::new(
+                config.helper_path.clone(),
+                cgroups.as_ref().ok().cloned(),
+                HelperMode::Namespaces {
+                    new_network,
+                    uid_base: config.uid_base,
+                },
+                config.warm_helpers,
+            ))
+        });
         Ok(Self {
             config,
             cgroups,
-            pool,
+            pools,
             is_root,
             registry: Registry::new(),
         })
@@ -186,8 +190,13 @@ impl NamespaceExecutor {
         let started = Instant::now();
         // A warm helper is already running in its cgroup, with its namespaces; a cold one starts
         // (exec, dynamic linking) while its cgroup is made, and joins it from the prelude.
-        let warm = self
-            .pool
+        let pool = match wanted.mode {
+            HelperMode::Namespaces {
+                new_network: false, ..
+            } => &self.pools[1],
+            _ => &self.pools[0],
+        };
+        let warm = pool
             .take(&wanted.mode)
             .and_then(|warm| apply_limits(warm, manager.as_deref(), &limits));
         let cold = warm.is_none();
@@ -199,7 +208,7 @@ impl NamespaceExecutor {
             Some(launched) => launched,
             None => Launched::spawn(&self.config.helper_path)?,
         };
-        self.pool.refill();
+        pool.refill();
         sandbox.cgroup = cgroup.map(Arc::new);
         let _ = events
             .send(ExecEvent::Started {
@@ -406,7 +415,9 @@ impl Executor for NamespaceExecutor {
 
     /// Starts the warm helpers in the background.
     async fn warmup(&self) -> Result<(), ExecutorError> {
-        self.pool.refill();
+        for pool in &self.pools {
+            pool.refill();
+        }
         Ok(())
     }
 
