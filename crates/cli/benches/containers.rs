@@ -26,6 +26,9 @@ use conductor_envs::EnvStore;
 use conductor_executors::container::{ContainerConfig, ContainerExecutor, Engine, EngineKind};
 use conductor_types::{ExecEvent, ExecutionRequest};
 
+mod common;
+use common::{ms, percentile};
+
 /// One measured thing: its name, and a run returning (start-to-exit, time to `Started`).
 type Variant = (String, Box<dyn FnMut() -> Result<Sample, String>>);
 
@@ -319,17 +322,4 @@ fn conductor_home() -> Result<std::path::PathBuf, String> {
 
 fn totals(samples: &[Sample]) -> Vec<Duration> {
     samples.iter().map(|s| s.total).collect()
-}
-
-fn percentile(samples: &mut [Duration], pct: usize) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    samples.sort_unstable();
-    let index = (samples.len() * pct / 100).min(samples.len() - 1);
-    samples[index]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

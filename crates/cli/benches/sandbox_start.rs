@@ -17,6 +17,9 @@ use conductor_executors::host::{HostConfig, HostExecutor};
 use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
 use conductor_types::{ExecutionRequest, NetworkPolicy};
 
+mod common;
+use common::{ms, percentile};
+
 type Variant = (String, Box<dyn FnMut() -> Result<(), String>>);
 
 fn main() -> Result<(), String> {
@@ -196,17 +199,4 @@ fn run_baseline(argv: &[&str]) -> Result<(), String> {
 fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
-fn percentile(samples: &mut [Duration], pct: usize) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    samples.sort_unstable();
-    let index = (samples.len() * pct / 100).min(samples.len() - 1);
-    samples[index]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

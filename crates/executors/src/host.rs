@@ -183,34 +183,22 @@ impl HostExecutor {
             &events,
         );
 
-        let exited = tokio::task::spawn_blocking(move || wait_until_exited(pgid));
-        let (ending, waited) =
-            supervise(exited, plan.timeout, registration.token(), || tree.kill()).await;
-        waited
-            .map_err(|e| ExecutorError::io("waiting for the command", io::Error::other(e)))?
-            .map_err(|e| ExecutorError::io("waiting for the command", e))?;
-        // The outermost process is a zombie now, so its pid (the session's pgid) cannot be
-        // reused. Whatever it left behind goes with it.
-        tree.kill().await;
-        let (exit, rusage_cpu_us) = reap(pgid).map_err(|e| ExecutorError::io("reaping", e))?;
-        tree.pgid = None;
+        let (ending, exit, rusage_cpu_us) = tree
+            .supervise(pgid, plan.timeout, registration.token())
+            .await?;
         let duration = started.elapsed();
         // `child` was reaped by hand; dropping a std Child never waits.
         drop(child);
         let (stdout, stderr) = output.finish(OUTPUT_GRACE).await?;
         let measurements = tree.finish(rusage_cpu_us).await;
-        Ok(Finished {
-            execution_id: request.id.clone(),
-            executor: NAME,
-            isolation_level: IsolationLevel::ProcessOnly,
+        Ok(finished(
+            request,
             ending,
             exit,
-            stdout,
-            stderr,
+            (stdout, stderr),
             duration,
             measurements,
-        }
-        .into_result())
+        ))
     }
 
     /// Runs the command from a warm helper, already in its cgroup (which now has the plan's
@@ -265,15 +253,9 @@ impl HostExecutor {
             &events,
         );
 
-        let exited = tokio::task::spawn_blocking(move || wait_until_exited(pgid));
-        let (ending, waited) =
-            supervise(exited, plan.timeout, registration.token(), || tree.kill()).await;
-        waited
-            .map_err(|e| ExecutorError::io("waiting for the command", io::Error::other(e)))?
-            .map_err(|e| ExecutorError::io("waiting for the command", e))?;
-        tree.kill().await;
-        let (exit, rusage_cpu_us) = reap(pgid).map_err(|e| ExecutorError::io("reaping", e))?;
-        tree.pgid = None;
+        let (ending, exit, rusage_cpu_us) = tree
+            .supervise(pgid, plan.timeout, registration.token())
+            .await?;
         let duration = started.elapsed();
         // The socket closed when the command was executed (close-on-exec) or the helper exited.
         let reports = reports.await.unwrap_or_default();
@@ -302,19 +284,38 @@ impl HostExecutor {
                 | Outcome::Lost => {}
             }
         }
-        Ok(Finished {
-            execution_id: request.id.clone(),
-            executor: NAME,
-            isolation_level: IsolationLevel::ProcessOnly,
+        Ok(finished(
+            request,
             ending,
             exit,
-            stdout,
-            stderr,
+            (stdout, stderr),
             duration,
             measurements,
-        }
-        .into_result())
+        ))
     }
+}
+
+/// The result of a host execution that ran.
+fn finished(
+    request: &ExecutionRequest,
+    ending: Ending,
+    exit: ProcessExit,
+    (stdout, stderr): (CapturedStream, CapturedStream),
+    duration: Duration,
+    measurements: Measurements,
+) -> ExecutionResult {
+    Finished {
+        execution_id: request.id.clone(),
+        executor: NAME,
+        isolation_level: IsolationLevel::ProcessOnly,
+        ending,
+        exit,
+        stdout,
+        stderr,
+        duration,
+        measurements,
+    }
+    .into_result()
 }
 
 #[async_trait]
@@ -381,6 +382,28 @@ struct Tree {
 }
 
 impl Tree {
+    /// Waits for the session leader `pgid` under the timeout and the cancel token, then kills
+    /// whatever the tree still holds and reaps the leader: its exit and the cpu time `wait4`
+    /// reports.
+    async fn supervise(
+        &mut self,
+        pgid: i32,
+        timeout: Option<Duration>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<(Ending, ProcessExit, Option<u64>), ExecutorError> {
+        let exited = tokio::task::spawn_blocking(move || wait_until_exited(pgid));
+        let (ending, waited) = supervise(exited, timeout, cancel, || self.kill()).await;
+        waited
+            .map_err(|e| ExecutorError::io("waiting for the command", io::Error::other(e)))?
+            .map_err(|e| ExecutorError::io("waiting for the command", e))?;
+        // The outermost process is a zombie now, so its pid (the session's pgid) cannot be
+        // reused. Whatever it left behind goes with it.
+        self.kill().await;
+        let (exit, rusage_cpu_us) = reap(pgid).map_err(|e| ExecutorError::io("reaping", e))?;
+        self.pgid = None;
+        Ok((ending, exit, rusage_cpu_us))
+    }
+
     async fn kill(&self) {
         if let Some(pgid) = self.pgid {
             killpg(pgid);

@@ -170,27 +170,28 @@ impl WarmPool {
             None => None,
         };
         let mut launched = Launched::spawn(&self.helper)?;
-        let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
         // Moved into its cgroup from here, so the pool only ever offers a helper that is in it
         // (the migration can wait for an RCU grace period). Where this process may not move
         // another one, the helper joins from the prelude, as a cold one does.
-        let cgroup_procs = if procs.is_empty() {
-            procs
-        } else {
-            let pid = launched.child.id().to_string();
-            let files = procs.clone();
-            let moved = tokio::task::spawn_blocking(move || {
-                files.iter().try_for_each(|file| std::fs::write(file, &pid))
-            })
-            .await
-            .map_err(|e| ExecutorError::io("starting a warm helper", io::Error::other(e)))?;
-            match moved {
-                Ok(()) => Vec::new(),
-                Err(e) => {
-                    tracing::debug!(error = %e, "moving a warm helper into its cgroup; it joins itself");
-                    procs
-                }
+        let (cgroup, cgroup_procs) = match cgroup {
+            Some(cgroup) => {
+                let pid = launched.child.id();
+                let (cgroup, moved) = tokio::task::spawn_blocking(move || {
+                    let moved = cgroup.add_pid(pid);
+                    (cgroup, moved)
+                })
+                .await
+                .map_err(|e| ExecutorError::io("starting a warm helper", io::Error::other(e)))?;
+                let procs = match moved {
+                    Ok(()) => Vec::new(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "moving a warm helper into its cgroup; it joins itself");
+                        cgroup.procs_files()
+                    }
+                };
+                (Some(cgroup), procs)
             }
+            None => (None, Vec::new()),
         };
         let prelude = Prelude {
             mode: self.mode.clone(),
