@@ -1,12 +1,15 @@
 //! `conductor env list|build|show|rm`: environments built offline (conductor-envs) and
 //! imported into the container engines that answer, with a progress bar while building.
+//! `conductor env build postgres redis` builds the service sidecars the same way, imported as
+//! `conductor-service/<name>:<hash>`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use conductor_envs::{BuildConfig, BuildEvent, Builder, BuiltEnv, EnvSpec, EnvStore};
+use conductor_envs::{BuildConfig, BuildEvent, Builder, BuiltEnv, EnvSpec, EnvStore, ServiceSpec};
 use conductor_executors::container::{Engine, EngineKind};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -26,9 +29,9 @@ enum EnvCommand {
         json: bool,
     },
     /// Build environments (cached: an unchanged spec is not rebuilt) and import them into the
-    /// container engines.
+    /// container engines. The service sidecars `postgres` and `redis` are built by name too.
     Build {
-        /// Presets or custom environments to build.
+        /// Presets, custom environments or services (postgres, redis) to build.
         names: Vec<String>,
         /// A spec file (TOML or JSON: name, base, packages, setup) to build.
         #[arg(long, value_name = "SPEC")]
@@ -93,32 +96,62 @@ async fn run(args: EnvArgs) -> anyhow::Result<()> {
             file,
             import,
         } => {
+            // Each spec with the image tag it is imported as.
             let mut specs = Vec::new();
             if let Some(path) = file {
-                specs.push(EnvSpec::from_file(&path)?);
+                let spec = EnvSpec::from_file(&path)?;
+                let tag = spec.image_tag();
+                specs.push((spec, tag));
             }
             for name in names {
-                specs.push(store.resolve(&name)?);
+                match conductor_envs::service(&name) {
+                    Some(service) => {
+                        let tag = service.image_tag();
+                        specs.push((service.env, tag));
+                    }
+                    None => {
+                        let spec = store.resolve(&name)?;
+                        let tag = spec.image_tag();
+                        specs.push((spec, tag));
+                    }
+                }
             }
             if specs.is_empty() {
                 bail!("name an environment to build (see conductor env list) or give --file SPEC");
             }
             let engines = engines(import).await?;
-            for spec in specs {
+            for (spec, tag) in specs {
                 let built = build(&store, spec).await?;
                 for engine in &engines {
-                    ensure_image(engine, &built).await?;
+                    ensure_image_as(engine, &built, &tag).await?;
                 }
             }
             Ok(())
         }
         EnvCommand::Show { name } => {
-            let spec = store.resolve(&name)?;
+            let service = conductor_envs::service(&name);
+            let (spec, image) = match &service {
+                Some(service) => (service.env.clone(), service.image_tag()),
+                None => {
+                    let spec = store.resolve(&name)?;
+                    let image = spec.image_tag();
+                    (spec, image)
+                }
+            };
             let built = store.built(&spec)?;
             let value = serde_json::json!({
                 "name": spec.name,
                 "hash": spec.content_hash(),
-                "image": spec.image_tag(),
+                "image": image,
+                "service": service.as_ref().map(|s| serde_json::json!({
+                    "name": s.name,
+                    "runs": s.version,
+                    "command": s.command,
+                    "user": s.user,
+                    "port": s.port,
+                    "health": s.health,
+                    "task_env": s.task_env,
+                })),
                 "spec": spec,
                 "built": built.as_ref().map(|b| serde_json::json!({
                     "dir": b.dir,
@@ -130,12 +163,18 @@ async fn run(args: EnvArgs) -> anyhow::Result<()> {
             Ok(())
         }
         EnvCommand::Rm { name } => {
-            let spec = store.resolve(&name).ok();
-            let removed = store.remove(&name)?;
+            let (dir_name, image) = match conductor_envs::service(&name) {
+                Some(service) => (service.env.name.clone(), Some(service.image_tag())),
+                None => (
+                    name.clone(),
+                    store.resolve(&name).ok().map(|s| s.image_tag()),
+                ),
+            };
+            let removed = store.remove(&dir_name)?;
             let mut images = 0;
-            if let Some(spec) = spec {
+            if let Some(image) = image {
                 for engine in engines(ImportTo::Auto).await? {
-                    if engine.remove_image(&spec.image_tag()).await? {
+                    if engine.remove_image(&image).await? {
                         images += 1;
                     }
                 }
@@ -189,6 +228,26 @@ fn list(store: &EnvStore, json: bool) -> anyhow::Result<()> {
             },
             size,
             s.spec.description
+        );
+    }
+    for service in conductor_envs::services() {
+        let built = store.built(&service.env)?;
+        println!(
+            "{:<16} {:<8} {:<12} {:<10} {:>8}  {} ({})",
+            service.name,
+            "service",
+            service.env.content_hash(),
+            if built.is_some() {
+                "built"
+            } else {
+                "not built"
+            },
+            built.as_ref().map_or_else(
+                || "-".to_owned(),
+                |b| format!("{}M", b.manifest.size_bytes / (1024 * 1024))
+            ),
+            service.env.description,
+            service.version
         );
     }
     Ok(())
@@ -278,7 +337,16 @@ async fn engines(import: ImportTo) -> anyhow::Result<Vec<Engine>> {
 /// Imports `built` into `engine` as `conductor-env/<name>:<hash>` unless it is there already;
 /// returns the tag.
 pub async fn ensure_image(engine: &Engine, built: &BuiltEnv) -> anyhow::Result<String> {
-    let tag = built.manifest.image_tag();
+    ensure_image_as(engine, built, &built.manifest.image_tag()).await
+}
+
+/// Imports `built` into `engine` as `tag` unless it is there already; returns the tag.
+pub async fn ensure_image_as(
+    engine: &Engine,
+    built: &BuiltEnv,
+    tag: &str,
+) -> anyhow::Result<String> {
+    let tag = tag.to_owned();
     if engine.has_image(&tag).await? {
         return Ok(tag);
     }
@@ -290,4 +358,22 @@ pub async fn ensure_image(engine: &Engine, built: &BuiltEnv) -> anyhow::Result<S
         started.elapsed().as_secs_f64()
     );
     Ok(tag)
+}
+
+/// The service images `engine` can run (`ContainerConfig::services`): every local service whose
+/// current spec is built, imported into the engine when it is not there yet. A service that is
+/// not built is left out; starting it then fails naming `conductor env build <name>`.
+// Used by the server's composition root (`environments`); `conductor exec` runs no services
+// and does not pay for the lookups.
+pub async fn service_images(engine: &Engine) -> anyhow::Result<BTreeMap<String, String>> {
+    let store = store()?;
+    let mut images = BTreeMap::new();
+    for service in conductor_envs::services() {
+        let ServiceSpec { name, env, .. } = &service;
+        if let Some(built) = store.built(env)? {
+            let tag = ensure_image_as(engine, &built, &service.image_tag()).await?;
+            images.insert(name.clone(), tag);
+        }
+    }
+    Ok(images)
 }

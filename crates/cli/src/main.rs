@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod client;
 mod config;
 mod env;
+mod environments;
 mod exec;
 mod executor;
 mod serve;

@@ -3,19 +3,15 @@
 //! SIGINT or SIGTERM. Settings come from the config file, `CONDUCTOR_*` variables and these flags
 //! (see `conductor config show`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use conductor_core::{Executor, DEFAULT_ENVIRONMENT};
-use conductor_executors::host::{HostConfig, HostExecutor};
-use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
-use conductor_server::config::ExecutorKind;
 use conductor_server::RawConfig;
 
 use crate::config::ConfigSource;
+use crate::environments::{self, Placement};
 use crate::sweep::{ServerCgroups, CGROUP_ROOT};
 
 /// Flags of `conductor serve`; each overrides the config file and environment.
@@ -36,8 +32,11 @@ pub struct ServeArgs {
     #[arg(long)]
     grace: Option<String>,
     /// What runs tasks: auto (the namespace executor where it works here, else the host
-    /// executor), host or namespace (default auto; env CONDUCTOR_EXECUTOR).
-    #[arg(long, value_parser = ["auto", "host", "namespace"])]
+    /// executor), host, namespace, docker or podman (default auto; env CONDUCTOR_EXECUTOR).
+    /// Built environments run on it (docker and podman with their image); the host
+    /// environment runs on host or namespace. `[environments.NAME]` in the config file
+    /// overrides it per environment.
+    #[arg(long, value_parser = ["auto", "host", "namespace", "docker", "podman"])]
     executor: Option<String>,
 }
 
@@ -67,67 +66,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut config = args.source.load(flags)?;
     let cgroups = ServerCgroups::new(Path::new(CGROUP_ROOT), &config.home);
-    let executor = executor(
-        config.executor,
-        &config.home,
-        &cgroups.run_parent(),
-        config.serve.scheduler.agents,
-    )
-    .await?;
-    tracing::info!(executor = executor.name(), "tasks run on this executor");
-    let executors: BTreeMap<String, Arc<dyn Executor>> =
-        BTreeMap::from([(DEFAULT_ENVIRONMENT.to_owned(), executor)]);
+    let placement = Placement {
+        home: config.home.clone(),
+        cgroup_parent: cgroups.run_parent(),
+        warm_helpers: config.serve.scheduler.agents,
+    };
+    let executors = environments::executors(&config, placement).await?;
+    for (environment, executor) in &executors {
+        tracing::info!(environment, executor = executor.name(), "environment");
+        // Pools fill and images are imported in the background: the server answers meanwhile.
+        let executor = Arc::clone(executor);
+        let environment = environment.clone();
+        tokio::spawn(async move {
+            if let Err(error) = executor.warmup().await {
+                tracing::warn!(environment, %error, "warming up the executor failed");
+            }
+        });
+    }
     let cgroups = Arc::new(cgroups);
     config.serve.sweep = Some(Arc::clone(&cgroups) as Arc<dyn conductor_server::Sweep>);
     let served = conductor_server::serve(config.serve, executors, shutdown_signal()).await;
     // The server and its executors are gone: nothing runs in this run's cgroups any more.
     cgroups.remove_run();
     served.context("conductor serve")
-}
-
-/// The executor of the `host` environment (the host's filesystem view): `kind`, with `auto`
-/// falling back to the host executor with a warning where namespaces do not work. Execution
-/// cgroups go under `cgroup_parent`, spooled output under `<home>/logs`. The namespace executor
-/// keeps one started helper per agent, so back-to-back tasks do not wait for a cold start.
-async fn executor(
-    kind: ExecutorKind,
-    home: &Path,
-    cgroup_parent: &str,
-    agents: usize,
-) -> anyhow::Result<Arc<dyn Executor>> {
-    let spool_dir = home.join("logs");
-    let host = || -> Arc<dyn Executor> {
-        Arc::new(HostExecutor::new(HostConfig {
-            cgroup_parent: cgroup_parent.to_owned(),
-            spool_dir: spool_dir.clone(),
-            ..HostConfig::default()
-        }))
-    };
-    let namespace = || async {
-        let executor: Arc<dyn Executor> = Arc::new(NamespaceExecutor::new(NamespaceConfig {
-            cgroup_parent: cgroup_parent.to_owned(),
-            spool_dir: spool_dir.clone(),
-            warm_helpers: agents.max(1),
-            ..NamespaceConfig::default()
-        })?);
-        executor.health_check().await?;
-        anyhow::Ok(executor)
-    };
-    match kind {
-        ExecutorKind::Host => Ok(host()),
-        ExecutorKind::Namespace => namespace()
-            .await
-            .context("the namespace executor (config key executor)"),
-        ExecutorKind::Auto => match namespace().await {
-            Ok(executor) => Ok(executor),
-            Err(error) => {
-                eprintln!(
-                    "conductor: warning: {error:#}; tasks run on the host with process isolation only (set executor = \"host\" to silence this)"
-                );
-                Ok(host())
-            }
-        },
-    }
 }
 
 async fn shutdown_signal() {

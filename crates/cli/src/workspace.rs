@@ -34,6 +34,10 @@ enum WorkspaceCommand {
         /// delete, keep (the default) or ttl:DURATION (ttl:7d).
         #[arg(long)]
         cleanup: Option<String>,
+        /// A disk quota (1g, 512m): the workspace becomes a filesystem of that size (the
+        /// server must run as root).
+        #[arg(long)]
+        disk: Option<String>,
     },
     /// Show one workspace.
     Show {
@@ -263,17 +267,19 @@ fn optional<T: ToString>(value: Option<T>) -> String {
 /// The workspaces as a table.
 pub fn workspace_table(workspaces: &[Workspace]) -> String {
     let mut out = format!(
-        "{:<35}  {:<20}  {:<10}  {:>12}  {:<24}  LAST USED\n",
-        "ID", "NAME", "CLEANUP", "SIZE", "CREATED"
+        "{:<35}  {:<20}  {:<10}  {:>12}  {:>6}  {:<16}  {:<24}  LAST USED\n",
+        "ID", "NAME", "CLEANUP", "SIZE", "DISK", "OWNER", "CREATED"
     );
     for ws in workspaces {
         let _ = writeln!(
             out,
-            "{:<35}  {:<20}  {:<10}  {:>12}  {:<24}  {}",
+            "{:<35}  {:<20}  {:<10}  {:>12}  {:>6}  {:<16}  {:<24}  {}",
             ws.id,
             ws.name,
             ws.cleanup,
             optional(ws.size_bytes),
+            optional(ws.disk),
+            ws.owner.as_deref().unwrap_or("-"),
             ws.created_at,
             optional(ws.last_used_at)
         );
@@ -319,10 +325,12 @@ pub fn diff_lines(diff: &DiffView) -> String {
 
 fn show(ws: &Workspace) -> String {
     format!(
-        "id:        {}\nname:      {}\ncleanup:   {}\ncreated:   {}\nlast used: {}\nsize:      {}\n",
+        "id:        {}\nname:      {}\nowner:     {}\ncleanup:   {}\ndisk:      {}\ncreated:   {}\nlast used: {}\nsize:      {}\n",
         ws.id,
         ws.name,
+        ws.owner.as_deref().unwrap_or("-"),
         ws.cleanup,
+        optional(ws.disk),
         ws.created_at,
         optional(ws.last_used_at),
         optional(ws.size_bytes.map(|b| format!("{b} bytes"))),
@@ -343,10 +351,17 @@ async fn workspace(args: WorkspaceArgs) -> anyhow::Result<()> {
                 emit(&workspace_table(&list))?;
             }
         }
-        WorkspaceCommand::Create { name, cleanup } => {
+        WorkspaceCommand::Create {
+            name,
+            cleanup,
+            disk,
+        } => {
             let mut body = json!({ "name": name });
             if let Some(cleanup) = cleanup {
                 body["cleanup"] = json!(cleanup);
+            }
+            if let Some(disk) = disk {
+                body["disk"] = json!(disk);
             }
             let created: Workspace = client
                 .json(
@@ -578,11 +593,17 @@ mod tests {
             created_at: Timestamp(0),
             last_used_at: None,
             size_bytes: Some(31),
+            owner: Some("tok_0123456789ab".into()),
+            disk: Some(conductor_types::Bytes(conductor_types::Bytes::GIB)),
         };
         assert_eq!(
-            workspace_table(&[ws]),
-            "ID                                   NAME                  CLEANUP             SIZE  CREATED                   LAST USED\n\
-             ws_0f4c1d3b9a8e4f6b8d2c7a1e5b3f9d0c  repo                  keep                  31  1970-01-01T00:00:00.000Z  -\n"
+            workspace_table(std::slice::from_ref(&ws)),
+            "ID                                   NAME                  CLEANUP             SIZE    DISK  OWNER             CREATED                   LAST USED\n\
+             ws_0f4c1d3b9a8e4f6b8d2c7a1e5b3f9d0c  repo                  keep                  31      1g  tok_0123456789ab  1970-01-01T00:00:00.000Z  -\n"
+        );
+        assert_eq!(
+            show(&ws),
+            "id:        ws_0f4c1d3b9a8e4f6b8d2c7a1e5b3f9d0c\nname:      repo\nowner:     tok_0123456789ab\ncleanup:   keep\ndisk:      1g\ncreated:   1970-01-01T00:00:00.000Z\nlast used: -\nsize:      31 bytes\n"
         );
         let diff: DiffView = serde_json::from_value(json!({
             "snapshot": "s",

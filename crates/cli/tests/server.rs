@@ -3,135 +3,16 @@
 //! `conductor run` exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conductor_types::{Task, TaskId, TaskPage, TaskStatus};
+use conductor_types::{Task, TaskPage, TaskStatus};
 use serde_json::json;
 
-/// A spawned `conductor serve` on a free port.
-struct Server {
-    child: Child,
-    url: String,
-    token: String,
-}
-
-impl Server {
-    fn start(home: &Path, agents: u16) -> Self {
-        Self::start_with(home, agents, &["--executor", "host"])
-    }
-
-    fn start_with(home: &Path, agents: u16, flags: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--agents"])
-            .arg(agents.to_string())
-            .args(flags)
-            .env("CONDUCTOR_HOME", home)
-            .env("CONDUCTOR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server exited before listening")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("conductor serving on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let token = std::fs::read_to_string(home.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        Self { child, url, token }
-    }
-
-    fn client(&self) -> Client {
-        Client {
-            http: reqwest::Client::new(),
-            url: self.url.clone(),
-            token: self.token.clone(),
-        }
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-#[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Client {
-    async fn submit(&self, body: serde_json::Value) -> Task {
-        let response = self
-            .http
-            .post(format!("{}/api/v1/tasks", self.url))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        response.json().await.unwrap()
-    }
-
-    async fn task(&self, id: TaskId) -> Task {
-        self.http
-            .get(format!("{}/api/v1/tasks/{id}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn logs(&self, id: TaskId) -> String {
-        self.http
-            .get(format!("{}/api/v1/tasks/{id}/logs", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn wait_until(&self, id: TaskId, done: impl Fn(&Task) -> bool) -> Task {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let task = self.task(id).await;
-            if done(&task) {
-                return task;
-            }
-            assert!(Instant::now() < deadline, "task never got there: {task:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
+mod support;
+use support::{is_root, Server};
 
 fn command(text: &str) -> serde_json::Value {
     json!({ "commands": [text] })
@@ -286,15 +167,6 @@ async fn kill_9_leaves_no_orphan_process_behind_after_restart() {
         }
         server.terminate();
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,6 +415,27 @@ fn the_cli_manages_workspaces_and_snapshots() {
         (&shown["id"], &shown["cleanup"]),
         (&json!(id), &json!("ttl:2d"))
     );
+    // Owned by the admin token the CLI used.
+    let owner = shown["owner"].as_str().unwrap_or_default().to_owned();
+    assert!(owner.starts_with("tok_"), "{shown}");
+    assert!(
+        ok(&["workspace", "show", "repo"]).contains(&format!("\nowner:     {owner}\n")),
+        "the owner is shown"
+    );
+    if nix::unistd::geteuid().is_root() {
+        // A disk quota: its own filesystem, shown, and gone with the workspace.
+        ok(&["workspace", "create", "sized", "--disk", "16m"]);
+        assert!(ok(&["workspace", "show", "sized"]).contains("\ndisk:      16m\n"));
+        let listed = ok(&["workspace", "list"]);
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.contains("sized") && l.contains(" 16m ")),
+            "{listed}"
+        );
+        ok(&["workspace", "rm", "sized"]);
+        assert!(!h.join("workspaces/named-quota/sized.img").exists());
+    }
     let dir = h.join("workspaces/named/repo");
     std::fs::write(dir.join("a.txt"), "one\n").unwrap();
     let sid = ok(&["workspace", "snapshot", id, "base"]);

@@ -7,7 +7,7 @@ use conductor_types::{
     ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutorCapabilities, IsolationLevel,
 };
 
-use crate::PlanError;
+use crate::{PlanError, ServiceRunner};
 
 /// Where an executor sends live events. Bounded, so a slow reader slows the command down instead
 /// of growing memory; a closed receiver means nobody is listening and is not an error.
@@ -43,6 +43,12 @@ pub trait Executor: Send + Sync + Debug {
 
     /// Kills a running execution's whole process tree. Returns whether it was running.
     async fn cancel(&self, id: &ExecutionId) -> Result<bool, ExecutorError>;
+
+    /// What starts service sidecars next to this executor's sandboxes, when it can (then it
+    /// also declares `Capability::Services` and runs requests with a `service_network`).
+    fn services(&self) -> Option<&dyn ServiceRunner> {
+        None
+    }
 }
 
 /// Why an executor could not run a request.
@@ -65,6 +71,12 @@ pub enum ExecutorError {
         /// The executor's name.
         executor: &'static str,
         /// What is missing and how to get it.
+        reason: String,
+    },
+    /// The executor is down but a fallback runs its tasks (from `health_check` only).
+    #[error("degraded: {reason}")]
+    Degraded {
+        /// What is down and what runs instead.
         reason: String,
     },
     /// Building the sandbox failed at a named stage.
@@ -93,6 +105,7 @@ impl ExecutorError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::Unsupported { .. } => "not_supported",
             Self::Unavailable { .. } => "executor_unavailable",
+            Self::Degraded { .. } => "executor_degraded",
             Self::Setup { .. } => "sandbox_setup_failed",
             Self::Io { .. } => "io_error",
         }

@@ -8,6 +8,7 @@ mod executor;
 mod lifecycle;
 mod plan;
 mod redact;
+mod services;
 mod store;
 mod task;
 
@@ -18,6 +19,7 @@ pub use plan::{
     check_supported, plan, HostContext, PlanError, PlanTarget, SANDBOX_PATH, SANDBOX_WORKSPACE,
 };
 pub use redact::{LineAssembler, OutputBudget, Redactor, REDACTED};
+pub use services::{RunningService, ServiceRunner, ServiceSet};
 pub use store::{Store, StoreError, TaskQuery};
 pub use task::{
     command_argv, command_of, default_network, validate_request, validate_workspace_name,

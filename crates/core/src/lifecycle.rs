@@ -11,7 +11,7 @@
 //! failed | timed_out | interrupted ──retry (while attempts remain)──▶ queued
 //! ```
 
-use conductor_types::{TaskState, TaskStatus, Timestamp};
+use conductor_types::{FailureCode, TaskState, TaskStatus, Timestamp};
 
 /// A change to a task's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum Transition {
         exit_code: Option<i32>,
         /// Why, when the commands could not be run.
         reason: Option<String>,
+        /// The stable code of why it did not succeed, when known.
+        code: Option<FailureCode>,
         /// When.
         at: Timestamp,
     },
@@ -108,6 +110,7 @@ pub fn apply(
             next.finished_at = None;
             next.exit_code = None;
             next.status_reason = None;
+            next.failure_code = None;
         }
         (
             Running,
@@ -115,6 +118,7 @@ pub fn apply(
                 status,
                 exit_code,
                 reason,
+                code,
                 at,
             },
         ) => {
@@ -124,16 +128,19 @@ pub fn apply(
             next.status = *status;
             next.exit_code = *exit_code;
             next.status_reason = reason.clone();
+            next.failure_code = if *status == Succeeded { None } else { *code };
             next.finished_at = Some(*at);
         }
         (Queued | Running, Transition::Cancel { at }) => {
             next.status = Cancelled;
             next.status_reason = Some("cancelled by a client".to_owned());
+            next.failure_code = None;
             next.finished_at = Some(*at);
         }
         (Running, Transition::Interrupt { reason, at }) => {
             next.status = Interrupted;
             next.status_reason = Some(reason.clone());
+            next.failure_code = None;
             next.finished_at = Some(*at);
         }
         (Failed | TimedOut | Interrupted, Transition::Retry { .. }) => {
@@ -175,6 +182,7 @@ mod tests {
             status,
             exit_code: Some(exit_code),
             reason: None,
+            code: None,
             at: T2,
         }
     }
@@ -191,6 +199,7 @@ mod tests {
             TaskState {
                 status: TaskStatus::Running,
                 status_reason: None,
+                failure_code: None,
                 attempt: 1,
                 agent_id: Some("agent-1".into()),
                 exit_code: None,
@@ -253,6 +262,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_code_lasts_until_the_next_start_and_never_marks_a_success() {
+        let full = Transition::Finish {
+            status: TaskStatus::Failed,
+            exit_code: Some(1),
+            reason: Some("disk_quota_exceeded: full".into()),
+            code: Some(FailureCode::DiskQuotaExceeded),
+            at: T2,
+        };
+        let failed = apply(&running(), &full, 1).unwrap();
+        assert_eq!(failed.failure_code, Some(FailureCode::DiskQuotaExceeded));
+        let requeued = apply(&failed, &Transition::Retry { at: T2 }, 1).unwrap();
+        assert_eq!(requeued.failure_code, Some(FailureCode::DiskQuotaExceeded));
+        assert_eq!(apply(&requeued, &start(), 1).unwrap().failure_code, None);
+        let succeeded = Transition::Finish {
+            status: TaskStatus::Succeeded,
+            exit_code: Some(0),
+            reason: None,
+            code: Some(FailureCode::DiskQuotaExceeded),
+            at: T2,
+        };
+        assert_eq!(apply(&running(), &succeeded, 0).unwrap().failure_code, None);
+    }
+
+    #[test]
     fn finish_only_accepts_outcomes() {
         let err = apply(&running(), &finish(TaskStatus::Cancelled, 0), 0).unwrap_err();
         assert_eq!(
@@ -287,6 +320,7 @@ mod tests {
             TaskState {
                 status: TaskStatus::Queued,
                 status_reason: Some("server restarted".into()),
+                failure_code: None,
                 attempt: 1,
                 agent_id: None,
                 exit_code: None,

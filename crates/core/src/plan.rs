@@ -88,6 +88,9 @@ pub enum PlanError {
     /// A hostname that is not a DNS label.
     #[error("hostname {0:?} is invalid: use 1 to 63 letters, digits and hyphens")]
     InvalidHostname(String),
+    /// A service reference no local service matches, or a service listed twice.
+    #[error("{0}")]
+    Services(String),
     /// A rootfs on an executor without its own root filesystem.
     #[error("a rootfs needs a sandbox executor; the host executor runs on the host's filesystem")]
     RootfsOnHost,
@@ -154,6 +157,10 @@ pub fn check_supported(
         limits.pids.map(|_| (Capability::PidsLimit, "a pids limit")),
         limits.disk.map(|_| (Capability::DiskLimit, "a disk limit")),
         network,
+        request
+            .service_network
+            .as_ref()
+            .map(|_| (Capability::Services, "running services")),
     ];
     for (capability, what) in wanted.into_iter().flatten() {
         if !capabilities.supports(capability) {
@@ -597,6 +604,13 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "network policy none is not supported yet by the host executor"
+        );
+        req.network = NetworkPolicy::Full;
+        req.service_network = Some("conductor-task-t1".into());
+        let err = check_supported(&req, "host", &caps).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "running services is not supported yet by the host executor"
         );
     }
 }

@@ -9,10 +9,10 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use conductor_types::{
     Agent, CommandResult, EventId, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskSpec,
-    TaskStatus, Timestamp, TokenInfo, Workspace, WorkspaceId,
+    TaskState, TaskStatus, Timestamp, TokenInfo, Workspace, WorkspaceId,
 };
 
-use crate::{Transition, TransitionError};
+use crate::{Candidate, Transition, TransitionError};
 
 /// Which tasks `list_tasks` returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,6 +117,25 @@ pub trait Store: Send + Sync + Debug {
     /// Up to `limit` queued tasks, highest priority first, then oldest.
     async fn queued_tasks(&self, limit: u32) -> Result<Vec<Task>, StoreError>;
 
+    /// What the dispatcher needs of up to `limit` queued tasks (highest priority first, then
+    /// oldest), without decoding their whole specs: the queue is read on every wake-up, and the
+    /// tasks it starts come back whole from [`Store::transition`].
+    async fn queued_candidates(&self, limit: u32) -> Result<Vec<Candidate>, StoreError> {
+        Ok(self
+            .queued_tasks(limit)
+            .await?
+            .iter()
+            .map(|task| Candidate {
+                id: task.id,
+                priority: task.spec.priority,
+                queued_at: task.state.queued_at,
+                cpus: task.spec.resources.cpus.map(|c| c.get()),
+                memory: task.spec.resources.memory.map(|m| m.get()),
+                workspace: task.spec.workspace.clone(),
+            })
+            .collect())
+    }
+
     /// Ids of every task with `status`, oldest first.
     async fn task_ids_with_status(&self, status: TaskStatus) -> Result<Vec<TaskId>, StoreError>;
 
@@ -147,6 +166,25 @@ pub trait Store: Send + Sync + Debug {
         result: &CommandResult,
     ) -> Result<EventId, StoreError>;
 
+    /// Records the result of a task's last command (as [`Store::record_result`]) and then
+    /// applies `finish` (as [`Store::transition`]), in one transaction where the store can: one
+    /// commit instead of two on every task's path. When the state machine refuses `finish` (the
+    /// task was cancelled or interrupted meanwhile) the result is still committed and the
+    /// refusal is the inner `Err`. Returns the task's state afterwards.
+    async fn record_result_and_finish(
+        &self,
+        id: TaskId,
+        result: &CommandResult,
+        finish: Transition,
+    ) -> Result<Result<TaskState, TransitionError>, StoreError> {
+        self.record_result(id, result).await?;
+        match self.transition(id, finish).await {
+            Ok(task) => Ok(Ok(task.state)),
+            Err(StoreError::Transition(refused)) => Ok(Err(refused)),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Creates or updates an agent.
     async fn put_agent(&self, agent: &Agent) -> Result<(), StoreError>;
 
@@ -156,7 +194,9 @@ pub trait Store: Send + Sync + Debug {
     /// Stores a token's listing and the hash of its secret.
     async fn create_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StoreError>;
 
-    /// The token whose secret hashes to `hash`, revoked or not.
+    /// The token whose secret hashes to `hash`, revoked or not. A store may answer from a
+    /// short-lived cache (it is asked on every request), but never with a token it has since
+    /// revoked through [`Store::revoke_token`].
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>, StoreError>;
 
     /// Every token, oldest first.

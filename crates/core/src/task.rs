@@ -98,12 +98,7 @@ pub fn validate_request(
             "task_type \"agent\" is not supported yet: use \"isolated_execution\" or \"command\"",
         ));
     }
-    if request.services.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(SpecError::not_supported(
-            "services",
-            "side services are not supported yet",
-        ));
-    }
+    let services = validate_services(request.services.unwrap_or_default())?;
     let environment = request
         .environment
         .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_owned());
@@ -111,7 +106,7 @@ pub fn validate_request(
         return Err(SpecError::invalid(
             "environment",
             format!(
-                "unknown environment {environment:?}: the environments that exist are {}",
+                "unknown environment {environment:?}: the environments that exist are {} (the server offers every environment built on it: `conductor env build NAME`, then restart it)",
                 quoted_list(environments)
             ),
         ));
@@ -189,12 +184,44 @@ pub fn validate_request(
             secret_names: secrets.keys().cloned().collect(),
             workspace: request.workspace,
             git: request.git,
+            services,
             priority: request.priority.unwrap_or(0),
             labels,
             retries,
         },
         secrets,
     })
+}
+
+/// Most services one task may start.
+pub const MAX_SERVICES: usize = 8;
+
+/// Service references: not empty, not repeated, at most [`MAX_SERVICES`]. Whether each names
+/// a service that exists is the environment's executor's to say.
+fn validate_services(services: Vec<String>) -> Result<Vec<String>, SpecError> {
+    if services.len() > MAX_SERVICES {
+        return Err(SpecError::invalid(
+            "services",
+            format!("at most {MAX_SERVICES} services per task"),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for service in &services {
+        let trimmed = service.trim();
+        if trimmed.is_empty() || trimmed.len() > 255 || trimmed.chars().any(char::is_whitespace) {
+            return Err(SpecError::invalid(
+                "services",
+                format!("{service:?} is not a service reference such as \"postgres:14\""),
+            ));
+        }
+        if !seen.insert(trimmed) {
+            return Err(SpecError::invalid(
+                "services",
+                format!("{service:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(services)
 }
 
 /// The network a task gets when it asks for none: the host environment shares the host's.
@@ -402,6 +429,7 @@ mod tests {
                     secret_names: vec![],
                     workspace: None,
                     git: None,
+                    services: vec![],
                     priority: 0,
                     labels: BTreeMap::new(),
                     retries: 0,
@@ -444,11 +472,19 @@ mod tests {
             ),
             (
                 TaskRequest {
-                    services: Some(vec!["redis:7".into()]),
+                    services: Some(vec!["redis:7".into(), "redis:7".into()]),
                     ..request(&["ls"])
                 },
                 "services",
-                true,
+                false,
+            ),
+            (
+                TaskRequest {
+                    services: Some(vec!["".into()]),
+                    ..request(&["ls"])
+                },
+                "services",
+                false,
             ),
             (
                 TaskRequest {
@@ -528,7 +564,7 @@ mod tests {
         req.environment = Some("python-dev".into());
         assert_eq!(
             error(req).to_string(),
-            "environment: unknown environment \"python-dev\": the environments that exist are \"host\""
+            "environment: unknown environment \"python-dev\": the environments that exist are \"host\" (the server offers every environment built on it: `conductor env build NAME`, then restart it)"
         );
     }
 }

@@ -186,9 +186,20 @@ impl Builder {
             install.extend(spec.packages.iter().map(String::as_str));
             steps.run("apt-get install", in_chroot(&rootfs, &install))?;
         }
+        let trust = (!spec.setup.is_empty())
+            .then(|| BuildTrust::install(&rootfs))
+            .transpose()?
+            .flatten();
         for (step, title) in spec.setup.iter().zip(setup_titles) {
             steps.next(title.clone());
-            steps.run(&title, in_chroot(&rootfs, &["/bin/sh", "-c", step]))?;
+            let mut command = in_chroot(&rootfs, &["/bin/sh", "-c", step]);
+            if let Some(trust) = &trust {
+                trust.apply(&mut command);
+            }
+            steps.run(&title, command)?;
+        }
+        if let Some(trust) = trust {
+            trust.remove()?;
         }
 
         steps.next("recording the manifest".to_owned());
@@ -357,6 +368,50 @@ fn prepare_chroot(rootfs: &Path) -> Result<(), EnvError> {
     std::fs::write(&policy, POLICY_RC_D)
         .map_err(|e| EnvError::io(format!("writing {}", policy.display()), e))?;
     set_mode(&policy, 0o755)
+}
+
+/// The host's CA bundle, present in the chroot while setup steps run (so `npm` and `pip` reach
+/// their registries through a TLS-inspecting proxy the host trusts), and removed before the
+/// build is recorded: the environment itself trusts only its own CA certificates.
+struct BuildTrust {
+    /// The bundle's path in the rootfs.
+    file: PathBuf,
+}
+
+impl BuildTrust {
+    /// Where the bundle is inside the chroot.
+    const IN_CHROOT: &'static str = "/etc/ssl/conductor-build-ca.crt";
+
+    /// Copies the host's bundle in; `None` when the host has none.
+    fn install(rootfs: &Path) -> Result<Option<Self>, EnvError> {
+        let Ok(bundle) = std::fs::read("/etc/ssl/certs/ca-certificates.crt") else {
+            return Ok(None);
+        };
+        let file = rootfs.join(Self::IN_CHROOT.trim_start_matches('/'));
+        create_dir(file.parent().unwrap_or(rootfs))?;
+        std::fs::write(&file, bundle)
+            .map_err(|e| EnvError::io(format!("writing {}", file.display()), e))?;
+        Ok(Some(Self { file }))
+    }
+
+    /// Points the usual TLS clients of setup steps at the bundle.
+    fn apply(&self, command: &mut std::process::Command) {
+        for name in [
+            "NODE_EXTRA_CA_CERTS",
+            "npm_config_cafile",
+            "PIP_CERT",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+        ] {
+            command.env(name, Self::IN_CHROOT);
+        }
+    }
+
+    fn remove(self) -> Result<(), EnvError> {
+        std::fs::remove_file(&self.file)
+            .map_err(|e| EnvError::io(format!("removing {}", self.file.display()), e))
+    }
 }
 
 /// Undoes [`prepare_chroot`]'s service policy and drops the package lists.

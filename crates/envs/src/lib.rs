@@ -13,11 +13,15 @@
 //! crash never leaves a half environment that looks built. The same rootfs is the namespace
 //! executor's `--rootfs` and, imported by a container engine, the image
 //! `conductor-env/<name>:<hash>` (the import lives with the container executors).
+//!
+//! Service sidecars (`postgres`, `redis`) are environments too, named `service-<name>`, with
+//! what runs them ([`ServiceSpec`]); their images are `conductor-service/<name>:<hash>`.
 
 mod build;
 mod command;
 mod mirror;
 mod presets;
+mod services;
 mod spec;
 mod store;
 
@@ -26,6 +30,10 @@ use std::path::PathBuf;
 pub use build::{BuildConfig, BuildEvent, Builder};
 pub use mirror::from_apt_sources;
 pub use presets::{preset, presets, PRESET_NAMES};
+pub use services::{
+    resolve as resolve_services, service, services, ResolvedService, ServiceError, ServiceSpec,
+    POSTGRES_PASSWORD, SERVICE_NAMES,
+};
 pub use spec::{validate_name, Base, EnvSpec, BUILDER_VERSION};
 pub use store::{BuiltEnv, EnvStatus, EnvStore, Manifest};
 

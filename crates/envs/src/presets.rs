@@ -13,7 +13,8 @@ pub const PRESET_NAMES: [&str; 6] = [
     "security-tools",
 ];
 
-const PYTHON_DEV: [&str; 5] = [
+const PYTHON_DEV: [&str; 6] = [
+    "python-is-python3",
     "python3-pip",
     "python3-venv",
     "python3-pytest",

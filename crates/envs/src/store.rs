@@ -113,9 +113,15 @@ impl EnvStore {
         })
     }
 
-    /// Saves a custom spec so `resolve` finds it by name (presets are not saved).
+    /// Saves a custom spec so `resolve` finds it by name (presets and services are not saved).
     pub fn save_custom(&self, spec: &EnvSpec) -> Result<(), EnvError> {
-        if preset(&spec.name).as_ref() == Some(spec) {
+        let service = spec
+            .name
+            .strip_prefix("service-")
+            .and_then(crate::services::service);
+        if preset(&spec.name).as_ref() == Some(spec)
+            || service.map(|s| s.env).as_ref() == Some(spec)
+        {
             return Ok(());
         }
         let dir = self.env_dir(&spec.name);

@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod container;
+pub mod environment;
 pub mod host;
 pub mod namespace;
 pub mod output;

@@ -52,11 +52,19 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
     responses((status = 201, description = "accepted: committed before this answer", body = Task), (status = 400, description = "malformed JSON, bad query or id", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
         (status = 413, description = "body over the limit", body = ApiErrorBody),
         (status = 422, description = "a field is invalid, unknown or not supported yet (the message names it)", body = ApiErrorBody)))]
-pub async fn create_task(State(state): State<AppState>, body: Body) -> Result<Response, AppError> {
+pub async fn create_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<Response, AppError> {
     let request: TaskRequest = read_json(body, state.body_limit()).await?;
     let scheduler = state.scheduler();
     let validated = validate_request(request, &scheduler.environments())?;
     let mut spec = validated.spec;
+    if spec.workspace.is_none() {
+        spec.workspace
+            .clone_from(&scheduler.config().default_workspace);
+    }
     if let Some(executor) = scheduler.executor(&spec.environment) {
         let mut probe = ExecutionRequest::new(vec!["true".into()], "/".into());
         probe.limits = spec.resources.clone();
@@ -76,14 +84,31 @@ pub async fn create_task(State(state): State<AppState>, body: Body) -> Result<Re
             });
         }
     }
-    let config = scheduler.config();
-    if let (true, Some(disk)) = (config.disk_quotas, spec.resources.disk) {
-        if spec.workspace.is_some() {
-            return Err(AppError::NotSupported {
-                field: "resources.disk".to_owned(),
-                message: "a disk quota applies to a task's own fresh workspace; named workspaces cannot have one yet".to_owned(),
-            });
+    if !spec.services.is_empty() {
+        let executor = scheduler.executor(&spec.environment);
+        match executor.and_then(|e| e.services()) {
+            Some(runner) => runner
+                .check(&spec.services)
+                .map_err(|error| AppError::InvalidField {
+                    field: "services".to_owned(),
+                    message: error.to_string(),
+                })?,
+            None => {
+                return Err(AppError::NotSupported {
+                    field: "services".to_owned(),
+                    message: format!(
+                        "services are not supported by the {} executor of environment {:?}: run it on docker or podman ([environments.{}] executor = \"docker\")",
+                        executor.map_or("missing", |e| e.name()),
+                        spec.environment,
+                        spec.environment
+                    ),
+                })
+            }
         }
+    }
+    let config = scheduler.config();
+    // A named workspace's quota is checked against it when the workspace is resolved.
+    if let (true, Some(disk)) = (config.disk_quotas, spec.resources.disk) {
         if disk.get() < conductor_workspace::MIN_QUOTA_BYTES {
             return Err(AppError::InvalidField {
                 field: "resources.disk".to_owned(),
@@ -110,10 +135,14 @@ pub async fn create_task(State(state): State<AppState>, body: Body) -> Result<Re
             });
         }
     }
-    // A task names its workspace by id or name (a new name creates it, `keep`); the spec keeps
-    // the name, which is its directory. Resolved last, so a refused request creates nothing.
+    // A task names its workspace by id or name (a new name creates it, `keep`, owned by the
+    // caller, with the task's disk quota); the spec keeps the name, which is its directory.
+    // Resolved last, so a refused request creates nothing.
     if let Some(given) = spec.workspace.take() {
-        let found = crate::workspaces::resolve_for_task(&state, "workspace", &given).await?;
+        let disk = spec.resources.disk.filter(|_| config.disk_quotas);
+        let found =
+            crate::workspaces::resolve_for_task(&state, "workspace", &given, &caller.0.id, disk)
+                .await?;
         spec.workspace = Some(found.name);
     }
     let task = state
@@ -139,8 +168,12 @@ pub async fn create_task(State(state): State<AppState>, body: Body) -> Result<Re
 /// `POST /tasks`: the same as `POST /api/v1/tasks`, where seed 001's curl examples send it.
 #[utoipa::path(post, path = "/tasks", tag = "tasks", request_body = TaskRequest,
     responses((status = 201, description = "as POST /api/v1/tasks", body = Task), (status = 422, body = ApiErrorBody)))]
-pub async fn create_task_alias(state: State<AppState>, body: Body) -> Result<Response, AppError> {
-    create_task(state, body).await
+pub async fn create_task_alias(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    body: Body,
+) -> Result<Response, AppError> {
+    create_task(state, caller, body).await
 }
 
 /// Query of `GET /api/v1/tasks`.
@@ -305,10 +338,16 @@ fn follow_events(
 ) -> impl futures_util::Stream<Item = Vec<TaskEvent>> {
     let receiver = state.events().subscribe();
     futures_util::stream::unfold(
-        (state, receiver, after, false),
-        move |(state, mut receiver, after, over)| async move {
+        (state, receiver, after, false, false),
+        move |(state, mut receiver, after, over, caught_up)| async move {
             if over {
                 return None;
+            }
+            if caught_up {
+                // The last read took everything stored before it (the receiver was marked
+                // before it): nothing new can be read until the next bump. Reading again at
+                // once cost three queries per bump, on the CPU the task's start needs.
+                let _ = tokio::time::timeout(FOLLOW_RECHECK, receiver.changed()).await;
             }
             loop {
                 receiver.mark_unchanged();
@@ -321,14 +360,20 @@ fn follow_events(
                 };
                 if let Some(last) = events.last() {
                     let next = Some(last.id);
-                    return Some((events, (state, receiver, next, false)));
+                    // Unless the page was full or the task may be over (then look at once).
+                    let caught_up = events.len() < EVENT_BATCH as usize
+                        && !events.iter().any(|event| {
+                            matches!(&event.kind, TaskEventKind::State { status, .. }
+                                if status.is_finished())
+                        });
+                    return Some((events, (state, receiver, next, false, caught_up)));
                 }
                 match state.store().get_task(id).await {
                     Ok(task) if is_over(&task) => {
                         // One last read: events stored between the two queries.
                         let rest = state.store().events(id, after, EVENT_BATCH).await.ok()?;
                         return (!rest.is_empty())
-                            .then_some((rest, (state, receiver, after, true)));
+                            .then_some((rest, (state, receiver, after, true, false)));
                     }
                     Ok(_) => {}
                     Err(_) => return None,
@@ -474,9 +519,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError
         .into_response())
 }
 
-/// `GET /health`: the database and every executor; 503 when one fails.
+/// `GET /health`: the database and every environment's executor. 200 `ok`; 200 `degraded`
+/// when some environments cannot run (or run on their fallback); 503 `unhealthy` when the
+/// database fails or no environment can run.
 #[utoipa::path(get, path = "/health", tag = "operations", security(()),
-    responses((status = 200, description = "database and executors answer"), (status = 503, description = "a check failed")))]
+    responses((status = 200, description = "`ok`, or `degraded`: some environment's executor is down (each check says why)"), (status = 503, description = "the database fails or no executor can run")))]
 pub async fn health(State(state): State<AppState>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut healthy = true;
@@ -488,23 +535,36 @@ pub async fn health(State(state): State<AppState>) -> Response {
         }
     };
     checks.insert("database".into(), database.into());
+    // An executor that is down (a daemon stopped) makes only its environment's tasks fail:
+    // the server is degraded, not down, unless no environment can run anything.
     let scheduler = state.scheduler();
+    let (mut running, mut down) = (0, 0);
     for environment in scheduler.environments() {
         if let Some(executor) = scheduler.executor(environment) {
             let status = match executor.health_check().await {
-                Ok(()) => "ok".to_owned(),
+                Ok(()) => {
+                    running += 1;
+                    "ok".to_owned()
+                }
+                Err(error @ ExecutorError::Degraded { .. }) => {
+                    running += 1;
+                    down += 1;
+                    error.to_string()
+                }
                 Err(error) => {
-                    healthy = false;
+                    down += 1;
                     error.to_string()
                 }
             };
             checks.insert(format!("executor:{environment}"), status.into());
         }
     }
-    let (code, status) = if healthy {
-        (StatusCode::OK, "ok")
-    } else {
+    let (code, status) = if !healthy || running == 0 {
         (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    } else if down > 0 {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "ok")
     };
     (code, Json(json!({ "status": status, "checks": checks }))).into_response()
 }

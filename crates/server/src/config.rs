@@ -53,9 +53,47 @@ pub struct RawConfig {
     /// A fixed admin token instead of a generated one (secret; prefer `CONDUCTOR_ADMIN_TOKEN_FILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
-    /// What runs tasks: `auto` (default), `host` or `namespace`.
+    /// What runs tasks: `auto` (default), `host`, `namespace`, `docker` or `podman`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<String>,
+    /// The executor tasks run on while theirs is unhealthy (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// Idle containers kept started per container environment (0 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<u16>,
+    /// The named workspace tasks run in when they name none (default: a fresh one per task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_workspace: Option<String>,
+    /// Settings of single environments (`[environments.python-dev]`), over the keys above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, RawEnvironment>,
+}
+
+/// `[environments.NAME]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    /// The executor of this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// Its fallback executor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// Its warm containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<u16>,
+}
+
+/// What runs one environment's tasks, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvironmentConfig {
+    /// Its executor.
+    pub executor: ExecutorKind,
+    /// What runs its tasks while the executor is unhealthy.
+    pub fallback: Option<ExecutorKind>,
+    /// Idle containers kept started (container executors only).
+    pub warm_pool: usize,
 }
 
 /// The executor that runs tasks (the `executor` key).
@@ -69,6 +107,10 @@ pub enum ExecutorKind {
     Host,
     /// Linux namespaces: own root filesystem, pids, hostname, user mapping, seccomp.
     Namespace,
+    /// Docker containers of the environment's image.
+    Docker,
+    /// Podman containers of the environment's image.
+    Podman,
 }
 
 impl ExecutorKind {
@@ -78,6 +120,8 @@ impl ExecutorKind {
             Self::Auto => "auto",
             Self::Host => "host",
             Self::Namespace => "namespace",
+            Self::Docker => "docker",
+            Self::Podman => "podman",
         }
     }
 }
@@ -90,15 +134,17 @@ impl std::str::FromStr for ExecutorKind {
             "auto" => Ok(Self::Auto),
             "host" => Ok(Self::Host),
             "namespace" => Ok(Self::Namespace),
+            "docker" => Ok(Self::Docker),
+            "podman" => Ok(Self::Podman),
             other => Err(format!(
-                "{other:?} is not an executor: use \"auto\", \"host\" or \"namespace\""
+                "{other:?} is not an executor: use \"auto\", \"host\", \"namespace\", \"docker\" or \"podman\""
             )),
         }
     }
 }
 
 /// Every key, in file order, with whether it is a secret.
-pub const KEYS: [(&str, bool); 12] = [
+pub const KEYS: [(&str, bool); 15] = [
     ("listen", false),
     ("agents", false),
     ("concurrency", false),
@@ -111,6 +157,9 @@ pub const KEYS: [(&str, bool); 12] = [
     ("memory_budget", false),
     ("admin_token", true),
     ("executor", false),
+    ("fallback", false),
+    ("warm_pool", false),
+    ("default_workspace", false),
 ];
 
 /// Where a setting came from.
@@ -173,6 +222,12 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// What runs tasks.
     pub executor: ExecutorKind,
+    /// What runs tasks while their executor is unhealthy.
+    pub fallback: Option<ExecutorKind>,
+    /// Idle containers per container environment.
+    pub warm_pool: usize,
+    /// Settings of single environments, as written (see [`Config::environment`]).
+    pub environments: BTreeMap<String, RawEnvironment>,
     /// Origin of each key.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -248,6 +303,9 @@ impl RawConfig {
             "memory_budget" => self.memory_budget = Some(parse(value)?),
             "admin_token" => self.admin_token = Some(value.to_owned()),
             "executor" => self.executor = Some(value.to_owned()),
+            "fallback" => self.fallback = Some(value.to_owned()),
+            "warm_pool" => self.warm_pool = Some(parse(value)?),
+            "default_workspace" => self.default_workspace = Some(value.trim().to_owned()),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -267,6 +325,9 @@ impl RawConfig {
             self.memory_budget.is_some(),
             self.admin_token.is_some(),
             self.executor.is_some(),
+            self.fallback.is_some(),
+            self.warm_pool.is_some(),
+            self.default_workspace.is_some(),
         ];
         KEYS.iter()
             .zip(set)
@@ -290,6 +351,14 @@ impl RawConfig {
             memory_budget: higher.memory_budget.or(self.memory_budget),
             admin_token: higher.admin_token.or(self.admin_token),
             executor: higher.executor.or(self.executor),
+            fallback: higher.fallback.or(self.fallback),
+            warm_pool: higher.warm_pool.or(self.warm_pool),
+            default_workspace: higher.default_workspace.or(self.default_workspace),
+            environments: {
+                let mut environments = self.environments;
+                environments.extend(higher.environments);
+                environments
+            },
         }
     }
 }
@@ -310,6 +379,10 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
     let mut origins: BTreeMap<&'static str, Origin> =
         KEYS.iter().map(|(k, _)| (*k, Origin::Default)).collect();
     let mut raw = RawConfig::default();
+    let file_origin = layers
+        .file
+        .as_ref()
+        .map_or(Origin::Default, |(path, _)| Origin::File(path.clone()));
     if let Some((path, file)) = layers.file {
         for key in file.keys_set() {
             origins.insert(key, Origin::File(path.clone()));
@@ -402,6 +475,16 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         scheduler.cpus_budget = Some(cpus);
     }
     scheduler.memory_budget = raw.memory_budget;
+    if let Some(name) = &raw.default_workspace {
+        if name.is_empty() {
+            return Err(invalid(
+                "default_workspace",
+                "is empty: name a workspace, or remove the key for a fresh workspace per task"
+                    .to_owned(),
+            ));
+        }
+        scheduler.default_workspace = Some(name.clone());
+    }
     serve.scheduler = scheduler;
     if let Some(token) = &raw.admin_token {
         if token.trim().len() < 16 {
@@ -419,17 +502,63 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
             .map_err(|reason| invalid("executor", reason))?,
         None => ExecutorKind::default(),
     };
+    let fallback = raw
+        .fallback
+        .as_deref()
+        .map(|text| parse_fallback(text).map_err(|reason| invalid("fallback", reason)))
+        .transpose()?;
+    for (name, environment) in &raw.environments {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "environments",
+            origin: file_origin.clone(),
+            reason: format!("[environments.{name}]: {reason}"),
+        };
+        if let Some(text) = &environment.executor {
+            text.parse::<ExecutorKind>().map_err(invalid)?;
+        }
+        if let Some(text) = &environment.fallback {
+            parse_fallback(text).map_err(invalid)?;
+        }
+    }
     Ok(Config {
         home: home.to_owned(),
         file: file_path.to_owned(),
         serve,
         admin_token,
         executor,
+        fallback,
+        warm_pool: usize::from(raw.warm_pool.unwrap_or(0)),
+        environments: raw.environments,
         origins,
     })
 }
 
+/// A fallback executor: a real one, not `auto`.
+fn parse_fallback(text: &str) -> Result<ExecutorKind, String> {
+    match text.parse::<ExecutorKind>()? {
+        ExecutorKind::Auto => Err("\"auto\" cannot be a fallback: name an executor".to_owned()),
+        kind => Ok(kind),
+    }
+}
+
 impl Config {
+    /// What runs the tasks of environment `name`: its own settings over the global ones.
+    pub fn environment(&self, name: &str) -> EnvironmentConfig {
+        let own = self.environments.get(name);
+        let kind = |text: Option<&String>| text.and_then(|t| t.parse::<ExecutorKind>().ok());
+        EnvironmentConfig {
+            executor: own
+                .and_then(|e| kind(e.executor.as_ref()))
+                .unwrap_or(self.executor),
+            fallback: own
+                .and_then(|e| kind(e.fallback.as_ref()))
+                .or(self.fallback),
+            warm_pool: own
+                .and_then(|e| e.warm_pool)
+                .map_or(self.warm_pool, usize::from),
+        }
+    }
+
     /// The whole configuration as a complete config file. Secrets are masked unless
     /// `include_secrets`.
     pub fn to_raw(&self, include_secrets: bool) -> RawConfig {
@@ -453,6 +582,10 @@ impl Config {
                 }
             }),
             executor: Some(self.executor.as_str().to_owned()),
+            fallback: self.fallback.map(|kind| kind.as_str().to_owned()),
+            warm_pool: Some(u16::try_from(self.warm_pool).unwrap_or(u16::MAX)),
+            default_workspace: scheduler.default_workspace.clone(),
+            environments: self.environments.clone(),
         }
     }
 
@@ -465,9 +598,11 @@ impl Config {
     pub fn show(&self) -> String {
         let text = self.to_toml(false);
         let mut out = String::new();
+        let mut in_table = false;
         for line in text.lines() {
+            in_table |= line.starts_with('[');
             let key = line.split(" = ").next().unwrap_or_default();
-            match KEYS.iter().find(|(k, _)| *k == key) {
+            match KEYS.iter().find(|(k, _)| *k == key && !in_table) {
                 Some((key, _)) => {
                     let origin = self.origins.get(key).cloned().unwrap_or(Origin::Default);
                     out.push_str(&format!("{line}  # {origin}\n"));
@@ -594,11 +729,60 @@ mod tests {
             "{}",
             config.show()
         );
-        let err = resolve_env(&[("CONDUCTOR_EXECUTOR", "docker")]).unwrap_err();
+        let err = resolve_env(&[("CONDUCTOR_EXECUTOR", "vm")]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "config key executor (from env CONDUCTOR_EXECUTOR): \"docker\" is not an executor: \
-             use \"auto\", \"host\" or \"namespace\""
+            "config key executor (from env CONDUCTOR_EXECUTOR): \"vm\" is not an executor: \
+             use \"auto\", \"host\", \"namespace\", \"docker\" or \"podman\""
+        );
+        let err = resolve_env(&[("CONDUCTOR_FALLBACK", "auto")]).unwrap_err();
+        assert!(err.to_string().contains("cannot be a fallback"), "{err}");
+    }
+
+    #[test]
+    fn environments_override_the_global_executor() {
+        let text = "executor = \"docker\"\nfallback = \"namespace\"\nwarm_pool = 1\n\
+                    [environments.python-dev]\nexecutor = \"podman\"\nwarm_pool = 3\n\
+                    [environments.minimal]\nfallback = \"docker\"\n";
+        let file = RawConfig::from_toml(Path::new("/c.toml"), text).unwrap();
+        let config = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            Layers {
+                file: Some((PathBuf::from("/c.toml"), file)),
+                ..Layers::default()
+            },
+        )
+        .unwrap();
+        let python = config.environment("python-dev");
+        assert_eq!(python.executor, ExecutorKind::Podman);
+        assert_eq!(python.fallback, Some(ExecutorKind::Namespace));
+        assert_eq!(python.warm_pool, 3);
+        let minimal = config.environment("minimal");
+        assert_eq!(minimal.executor, ExecutorKind::Docker);
+        assert_eq!(minimal.fallback, Some(ExecutorKind::Docker));
+        assert_eq!(minimal.warm_pool, 1);
+        let again = RawConfig::from_toml(Path::new("/x"), &config.to_toml(true)).unwrap();
+        assert_eq!(again, config.to_raw(true));
+
+        let bad = RawConfig::from_toml(
+            Path::new("/c.toml"),
+            "[environments.x]\nexecutor = \"vm\"\n",
+        )
+        .unwrap();
+        let err = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            Layers {
+                file: Some((PathBuf::from("/c.toml"), bad)),
+                ..Layers::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("[environments.x]: \"vm\" is not an executor"),
+            "{err}"
         );
     }
 

@@ -159,6 +159,8 @@ impl Server {
         let shared: Arc<dyn Store> = Arc::new(store.clone());
         let scheduler = Scheduler::new(shared, executors, scheduler_config, EventBus::default());
         let recovered = scheduler.recover().await?;
+        // Named workspaces with a disk quota are mounted for as long as the server runs.
+        crate::workspaces::mount_named_quotas(&scheduler).await;
         if !recovered.is_empty() {
             tracing::warn!(
                 count = recovered.len(),
@@ -232,6 +234,7 @@ impl Server {
         self.scheduler.shutdown(self.grace).await;
         self.dispatch_loop.abort();
         self.sweep_loop.abort();
+        crate::workspaces::unmount_named_quotas(&self.scheduler).await;
         let _ = self.stop_http.send(());
         let mut http = self.http;
         if tokio::time::timeout(Duration::from_secs(2), &mut http)

@@ -7,9 +7,19 @@
 //! A snapshot belongs to the workspace it was taken of. One whose workspace does not exist here
 //! (imported from another machine, or its workspace deleted) may be used under any workspace,
 //! so it can be restored into one.
+//!
+//! Every workspace records its owner: the id of the token that created it, by
+//! `POST /api/v1/workspaces` or by submitting the first task that named it.
+//!
+//! A workspace created with a `disk` quota is a filesystem of its own: an ext4 image
+//! `<workspace_root>/named-quota/<name>.img` loop-mounted on its directory
+//! (`conductor_workspace::QuotaFs`). It is mounted when created, again at server start and
+//! before any use (mounting is idempotent), unmounted at a graceful stop, and destroyed with
+//! the workspace. A task in it may ask for `resources.disk` up to that quota; what is enforced
+//! is the workspace's quota, which all its tasks share.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -17,19 +27,22 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use conductor_core::validate_workspace_name;
-use conductor_types::{ApiErrorBody, Timestamp, Workspace, WorkspaceId, WorkspaceRequest};
+use conductor_types::{
+    ApiErrorBody, Bytes as Size, Timestamp, Workspace, WorkspaceId, WorkspaceRequest,
+};
 use conductor_workspace::{
-    self as cw, ChangeKind, CleanupPolicy, DiffAgainst, EntryType, RelPath, SnapshotId,
+    self as cw, ChangeKind, CleanupPolicy, DiffAgainst, EntryType, QuotaFs, RelPath, SnapshotId,
     SnapshotInfo, SnapshotOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::auth::Caller;
 use crate::body::{decode_json, read_json};
 use crate::files::{stream_body, with_body_reader};
-use crate::{AppError, AppState};
+use crate::{AppError, AppState, Scheduler};
 
 /// Chunks in flight between the blocking export/import and the HTTP body.
 pub(crate) const STREAM_CHUNKS: usize = 16;
@@ -275,31 +288,70 @@ async fn snapshot_under(
 }
 
 /// Turns a request's name or id into a workspace record, creating a named workspace the first
-/// time a task names it (`keep`). A text of the id form must name an existing workspace.
+/// time a task names it (`keep`, owned by `owner`, the submitting token; with `disk` as its
+/// quota when the task asks for one). A text of the id form must name an existing workspace.
+/// A task's `disk` must fit the workspace's quota: 422 when it has none or a smaller one.
 pub(crate) async fn resolve_for_task(
     state: &AppState,
     field: &str,
     id_or_name: &str,
+    owner: &str,
+    disk: Option<Size>,
 ) -> Result<Workspace, AppError> {
-    if let Some(found) = state.store().find_workspace(id_or_name).await? {
-        return Ok(found);
+    let found = match state.store().find_workspace(id_or_name).await? {
+        Some(found) => found,
+        None if id_or_name.parse::<WorkspaceId>().is_ok() => {
+            return Err(AppError::InvalidField {
+                field: field.to_owned(),
+                message: format!("no workspace has the id {id_or_name}"),
+            })
+        }
+        None => {
+            let new = new_workspace(id_or_name.to_owned(), CleanupPolicy::Keep, owner, disk);
+            match create_named(state, new).await {
+                Ok(created) => created,
+                Err(error) => match state.store().find_workspace(id_or_name).await? {
+                    // Created by a concurrent request meanwhile.
+                    Some(found) => found,
+                    None => return Err(error),
+                },
+            }
+        }
+    };
+    if let Some(disk) = disk {
+        check_fits(&found, disk)?;
     }
-    if id_or_name.parse::<WorkspaceId>().is_ok() {
-        return Err(AppError::InvalidField {
-            field: field.to_owned(),
-            message: format!("no workspace has the id {id_or_name}"),
-        });
-    }
-    let created = new_workspace(id_or_name.to_owned(), CleanupPolicy::Keep);
-    match state.store().create_workspace(&created).await {
-        Ok(()) => Ok(created),
-        // Created by a concurrent request meanwhile.
-        Err(conductor_core::StoreError::WorkspaceExists(_)) => workspace(state, id_or_name).await,
-        Err(other) => Err(other.into()),
+    Ok(found)
+}
+
+/// A task's `resources.disk` against the quota of the named workspace it runs in.
+fn check_fits(workspace: &Workspace, disk: Size) -> Result<(), AppError> {
+    let field = "resources.disk".to_owned();
+    match workspace.disk {
+        Some(quota) if disk <= quota => Ok(()),
+        Some(quota) => Err(AppError::InvalidField {
+            field,
+            message: format!(
+                "asks for {disk} but workspace {} has a disk quota of {quota}: a task shares its named workspace's quota",
+                workspace.name
+            ),
+        }),
+        None => Err(AppError::NotSupported {
+            field,
+            message: format!(
+                "workspace {} has no disk quota: create the workspace with one (POST /api/v1/workspaces {{\"name\", \"disk\"}}) or leave out \"workspace\" to run in a fresh workspace of that size",
+                workspace.name
+            ),
+        }),
     }
 }
 
-fn new_workspace(name: String, cleanup: CleanupPolicy) -> Workspace {
+fn new_workspace(
+    name: String,
+    cleanup: CleanupPolicy,
+    owner: &str,
+    disk: Option<Size>,
+) -> Workspace {
     Workspace {
         id: WorkspaceId::random(),
         name,
@@ -307,6 +359,148 @@ fn new_workspace(name: String, cleanup: CleanupPolicy) -> Workspace {
         created_at: Timestamp::now(),
         last_used_at: None,
         size_bytes: None,
+        owner: Some(owner.to_owned()),
+        disk,
+    }
+}
+
+/// Stores a new workspace and makes its directory (a quota filesystem when it has a `disk`);
+/// when the directory cannot be made, the record is removed again.
+async fn create_named(state: &AppState, new: Workspace) -> Result<Workspace, AppError> {
+    if let Some(disk) = new.disk {
+        if !state.scheduler().config().disk_quotas {
+            return Err(AppError::NotSupported {
+                field: "disk".to_owned(),
+                message:
+                    "disk quotas are loop-mounted filesystems and need a server running as root"
+                        .to_owned(),
+            });
+        }
+        if disk.get() < cw::MIN_QUOTA_BYTES {
+            return Err(AppError::InvalidField {
+                field: "disk".to_owned(),
+                message: format!(
+                    "{disk} is below the smallest disk quota, {}",
+                    Size(cw::MIN_QUOTA_BYTES)
+                ),
+            });
+        }
+    }
+    state.store().create_workspace(&new).await?;
+    let scheduler = state.scheduler();
+    let dir = scheduler.named_workspace_dir(&new.name);
+    let image = named_quota_image(&scheduler.config().workspace_root, &new.name);
+    let disk = new.disk;
+    let made = blocking(move || -> Result<(), String> {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        if let Some(disk) = disk {
+            if let Some(parent) = image.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            QuotaFs::create(&image, &dir, disk.get())
+                .map_err(|e| format!("setting up the disk quota: {e}"))?;
+        }
+        Ok(())
+    })
+    .await?;
+    if let Err(error) = made {
+        if let Err(undo) = state.store().delete_workspace(&new.id).await {
+            tracing::warn!(workspace = %new.name, error = %undo, "could not remove a workspace whose directory failed");
+        }
+        if let Err(undo) = remove_named_dir(scheduler, &new.name).await {
+            tracing::warn!(workspace = %new.name, error = %undo, "could not clean up a workspace whose directory failed");
+        }
+        return Err(AppError::Internal(format!(
+            "creating workspace {}: {error}",
+            new.name
+        )));
+    }
+    Ok(new)
+}
+
+/// `<workspace_root>/named-quota/<name>.img`: the disk-quota image of named workspace `name`.
+pub(crate) fn named_quota_image(workspace_root: &FsPath, name: &str) -> PathBuf {
+    workspace_root
+        .join("named-quota")
+        .join(format!("{name}.img"))
+}
+
+/// Makes sure a named workspace's directory exists and, when it has a disk quota, that its
+/// filesystem is mounted there. Returns the quota filesystem, if any.
+pub(crate) async fn prepare_dir(
+    scheduler: &Scheduler,
+    workspace: &Workspace,
+) -> Result<Option<QuotaFs>, String> {
+    let dir = scheduler.named_workspace_dir(&workspace.name);
+    let image = named_quota_image(&scheduler.config().workspace_root, &workspace.name);
+    let quota = workspace.disk.is_some();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        if !quota {
+            return Ok(None);
+        }
+        let fs = QuotaFs::open(&image, &dir).map_err(|e| e.to_string())?;
+        fs.mount()
+            .map_err(|e| format!("mounting the disk quota: {e}"))?;
+        Ok(Some(fs))
+    })
+    .await
+    .map_err(|e| format!("a blocking task failed: {e}"))?
+}
+
+/// Removes a named workspace's directory, its quota filesystem (unmounted, image removed) first.
+pub(crate) async fn remove_named_dir(scheduler: &Scheduler, name: &str) -> Result<(), String> {
+    let dir = scheduler.named_workspace_dir(name);
+    let image = named_quota_image(&scheduler.config().workspace_root, name);
+    tokio::task::spawn_blocking(move || {
+        if image.exists() {
+            QuotaFs::open(&image, &dir)
+                .and_then(QuotaFs::destroy)
+                .map_err(|e| format!("removing the disk quota: {e}"))?;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("removing {}: {e}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    })
+    .await
+    .map_err(|e| format!("a blocking task failed: {e}"))?
+}
+
+/// Mounts the quota filesystem of every named workspace that has one (at server start).
+pub(crate) async fn mount_named_quotas(scheduler: &Scheduler) {
+    let workspaces = match scheduler.store().list_workspaces().await {
+        Ok(workspaces) => workspaces,
+        Err(error) => {
+            tracing::warn!(%error, "could not list workspaces to mount their disk quotas");
+            return;
+        }
+    };
+    for workspace in workspaces.iter().filter(|w| w.disk.is_some()) {
+        if let Err(error) = prepare_dir(scheduler, workspace).await {
+            tracing::warn!(workspace = %workspace.name, %error, "could not mount a workspace's disk quota");
+        }
+    }
+}
+
+/// Unmounts the quota filesystem of every named workspace (at a graceful stop).
+pub(crate) async fn unmount_named_quotas(scheduler: &Scheduler) {
+    let Ok(workspaces) = scheduler.store().list_workspaces().await else {
+        return;
+    };
+    for workspace in workspaces.into_iter().filter(|w| w.disk.is_some()) {
+        let dir = scheduler.named_workspace_dir(&workspace.name);
+        let image = named_quota_image(&scheduler.config().workspace_root, &workspace.name);
+        let unmounted = tokio::task::spawn_blocking(move || {
+            QuotaFs::open(&image, &dir).and_then(|fs| fs.unmount())
+        })
+        .await;
+        if let Ok(Err(error)) = unmounted {
+            tracing::warn!(workspace = %workspace.name, %error, "could not unmount a workspace's disk quota");
+        }
     }
 }
 
@@ -314,15 +508,18 @@ fn dir_of(state: &AppState, workspace: &Workspace) -> PathBuf {
     state.scheduler().named_workspace_dir(&workspace.name)
 }
 
+/// The workspace's directory, made ready for use (created, its quota mounted).
+async fn ready_dir(state: &AppState, workspace: &Workspace) -> Result<PathBuf, AppError> {
+    prepare_dir(state.scheduler(), workspace)
+        .await
+        .map_err(|e| AppError::Internal(format!("preparing workspace {}: {e}", workspace.name)))?;
+    Ok(dir_of(state, workspace))
+}
+
 /// The directory of the workspace with this id or name (404 when none), created if missing.
 pub(crate) async fn workspace_dir(state: &AppState, id_or_name: &str) -> Result<PathBuf, AppError> {
     let found = workspace(state, id_or_name).await?;
-    let dir = dir_of(state, &found);
-    let create = dir.clone();
-    blocking(move || std::fs::create_dir_all(&create))
-        .await?
-        .map_err(|e| AppError::Internal(format!("creating the workspace directory: {e}")))?;
-    Ok(dir)
+    ready_dir(state, &found).await
 }
 
 fn in_use(workspace: &Workspace, task: Option<conductor_types::TaskId>) -> AppError {
@@ -340,11 +537,12 @@ fn in_use(workspace: &Workspace, task: Option<conductor_types::TaskId>) -> AppEr
 
 /// `POST /api/v1/workspaces`: 201 with the workspace.
 #[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = WorkspaceRequest,
-    responses((status = 201, description = "created (with its empty directory)", body = Workspace), (status = 400, description = "malformed JSON", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
+    responses((status = 201, description = "created (with its empty directory, a filesystem of its own with a disk quota), owned by the calling token", body = Workspace), (status = 400, description = "malformed JSON", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
         (status = 409, description = "the name is taken", body = ApiErrorBody),
-        (status = 422, description = "bad name or cleanup policy (the message names the field)", body = ApiErrorBody)))]
+        (status = 422, description = "bad name, cleanup policy or disk quota, or a disk quota on a server not running as root (the message names the field)", body = ApiErrorBody)))]
 pub async fn create_workspace(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Body,
 ) -> Result<Response, AppError> {
     let request: WorkspaceRequest = read_json(body, state.body_limit()).await?;
@@ -370,12 +568,8 @@ pub async fn create_workspace(
             })?,
         None => CleanupPolicy::Keep,
     };
-    let created = new_workspace(request.name, cleanup);
-    state.store().create_workspace(&created).await?;
-    let dir = dir_of(&state, &created);
-    blocking(move || std::fs::create_dir_all(&dir))
-        .await?
-        .map_err(|e| AppError::Internal(format!("creating the workspace directory: {e}")))?;
+    let new = new_workspace(request.name, cleanup, &caller.0.id, request.disk);
+    let created = create_named(&state, new).await?;
     let location = format!("/api/v1/workspaces/{}", created.id);
     Ok((
         StatusCode::CREATED,
@@ -418,13 +612,9 @@ pub async fn delete_workspace(
         .reserve_workspace(&found.name)
         .map_err(|task| in_use(&found, task))?;
     let deleted = state.store().delete_workspace(&found.id).await?;
-    let dir = dir_of(&state, &deleted);
-    blocking(move || match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    })
-    .await?
-    .map_err(|e| AppError::Internal(format!("removing the workspace directory: {e}")))?;
+    remove_named_dir(state.scheduler(), &deleted.name)
+        .await
+        .map_err(|e| AppError::Internal(format!("removing workspace {}: {e}", deleted.name)))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -442,14 +632,9 @@ pub async fn create_snapshot(
     let request: SnapshotRequest = read_json(body, state.body_limit()).await?;
     let found = workspace(&state, &id).await?;
     let key = snapshot_workspace(&found)?;
-    let dir = dir_of(&state, &found);
+    let dir = ready_dir(&state, &found).await?;
     let store = snapshots(&state).await?;
     let snapshot = blocking(move || {
-        std::fs::create_dir_all(&dir).map_err(|e| cw::Error::Io {
-            op: "create",
-            path: dir.clone(),
-            source: e,
-        })?;
         store.create_snapshot(&key, &dir, &request.name, &SnapshotOptions::default())
     })
     .await?
@@ -516,7 +701,7 @@ pub async fn restore_snapshot(
         .scheduler()
         .reserve_workspace(&target.name)
         .map_err(|task| in_use(&target, task))?;
-    let dir = dir_of(&state, &target);
+    let dir = ready_dir(&state, &target).await?;
     let snapshot = info.id;
     let stats = blocking(move || store.restore(snapshot, &dir))
         .await?
@@ -568,7 +753,10 @@ pub async fn diff_snapshot(
                 .id,
         )
     };
-    let dir = dir_of(&state, &found);
+    let dir = match other {
+        Some(_) => dir_of(&state, &found),
+        None => ready_dir(&state, &found).await?,
+    };
     let from = info.id;
     let changes = blocking(move || match other {
         Some(other) => store.diff(from, DiffAgainst::Snapshot(other)),

@@ -9,14 +9,16 @@
 
 mod migrate;
 mod rows;
+mod token_cache;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use conductor_core::{apply, Store, StoreError, TaskQuery, Transition};
+use conductor_core::{apply, Candidate, Store, StoreError, TaskQuery, Transition, TransitionError};
 use conductor_types::{
     Agent, CommandResult, EventId, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskSpec,
     TaskState, TaskStatus, Timestamp, TokenInfo, Workspace, WorkspaceId,
@@ -27,20 +29,24 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection};
 
 pub use migrate::SCHEMA_VERSION;
+pub use token_cache::{TOKEN_CACHE_ENTRIES, TOKEN_CACHE_TTL};
 
 /// Most tasks one page of `list_tasks` returns.
 pub const MAX_PAGE: u32 = 500;
 
-const WORKSPACE_COLUMNS: &str = "id, name, cleanup, created_at, last_used_at, size_bytes";
+const WORKSPACE_COLUMNS: &str =
+    "id, name, cleanup, created_at, last_used_at, size_bytes, owner, disk_bytes";
 
-const TASK_COLUMNS: &str = "seq, id, status, status_reason, attempt, agent_id, exit_code, spec, \
-     queued_at, started_at, finished_at";
+const TASK_COLUMNS: &str = "seq, id, status, status_reason, failure_code, attempt, agent_id, \
+     exit_code, spec, queued_at, started_at, finished_at";
 
 /// Conductor's state in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Tokens verified recently (`token_by_hash` runs on every request).
+    tokens: Arc<token_cache::TokenCache>,
 }
 
 fn backend<C: Into<String>>(context: C) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -96,7 +102,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend(opening))?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            tokens: Arc::default(),
+        })
     }
 
     /// Closes both pools, waiting for queries in flight.
@@ -162,6 +172,76 @@ async fn load_task_row(
         .map_err(backend("reading a task"))?
         .ok_or(StoreError::TaskNotFound(id))?;
     rows::task(&row).map(|(_, row)| row)
+}
+
+/// Applies `transition` to the task inside `conn`'s transaction: read, [`apply`], update, and
+/// the `state` event. Returns the task's spec and new state.
+async fn transition_in(
+    conn: &mut SqliteConnection,
+    id: TaskId,
+    transition: &Transition,
+) -> Result<(TaskSpec, TaskState), StoreError> {
+    let (_, spec, state) = load_task_row(&mut *conn, id).await?;
+    let next = apply(&state, transition, spec.retries)?;
+    sqlx::query(
+        "UPDATE tasks SET status = ?, status_reason = ?, failure_code = ?, attempt = ?, \
+             agent_id = ?, exit_code = ?, started_at = ?, finished_at = ? WHERE id = ?",
+    )
+    .bind(next.status.as_str())
+    .bind(next.status_reason.as_deref())
+    .bind(next.failure_code.map(|code| code.as_str()))
+    .bind(next.attempt)
+    .bind(next.agent_id.as_deref())
+    .bind(next.exit_code)
+    .bind(next.started_at.map(ms))
+    .bind(next.finished_at.map(ms))
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend("updating a task's state"))?;
+    let at = match transition {
+        Transition::Start { at, .. }
+        | Transition::Finish { at, .. }
+        | Transition::Cancel { at }
+        | Transition::Interrupt { at, .. }
+        | Transition::Retry { at } => *at,
+    };
+    insert_event(&mut *conn, id, at, &state_event(&next)).await?;
+    Ok((spec, next))
+}
+
+/// Inserts (or replaces) a command's result and its `command_finished` event inside `conn`'s
+/// transaction; returns the event's id.
+async fn insert_result(
+    conn: &mut SqliteConnection,
+    id: TaskId,
+    result: &CommandResult,
+) -> Result<EventId, StoreError> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO command_results (task_id, attempt, idx, command, exit_code, \
+             signal, timed_out, oom_killed, error, stats, started_at, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id.to_string())
+    .bind(result.attempt)
+    .bind(result.index)
+    .bind(&result.command)
+    .bind(result.exit_code)
+    .bind(result.signal)
+    .bind(result.timed_out)
+    .bind(result.oom_killed)
+    .bind(result.error.as_deref())
+    .bind(to_json("stats", &result.stats)?)
+    .bind(ms(result.started_at))
+    .bind(ms(result.finished_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend("recording a command result"))?;
+    let finished = TaskEventKind::CommandFinished {
+        index: result.index,
+        exit_code: result.exit_code,
+    };
+    insert_event(conn, id, result.finished_at, &finished).await
 }
 
 fn state_event(state: &TaskState) -> TaskEventKind {
@@ -309,31 +389,7 @@ impl Store for SqliteStore {
             .begin()
             .await
             .map_err(backend("starting a transaction"))?;
-        let (_, spec, state) = load_task_row(&mut tx, id).await?;
-        let next = apply(&state, &transition, spec.retries)?;
-        sqlx::query(
-            "UPDATE tasks SET status = ?, status_reason = ?, attempt = ?, agent_id = ?, \
-             exit_code = ?, started_at = ?, finished_at = ? WHERE id = ?",
-        )
-        .bind(next.status.as_str())
-        .bind(next.status_reason.as_deref())
-        .bind(next.attempt)
-        .bind(next.agent_id.as_deref())
-        .bind(next.exit_code)
-        .bind(next.started_at.map(ms))
-        .bind(next.finished_at.map(ms))
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("updating a task's state"))?;
-        let at = match &transition {
-            Transition::Start { at, .. }
-            | Transition::Finish { at, .. }
-            | Transition::Cancel { at }
-            | Transition::Interrupt { at, .. }
-            | Transition::Retry { at } => *at,
-        };
-        insert_event(&mut tx, id, at, &state_event(&next)).await?;
+        let (spec, next) = transition_in(&mut tx, id, &transition).await?;
         tx.commit()
             .await
             .map_err(backend("committing a state change"))?;
@@ -378,6 +434,23 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn queued_candidates(&self, limit: u32) -> Result<Vec<Candidate>, StoreError> {
+        // SQLite reads the few fields out of the spec's JSON: no spec crosses to Rust, none is
+        // decoded (a queue of tasks is read on every wake-up of the dispatcher).
+        let rows = sqlx::query(
+            "SELECT id, priority, queued_at, \
+             CAST(json_extract(spec, '$.resources.cpus') AS REAL) AS cpus, \
+             CAST(json_extract(spec, '$.resources.memory') AS INTEGER) AS memory, \
+             json_extract(spec, '$.workspace') AS workspace \
+             FROM tasks WHERE status = 'queued' ORDER BY priority DESC, queued_at, seq LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("reading the queue"))?;
+        rows.iter().map(rows::candidate).collect()
     }
 
     async fn task_ids_with_status(&self, status: TaskStatus) -> Result<Vec<TaskId>, StoreError> {
@@ -450,35 +523,35 @@ impl Store for SqliteStore {
             .begin()
             .await
             .map_err(backend("starting a transaction"))?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO command_results (task_id, attempt, idx, command, exit_code, \
-             signal, timed_out, oom_killed, error, stats, started_at, finished_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id.to_string())
-        .bind(result.attempt)
-        .bind(result.index)
-        .bind(&result.command)
-        .bind(result.exit_code)
-        .bind(result.signal)
-        .bind(result.timed_out)
-        .bind(result.oom_killed)
-        .bind(result.error.as_deref())
-        .bind(to_json("stats", &result.stats)?)
-        .bind(ms(result.started_at))
-        .bind(ms(result.finished_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("recording a command result"))?;
-        let finished = TaskEventKind::CommandFinished {
-            index: result.index,
-            exit_code: result.exit_code,
-        };
-        let event = insert_event(&mut tx, id, result.finished_at, &finished).await?;
+        let event = insert_result(&mut tx, id, result).await?;
         tx.commit()
             .await
             .map_err(backend("committing a command result"))?;
         Ok(event)
+    }
+
+    async fn record_result_and_finish(
+        &self,
+        id: TaskId,
+        result: &CommandResult,
+        finish: Transition,
+    ) -> Result<Result<TaskState, TransitionError>, StoreError> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        insert_result(&mut tx, id, result).await?;
+        // `apply` refuses before anything of the transition is written: the result stands.
+        let finished = match transition_in(&mut tx, id, &finish).await {
+            Ok((_, state)) => Ok(state),
+            Err(StoreError::Transition(refused)) => Err(refused),
+            Err(other) => return Err(other),
+        };
+        tx.commit()
+            .await
+            .map_err(backend("committing a command result and the task's end"))?;
+        Ok(finished)
     }
 
     async fn put_agent(&self, agent: &Agent) -> Result<(), StoreError> {
@@ -527,6 +600,11 @@ impl Store for SqliteStore {
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let generation = match self.tokens.get(hash, Instant::now()) {
+            Ok(info) => return Ok(Some(info)),
+            Err(generation) => generation,
+        };
+        let read = Instant::now();
         let row = sqlx::query(
             "SELECT id, name, admin, created_at, revoked_at FROM tokens WHERE hash = ?",
         )
@@ -534,7 +612,11 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(backend("looking up a token"))?;
-        row.as_ref().map(rows::token).transpose()
+        let info = row.as_ref().map(rows::token).transpose()?;
+        if let Some(info) = &info {
+            self.tokens.put(hash, info, generation, read);
+        }
+        Ok(info)
     }
 
     async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
@@ -553,15 +635,18 @@ impl Store for SqliteStore {
                 .bind(ms(at))
                 .bind(id)
                 .execute(&self.writer)
-                .await
-                .map_err(backend("revoking a token"))?;
+                .await;
+        // Committed (or in doubt): no cached copy may still say it is valid.
+        self.tokens.invalidate();
+        let done = done.map_err(backend("revoking a token"))?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn create_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
         let inserted = sqlx::query(
-            "INSERT INTO workspaces (id, name, cleanup, created_at, last_used_at, size_bytes) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO workspaces \
+             (id, name, cleanup, created_at, last_used_at, size_bytes, owner, disk_bytes) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(workspace.id.as_str())
         .bind(&workspace.name)
@@ -572,6 +657,12 @@ impl Store for SqliteStore {
             workspace
                 .size_bytes
                 .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        )
+        .bind(workspace.owner.as_deref())
+        .bind(
+            workspace
+                .disk
+                .map(|n| i64::try_from(n.get()).unwrap_or(i64::MAX)),
         )
         .execute(&self.writer)
         .await

@@ -12,6 +12,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_workspaces",
         include_str!("../migrations/0002_workspaces.sql"),
     ),
+    (
+        "0003_owners_quotas_failure_codes",
+        include_str!("../migrations/0003_owners_quotas_failure_codes.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -3,9 +3,9 @@
 
 use std::str::FromStr;
 
-use conductor_core::StoreError;
+use conductor_core::{Candidate, StoreError};
 use conductor_types::{
-    Agent, AgentState, CommandResult, TaskEvent, TaskEventKind, TaskId, TaskSpec, TaskState,
+    Agent, AgentState, Bytes, CommandResult, TaskEvent, TaskEventKind, TaskId, TaskSpec, TaskState,
     TaskStatus, Timestamp, TokenInfo, Workspace,
 };
 use sqlx::sqlite::SqliteRow;
@@ -43,6 +43,10 @@ pub(crate) fn task(row: &SqliteRow) -> Result<(i64, TaskRow), StoreError> {
     let state = TaskState {
         status,
         status_reason: get(row, "status_reason")?,
+        failure_code: get::<Option<String>>(row, "failure_code")?
+            .map(|code| code.parse())
+            .transpose()
+            .map_err(|e| corrupt(format!("the failure code of task {id}"), e))?,
         attempt: get::<i64>(row, "attempt")?.max(0) as u32,
         agent_id: get(row, "agent_id")?,
         exit_code: get(row, "exit_code")?,
@@ -51,6 +55,18 @@ pub(crate) fn task(row: &SqliteRow) -> Result<(i64, TaskRow), StoreError> {
         finished_at: get::<Option<i64>>(row, "finished_at")?.map(time),
     };
     Ok((get(row, "seq")?, (id, spec, state)))
+}
+
+/// A queued task as the dispatcher sees it (see `queued_candidates`).
+pub(crate) fn candidate(row: &SqliteRow) -> Result<Candidate, StoreError> {
+    Ok(Candidate {
+        id: task_id(&get::<String>(row, "id")?)?,
+        priority: get(row, "priority")?,
+        queued_at: time(get(row, "queued_at")?),
+        cpus: get(row, "cpus")?,
+        memory: get::<Option<i64>>(row, "memory")?.map(|n| n.max(0) as u64),
+        workspace: get(row, "workspace")?,
+    })
 }
 
 /// A `command_results` row.
@@ -126,5 +142,7 @@ pub(crate) fn workspace(row: &SqliteRow) -> Result<Workspace, StoreError> {
         created_at: time(get(row, "created_at")?),
         last_used_at: get::<Option<i64>>(row, "last_used_at")?.map(time),
         size_bytes: get::<Option<i64>>(row, "size_bytes")?.map(|n| n.max(0) as u64),
+        owner: get(row, "owner")?,
+        disk: get::<Option<i64>>(row, "disk_bytes")?.map(|n| Bytes(n.max(0) as u64)),
     })
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use conductor_core::{validate_request, Store, StoreError, TaskQuery, Transition};
+use conductor_core::{validate_request, Candidate, Store, StoreError, TaskQuery, Transition};
 use conductor_store::{SqliteStore, SCHEMA_VERSION};
 use conductor_types::{
     Agent, AgentState, CommandResult, ExecutionStats, OutputStream, TaskEventKind, TaskId,
@@ -54,7 +54,7 @@ async fn migrations_apply_once_and_reopen_keeps_data() {
         store.get_task(id).await.unwrap().state.status,
         TaskStatus::Queued
     );
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
 }
 
 #[tokio::test]
@@ -106,6 +106,7 @@ async fn a_task_round_trips_with_events_results_and_secrets() {
                 status: TaskStatus::Succeeded,
                 exit_code: Some(0),
                 reason: None,
+                code: None,
                 at: Timestamp(3_000),
             },
         )
@@ -155,6 +156,7 @@ async fn illegal_transitions_are_refused_and_change_nothing() {
                 status: TaskStatus::Succeeded,
                 exit_code: Some(0),
                 reason: None,
+                code: None,
                 at: Timestamp(2),
             },
         )
@@ -375,7 +377,172 @@ async fn tokens_are_found_by_hash_and_revoked() {
         revoked_at: Some(Timestamp(20)),
         ..info
     };
+    // Looked up (and cached) just before: the revocation is seen at once, not after a TTL.
+    assert_eq!(
+        store.token_by_hash("abc123").await.unwrap(),
+        Some(revoked.clone())
+    );
     assert_eq!(store.tokens().await.unwrap(), vec![revoked]);
+}
+
+/// A token changed behind the store's back (another process on the same file) is seen again
+/// once the cache entry is older than its TTL.
+#[tokio::test]
+async fn a_token_changed_elsewhere_is_seen_after_the_cache_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let other = open(&dir).await;
+    let info = TokenInfo {
+        id: "tok1".into(),
+        name: "ci".into(),
+        admin: false,
+        created_at: Timestamp(10),
+        revoked_at: None,
+    };
+    store.create_token(&info, "abc123").await.unwrap();
+    assert_eq!(store.token_by_hash("abc123").await.unwrap(), Some(info));
+    assert!(other.revoke_token("tok1", Timestamp(20)).await.unwrap());
+    tokio::time::sleep(conductor_store::TOKEN_CACHE_TTL + std::time::Duration::from_millis(50))
+        .await;
+    let seen = store.token_by_hash("abc123").await.unwrap().unwrap();
+    assert_eq!(seen.revoked_at, Some(Timestamp(20)));
+}
+
+/// The dispatcher's view of the queue is the queue's, field by field, in the same order.
+#[tokio::test]
+async fn queued_candidates_match_the_queued_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let requests = [
+        r#"{"commands": ["true"]}"#,
+        r#"{"commands": ["true"], "priority": 3, "resources": {"cpus": 1.5, "memory": "512m"}}"#,
+        r#"{"commands": ["true"], "workspace": "cache", "resources": {"cpus": 2}}"#,
+    ];
+    for (n, text) in requests.into_iter().enumerate() {
+        let request: TaskRequest = serde_json::from_str(text).unwrap();
+        let spec = validate_request(request, &["host"]).unwrap().spec;
+        store
+            .create_task(
+                TaskId::random(),
+                &spec,
+                &BTreeMap::new(),
+                Timestamp(n as u64),
+            )
+            .await
+            .unwrap();
+    }
+    let expected: Vec<Candidate> = store
+        .queued_tasks(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|task| Candidate {
+            id: task.id,
+            priority: task.spec.priority,
+            queued_at: task.state.queued_at,
+            cpus: task.spec.resources.cpus.map(|c| c.get()),
+            memory: task.spec.resources.memory.map(|m| m.get()),
+            workspace: task.spec.workspace.clone(),
+        })
+        .collect();
+    assert_eq!(expected.len(), 3);
+    assert_eq!(expected[0].memory, Some(512 * 1024 * 1024));
+    assert_eq!(store.queued_candidates(10).await.unwrap(), expected);
+    assert_eq!(store.queued_candidates(1).await.unwrap(), expected[..1]);
+}
+
+fn result_of(index: u32, exit_code: i32) -> CommandResult {
+    CommandResult {
+        index,
+        attempt: 1,
+        command: "true".into(),
+        exit_code: Some(exit_code),
+        signal: None,
+        timed_out: false,
+        oom_killed: false,
+        error: None,
+        stats: ExecutionStats::default(),
+        started_at: Timestamp(2_000),
+        finished_at: Timestamp(2_001),
+    }
+}
+
+fn finish(status: TaskStatus, exit_code: i32) -> Transition {
+    Transition::Finish {
+        status,
+        exit_code: Some(exit_code),
+        reason: None,
+        code: None,
+        at: Timestamp(3_000),
+    }
+}
+
+/// The last command's result and the task's end are one commit; when the end is refused (the
+/// task was cancelled meanwhile) the result is stored all the same.
+#[tokio::test]
+async fn the_last_result_and_the_end_are_recorded_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = TaskId::random();
+    store
+        .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
+        .await
+        .unwrap();
+    store.transition(id, start(2)).await.unwrap();
+    let state = store
+        .record_result_and_finish(id, &result_of(0, 0), finish(TaskStatus::Succeeded, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.status, TaskStatus::Succeeded);
+    let task = store.get_task(id).await.unwrap();
+    assert_eq!(task.state, state);
+    assert_eq!(task.results, vec![result_of(0, 0)]);
+    let kinds: Vec<_> = store
+        .events(id, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds[2..],
+        [
+            TaskEventKind::CommandFinished {
+                index: 0,
+                exit_code: Some(0)
+            },
+            TaskEventKind::State {
+                status: TaskStatus::Succeeded,
+                attempt: 1,
+                reason: None
+            },
+        ]
+    );
+
+    let cancelled = TaskId::random();
+    store
+        .create_task(
+            cancelled,
+            &spec(&["false"], &[]),
+            &BTreeMap::new(),
+            Timestamp(1),
+        )
+        .await
+        .unwrap();
+    store.transition(cancelled, start(2)).await.unwrap();
+    store
+        .transition(cancelled, Transition::Cancel { at: Timestamp(5) })
+        .await
+        .unwrap();
+    let refused = store
+        .record_result_and_finish(cancelled, &result_of(0, 1), finish(TaskStatus::Failed, 1))
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+    let task = store.get_task(cancelled).await.unwrap();
+    assert_eq!(task.state.status, TaskStatus::Cancelled);
+    assert_eq!(task.results, vec![result_of(0, 1)]);
 }
 
 #[tokio::test]
@@ -423,6 +590,11 @@ async fn store_costs() {
     }
     let queue = started.elapsed() / n;
     let started = std::time::Instant::now();
+    for _ in 0..n {
+        store.queued_candidates(24).await.unwrap();
+    }
+    let candidates = started.elapsed() / n;
+    let started = std::time::Instant::now();
     for id in &ids {
         store.transition(*id, start(2)).await.unwrap();
     }
@@ -436,7 +608,44 @@ async fn store_costs() {
         store.append_event(*id, Timestamp(3), &kind).await.unwrap();
     }
     let event = started.elapsed() / n;
-    println!("store costs: create {create:?}, queued_tasks {queue:?}, transition {transition:?}, append_event {event:?}");
+    let (apart, together) = ids.split_at(ids.len() / 2);
+    let started = std::time::Instant::now();
+    for id in apart {
+        store.record_result(*id, &result_of(0, 0)).await.unwrap();
+        store
+            .transition(*id, finish(TaskStatus::Succeeded, 0))
+            .await
+            .unwrap();
+    }
+    let result_then_finish = started.elapsed() / apart.len() as u32;
+    let started = std::time::Instant::now();
+    for id in together {
+        store
+            .record_result_and_finish(*id, &result_of(0, 0), finish(TaskStatus::Succeeded, 0))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let result_and_finish = started.elapsed() / together.len() as u32;
+    let token = TokenInfo {
+        id: "tok1".into(),
+        name: "ci".into(),
+        admin: false,
+        created_at: Timestamp(10),
+        revoked_at: None,
+    };
+    store.create_token(&token, "abc123").await.unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        store.token_by_hash("abc123").await.unwrap();
+    }
+    let cached = started.elapsed() / n;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        store.token_by_hash("unknown").await.unwrap();
+    }
+    let uncached = started.elapsed() / n;
+    println!("store costs: create {create:?}, queued_tasks {queue:?}, queued_candidates {candidates:?}, transition {transition:?}, append_event {event:?}, record_result then transition(finish) {result_then_finish:?}, record_result_and_finish {result_and_finish:?}, token_by_hash cached {cached:?}, not cached (unknown token) {uncached:?}");
 }
 
 fn workspace(name: &str, at: u64) -> conductor_types::Workspace {
@@ -447,6 +656,8 @@ fn workspace(name: &str, at: u64) -> conductor_types::Workspace {
         created_at: Timestamp(at),
         last_used_at: None,
         size_bytes: None,
+        owner: Some("tok_0123456789ab".to_owned()),
+        disk: None,
     }
 }
 
@@ -461,7 +672,12 @@ async fn workspaces_are_unique_by_name_found_by_id_or_name_and_updated() {
         matches!(&duplicate, Err(StoreError::WorkspaceExists(name)) if name == "repo"),
         "{duplicate:?}"
     );
-    let other = workspace("alpha", 12);
+    // Owner and quota are optional: an old record has neither.
+    let other = conductor_types::Workspace {
+        owner: None,
+        disk: Some(conductor_types::Bytes::mib(64)),
+        ..workspace("alpha", 12)
+    };
     store.create_workspace(&other).await.unwrap();
     assert_eq!(
         store.find_workspace("repo").await.unwrap(),
@@ -528,6 +744,7 @@ async fn a_workspace_named_by_a_queued_or_running_task_cannot_be_deleted() {
                 status: TaskStatus::Succeeded,
                 exit_code: Some(0),
                 reason: None,
+                code: None,
                 at: Timestamp(40),
             },
         )
@@ -539,4 +756,37 @@ async fn a_workspace_named_by_a_queued_or_running_task_cannot_be_deleted() {
         store.delete_workspace(&repo.id).await,
         Err(StoreError::WorkspaceNotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn a_failure_code_is_stored_with_the_outcome_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let id = TaskId::random();
+    store
+        .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
+        .await
+        .unwrap();
+    store.transition(id, start(2)).await.unwrap();
+    let finished = store
+        .transition(
+            id,
+            Transition::Finish {
+                status: TaskStatus::Failed,
+                exit_code: Some(1),
+                reason: Some("disk_quota_exceeded: full".to_owned()),
+                code: Some(conductor_types::FailureCode::DiskQuotaExceeded),
+                at: Timestamp(3),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        finished.state.failure_code,
+        Some(conductor_types::FailureCode::DiskQuotaExceeded)
+    );
+    store.close().await;
+    let store = open(&dir).await;
+    let reread = store.get_task(id).await.unwrap();
+    assert_eq!(reread.state, finished.state);
 }

@@ -74,6 +74,9 @@ pub enum Capability {
     DiskIoStats,
     /// The executor can snapshot and restore a workspace.
     Snapshots,
+    /// Service sidecars: the executor runs requests on a `service_network` (see
+    /// `core::ServiceRunner`).
+    Services,
 }
 
 /// What an executor declares about itself.

@@ -31,6 +31,10 @@ pub struct ExecutionRequest {
     pub output_limit: Bytes,
     /// Hostname inside the sandbox (default: `conductor-<short id>`).
     pub hostname: Option<String>,
+    /// The private network of the task's services (`core::ServiceSet::network`): the sandbox
+    /// joins it and reaches each service by name. Only executors declaring
+    /// `Capability::Services` accept it.
+    pub service_network: Option<String>,
 }
 
 impl ExecutionRequest {
@@ -51,6 +55,7 @@ impl ExecutionRequest {
             timeout: None,
             output_limit: Self::DEFAULT_OUTPUT_LIMIT,
             hostname: None,
+            service_network: None,
         }
     }
 }

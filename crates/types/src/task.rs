@@ -244,7 +244,8 @@ pub struct TaskRequest {
     /// How many times a failed, timed-out or interrupted task is run again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
-    /// Side services (seed 001); not supported yet.
+    /// Service sidecars (seed 001: `["postgres:14", "redis:7"]`), started on a private network
+    /// before the commands, each reachable by its name; container executors only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<String>>,
 }
@@ -294,6 +295,9 @@ pub struct TaskSpec {
     /// Repository cloned into the workspace before the commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitSource>,
+    /// Service sidecars running while the commands run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
     /// Higher runs first.
     pub priority: i32,
     /// Labels.
@@ -311,6 +315,10 @@ pub struct TaskState {
     /// Why it has this status, when that needs saying (interrupted, cancelled, could not run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// A stable, machine-readable code for why it did not succeed, when the orchestrator knows
+    /// one (`status_reason` says it in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_code: Option<FailureCode>,
     /// How many times it has been started (1 on the first run).
     pub attempt: u32,
     /// The agent running it, or that ran it last.
@@ -335,6 +343,7 @@ impl TaskState {
         Self {
             status: TaskStatus::Queued,
             status_reason: None,
+            failure_code: None,
             attempt: 0,
             agent_id: None,
             exit_code: None,
@@ -342,6 +351,77 @@ impl TaskState {
             started_at: None,
             finished_at: None,
         }
+    }
+}
+
+/// Why a task did not succeed, as a stable code for programs (the `status_reason` next to it
+/// is for people and may change wording).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    /// The task filled its workspace's disk quota (its commands got `ENOSPC`).
+    DiskQuotaExceeded,
+    /// Its workspace (or the workspace's disk quota) could not be set up.
+    WorkspaceUnavailable,
+    /// Its `git` repository could not be cloned.
+    GitCloneFailed,
+    /// Its environment no longer exists on the server.
+    EnvironmentMissing,
+    /// Its `services` could not be started or never became healthy.
+    ServicesFailed,
+    /// The orchestrator itself failed while running it.
+    OrchestratorError,
+}
+
+impl FailureCode {
+    /// Every code.
+    pub const ALL: [FailureCode; 6] = [
+        Self::DiskQuotaExceeded,
+        Self::WorkspaceUnavailable,
+        Self::GitCloneFailed,
+        Self::EnvironmentMissing,
+        Self::ServicesFailed,
+        Self::OrchestratorError,
+    ];
+
+    /// The name the API uses.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::DiskQuotaExceeded => "disk_quota_exceeded",
+            Self::WorkspaceUnavailable => "workspace_unavailable",
+            Self::GitCloneFailed => "git_clone_failed",
+            Self::EnvironmentMissing => "environment_missing",
+            Self::ServicesFailed => "services_failed",
+            Self::OrchestratorError => "orchestrator_error",
+        }
+    }
+}
+
+impl fmt::Display for FailureCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A failure code that does not exist (a database written by a newer conductor, say).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown failure code {input:?}")]
+pub struct ParseFailureCodeError {
+    /// What was given.
+    pub input: String,
+}
+
+impl FromStr for FailureCode {
+    type Err = ParseFailureCodeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|code| code.as_str() == s)
+            .ok_or_else(|| ParseFailureCodeError {
+                input: s.to_owned(),
+            })
     }
 }
 
@@ -605,6 +685,18 @@ mod tests {
             );
         }
         assert!("done".parse::<TaskStatus>().is_err());
+    }
+
+    #[test]
+    fn failure_code_names_round_trip() {
+        for code in FailureCode::ALL {
+            assert_eq!(code.as_str().parse::<FailureCode>(), Ok(code));
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{code}\""));
+        }
+        assert_eq!(
+            "full".parse::<FailureCode>().unwrap_err().to_string(),
+            "unknown failure code \"full\""
+        );
     }
 
     #[test]

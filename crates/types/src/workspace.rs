@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
+use crate::{Bytes, Timestamp};
 
 /// Text that is not a workspace id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +92,15 @@ pub struct Workspace {
     /// Bytes of its files, when measured (after a task in it, or a snapshot of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
+    /// Who created it: the id (`tok_…`) of the token that created it, or that submitted the
+    /// task whose first use of the name created it. Absent for workspaces created before owners
+    /// were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Its disk quota in bytes, when it has one: its directory is a filesystem of that size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    pub disk: Option<Bytes>,
 }
 
 /// `POST /api/v1/workspaces` body.
@@ -105,6 +114,12 @@ pub struct WorkspaceRequest {
     /// `ttl:7d`: removed once unused that long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<String>,
+    /// A disk quota (`1g`, `512m` or bytes): the workspace is then a filesystem of its own of
+    /// that size, and a task in it may ask for `resources.disk` up to it. Needs a server
+    /// running as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1g"))]
+    pub disk: Option<Bytes>,
 }
 
 #[cfg(test)]

@@ -37,6 +37,11 @@
 //! exits with such a code cannot be told apart). The engine does not run a seccomp profile that
 //! refuses `ptrace`, so this executor does not declare `seccomp`.
 //!
+//! **Services.** [`services::ContainerServices`] is the executor's `ServiceRunner`: a task's
+//! service sidecars (postgres, redis: images built by `conductor env build`) on an internal
+//! network of their own, which a request's `service_network` makes its container join instead
+//! of network `none` (never a warm container: those are made with network `none`).
+//!
 //! **Start cost.** Per process, one `/_ping` agrees on the API version ([`api`]); the cgroup
 //! driver is asked of `/info` only when a create fails (Podman answers `/version` and `/info`
 //! in hundreds of milliseconds each, which used to make `conductor exec --executor podman` take
@@ -50,6 +55,7 @@ mod engine;
 mod guard;
 mod oom;
 mod pool;
+pub mod services;
 pub mod spec;
 mod warm;
 
@@ -65,7 +71,9 @@ use bollard::container::LogOutput;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
 };
-use conductor_core::{check_supported, EventSender, Executor, ExecutorError, PlanTarget};
+use conductor_core::{
+    check_supported, EventSender, Executor, ExecutorError, PlanTarget, ServiceRunner,
+};
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager, CgroupVersion};
 use conductor_types::{
     Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
@@ -78,6 +86,7 @@ pub use api::ListedContainer;
 pub use engine::{Engine, EngineError, EngineKind};
 use guard::ContainerGuard;
 use oom::OomWatch;
+pub use services::{ContainerServices, ServicesConfig};
 use spec::{create_body, ContainerSettings, LABEL_EXECUTION, LABEL_OWNER};
 
 use crate::output::now_ms;
@@ -114,6 +123,8 @@ pub struct ContainerConfig {
     pub warm_pool: usize,
     /// Where the warm containers' slot directories are made (see `pool`).
     pub pool_dir: PathBuf,
+    /// The service sidecars' images and health timeout (see `services`).
+    pub services: ServicesConfig,
 }
 
 impl ContainerConfig {
@@ -132,6 +143,7 @@ impl ContainerConfig {
             spool_dir: std::env::temp_dir().join("conductor-spool"),
             warm_pool: 0,
             pool_dir: PathBuf::from("/run/conductor/container-pool").join(engine.name()),
+            services: ServicesConfig::default(),
         }
     }
 }
@@ -141,6 +153,7 @@ impl ContainerConfig {
 pub struct ContainerExecutor {
     inner: Arc<Inner>,
     registry: Registry,
+    services: ContainerServices,
 }
 
 /// What the executor and its warm pool's background refill share.
@@ -197,12 +210,16 @@ impl ContainerExecutor {
             EngineKind::Docker => Vec::new(),
         };
         let template = warm::template_plan().map_err(|e| unavailable(e.to_string()))?;
+        let owner = own_owner_label();
+        let services =
+            ContainerServices::new(engine.clone(), config.services.clone(), owner.clone());
         Ok(Self {
+            services,
             inner: Arc::new(Inner {
                 config,
                 engine,
                 cgroups: Arc::new(cgroups),
-                owner: own_owner_label(),
+                owner,
                 engine_rlimits,
                 template,
                 pool: std::sync::Mutex::new(warm::PoolState::default()),
@@ -243,7 +260,11 @@ impl ContainerExecutor {
         let registration = self.registry.register(&request.id)?;
         let begun = Instant::now();
         inner.hand_over_workspace(request).await?;
-        let taken = inner.take_warm(plan);
+        // Warm containers are made with network `none`: one on a service network is cold.
+        let taken = match request.service_network {
+            Some(_) => None,
+            None => inner.take_warm(plan),
+        };
         if inner.config.warm_pool > 0 {
             Inner::refill(inner);
         }
@@ -416,6 +437,8 @@ impl Inner {
                 (LABEL_OWNER.to_owned(), self.owner.clone()),
             ]),
             default_rlimits: self.engine_rlimits.clone(),
+            service_network: None,
+            extra_hosts: Vec::new(),
         }
     }
 
@@ -435,12 +458,16 @@ impl Inner {
         let mut guard = ContainerGuard::new(self.engine.clone(), cgroup, engine_dirs);
         let user = self.user();
         let workspace = request.workspace.display().to_string();
-        let settings = self.settings(
+        let mut settings = self.settings(
             &request.id.to_string(),
             &user,
             Some(&cgroup_parent),
             &workspace,
         );
+        if let Some(network) = &request.service_network {
+            settings.service_network = Some(network);
+            settings.extra_hosts = services::hosts(&self.engine, network).await?;
+        }
         let body = create_body(plan, &settings)?;
         let docker = self.engine.client();
         let options = CreateContainerOptionsBuilder::default()
@@ -623,28 +650,7 @@ impl Executor for ContainerExecutor {
     }
 
     fn capabilities(&self) -> ExecutorCapabilities {
-        let mut supported = BTreeSet::from([
-            Capability::CpuLimit,
-            Capability::MemoryLimit,
-            Capability::PidsLimit,
-            Capability::NetworkNone,
-            Capability::ReadOnlyRoot,
-            Capability::HostFilesHidden,
-            Capability::PidIsolation,
-            Capability::HostnameIsolation,
-            Capability::KillsProcessTree,
-            Capability::CpuTimeStats,
-            Capability::PeakMemoryStats,
-            Capability::DiskIoStats,
-        ]);
-        if self.inner.config.user.0 != 0 {
-            supported.insert(Capability::UserMapping);
-        }
-        ExecutorCapabilities {
-            isolation_level: IsolationLevel::Container,
-            platform: std::env::consts::OS.to_owned(),
-            supported,
-        }
+        capabilities(&self.inner.config)
     }
 
     async fn health_check(&self) -> Result<(), ExecutorError> {
@@ -675,6 +681,10 @@ impl Executor for ContainerExecutor {
         if removed > 0 {
             tracing::info!(removed, "removed containers left by dead processes");
         }
+        let networks = services::sweep_networks(&self.inner.engine, owner_alive).await;
+        if networks > 0 {
+            tracing::info!(networks, "removed service networks left by dead processes");
+        }
         self.inner.sweep_slots().await;
         self.inner.fill().await
     }
@@ -697,6 +707,10 @@ impl Executor for ContainerExecutor {
 
     async fn cancel(&self, id: &ExecutionId) -> Result<bool, ExecutorError> {
         Ok(self.registry.cancel(id))
+    }
+
+    fn services(&self) -> Option<&dyn ServiceRunner> {
+        Some(&self.services)
     }
 }
 
@@ -883,6 +897,33 @@ fn owner_alive(owner: &str) -> bool {
     match (pid.parse::<u32>(), start.parse::<u64>()) {
         (Ok(pid), Ok(start)) => start_time(pid) == Some(start),
         _ => false,
+    }
+}
+
+/// What a container executor of `config` enforces and measures (known before it connects).
+pub fn capabilities(config: &ContainerConfig) -> ExecutorCapabilities {
+    let mut supported = BTreeSet::from([
+        Capability::CpuLimit,
+        Capability::MemoryLimit,
+        Capability::PidsLimit,
+        Capability::NetworkNone,
+        Capability::ReadOnlyRoot,
+        Capability::HostFilesHidden,
+        Capability::PidIsolation,
+        Capability::HostnameIsolation,
+        Capability::KillsProcessTree,
+        Capability::CpuTimeStats,
+        Capability::PeakMemoryStats,
+        Capability::DiskIoStats,
+        Capability::Services,
+    ]);
+    if config.user.0 != 0 {
+        supported.insert(Capability::UserMapping);
+    }
+    ExecutorCapabilities {
+        isolation_level: IsolationLevel::Container,
+        platform: std::env::consts::OS.to_owned(),
+        supported,
     }
 }
 

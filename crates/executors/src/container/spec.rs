@@ -40,6 +40,11 @@ pub struct ContainerSettings<'a> {
     /// once given any ulimit, also sets its own defaults for `nofile` and `nproc` (2^20), which
     /// fail where the engine's hard limits are lower; the executor passes its own instead.
     pub default_rlimits: Vec<Rlimit>,
+    /// The task's service network (see `services`): the container joins it instead of
+    /// network `none`.
+    pub service_network: Option<&'a str>,
+    /// `name:ip` lines added to `/etc/hosts` (the services, as Podman's CNI networks have no DNS).
+    pub extra_hosts: Vec<String>,
 }
 
 /// The create body for `plan`.
@@ -63,10 +68,16 @@ pub fn create_body(
             "a program name containing '=' ({program:?})"
         )));
     }
-    let network_mode = match &plan.network {
-        NetworkPolicy::None => "none",
-        NetworkPolicy::Full => "bridge",
-        other => return Err(unsupported(format!("network policy {}", other.name()))),
+    let network_mode = match (&plan.network, settings.service_network) {
+        (NetworkPolicy::None, None) => "none",
+        (NetworkPolicy::None, Some(network)) => network,
+        (NetworkPolicy::Full, None) => "bridge",
+        (NetworkPolicy::Full, Some(_)) => {
+            return Err(unsupported(
+                "network policy full together with services".to_owned(),
+            ))
+        }
+        (other, _) => return Err(unsupported(format!("network policy {}", other.name()))),
     };
     let mut cmd = vec!["/usr/bin/env".to_owned(), "-i".to_owned(), "--".to_owned()];
     cmd.extend(
@@ -122,6 +133,7 @@ pub fn create_body(
         cgroup_parent: settings.cgroup_parent.map(str::to_owned),
         userns_mode: settings.userns.map(str::to_owned),
         ulimits: (!ulimits.is_empty()).then_some(ulimits),
+        extra_hosts: (!settings.extra_hosts.is_empty()).then(|| settings.extra_hosts.clone()),
         ..HostConfig::default()
     };
     Ok(ContainerCreateBody {
@@ -217,6 +229,8 @@ mod tests {
             workspace: "/work/ws",
             labels: HashMap::from([(LABEL_EXECUTION.to_owned(), "id".to_owned())]),
             default_rlimits: vec![],
+            service_network: None,
+            extra_hosts: vec![],
         }
     }
 
@@ -343,6 +357,35 @@ mod tests {
             ..cold
         };
         assert_eq!(warm, expected);
+    }
+
+    #[test]
+    fn a_service_network_replaces_network_none_and_names_the_services() {
+        let req = request(&["true"]);
+        let planned = plan(&req, PlanTarget::Sandbox, &HostContext::default()).unwrap();
+        let alone = create_body(&planned, &settings()).unwrap();
+        let with_services = ContainerSettings {
+            service_network: Some("conductor-task-t1"),
+            extra_hosts: vec!["postgres:10.89.0.2".into()],
+            ..settings()
+        };
+        let body = create_body(&planned, &with_services).unwrap();
+        let expected = ContainerCreateBody {
+            host_config: Some(HostConfig {
+                network_mode: Some("conductor-task-t1".into()),
+                extra_hosts: Some(vec!["postgres:10.89.0.2".into()]),
+                ..alone.host_config.clone().unwrap()
+            }),
+            ..alone
+        };
+        assert_eq!(body, expected);
+        let mut full = request(&["true"]);
+        full.network = NetworkPolicy::Full;
+        let planned = plan(&full, PlanTarget::Sandbox, &HostContext::default()).unwrap();
+        assert_eq!(
+            create_body(&planned, &with_services).unwrap_err().to_string(),
+            "network policy full together with services is not supported yet by the docker executor"
+        );
     }
 
     #[test]

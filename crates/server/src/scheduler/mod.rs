@@ -6,6 +6,7 @@
 //! agent has it.
 
 mod run;
+mod services;
 
 pub use run::DISK_QUOTA_EXCEEDED;
 
@@ -53,6 +54,8 @@ pub struct SchedulerConfig {
     pub memory_budget: Option<Bytes>,
     /// Each agent's own token id (see `auth::ensure_agent_tokens`), listed with the agent.
     pub agent_tokens: BTreeMap<String, String>,
+    /// The named workspace of tasks that name none (`None`: a fresh one per task).
+    pub default_workspace: Option<String>,
 }
 
 impl SchedulerConfig {
@@ -75,6 +78,7 @@ impl SchedulerConfig {
             cpus_budget: None,
             memory_budget: None,
             agent_tokens: BTreeMap::new(),
+            default_workspace: None,
         }
     }
 }
@@ -365,18 +369,8 @@ impl Scheduler {
             }
         };
         let fetch = (capacity.free_agents.len() as u32).saturating_mul(4) + 16;
-        let queued = self.store.queued_tasks(fetch).await?;
-        let candidates: Vec<Candidate> = queued
-            .iter()
-            .map(|task| Candidate {
-                id: task.id,
-                priority: task.spec.priority,
-                queued_at: task.state.queued_at,
-                cpus: task.spec.resources.cpus.map(|c| c.get()),
-                memory: task.spec.resources.memory.map(|m| m.get()),
-                workspace: task.spec.workspace.clone(),
-            })
-            .collect();
+        // Only what dispatch needs: a started task comes back whole from the Start transition.
+        let candidates: Vec<Candidate> = self.store.queued_candidates(fetch).await?;
         for assignment in dispatch(&candidates, &capacity) {
             let Some(candidate) = candidates.iter().find(|c| c.id == assignment.task_id) else {
                 continue;
@@ -551,14 +545,9 @@ impl Scheduler {
                 }
                 Err(other) => return Err(other),
             }
-            let dir = self.named_workspace_dir(&ws.name);
-            let gone = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            })
-            .await;
-            if !matches!(gone, Ok(Ok(()))) {
-                tracing::warn!(workspace = %ws.name, "could not remove a swept workspace's directory");
+            // Its disk quota (if any) unmounted and destroyed, then its directory removed.
+            if let Err(error) = crate::workspaces::remove_named_dir(self, &ws.name).await {
+                tracing::warn!(workspace = %ws.name, %error, "could not remove a swept workspace's directory");
             }
             tracing::info!(workspace = %ws.name, policy = %ws.cleanup, "removed a workspace by its cleanup policy");
             removed.push(ws.name.clone());

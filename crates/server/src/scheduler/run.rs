@@ -12,8 +12,8 @@ use conductor_core::{
     Transition, CWD_FILE,
 };
 use conductor_types::{
-    AgentState, CommandResult, ExecEvent, ExecutionRequest, ExecutionStats, OutputStream, Task,
-    TaskEventKind, TaskId, TaskStatus, Timestamp,
+    AgentState, CommandResult, ExecEvent, ExecutionRequest, ExecutionStats, FailureCode,
+    OutputStream, Task, TaskEventKind, TaskId, TaskStatus, Timestamp,
 };
 use conductor_workspace::{clone_at, diff_against, Checkout, GitOptions, QuotaFs};
 use tokio::time::Instant;
@@ -44,7 +44,8 @@ pub(crate) fn dir_size(dir: &std::path::Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
-/// How a task's status reason starts when it filled its disk quota.
+/// How a task's status reason starts when it filled its disk quota (its `failure_code` is
+/// [`FailureCode::DiskQuotaExceeded`]).
 pub const DISK_QUOTA_EXCEEDED: &str = "disk_quota_exceeded";
 
 /// Output events buffered between an executor and the store.
@@ -66,6 +67,7 @@ impl Scheduler {
                     status: TaskStatus::Failed,
                     exit_code: None,
                     reason: Some(reason),
+                    code: Some(FailureCode::OrchestratorError),
                     at: Timestamp::now(),
                 };
                 let _ = self.store.transition(id, finish).await;
@@ -213,9 +215,9 @@ impl Scheduler {
                     task,
                     TaskStatus::Failed,
                     None,
-                    Some(format!(
-                        "environment {:?} no longer exists",
-                        spec.environment
+                    Some((
+                        FailureCode::EnvironmentMissing,
+                        format!("environment {:?} no longer exists", spec.environment),
                     )),
                 )
                 .await;
@@ -233,25 +235,48 @@ impl Scheduler {
                 "could not create workspace {}: {error}",
                 workspace.display()
             );
+            let failure = (FailureCode::WorkspaceUnavailable, reason);
             return self
-                .finish(task, TaskStatus::Failed, None, Some(reason))
+                .finish(task, TaskStatus::Failed, None, Some(failure))
                 .await;
         }
-        // `resources.disk` on a fresh workspace: its own filesystem of that size (the API
-        // refuses it for named workspaces while quotas are on).
+        // `resources.disk` on a fresh workspace: its own filesystem of that size.
         let quota = match spec.resources.disk {
             Some(disk) if self.config.disk_quotas && spec.workspace.is_none() => {
                 match self.mount_quota(task, disk.get()).await {
                     Ok(quota) => Some((quota, disk)),
                     Err(error) => {
                         let reason = format!("could not set up the disk quota: {error}");
+                        let failure = (FailureCode::WorkspaceUnavailable, reason);
                         return self
-                            .finish(task, TaskStatus::Failed, None, Some(reason))
+                            .finish(task, TaskStatus::Failed, None, Some(failure))
                             .await;
                     }
                 }
             }
             _ => None,
+        };
+        // A named workspace with a disk quota: its filesystem, mounted (again, after a restart)
+        // before the sandbox is built; the API made sure the task's `resources.disk` fits it.
+        let quota = match (&spec.workspace, quota) {
+            (Some(name), None) => match self.store.find_workspace(name).await? {
+                Some(named) => match (
+                    named.disk,
+                    crate::workspaces::prepare_dir(self, &named).await,
+                ) {
+                    (Some(disk), Ok(Some(fs))) => Some((fs, disk)),
+                    (_, Ok(_)) => None,
+                    (_, Err(error)) => {
+                        let reason = format!("could not prepare workspace {name}: {error}");
+                        let failure = (FailureCode::WorkspaceUnavailable, reason);
+                        return self
+                            .finish(task, TaskStatus::Failed, None, Some(failure))
+                            .await;
+                    }
+                },
+                None => None,
+            },
+            (_, quota) => quota,
         };
         // `git`: cloned into the fresh workspace before the commands.
         let checkout = match &spec.git {
@@ -270,14 +295,16 @@ impl Scheduler {
                     Ok(Ok(checkout)) => Some((git.repository.clone(), checkout)),
                     Ok(Err(error)) => {
                         let reason = format!("could not clone {}: {error}", git.repository);
+                        let failure = (FailureCode::GitCloneFailed, reason);
                         return self
-                            .finish(task, TaskStatus::Failed, None, Some(reason))
+                            .finish(task, TaskStatus::Failed, None, Some(failure))
                             .await;
                     }
                     Err(error) => {
                         let reason = format!("could not clone {}: {error}", git.repository);
+                        let failure = (FailureCode::GitCloneFailed, reason);
                         return self
-                            .finish(task, TaskStatus::Failed, None, Some(reason))
+                            .finish(task, TaskStatus::Failed, None, Some(failure))
                             .await;
                     }
                 }
@@ -295,9 +322,21 @@ impl Scheduler {
                 }
             }
         }
+        // Services: healthy before the first command, stopped when the task is over.
+        let mut services = match super::services::Services::start(&executor, task).await {
+            Ok(services) => services,
+            Err(reason) => {
+                let failure = (FailureCode::ServicesFailed, redactor.redact(&reason));
+                return self
+                    .finish(task, TaskStatus::Failed, None, Some(failure))
+                    .await;
+            }
+        };
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         let mut budget = OutputBudget::new(self.config.stored_output_limit.get());
         let mut results: Vec<CommandResult> = Vec::new();
+        // The last command's result, stored with the task's end in one transaction.
+        let mut last: Option<CommandResult> = None;
         loop {
             let index = match next_step(spec.commands.len(), spec.continue_on_error, &results) {
                 Step::Run(index) => index,
@@ -306,21 +345,46 @@ impl Scheduler {
                     exit_code,
                     reason,
                 } => {
-                    let reason = match &quota {
-                        Some((fs, disk))
-                            if status != TaskStatus::Succeeded && fs.is_full().unwrap_or(false) =>
-                        {
-                            Some(format!(
-                                "{DISK_QUOTA_EXCEEDED}: the task filled its workspace's disk quota of {disk}{}",
-                                reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                            ))
-                        }
-                        _ => reason,
-                    };
+                    if let Some(services) = services.take() {
+                        services.stop().await;
+                    }
                     if let Some((repository, checkout)) = &checkout {
                         self.record_diff(id, &workspace, repository, checkout).await;
                     }
-                    return self.finish(task, status, exit_code, reason).await;
+                    let full = match &quota {
+                        Some((fs, disk)) if status != TaskStatus::Succeeded => {
+                            let fs = fs.clone();
+                            let full = tokio::task::spawn_blocking(move || fs.is_full())
+                                .await
+                                .map(|full| full.unwrap_or(false))
+                                .unwrap_or(false);
+                            full.then_some(*disk)
+                        }
+                        _ => None,
+                    };
+                    if let Some(disk) = full {
+                        let failure = (
+                            FailureCode::DiskQuotaExceeded,
+                            format!(
+                                "{DISK_QUOTA_EXCEEDED}: the task filled its workspace's disk quota of {disk}{}",
+                                reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                            ),
+                        );
+                        let (code, reason) = failure;
+                        return self
+                            .record_finish(
+                                task,
+                                status,
+                                exit_code,
+                                Some(code),
+                                Some(reason),
+                                last.as_ref(),
+                            )
+                            .await;
+                    }
+                    return self
+                        .record_finish(task, status, exit_code, None, reason, last.as_ref())
+                        .await;
                 }
             };
             if self.stopped(id) {
@@ -363,6 +427,9 @@ impl Scheduler {
                     request.limits.disk = None;
                 }
                 request.network = spec.network.clone();
+                if let Some(services) = &services {
+                    services.join(&mut request);
+                }
                 request.timeout = remaining;
                 request.output_limit = self.config.output_limit;
                 let execution_id = request.id.clone();
@@ -403,9 +470,20 @@ impl Scheduler {
                 }
             }
             result.finished_at = Timestamp::now();
-            self.store.record_result(id, &result).await?;
-            self.events.bump();
             results.push(result);
+            let done = matches!(
+                next_step(spec.commands.len(), spec.continue_on_error, &results),
+                Step::Finish { .. }
+            );
+            if done && !self.stopped(id) {
+                // Recorded with the task's end (one commit instead of two per task).
+                last = results.last().cloned();
+                continue;
+            }
+            if let Some(result) = results.last() {
+                self.store.record_result(id, result).await?;
+                self.events.bump();
+            }
             if self.stopped(id) {
                 return Ok(());
             }
@@ -420,36 +498,67 @@ impl Scheduler {
             .is_some_and(|r| r.cancelled || r.interrupted)
     }
 
+    /// Records the outcome, with a failure's code and reason.
     async fn finish(
         &self,
         task: &Task,
         status: TaskStatus,
         exit_code: Option<i32>,
+        failure: Option<(FailureCode, String)>,
+    ) -> Result<(), StoreError> {
+        let (code, reason) =
+            failure.map_or((None, None), |(code, reason)| (Some(code), Some(reason)));
+        self.record_finish(task, status, exit_code, code, reason, None)
+            .await
+    }
+
+    /// Records the outcome, with the last command's result when it is not stored yet (then
+    /// both in one transaction; the result stands even when the end is refused).
+    async fn record_finish(
+        &self,
+        task: &Task,
+        status: TaskStatus,
+        exit_code: Option<i32>,
+        code: Option<FailureCode>,
         reason: Option<String>,
+        last: Option<&CommandResult>,
     ) -> Result<(), StoreError> {
         let at = Timestamp::now();
         let finish = Transition::Finish {
             status,
             exit_code,
             reason,
+            code,
             at,
         };
-        let finished = match self.store.transition(task.id, finish).await {
-            Ok(finished) => finished,
-            // Cancelled or interrupted meanwhile; that status stands.
-            Err(StoreError::Transition(_)) => return Ok(()),
-            Err(e) => return Err(e),
+        let finished = match last {
+            Some(result) => match self
+                .store
+                .record_result_and_finish(task.id, result, finish)
+                .await?
+            {
+                Ok(state) => state,
+                // Cancelled or interrupted meanwhile; that status stands (the result is stored).
+                Err(_) => {
+                    self.events.bump();
+                    return Ok(());
+                }
+            },
+            None => match self.store.transition(task.id, finish).await {
+                Ok(finished) => finished.state,
+                // Cancelled or interrupted meanwhile; that status stands.
+                Err(StoreError::Transition(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            },
         };
         self.events.bump();
-        if let (Some(started), Some(ended)) =
-            (finished.state.started_at, finished.state.finished_at)
-        {
+        if let (Some(started), Some(ended)) = (finished.started_at, finished.finished_at) {
             let ran = ended.millis_since(started);
             self.metrics
                 .run_duration
                 .observe(Duration::from_millis(ran));
         }
-        if can_retry(&finished.state, finished.spec.retries) {
+        if can_retry(&finished, task.spec.retries) {
             self.store
                 .transition(task.id, Transition::Retry { at })
                 .await?;

@@ -83,7 +83,7 @@ async fn seed_001_requests_are_accepted_on_the_alias_and_environments_are_checke
             StatusCode::UNPROCESSABLE_ENTITY,
             (
                 "invalid_field".into(),
-                "environment: unknown environment \"python-dev\": the environments that exist are \"host\"".into()
+                "environment: unknown environment \"python-dev\": the environments that exist are \"host\" (the server offers every environment built on it: `conductor env build NAME`, then restart it)".into()
             )
         )
     );
@@ -405,6 +405,29 @@ async fn events_stream_as_sse_and_resume_after_last_event_id() {
     assert_eq!(follow, "hi\n");
 }
 
+/// A follower reads once per wake-up and waits for the next one, yet misses nothing and ends as
+/// soon as the task does (a missed wake-up would cost the 1 s recheck, here 1.6 s at least).
+#[tokio::test]
+async fn following_a_running_task_sees_all_its_output_and_ends_with_it() {
+    let app = TestApp::new().await;
+    let started = std::time::Instant::now();
+    let task = app
+        .submit(r#"{"commands": ["echo one", "sleep 300", "echo two", "sleep 300", "echo three"]}"#)
+        .await;
+    let (status, follow) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/tasks/{}/logs?follow=true", task.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(follow, "one\ntwo\nthree\n");
+    assert_eq!(app.task(task.id).await.state.status, TaskStatus::Succeeded);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
+}
+
 #[tokio::test]
 async fn logs_keep_the_order_lines_were_read_in_across_both_streams() {
     let app = TestApp::new().await;
@@ -611,6 +634,7 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "DiffView",
             "EntryView",
             "ExecutionStats",
+            "FailureCode",
             "FileEntryView",
             "GitFileView",
             "GitSource",
@@ -660,6 +684,31 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
         accepted_fields::<conductor_types::WorkspaceRequest>()
     );
     assert_eq!(properties("SnapshotRequest"), vec!["name"]);
+    // Owners, disk quotas and failure codes are documented where they appear.
+    let schemas = &doc["components"]["schemas"];
+    for (schema, property) in [
+        ("Workspace", "owner"),
+        ("Workspace", "disk"),
+        ("WorkspaceRequest", "disk"),
+        ("TaskState", "failure_code"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][property].is_object(),
+            "{schema}.{property}: {}",
+            schemas[schema]
+        );
+    }
+    assert_eq!(
+        schemas["FailureCode"]["enum"],
+        serde_json::json!([
+            "disk_quota_exceeded",
+            "workspace_unavailable",
+            "git_clone_failed",
+            "environment_missing",
+            "services_failed",
+            "orchestrator_error"
+        ])
+    );
     assert_eq!(properties("RestoreRequest"), vec!["target"]);
     assert_eq!(
         properties("GitSource"),

@@ -125,6 +125,10 @@ async fn clone_failures_and_bad_git_requests() {
         )
         .await;
     let done = app.wait_for(task.id, TaskStatus::Failed).await;
+    assert_eq!(
+        done.state.failure_code,
+        Some(conductor_types::FailureCode::GitCloneFailed)
+    );
     let reason = done.state.status_reason.unwrap();
     assert!(
         reason.starts_with(&format!("could not clone {}", repo.display())),

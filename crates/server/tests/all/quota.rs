@@ -2,7 +2,8 @@
 //! workspace, for real (root and a loop device needed; skipped with the reason otherwise).
 
 use axum::http::{Method, StatusCode};
-use conductor_types::TaskStatus;
+use conductor_types::{Bytes, FailureCode, TaskStatus, Workspace};
+use serde_json::{json, Value};
 
 use crate::support::{error_of, Options, TestApp};
 
@@ -51,6 +52,25 @@ async fn a_task_that_fills_its_disk_quota_gets_enospc_and_disk_quota_exceeded() 
         reason.starts_with("disk_quota_exceeded: the task filled its workspace's disk quota of 16"),
         "{reason}"
     );
+    // The stable code, in the task's JSON and in the store.
+    assert_eq!(
+        done.state.failure_code,
+        Some(FailureCode::DiskQuotaExceeded)
+    );
+    let (_, text) = app
+        .send(Method::GET, &format!("/api/v1/tasks/{}", task.id), None)
+        .await;
+    let shown: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(shown["failure_code"], json!("disk_quota_exceeded"));
+    assert_eq!(
+        app.store
+            .get_task(task.id)
+            .await
+            .unwrap()
+            .state
+            .failure_code,
+        Some(FailureCode::DiskQuotaExceeded)
+    );
     let (_, logs) = app
         .send(
             Method::GET,
@@ -86,6 +106,7 @@ async fn a_task_that_fills_its_disk_quota_gets_enospc_and_disk_quota_exceeded() 
         .await;
     let done = app.wait_for(small.id, TaskStatus::Succeeded).await;
     assert_eq!(done.state.status_reason, None);
+    assert_eq!(done.state.failure_code, None);
 }
 
 #[tokio::test]
@@ -96,10 +117,18 @@ async fn disk_quotas_are_refused_where_they_cannot_apply() {
         ..Options::default()
     })
     .await;
+    let (status, text) = app
+        .send(
+            Method::POST,
+            "/api/v1/workspaces",
+            Some(r#"{"name": "repo"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
     let cases = [
         (
             r#"{"commands": ["x"], "workspace": "repo", "resources": {"disk": "16m"}}"#,
-            ("not_supported", "resources.disk: a disk quota applies to a task's own fresh workspace; named workspaces cannot have one yet"),
+            ("not_supported", "resources.disk: workspace repo has no disk quota: create the workspace with one (POST /api/v1/workspaces {\"name\", \"disk\"}) or leave out \"workspace\" to run in a fresh workspace of that size"),
         ),
         (
             r#"{"commands": ["x"], "resources": {"disk": "4m"}}"#,
@@ -132,4 +161,150 @@ async fn disk_quotas_are_refused_where_they_cannot_apply() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
     assert_eq!(error_of(&text).0, "not_supported");
+    // … and a workspace cannot get a quota the server cannot mount.
+    let (status, text) = plain
+        .send(
+            Method::POST,
+            "/api/v1/workspaces",
+            Some(r#"{"name": "big", "disk": "1g"}"#),
+        )
+        .await;
+    assert_eq!(
+        (status, error_of(&text)),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            (
+                "not_supported".into(),
+                "disk: disk quotas are loop-mounted filesystems and need a server running as root"
+                    .into()
+            )
+        )
+    );
+}
+
+/// Whether `dir` is a mountpoint, from this process's mount table.
+fn mounted(dir: &std::path::Path) -> bool {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(dir.to_str().unwrap()))
+}
+
+#[tokio::test]
+async fn a_named_workspace_with_a_disk_quota_is_its_own_filesystem_shared_by_its_tasks() {
+    let Some(app) = quota_app().await else { return };
+    let (status, text) = app
+        .send(
+            Method::POST,
+            "/api/v1/workspaces",
+            Some(r#"{"name": "big", "disk": "16m"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let big: Workspace = serde_json::from_str(&text).unwrap();
+    assert_eq!(big.disk, Some(Bytes::mib(16)));
+    let dir = app._dir.path().join("workspaces/named/big");
+    let image = app._dir.path().join("workspaces/named-quota/big.img");
+    assert!(mounted(&dir));
+    assert!(image.is_file());
+
+    // A task asking for more than the workspace's quota is refused; within it, accepted.
+    let (status, text) = app
+        .send(
+            Method::POST,
+            "/api/v1/tasks",
+            Some(r#"{"commands": ["x"], "workspace": "big", "resources": {"disk": "32m"}}"#),
+        )
+        .await;
+    assert_eq!(
+        (status, error_of(&text)),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            (
+                "invalid_field".into(),
+                "resources.disk: asks for 32m but workspace big has a disk quota of 16m: a task shares its named workspace's quota".into()
+            )
+        )
+    );
+    let small = app
+        .submit(
+            r#"{"commands": ["fill 1000000"], "workspace": "big", "resources": {"disk": "8m"}}"#,
+        )
+        .await;
+    app.wait_for(small.id, TaskStatus::Succeeded).await;
+    let request = app.executor.requests.lock().unwrap()[0].clone();
+    assert_eq!(
+        (request.workspace.clone(), request.limits.disk),
+        (dir.clone(), None)
+    );
+
+    // Unmounted behind the server's back (as after a reboot): the next use mounts it again,
+    // with what the last task left.
+    let status = std::process::Command::new("umount")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(!mounted(&dir));
+    let (status, text) = app
+        .send(Method::GET, "/api/v1/workspaces/big/files/fill", None)
+        .await;
+    assert_eq!((status, text.len()), (StatusCode::OK, 1_000_000));
+    assert!(mounted(&dir));
+
+    // Any task in it (with or without resources.disk) is bounded by the quota.
+    let full = app
+        .submit(r#"{"commands": ["fill 40000000"], "workspace": "big"}"#)
+        .await;
+    let done = app.wait_for(full.id, TaskStatus::Failed).await;
+    assert_eq!(
+        done.state.failure_code,
+        Some(FailureCode::DiskQuotaExceeded)
+    );
+    assert!(
+        done.state
+            .status_reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("disk_quota_exceeded: the task filled its workspace's disk quota of 16m"),
+        "{:?}",
+        done.state
+    );
+
+    // A new name with resources.disk creates the workspace with that quota.
+    let (status, text) = app
+        .send(
+            Method::POST,
+            "/api/v1/tasks",
+            Some(r#"{"commands": ["x"], "workspace": "auto", "resources": {"disk": "12m"}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let (_, text) = app.send(Method::GET, "/api/v1/workspaces/auto", None).await;
+    let auto: Workspace = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (auto.disk, auto.owner.as_deref()),
+        (Some(Bytes::mib(12)), Some(app.token_id.as_str()))
+    );
+    let auto_dir = app._dir.path().join("workspaces/named/auto");
+    assert!(mounted(&auto_dir));
+
+    // Deleted: unmounted, image and directory gone.
+    for name in ["big", "auto"] {
+        let mut deleted = StatusCode::CONFLICT;
+        for _ in 0..500 {
+            let (status, _) = app
+                .send(Method::DELETE, &format!("/api/v1/workspaces/{name}"), None)
+                .await;
+            deleted = status;
+            if status != StatusCode::CONFLICT {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(deleted, StatusCode::NO_CONTENT, "{name}");
+    }
+    assert!(!mounted(&dir) && !mounted(&auto_dir));
+    assert!(!image.exists() && !dir.exists() && !auto_dir.exists());
 }

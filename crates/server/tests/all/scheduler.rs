@@ -38,6 +38,63 @@ async fn a_command_that_cannot_run_fails_the_task_with_the_reason() {
     assert_eq!(done.results[0].exit_code, None);
 }
 
+/// The last command's result is stored with the task's end (one commit); a task cancelled while
+/// its last command ran keeps that result, and `cancelled` stands.
+#[tokio::test]
+async fn the_last_result_is_kept_when_the_task_is_cancelled_meanwhile() {
+    let app = TestApp::new().await;
+    let task = app.submit(r#"{"commands": ["sleep 10000"]}"#).await;
+    app.wait_for(task.id, TaskStatus::Running).await;
+    let (status, _) = app
+        .send(
+            axum::http::Method::POST,
+            &format!("/api/v1/tasks/{}/cancel", task.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    for _ in 0..200 {
+        if app.scheduler.running() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let done = app.task(task.id).await;
+    assert_eq!(done.state.status, TaskStatus::Cancelled);
+    assert_eq!(done.results.len(), 1);
+    let finished = app.task(task.id).await;
+    assert_eq!(finished, done, "nothing is recorded after the cancel");
+
+    // A task that runs to its end: the result and the end, one after the other in the log.
+    let ok = app.submit(r#"{"commands": ["echo hi"]}"#).await;
+    let done = app.wait_for(ok.id, TaskStatus::Succeeded).await;
+    assert_eq!(done.results.len(), 1);
+    let events = app
+        .scheduler
+        .store()
+        .events(ok.id, None, 100)
+        .await
+        .unwrap();
+    let tail: Vec<_> = events[events.len() - 2..]
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert_eq!(
+        tail,
+        vec![
+            conductor_types::TaskEventKind::CommandFinished {
+                index: 0,
+                exit_code: Some(0)
+            },
+            conductor_types::TaskEventKind::State {
+                status: TaskStatus::Succeeded,
+                attempt: 1,
+                reason: None
+            },
+        ]
+    );
+}
+
 #[tokio::test]
 async fn the_task_timeout_spans_all_commands() {
     let app = TestApp::new().await;

@@ -204,6 +204,8 @@ impl Executor for FakeExecutor {
 pub struct TestApp {
     pub router: Router,
     pub token: String,
+    /// The admin token's id (`tok_…`): the owner of what it creates.
+    pub token_id: String,
     pub store: Arc<dyn Store>,
     pub scheduler: Arc<Scheduler>,
     pub executor: Arc<FakeExecutor>,
@@ -273,6 +275,7 @@ impl TestApp {
         Self {
             router,
             token: created.token,
+            token_id: created.info.id,
             store,
             scheduler,
             executor,

@@ -81,9 +81,18 @@ async fn workspaces_are_created_listed_shown_and_deleted() {
             repo.name.as_str(),
             repo.cleanup.as_str(),
             repo.last_used_at,
-            repo.size_bytes
+            repo.size_bytes,
+            repo.owner.as_deref(),
+            repo.disk
         ),
-        ("repo", "keep", None, None)
+        (
+            "repo",
+            "keep",
+            None,
+            None,
+            Some(app.token_id.as_str()),
+            None
+        )
     );
     assert!(dir_of(&app, "repo").is_dir());
     let scratch = create(&app, r#"{"name": "scratch", "cleanup": "ttl:168h"}"#).await;
@@ -251,6 +260,58 @@ async fn tasks_name_a_workspace_by_id_or_name_and_record_its_use() {
     let newbie: Workspace = serde_json::from_str(&text).unwrap();
     assert_eq!(newbie.cleanup, "keep");
     assert!(newbie.last_used_at.is_some());
+}
+
+#[tokio::test]
+async fn a_workspace_is_owned_by_the_token_that_created_it_directly_or_by_a_task() {
+    let app = TestApp::with(crate::support::Options {
+        run_loop: false,
+        ..Default::default()
+    })
+    .await;
+    let agent = conductor_server::auth::create_token(app.store.as_ref(), "agent", false)
+        .await
+        .unwrap();
+    let (status, text) = app
+        .send_as(
+            Some(&agent.token),
+            Method::POST,
+            "/api/v1/workspaces",
+            Some(r#"{"name": "mine"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let mine: Value = json(&text);
+    assert_eq!(mine["owner"], json!(agent.info.id));
+    // A task's first use of a name creates the workspace for the task's submitter.
+    let (status, text) = app
+        .send_as(
+            Some(&agent.token),
+            Method::POST,
+            "/api/v1/tasks",
+            Some(r#"{"commands": ["x"], "workspace": "by-task"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    // Using someone else's workspace does not change its owner.
+    app.submit(r#"{"commands": ["x"], "workspace": "mine"}"#)
+        .await;
+    let admin = create(&app, r#"{"name": "admins"}"#).await;
+    let (_, text) = app.send(Method::GET, "/api/v1/workspaces", None).await;
+    let owners: Vec<(String, Option<String>)> = serde_json::from_str::<Vec<Workspace>>(&text)
+        .unwrap()
+        .into_iter()
+        .map(|w| (w.name, w.owner))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![
+            ("admins".to_owned(), Some(app.token_id.clone())),
+            ("by-task".to_owned(), Some(agent.info.id.clone())),
+            ("mine".to_owned(), Some(agent.info.id.clone())),
+        ]
+    );
+    assert_eq!(admin.owner, Some(app.token_id.clone()));
 }
 
 #[tokio::test]
@@ -699,4 +760,74 @@ async fn cleanup_policies_are_enforced_by_the_sweeper() {
         None,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_deletes_and_their_gc_never_lose_a_blob_of_snapshots_being_created() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let app = Arc::new(TestApp::new().await);
+    create(&app, r#"{"name": "repo"}"#).await;
+    create(&app, r#"{"name": "check"}"#).await;
+    let dir = dir_of(&app, "repo");
+    std::fs::write(dir.join("stable"), "always here").unwrap();
+    // Three states of one file cycle: a delete orphans blobs the next snapshot reuses, while
+    // the delete's collection wants them gone.
+    let states: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| vec![b'a' + i; 5000 + usize::from(i)])
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let deleted = Arc::new(AtomicUsize::new(0));
+    let collector = {
+        let (app, done, deleted) = (Arc::clone(&app), Arc::clone(&done), Arc::clone(&deleted));
+        tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                let (_, text) = app
+                    .send(Method::GET, "/api/v1/workspaces/repo/snapshots", None)
+                    .await;
+                for snapshot in json(&text).as_array().unwrap() {
+                    if snapshot["name"].as_str().unwrap().starts_with("ephemeral") {
+                        let uri = format!(
+                            "/api/v1/workspaces/repo/snapshots/{}",
+                            snapshot["id"].as_str().unwrap()
+                        );
+                        let (status, text) = app.send(Method::DELETE, &uri, None).await;
+                        assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+                        deleted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut kept = Vec::new();
+    for round in 0..60usize {
+        std::fs::write(dir.join("cycling"), &states[round % 3]).unwrap();
+        std::fs::write(
+            dir.join(format!("unique-{}", round % 2)),
+            format!("round {round}"),
+        )
+        .unwrap();
+        let name = if round % 3 == 0 { "keep" } else { "ephemeral" };
+        let created = snapshot(&app, "repo", &format!("{name}-{round}")).await;
+        if name == "keep" {
+            kept.push((created["id"].as_str().unwrap().to_owned(), tree(&dir)));
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    collector.await.unwrap();
+    assert!(deleted.load(Ordering::SeqCst) > 0, "nothing was deleted");
+    // Every kept snapshot restores exactly what it recorded.
+    for (id, expected) in kept {
+        let (status, text) = app
+            .send(
+                Method::POST,
+                &format!("/api/v1/workspaces/repo/snapshots/{id}/restore"),
+                Some(r#"{"target": "check"}"#),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(tree(&dir_of(&app, "check")), expected, "{id}");
+    }
 }

@@ -1,0 +1,242 @@
+//! The environments `conductor serve` offers, each with the executor that runs its tasks.
+//!
+//! `host` (the host's filesystem view) runs on the host or the namespace executor. Every built
+//! environment under `$CONDUCTOR_HOME/envs` runs on its configured executor: the namespace
+//! executor in its root filesystem (one executor shared by all, so they share warm helpers), or
+//! Docker or Podman with its image (imported on first use). Container executors connect on first
+//! use ([`Deferred`]), so a daemon that is down makes those tasks fail with a clear error and
+//! `/health` degraded instead of keeping the server from starting; a configured fallback runs
+//! them meanwhile ([`Fallback`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use conductor_core::{Executor, ExecutorError, DEFAULT_ENVIRONMENT};
+use conductor_envs::{BuiltEnv, EnvStore};
+use conductor_executors::container::{
+    self, ContainerConfig, ContainerExecutor, Engine, EngineKind,
+};
+use conductor_executors::environment::{Deferred, Fallback, InRootfs, Unavailable};
+use conductor_executors::host::{HostConfig, HostExecutor};
+use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
+use conductor_server::config::{Config, ExecutorKind};
+
+/// Where executors put their cgroups, spooled output and warm containers.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// `$CONDUCTOR_HOME`.
+    pub home: PathBuf,
+    /// The cgroup every execution of this server run goes under.
+    pub cgroup_parent: String,
+    /// Warm helpers of the local executors.
+    pub warm_helpers: usize,
+}
+
+/// Makes each executor once, whichever environments share it.
+struct Factory {
+    placement: Placement,
+    host: Option<Arc<dyn Executor>>,
+    namespace: Option<Result<Arc<dyn Executor>, String>>,
+    engines: BTreeMap<(&'static str, String), Arc<dyn Executor>>,
+}
+
+impl Factory {
+    fn spool_dir(&self) -> PathBuf {
+        self.placement.home.join("logs")
+    }
+
+    fn host(&mut self) -> Arc<dyn Executor> {
+        let config = HostConfig {
+            cgroup_parent: self.placement.cgroup_parent.clone(),
+            spool_dir: self.spool_dir(),
+            ..HostConfig::default()
+        };
+        Arc::clone(
+            self.host
+                .get_or_insert_with(|| Arc::new(HostExecutor::new(config))),
+        )
+    }
+
+    /// The namespace executor, or why it cannot run here.
+    async fn namespace(&mut self) -> Result<Arc<dyn Executor>, String> {
+        if self.namespace.is_none() {
+            let config = NamespaceConfig {
+                cgroup_parent: self.placement.cgroup_parent.clone(),
+                spool_dir: self.spool_dir(),
+                warm_helpers: self.placement.warm_helpers.max(1),
+                ..NamespaceConfig::default()
+            };
+            let made = match NamespaceExecutor::new(config) {
+                Ok(executor) => {
+                    let executor: Arc<dyn Executor> = Arc::new(executor);
+                    match executor.health_check().await {
+                        Ok(()) => Ok(executor),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            self.namespace = Some(made);
+        }
+        self.namespace.clone().unwrap_or_else(|| Err(String::new()))
+    }
+
+    /// A container executor of `built` on `kind`, connected on first use.
+    fn container(
+        &mut self,
+        kind: EngineKind,
+        built: &BuiltEnv,
+        warm_pool: usize,
+    ) -> Arc<dyn Executor> {
+        let key = (kind.name(), built.manifest.name.clone());
+        if let Some(executor) = self.engines.get(&key) {
+            return Arc::clone(executor);
+        }
+        let mut config = ContainerConfig::new(kind, built.manifest.image_tag());
+        config
+            .cgroup_parent
+            .clone_from(&self.placement.cgroup_parent);
+        config.spool_dir = self.spool_dir();
+        config.warm_pool = warm_pool;
+        config.pool_dir = config.pool_dir.join(&built.manifest.name);
+        let capabilities = container::capabilities(&config);
+        let built = built.clone();
+        let connect: conductor_executors::environment::Connect = Box::new(move || {
+            let (config, built) = (config.clone(), built.clone());
+            Box::pin(async move {
+                let unavailable = |e: anyhow::Error| ExecutorError::Unavailable {
+                    executor: kind.name(),
+                    reason: format!("{e:#}"),
+                };
+                let engine = Engine::connect(kind, &config.socket)
+                    .await
+                    .map_err(|e| unavailable(e.into()))?;
+                crate::env::ensure_image(&engine, &built)
+                    .await
+                    .map_err(unavailable)?;
+                let mut config = config;
+                config.services.images = crate::env::service_images(&engine)
+                    .await
+                    .map_err(unavailable)?;
+                let executor = ContainerExecutor::with_engine(config, engine)?;
+                Ok(Arc::new(executor) as Arc<dyn Executor>)
+            })
+        });
+        let executor: Arc<dyn Executor> =
+            Arc::new(Deferred::new(kind.name(), capabilities, connect));
+        self.engines.insert(key, Arc::clone(&executor));
+        executor
+    }
+
+    /// The executor `kind` for the built environment `built`.
+    async fn for_built(
+        &mut self,
+        kind: ExecutorKind,
+        built: &BuiltEnv,
+        warm_pool: usize,
+    ) -> Arc<dyn Executor> {
+        let in_rootfs = |namespace: Arc<dyn Executor>| -> Arc<dyn Executor> {
+            Arc::new(InRootfs::new(namespace, built.rootfs()))
+        };
+        match kind {
+            ExecutorKind::Docker => self.container(EngineKind::Docker, built, warm_pool),
+            ExecutorKind::Podman => self.container(EngineKind::Podman, built, warm_pool),
+            ExecutorKind::Namespace | ExecutorKind::Host | ExecutorKind::Auto => {
+                match self.namespace().await {
+                    Ok(namespace) => in_rootfs(namespace),
+                    // Tasks are accepted as for a container executor and each gets the reason.
+                    Err(reason) => Arc::new(Unavailable::new(
+                        "namespace",
+                        container::capabilities(&ContainerConfig::new(EngineKind::Docker, "")),
+                        format!(
+                            "{reason}; environment {:?} needs a sandbox executor: set [environments.{}] executor = \"docker\" or \"podman\"",
+                            built.manifest.name, built.manifest.name
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The executor of the `host` environment.
+    async fn for_host(&mut self, kind: ExecutorKind) -> anyhow::Result<Arc<dyn Executor>> {
+        match kind {
+            ExecutorKind::Host => Ok(self.host()),
+            ExecutorKind::Namespace => self.namespace().await.map_err(|reason| {
+                anyhow::anyhow!("the namespace executor (config key executor): {reason}")
+            }),
+            // The host environment has no image: containers run the other environments.
+            ExecutorKind::Auto | ExecutorKind::Docker | ExecutorKind::Podman => {
+                match self.namespace().await {
+                    Ok(executor) => Ok(executor),
+                    Err(reason) => {
+                        eprintln!(
+                            "conductor: warning: {reason}; tasks of the host environment run on the host with process isolation only (set executor = \"host\" to silence this)"
+                        );
+                        Ok(self.host())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The executor of every environment: `host` and each built one.
+pub async fn executors(
+    config: &Config,
+    placement: Placement,
+) -> anyhow::Result<BTreeMap<String, Arc<dyn Executor>>> {
+    let mut factory = Factory {
+        placement,
+        host: None,
+        namespace: None,
+        engines: BTreeMap::new(),
+    };
+    let mut executors = BTreeMap::new();
+    let host = config.environment(DEFAULT_ENVIRONMENT);
+    let mut executor = factory.for_host(host.executor).await?;
+    if let Some(fallback) = host.fallback {
+        let secondary = match fallback {
+            ExecutorKind::Host => factory.host(),
+            ExecutorKind::Namespace => factory
+                .namespace()
+                .await
+                .map_err(|reason| anyhow::anyhow!("the fallback namespace executor: {reason}"))?,
+            other => anyhow::bail!(
+                "[environments.host] fallback = {:?}: the host environment has no image; its fallback is \"host\" or \"namespace\"",
+                other.as_str()
+            ),
+        };
+        executor = Arc::new(Fallback::new(executor, secondary));
+    }
+    executors.insert(DEFAULT_ENVIRONMENT.to_owned(), executor);
+
+    for built in built_envs(&config.home)? {
+        let name = built.manifest.name.clone();
+        let settings = config.environment(&name);
+        let mut executor = factory
+            .for_built(settings.executor, &built, settings.warm_pool)
+            .await;
+        if let Some(fallback) = settings.fallback {
+            let secondary = factory.for_built(fallback, &built, 0).await;
+            executor = Arc::new(Fallback::new(executor, secondary));
+        }
+        executors.insert(name, executor);
+    }
+    Ok(executors)
+}
+
+/// The latest build of every environment's current spec.
+fn built_envs(home: &Path) -> anyhow::Result<Vec<BuiltEnv>> {
+    let store = EnvStore::new(conductor_envs::envs_dir(home));
+    let listed = store
+        .list()
+        .with_context(|| format!("listing environments in {}", store.dir().display()))?;
+    Ok(listed
+        .into_iter()
+        .filter(|status| status.spec.name != DEFAULT_ENVIRONMENT)
+        .filter_map(|status| status.built)
+        .collect())
+}

@@ -1,0 +1,470 @@
+//! `conductor serve` with built environments: seed 001's Python example through the API on the
+//! namespace, Docker and Podman executors, and what happens when an executor's daemon is down
+//! (a clear error per task, `/health` degraded, or the configured fallback).
+//!
+//! Needs root, the `python-dev` and `minimal` environments built in `~/.conductor/envs`
+//! (`.ci/run` builds them) and, for the container cases, the engines (`scripts/services`).
+//! A missing piece skips the case with the reason on stderr.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+
+use conductor_types::{Task, TaskStatus};
+use serde_json::json;
+
+mod support;
+use support::{is_root, Client, Server};
+
+/// The environments built on this machine, if `name` is one of them.
+fn built_envs(name: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let envs = Path::new(&home).join(".conductor/envs");
+    let built = std::fs::read_dir(envs.join(name))
+        .ok()?
+        .flatten()
+        .any(|e| e.path().join("manifest.json").is_file());
+    built.then_some(envs)
+}
+
+/// A home whose `envs` are this machine's, with `config` as its config file.
+fn home_with_envs(envs: &Path, config: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(envs, home.path().join("envs")).unwrap();
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    home
+}
+
+fn skip(case: &str, reason: &str) {
+    eprintln!("skipped {case}: {reason}");
+}
+
+/// Why `executor` cannot run here, if it cannot.
+fn missing(executor: &str, env: &str) -> Option<String> {
+    if !is_root() {
+        return Some("needs root".into());
+    }
+    if built_envs(env).is_none() {
+        return Some(format!("environment {env} is not built"));
+    }
+    let socket = match executor {
+        "docker" => "/run/docker.sock",
+        "podman" => "/run/podman/podman.sock",
+        _ => return None,
+    };
+    (!Path::new(socket).exists()).then(|| format!("{executor} is not running ({socket})"))
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, String) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn finished(&self, task: &Task) -> Task {
+        self.wait_until(task.id, |t| t.state.status.is_finished())
+            .await
+    }
+}
+
+/// A small Python project with tests in the `project` workspace, as seed 001's example expects
+/// under `/workspace/src`.
+async fn put_python_project(client: &Client) {
+    let (status, body) = client
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/workspaces",
+            Some(
+                json!({ "name": "project", "cleanup": "keep" })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let files = [
+        ("src/calc.py", "def add(a, b):\n    return a + b\n"),
+        (
+            "src/tests/test_calc.py",
+            "import sys, os\nsys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))\n\
+             from calc import add\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\
+             def test_sandboxed():\n    assert os.getcwd() == '/workspace/src'\n",
+        ),
+    ];
+    let node = [
+        (
+            "src/package.json",
+            "{ \"name\": \"demo\", \"version\": \"1.0.0\", \"private\": true,\n  \
+             \"scripts\": { \"build\": \"node build.js\", \"test\": \"jest\" } }\n",
+        ),
+        (
+            "src/build.js",
+            "const fs = require('fs');\nfs.mkdirSync('dist', { recursive: true });\n\
+             fs.copyFileSync('sum.js', 'dist/sum.js');\nconsole.log('built dist/sum.js');\n",
+        ),
+        ("src/sum.js", "module.exports = (a, b) => a + b;\n"),
+        (
+            "src/sum.test.js",
+            "const sum = require('./dist/sum');\n\
+             test('adds', () => { expect(sum(1, 2)).toBe(3); });\n",
+        ),
+    ];
+    for (path, text) in files.into_iter().chain(node) {
+        let (status, body) = client
+            .send(
+                reqwest::Method::PUT,
+                &format!("/api/v1/workspaces/project/files/{path}"),
+                Some(text.as_bytes().to_vec()),
+            )
+            .await;
+        assert!(status == 200 || status == 201, "{path}: {status} {body}");
+    }
+}
+
+/// Seed 001's request, as written (the test adds only the token).
+fn seed_python_request() -> serde_json::Value {
+    json!({
+        "task_type": "isolated_execution",
+        "description": "Run Python tests",
+        "environment": "python-dev",
+        "commands": [
+            "cd /workspace/src",
+            "python -m pytest tests/"
+        ]
+    })
+}
+
+/// Seed 001's Node.js request, as written.
+fn seed_node_request() -> serde_json::Value {
+    json!({
+        "task_type": "isolated_execution",
+        "description": "Build Node.js project",
+        "environment": "nodejs-dev",
+        "commands": [
+            "cd /workspace/src",
+            "npm install",
+            "npm run build",
+            "npm test"
+        ]
+    })
+}
+
+/// Seed 001's integration-test request, as written.
+fn seed_fullstack_request() -> serde_json::Value {
+    json!({
+        "task_type": "isolated_execution",
+        "description": "Run integration tests",
+        "environment": "fullstack",
+        "services": ["postgres:14", "redis:7"],
+        "commands": [
+            "cd /workspace",
+            "./scripts/setup-dev.sh",
+            "./scripts/run-integration-tests.sh"
+        ]
+    })
+}
+
+/// The scripts seed 001's integration test runs: a schema in postgres and a key in redis, then
+/// a check through both clients.
+async fn put_integration_scripts(client: &Client) {
+    let scripts = [
+        (
+            "scripts/setup-dev.sh",
+            "#!/bin/sh\nset -e\n\
+             psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE items (name text)'\n\
+             psql -v ON_ERROR_STOP=1 -c \"INSERT INTO items VALUES ('from-setup')\"\n\
+             redis-cli -u \"$REDIS_URL\" SET greeting hello\n",
+        ),
+        (
+            "scripts/run-integration-tests.sh",
+            "#!/bin/sh\nset -e\n\
+             test \"$(psql -At -c 'SELECT name FROM items')\" = from-setup\n\
+             test \"$(redis-cli -u \"$REDIS_URL\" GET greeting)\" = hello\n\
+             echo integration-ok\n",
+        ),
+    ];
+    for (path, text) in scripts {
+        let (status, body) = client
+            .send(
+                reqwest::Method::PUT,
+                &format!("/api/v1/workspaces/project/files/{path}?mode=755"),
+                Some(text.as_bytes().to_vec()),
+            )
+            .await;
+        assert!(status == 200 || status == 201, "{path}: {status} {body}");
+    }
+}
+
+/// Submits `body` to `/api/v1/tasks`; returns the status and the answer.
+async fn post_task(client: &Client, body: serde_json::Value) -> (u16, String) {
+    client
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/tasks",
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+}
+
+/// Posts `body` to `/tasks` as curl does, waits for the task; returns it and its output.
+async fn run_as_curl_does(client: &Client, body: &serde_json::Value) -> (Task, String) {
+    let response = client
+        .http
+        .post(format!("{}/tasks", client.url))
+        .bearer_auth(&client.token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let task: Task = response.json().await.unwrap();
+    let task = client.finished(&task).await;
+    let logs = client.logs(task.id).await;
+    (task, logs)
+}
+
+async fn seed_examples_on(executor: &str) {
+    let case = format!("seed examples on {executor}");
+    if let Some(reason) = missing(executor, "python-dev") {
+        return skip(&case, &reason);
+    }
+    let envs = built_envs("python-dev").unwrap();
+    let home = home_with_envs(&envs, "default_workspace = \"project\"\n");
+    let server = Server::start_with(home.path(), 1, &["--executor", executor]);
+    let client = server.client();
+    put_python_project(&client).await;
+    let (task, logs) = run_as_curl_does(&client, &seed_python_request()).await;
+    assert_eq!(task.state.status, TaskStatus::Succeeded, "{case}: {logs}");
+    assert!(logs.contains("2 passed"), "{case}: {logs}");
+    if built_envs("nodejs-dev").is_some() {
+        let (task, logs) = run_as_curl_does(&client, &seed_node_request()).await;
+        assert_eq!(
+            task.state.status,
+            TaskStatus::Succeeded,
+            "{case} (node): {logs}"
+        );
+        assert!(logs.contains("built dist/sum.js"), "{case} (node): {logs}");
+        assert!(
+            logs.contains("Tests:       1 passed, 1 total"),
+            "{case} (node): {logs}"
+        );
+    } else {
+        skip(
+            &format!("{case} (node)"),
+            "environment nodejs-dev is not built",
+        );
+    }
+    match (executor, built_envs("fullstack")) {
+        ("namespace", _) => {
+            // Services need a container engine: refused at submission, naming the way out.
+            let body = json!({ "environment": "python-dev", "services": ["redis:7"], "commands": ["true"] });
+            let (status, body) = post_task(&client, body).await;
+            assert_eq!(status, 422, "{body}");
+            assert!(body.contains("run it on docker or podman"), "{body}");
+        }
+        (_, Some(_)) => {
+            put_integration_scripts(&client).await;
+            let (task, logs) = run_as_curl_does(&client, &seed_fullstack_request()).await;
+            assert_eq!(
+                task.state.status,
+                TaskStatus::Succeeded,
+                "{case} (fullstack): {logs} {task:?}"
+            );
+            assert!(
+                logs.contains("integration-ok"),
+                "{case} (fullstack): {logs}"
+            );
+            // The engine is connected by now, so an unknown service is refused at submission.
+            let body = json!({ "environment": "fullstack", "services": ["mongo:6"], "commands": ["true"] });
+            let (status, body) = post_task(&client, body).await;
+            assert_eq!(status, 422, "{body}");
+            assert!(body.contains("mongo:6"), "{body}");
+        }
+        (_, None) => skip(
+            &format!("{case} (fullstack)"),
+            "environment fullstack is not built",
+        ),
+    }
+    // The tools are python-dev's (the host need not have them): the task ran in the environment.
+    let task = client
+        .submit(json!({
+            "environment": "python-dev",
+            "commands": [
+                "black --version && flake8 --version && python3 -c 'import pytest'",
+                where_am_i(executor),
+            ]
+        }))
+        .await;
+    let task = client.finished(&task).await;
+    let logs = client.logs(task.id).await;
+    assert_eq!(task.state.status, TaskStatus::Succeeded, "{case}: {logs}");
+    server.terminate();
+}
+
+/// A command that succeeds only on `executor`.
+fn where_am_i(executor: &str) -> &'static str {
+    match executor {
+        // The engine's init is pid 1 of the container.
+        "docker" => "grep -q docker-init /proc/1/cmdline",
+        "podman" => "grep -q catatonit /proc/1/cmdline",
+        _ => "! grep -q -e docker-init -e catatonit /proc/1/cmdline && hostname | grep -q '^conductor-'",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_examples_run_on_the_namespace_executor() {
+    seed_examples_on("namespace").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_examples_run_on_docker() {
+    seed_examples_on("docker").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_examples_run_on_podman() {
+    seed_examples_on("podman").await;
+}
+
+/// Docker "down": its socket points nowhere.
+const DOCKER_DOWN: (&str, &str) = ("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_is_down_fails_its_tasks_clearly_and_degrades_health() {
+    if let Some(reason) = missing("namespace", "minimal") {
+        return skip("daemon down", &reason);
+    }
+    let envs = built_envs("minimal").unwrap();
+    let home = home_with_envs(&envs, "[environments.minimal]\nexecutor = \"docker\"\n");
+    let server = Server::start_env(home.path(), 1, &["--executor", "namespace"], &[DOCKER_DOWN]);
+    let client = server.client();
+
+    let (status, body) = client.send(reqwest::Method::GET, "/health", None).await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "degraded", "{body}");
+    assert_eq!(health["checks"]["executor:host"], "ok", "{body}");
+    let minimal = health["checks"]["executor:minimal"].as_str().unwrap();
+    assert!(
+        minimal.contains("docker does not answer on /nonexistent/docker.sock"),
+        "{body}"
+    );
+
+    let task = client
+        .submit(json!({ "environment": "minimal", "commands": ["true"] }))
+        .await;
+    let task = client.finished(&task).await;
+    assert_eq!(task.state.status, TaskStatus::Failed);
+    let error = task.results[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("the docker executor is unavailable")
+            && error.contains("start it: scripts/services"),
+        "{error}"
+    );
+    // The other environments still run.
+    let task = client
+        .submit(json!({ "commands": ["echo still-here"] }))
+        .await;
+    assert_eq!(
+        client.finished(&task).await.state.status,
+        TaskStatus::Succeeded
+    );
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_fallback_runs_the_tasks_while_the_daemon_is_down() {
+    if let Some(reason) = missing("namespace", "minimal") {
+        return skip("fallback", &reason);
+    }
+    let envs = built_envs("minimal").unwrap();
+    let home = home_with_envs(
+        &envs,
+        "[environments.minimal]\nexecutor = \"docker\"\nfallback = \"namespace\"\n",
+    );
+    let server = Server::start_env(home.path(), 1, &[], &[DOCKER_DOWN]);
+    let client = server.client();
+    let (status, body) = client.send(reqwest::Method::GET, "/health", None).await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "degraded", "{body}");
+    let minimal = health["checks"]["executor:minimal"].as_str().unwrap();
+    assert!(
+        minimal.contains("tasks run on the namespace executor instead"),
+        "{body}"
+    );
+
+    let task = client
+        .submit(json!({ "environment": "minimal", "commands": ["cat /etc/debian_version"] }))
+        .await;
+    let task = client.finished(&task).await;
+    let logs = client.logs(task.id).await;
+    assert_eq!(task.state.status, TaskStatus::Succeeded, "{logs}");
+    assert!(logs.trim().starts_with("12."), "{logs}");
+    server.terminate();
+}
+
+/// The heavy presets build offline from Debian packages (and the npm registry) and their tools
+/// run. Opt-in: `CONDUCTOR_TEST_HEAVY_PRESETS=1` (builds take minutes and ~2 GB the first time).
+#[test]
+fn heavy_presets_build_and_their_tools_run() {
+    if std::env::var_os("CONDUCTOR_TEST_HEAVY_PRESETS").is_none() {
+        return skip(
+            "heavy presets",
+            "opt-in: set CONDUCTOR_TEST_HEAVY_PRESETS=1",
+        );
+    }
+    if !is_root() {
+        return skip("heavy presets", "needs root");
+    }
+    let conductor = env!("CARGO_BIN_EXE_conductor");
+    let presets = [
+        (
+            "fullstack",
+            "node --version && psql --version && redis-cli --version && python -m pytest --version",
+        ),
+        (
+            "python-ml",
+            "python3 -c 'import numpy, pandas, sklearn; print(\"ml-ok\")' && jupyter --version",
+        ),
+        ("security-tools", "bandit --version"),
+    ];
+    for (preset, smoke) in presets {
+        let status = std::process::Command::new(conductor)
+            .args(["env", "build", preset])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building {preset}");
+        let workspace = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(conductor)
+            .args([
+                "exec",
+                "--executor",
+                "namespace",
+                "--environment",
+                preset,
+                "--workspace",
+            ])
+            .arg(workspace.path())
+            .args(["--", "/bin/sh", "-c", smoke])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{preset}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

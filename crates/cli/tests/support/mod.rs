@@ -1,0 +1,151 @@
+//! A spawned `conductor serve` and an HTTP client for it, shared by the server tests.
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conductor_types::{Task, TaskId};
+
+/// A spawned `conductor serve` on a free port.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The admin token.
+    pub token: String,
+}
+
+impl Server {
+    pub fn start(home: &Path, agents: u16) -> Self {
+        Self::start_with(home, agents, &["--executor", "host"])
+    }
+
+    pub fn start_with(home: &Path, agents: u16, flags: &[&str]) -> Self {
+        Self::start_env(home, agents, flags, &[])
+    }
+
+    /// With `vars` set in the server's environment.
+    pub fn start_env(home: &Path, agents: u16, flags: &[&str], vars: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--agents"])
+            .arg(agents.to_string())
+            .args(flags)
+            .envs(vars.iter().copied())
+            .env("CONDUCTOR_HOME", home)
+            .env("CONDUCTOR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server exited before listening")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("conductor serving on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(home.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self { child, url, token }
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// The server.
+    pub url: String,
+    /// The token sent.
+    pub token: String,
+}
+
+impl Client {
+    pub async fn submit(&self, body: serde_json::Value) -> Task {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/tasks", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    pub async fn task(&self, id: TaskId) -> Task {
+        self.http
+            .get(format!("{}/api/v1/tasks/{id}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn logs(&self, id: TaskId) -> String {
+        self.http
+            .get(format!("{}/api/v1/tasks/{id}/logs", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn wait_until(&self, id: TaskId, done: impl Fn(&Task) -> bool) -> Task {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let task = self.task(id).await;
+            if done(&task) {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "task never got there: {task:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap_or(false)
+}
