@@ -247,6 +247,13 @@ async fn seed_examples_on(executor: &str) {
     let (task, logs) = run_as_curl_does(&client, &seed_python_request()).await;
     assert_eq!(task.state.status, TaskStatus::Succeeded, "{case}: {logs}");
     assert!(logs.contains("2 passed"), "{case}: {logs}");
+    assert!(
+        task.results
+            .iter()
+            .all(|r| r.executor.as_deref() == Some(executor)),
+        "{case}: {:?}",
+        task.results
+    );
     if built_envs("nodejs-dev").is_some() {
         let (task, logs) = run_as_curl_does(&client, &seed_node_request()).await;
         assert_eq!(
@@ -412,6 +419,8 @@ async fn a_configured_fallback_runs_the_tasks_while_the_daemon_is_down() {
     let logs = client.logs(task.id).await;
     assert_eq!(task.state.status, TaskStatus::Succeeded, "{logs}");
     assert!(logs.trim().starts_with("12."), "{logs}");
+    // Recorded on the task: which executor really ran the command.
+    assert_eq!(task.results[0].executor.as_deref(), Some("namespace"));
     server.terminate();
 }
 

@@ -276,6 +276,7 @@ mod tests {
             timed_out: false,
             oom_killed: false,
             error: None,
+            executor: None,
             stats: ExecutionStats::default(),
             started_at: Timestamp(0),
             finished_at: Timestamp(0),

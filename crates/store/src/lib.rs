@@ -118,7 +118,7 @@ impl SqliteStore {
     async fn results_of(&self, id: TaskId, attempt: u32) -> Result<Vec<CommandResult>, StoreError> {
         let rows = sqlx::query(
             "SELECT idx, attempt, command, exit_code, signal, timed_out, oom_killed, error, stats, \
-             started_at, finished_at FROM command_results WHERE task_id = ? AND attempt = ? \
+             started_at, finished_at, executor FROM command_results WHERE task_id = ? AND attempt = ? \
              ORDER BY idx",
         )
         .bind(id.to_string())
@@ -219,8 +219,8 @@ async fn insert_result(
 ) -> Result<EventId, StoreError> {
     sqlx::query(
         "INSERT OR REPLACE INTO command_results (task_id, attempt, idx, command, exit_code, \
-             signal, timed_out, oom_killed, error, stats, started_at, finished_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             signal, timed_out, oom_killed, error, stats, started_at, finished_at, executor) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id.to_string())
     .bind(result.attempt)
@@ -234,6 +234,7 @@ async fn insert_result(
     .bind(to_json("stats", &result.stats)?)
     .bind(ms(result.started_at))
     .bind(ms(result.finished_at))
+    .bind(result.executor.as_deref())
     .execute(&mut *conn)
     .await
     .map_err(backend("recording a command result"))?;

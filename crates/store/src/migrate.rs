@@ -16,6 +16,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_owners_quotas_failure_codes",
         include_str!("../migrations/0003_owners_quotas_failure_codes.sql"),
     ),
+    (
+        "0004_command_executor",
+        include_str!("../migrations/0004_command_executor.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -84,6 +84,7 @@ pub(crate) fn command_result(row: &SqliteRow) -> Result<CommandResult, StoreErro
             .map_err(|e| corrupt("command stats", e))?,
         started_at: time(get(row, "started_at")?),
         finished_at: time(get(row, "finished_at")?),
+        executor: get(row, "executor")?,
     })
 }
 

@@ -54,7 +54,7 @@ async fn migrations_apply_once_and_reopen_keeps_data() {
         store.get_task(id).await.unwrap().state.status,
         TaskStatus::Queued
     );
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
 }
 
 #[tokio::test]
@@ -91,6 +91,7 @@ async fn a_task_round_trips_with_events_results_and_secrets() {
         timed_out: false,
         oom_killed: false,
         error: None,
+        executor: None,
         stats: ExecutionStats {
             duration_ms: 3,
             ..ExecutionStats::default()
@@ -461,6 +462,7 @@ fn result_of(index: u32, exit_code: i32) -> CommandResult {
         timed_out: false,
         oom_killed: false,
         error: None,
+        executor: None,
         stats: ExecutionStats::default(),
         started_at: Timestamp(2_000),
         finished_at: Timestamp(2_001),

@@ -447,6 +447,10 @@ pub struct CommandResult {
     /// Why it could not be run at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The executor that ran it (`docker`, or `namespace` when that is the environment's
+    /// fallback and Docker was down); absent when it never ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
     /// Measurements.
     pub stats: ExecutionStats,
     /// When it started.

@@ -407,6 +407,7 @@ impl Scheduler {
                 timed_out: false,
                 oom_killed: false,
                 error: None,
+                executor: None,
                 stats: ExecutionStats::default(),
                 started_at,
                 finished_at: started_at,
@@ -457,6 +458,10 @@ impl Scheduler {
                 }
                 match outcome {
                     Ok(done) => {
+                        if done.executor != executor.name() {
+                            tracing::warn!(task = %id, environment = %spec.environment, configured = executor.name(), ran = %done.executor, "ran on the fallback executor");
+                        }
+                        result.executor = Some(done.executor);
                         result.exit_code = Some(done.exit_code);
                         result.signal = done.signal;
                         result.timed_out = done.timed_out;
