@@ -61,9 +61,27 @@ enum TaskCommand {
 /// What a task runs and how, as flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SpecArgs {
-    /// Environment to run in (only "host" exists so far).
+    /// Environment to run in: host (default) or one built on the server (python-dev, …).
     #[arg(long, short = 'e')]
     environment: Option<String>,
+    /// CPU cores, e.g. 0.5.
+    #[arg(long)]
+    cpus: Option<conductor_types::Cpus>,
+    /// Memory limit, e.g. 512m.
+    #[arg(long)]
+    memory: Option<conductor_types::Bytes>,
+    /// Most processes at once.
+    #[arg(long)]
+    pids: Option<u32>,
+    /// Disk quota of the workspace, e.g. 1g.
+    #[arg(long)]
+    disk: Option<conductor_types::Bytes>,
+    /// Network: none, full (default depends on the environment).
+    #[arg(long)]
+    network: Option<conductor_types::NetworkPolicy>,
+    /// Service sidecar such as postgres:14 or redis:7 (repeatable; docker and podman).
+    #[arg(long = "service")]
+    services: Vec<String>,
     /// Limit for the whole task: 30s, 5m, 1h.
     #[arg(long)]
     timeout: Option<String>,
@@ -153,6 +171,20 @@ fn map(pairs: &[(String, String)]) -> Option<BTreeMap<String, String>> {
 impl SpecArgs {
     fn apply(&self, request: &mut TaskRequest) -> anyhow::Result<()> {
         request.environment = self.environment.clone();
+        let limits = conductor_types::ResourceLimits {
+            cpus: self.cpus,
+            memory: self.memory,
+            pids: self.pids,
+            disk: self.disk,
+            ..conductor_types::ResourceLimits::default()
+        };
+        if limits != conductor_types::ResourceLimits::default() {
+            request.resources = Some(limits);
+        }
+        request.network = self.network.clone();
+        if !self.services.is_empty() {
+            request.services = Some(self.services.clone());
+        }
         if let Some(text) = &self.timeout {
             request.timeout = Some(conductor_types::parse_duration(text).context("--timeout")?);
         }

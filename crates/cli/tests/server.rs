@@ -312,6 +312,42 @@ fn the_cli_client_submits_lists_gets_follows_cancels_and_manages_tokens() {
     assert!(rows[0].starts_with("ID "), "{table}");
     assert!(rows[1].starts_with(&format!("{id}  succeeded")), "{table}");
 
+    // Limits, network and services as flags; the host executor has no services: refused
+    // with the field named.
+    let (code, id, err) = cli(
+        &server,
+        h,
+        &[
+            "task",
+            "submit",
+            "-c",
+            "true",
+            "--memory",
+            "64m",
+            "--pids",
+            "32",
+            "--network",
+            "full",
+        ],
+    );
+    if is_root() {
+        assert_eq!(code, Some(0), "{err}");
+        let (_, json, _) = cli(&server, h, &["task", "get", id.trim(), "--json"]);
+        let task: Task = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            task.spec.resources.memory,
+            Some(conductor_types::Bytes::mib(64))
+        );
+        assert_eq!(task.spec.resources.pids, Some(32));
+    }
+    let (code, _, err) = cli(
+        &server,
+        h,
+        &["task", "submit", "-c", "true", "--service", "redis:7"],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("services"), "{err}");
+
     let file = home.path().join("task.json");
     std::fs::write(
         &file,

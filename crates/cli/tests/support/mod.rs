@@ -79,6 +79,16 @@ impl Server {
     }
 }
 
+/// A test that fails must not leave its server (and its warm helpers) running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     /// The HTTP client.
