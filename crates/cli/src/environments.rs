@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use conductor_core::{Executor, ExecutorError, DEFAULT_ENVIRONMENT};
 use conductor_envs::{BuiltEnv, EnvStore};
 use conductor_executors::container::{
@@ -228,15 +227,36 @@ pub async fn executors(
     Ok(executors)
 }
 
-/// The latest build of every environment's current spec.
+/// The latest build of every environment's current spec. One whose spec cannot be read is left
+/// out with a warning: it must not keep the server (and the other environments) from starting.
 fn built_envs(home: &Path) -> anyhow::Result<Vec<BuiltEnv>> {
     let store = EnvStore::new(conductor_envs::envs_dir(home));
-    let listed = store
-        .list()
-        .with_context(|| format!("listing environments in {}", store.dir().display()))?;
-    Ok(listed
-        .into_iter()
-        .filter(|status| status.spec.name != DEFAULT_ENVIRONMENT)
-        .filter_map(|status| status.built)
-        .collect())
+    let mut names: Vec<String> = conductor_envs::PRESET_NAMES
+        .iter()
+        .map(|name| (*name).to_owned())
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(store.dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // A custom environment has its saved spec; service builds have none.
+            let custom = entry.path().join("spec.json").is_file();
+            if custom && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let mut built = Vec::new();
+    for name in names {
+        if name == DEFAULT_ENVIRONMENT || !store.env_dir(&name).is_dir() {
+            continue;
+        }
+        match store.resolve(&name).and_then(|spec| store.built(&spec)) {
+            Ok(Some(env)) => built.push(env),
+            Ok(None) => {}
+            Err(error) => {
+                eprintln!("conductor: warning: environment {name} is left out: {error:#}")
+            }
+        }
+    }
+    Ok(built)
 }

@@ -477,3 +477,29 @@ fn heavy_presets_build_and_their_tools_run() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_custom_environment_is_left_out_and_the_server_starts() {
+    let home = tempfile::tempdir().unwrap();
+    let broken = home.path().join("envs/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("spec.json"), "{ not json").unwrap();
+    let server = Server::start(home.path(), 1);
+    let client = server.client();
+    let (status, body) = post_task(
+        &client,
+        json!({ "environment": "broken", "commands": ["true"] }),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("the environments that exist are \\\"host\\\""),
+        "{body}"
+    );
+    let task = client.submit(json!({ "commands": ["true"] })).await;
+    assert_eq!(
+        client.finished(&task).await.state.status,
+        TaskStatus::Succeeded
+    );
+    server.terminate();
+}
