@@ -36,6 +36,10 @@ enum EnvCommand {
         /// A spec file (TOML or JSON: name, base, packages, setup) to build.
         #[arg(long, value_name = "SPEC")]
         file: Option<PathBuf>,
+        /// A Dockerfile to build as the one environment NAME (a subset: FROM debian:bookworm,
+        /// python:3.11 or node:18; RUN, ENV, ARG, WORKDIR; no COPY/ADD or multi-stage).
+        #[arg(long, value_name = "PATH", conflicts_with = "file")]
+        dockerfile: Option<PathBuf>,
         /// Where to import the image: every engine that answers (auto), one, or none.
         #[arg(long, value_enum, default_value_t = ImportTo::Auto)]
         import: ImportTo,
@@ -94,15 +98,36 @@ async fn run(args: EnvArgs) -> anyhow::Result<()> {
         EnvCommand::Build {
             names,
             file,
+            dockerfile,
             import,
         } => {
             // Each spec with the image tag it is imported as.
             let mut specs = Vec::new();
             if let Some(path) = file {
                 let spec = EnvSpec::from_file(&path)?;
+                if let Some(text) = &spec.dockerfile {
+                    print_notes(&spec.name, text);
+                }
                 let tag = spec.image_tag();
                 specs.push((spec, tag));
             }
+            let names = match dockerfile {
+                Some(path) => {
+                    let [name] = names.as_slice() else {
+                        bail!("--dockerfile builds one environment: give its name (conductor env build NAME --dockerfile PATH)");
+                    };
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let (spec, notes) = EnvSpec::from_dockerfile(name, &text)?;
+                    for note in notes {
+                        eprintln!("{name}: Dockerfile {note}");
+                    }
+                    let tag = spec.image_tag();
+                    specs.push((spec, tag));
+                    Vec::new()
+                }
+                None => names,
+            };
             for name in names {
                 match conductor_envs::service(&name) {
                     Some(service) => {
@@ -184,6 +209,15 @@ async fn run(args: EnvArgs) -> anyhow::Result<()> {
             }
             eprintln!("removed {name} ({} image(s))", images);
             Ok(())
+        }
+    }
+}
+
+/// Prints what a Dockerfile's translation ignored or does differently from Docker.
+fn print_notes(name: &str, dockerfile: &str) {
+    if let Ok(translation) = conductor_envs::dockerfile::translate(dockerfile) {
+        for note in translation.notes {
+            eprintln!("{name}: Dockerfile {note}");
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Environments: declarative specs ([`EnvSpec`]: a Debian base, packages, setup steps), the
-//! presets, and the builder that turns a spec into a root filesystem with no container
+//! Environments: declarative specs ([`EnvSpec`]: a Debian base, packages, setup steps, or
+//! Dockerfile text in the subset [`dockerfile`] translates into them), the presets, and the builder that turns a spec into a root filesystem with no container
 //! registry — `debootstrap` for the base (cached and shared by every spec with the same base),
 //! `apt-get` and the setup steps in a chroot — cached under `$CONDUCTOR_HOME/envs`:
 //!
@@ -19,6 +19,7 @@
 
 mod build;
 mod command;
+pub mod dockerfile;
 mod mirror;
 mod presets;
 mod services;
@@ -54,6 +55,14 @@ pub enum EnvError {
     /// A package name that is not a Debian package name.
     #[error("invalid package name {0:?}: expected a Debian package name such as python3-pip (optionally =VERSION or /SUITE)")]
     InvalidPackage(String),
+    /// Dockerfile text outside the supported subset.
+    #[error("environment {name}: {error}")]
+    Dockerfile {
+        /// The environment.
+        name: String,
+        /// What is wrong, with the line (shown in the message, so not a `source`).
+        error: dockerfile::DockerfileError,
+    },
     /// Something the builder does not do yet.
     #[error("{what} is not supported yet")]
     NotSupported {

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::dockerfile::{self, Translation};
 use crate::EnvError;
 
 /// Bumped whenever the builder changes what it makes from the same spec, so old builds are
@@ -32,7 +33,11 @@ pub struct EnvSpec {
     /// network access (pip, npm, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub setup: Vec<String>,
-    /// Dockerfile text (seed 001's `environments: [{name, dockerfile}]`): not supported yet.
+    /// Dockerfile text (seed 001's `environments: [{name, dockerfile}]`) in the subset
+    /// [`crate::dockerfile`] translates: when set, `base`, `packages` and `setup` are its
+    /// translation (filled in by [`EnvSpec::parse`], [`EnvSpec::from_dockerfile`] and
+    /// [`EnvStore::resolve`](crate::EnvStore::resolve), checked by [`EnvSpec::validate`]).
+    /// The text itself is not hashed: the translation is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dockerfile: Option<String>,
 }
@@ -113,20 +118,80 @@ impl EnvSpec {
         } else {
             toml::from_str(text).map_err(|e| e.message().to_owned())?
         };
+        let spec = spec
+            .with_dockerfile_translated(true)
+            .map_err(|e| e.to_string())?;
         spec.validate().map_err(|e| e.to_string())?;
         Ok(spec)
+    }
+
+    /// The spec of environment `name` made from Dockerfile `text` (see [`crate::dockerfile`]
+    /// for the subset), validated; the translation's notes (what was ignored or differs from
+    /// Docker) come with it.
+    pub fn from_dockerfile(name: &str, text: &str) -> Result<(Self, Vec<String>), EnvError> {
+        validate_name(name)?;
+        let translation = translate(name, text)?;
+        let notes = translation.notes.clone();
+        let spec = Self {
+            name: name.to_owned(),
+            description: String::new(),
+            base: Base::default(),
+            packages: Vec::new(),
+            setup: Vec::new(),
+            dockerfile: Some(text.to_owned()),
+        }
+        .with_translation(translation);
+        spec.validate()?;
+        Ok((spec, notes))
+    }
+
+    /// Fills `base`, `packages` and `setup` from `dockerfile` when it is set. With `strict`
+    /// (text a user wrote) they must not be given too; otherwise (a saved spec) the
+    /// translation replaces them, so a saved spec follows the current translator.
+    pub(crate) fn with_dockerfile_translated(self, strict: bool) -> Result<Self, EnvError> {
+        let Some(text) = &self.dockerfile else {
+            return Ok(self);
+        };
+        if strict
+            && (self.base != Base::default() || !self.packages.is_empty() || !self.setup.is_empty())
+        {
+            return Err(EnvError::InvalidSpec {
+                source_name: self.name.clone(),
+                reason: "give either dockerfile or base, packages and setup, not both".into(),
+            });
+        }
+        let translation = translate(&self.name, text)?;
+        Ok(self.with_translation(translation))
+    }
+
+    fn with_translation(self, translation: Translation) -> Self {
+        let description = if self.description.is_empty() {
+            translation
+                .description
+                .unwrap_or_else(|| "from a Dockerfile".to_owned())
+        } else {
+            self.description
+        };
+        Self {
+            description,
+            base: translation.base,
+            packages: translation.packages,
+            setup: translation.setup,
+            ..self
+        }
     }
 
     /// Checks names and refuses what the builder does not do yet.
     pub fn validate(&self) -> Result<(), EnvError> {
         validate_name(&self.name)?;
-        if self.dockerfile.is_some() {
-            return Err(EnvError::NotSupported {
-                what: format!(
-                    "environment {}: building from Dockerfile text (give base, packages and setup instead)",
-                    self.name
-                ),
-            });
+        if let Some(text) = &self.dockerfile {
+            let t = translate(&self.name, text)?;
+            if (&t.base, &t.packages, &t.setup) != (&self.base, &self.packages, &self.setup) {
+                return Err(EnvError::InvalidSpec {
+                    source_name: self.name.clone(),
+                    reason: "base, packages and setup differ from the dockerfile's translation; give either dockerfile or base, packages and setup".into(),
+                });
+            }
         }
         if let Some(image) = &self.base.image {
             return Err(EnvError::NotSupported {
@@ -155,7 +220,8 @@ impl EnvSpec {
     }
 
     /// The content hash naming this spec's build: base, packages (as a set) and setup steps
-    /// (in order); not the name or description. 12 hex digits of SHA-256.
+    /// (in order); not the name, description or Dockerfile text (its translation is what
+    /// counts). 12 hex digits of SHA-256.
     pub fn content_hash(&self) -> String {
         let mut packages = self.packages.clone();
         packages.sort();
@@ -173,6 +239,13 @@ impl EnvSpec {
     pub fn image_tag(&self) -> String {
         format!("conductor-env/{}:{}", self.name, self.content_hash())
     }
+}
+
+fn translate(name: &str, text: &str) -> Result<Translation, EnvError> {
+    dockerfile::translate(text).map_err(|error| EnvError::Dockerfile {
+        name: name.to_owned(),
+        error,
+    })
 }
 
 fn short_hash(text: &str) -> String {
@@ -196,7 +269,7 @@ pub fn validate_name(name: &str) -> Result<(), EnvError> {
 }
 
 /// Debian package names (policy 5.6.1), optionally with `=version` or `/suite`.
-fn validate_package(package: &str) -> Result<(), EnvError> {
+pub(crate) fn validate_package(package: &str) -> Result<(), EnvError> {
     let name = package
         .split_once(['=', '/'])
         .map_or(package, |(name, _)| name);
@@ -284,6 +357,55 @@ suite = "bookworm"
         );
     }
 
+    const DOCKERFILE: &str = "FROM debian:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends jq\nRUN echo built > /etc/conductor-dockerfile-test\n";
+
+    #[test]
+    fn dockerfile_text_is_translated_and_its_translation_hashed() {
+        let toml = format!("name = \"dfx\"\ndockerfile = '''\n{DOCKERFILE}'''\n");
+        let spec = EnvSpec::parse(&toml, false).unwrap();
+        assert_eq!(
+            spec,
+            EnvSpec {
+                name: "dfx".into(),
+                description: "from a Dockerfile".into(),
+                base: Base::default(),
+                packages: vec!["jq".into()],
+                setup: vec!["echo built > /etc/conductor-dockerfile-test".into()],
+                dockerfile: Some(DOCKERFILE.into()),
+            }
+        );
+        let (from_cli, notes) = EnvSpec::from_dockerfile("dfx", DOCKERFILE).unwrap();
+        assert_eq!(from_cli, spec);
+        assert!(notes.is_empty());
+        // Saved as JSON and read back (as the store does), it is the same spec.
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(EnvSpec::parse(&json, true).unwrap_err(), "invalid environment spec dfx: give either dockerfile or base, packages and setup, not both");
+        let saved: EnvSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(saved.with_dockerfile_translated(false).unwrap(), spec);
+        // The hash is the translation's: comments do not rebuild, and the equal hand-written
+        // spec names the same build.
+        let commented = format!("# tools\n{DOCKERFILE}CMD [\"sh\"]\n");
+        let (other, _) = EnvSpec::from_dockerfile("dfx", &commented).unwrap();
+        assert_eq!(other.content_hash(), spec.content_hash());
+        let plain = EnvSpec::parse(
+            "name = \"dfx\"\npackages = [\"jq\"]\nsetup = [\"echo built > /etc/conductor-dockerfile-test\"]",
+            false,
+        )
+        .unwrap();
+        assert_eq!(plain.content_hash(), spec.content_hash());
+        let (changed, _) =
+            EnvSpec::from_dockerfile("dfx", &DOCKERFILE.replace("jq", "curl")).unwrap();
+        assert_ne!(changed.content_hash(), spec.content_hash());
+        // A spec whose fields do not match its dockerfile is refused by validate.
+        let mut tampered = spec.clone();
+        tampered.packages.push("curl".into());
+        assert_eq!(tampered.validate().unwrap_err().to_string(), "invalid environment spec dfx: base, packages and setup differ from the dockerfile's translation; give either dockerfile or base, packages and setup");
+        assert_eq!(
+            EnvSpec::from_dockerfile("dfx", "FROM debian:12\nCOPY . .").unwrap_err().to_string(),
+            "environment dfx: Dockerfile line 2: COPY is not supported yet: there is no build context; fetch files in a RUN step or put them in the task's workspace"
+        );
+    }
+
     #[test]
     fn refuses_bad_names_packages_and_unsupported_sources() {
         let err = |text: &str| EnvSpec::parse(text, false).unwrap_err();
@@ -297,7 +419,14 @@ suite = "bookworm"
         );
         assert_eq!(
             err("name = \"x\"\ndockerfile = \"FROM python:3.12\""),
-            "environment x: building from Dockerfile text (give base, packages and setup instead) is not supported yet"
+            format!(
+                "environment x: Dockerfile line 1: FROM python:3.12 is not supported: Debian bookworm ships Python 3.11; tag \"3.12\" asks for another version or release; supported: {} (environments are built from Debian bookworm packages and no container registry is reachable)",
+                crate::dockerfile::SUPPORTED_FROM
+            )
+        );
+        assert_eq!(
+            err("name = \"x\"\npackages = [\"jq\"]\ndockerfile = \"FROM debian:12\""),
+            "invalid environment spec x: give either dockerfile or base, packages and setup, not both"
         );
         assert_eq!(
             err("name = \"x\"\n[base]\nimage = \"python:3.12\""),

@@ -101,6 +101,7 @@ impl EnvStore {
                         source_name: saved.display().to_string(),
                         reason: e.to_string(),
                     })?;
+                let spec = spec.with_dockerfile_translated(false)?;
                 spec.validate()?;
                 return Ok(spec);
             }
@@ -268,6 +269,11 @@ mod tests {
             .collect();
         assert_eq!(names.len(), PRESET_NAMES.len() + 1);
         assert_eq!(names.last(), Some(&("mine".to_owned(), false, false)));
+        let (from_dockerfile, _) =
+            EnvSpec::from_dockerfile("df", "FROM debian:12\nRUN apt-get install -y jq").unwrap();
+        store.save_custom(&from_dockerfile).unwrap();
+        assert_eq!(store.resolve("df").unwrap(), from_dockerfile);
+        assert!(store.remove("df").unwrap());
         assert!(store.remove("mine").unwrap());
         assert!(!store.remove("mine").unwrap());
         assert!(matches!(
