@@ -13,6 +13,10 @@
 //! back to `clone`); `clone` with a namespace flag and `ioctl` with a denied request (compared
 //! on the low 32 bits, as the kernel reads it) get `EPERM`; so does every call in
 //! [`DENIED_SYSCALLS`]; everything else is allowed.
+//!
+//! The lists ([`DENIED_SYSCALLS`], [`ENOSYS_SYSCALLS`], [`CLONE_NAMESPACE_FLAGS`],
+//! [`DENIED_IOCTLS`]) are the policy; the container executors write the same lists as an
+//! engine seccomp profile, so both kinds of sandbox refuse the same calls.
 
 use crate::bpf::{self, Assembler, Instruction, Target};
 
@@ -71,6 +75,10 @@ pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("ioperm", libc::SYS_ioperm),
 ];
 
+/// System calls refused with `ENOSYS`, as if the kernel lacked them: `clone3`, whose flags live in
+/// memory a filter cannot read, so that libc falls back to `clone` (whose flags it can).
+pub const ENOSYS_SYSCALLS: &[(&str, i64)] = &[("clone3", libc::SYS_clone3)];
+
 /// `clone` flags that create namespaces; `clone` with any of them is refused with `EPERM`.
 /// (`CLONE_NEWTIME` shares its bit with the exit signal in `clone` and exists only for `clone3`.)
 pub const CLONE_NAMESPACE_FLAGS: &[(&str, libc::c_int)] = &[
@@ -107,10 +115,43 @@ pub enum SeccompError {
 #[derive(Debug, Clone)]
 pub struct Filter(Vec<Instruction>);
 
+/// What a filter answers to a system call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The call goes ahead.
+    Allow,
+    /// The call fails with this errno.
+    Errno(i32),
+    /// The process is killed.
+    KillProcess,
+}
+
 impl Filter {
     /// The program's instructions.
     pub fn instructions(&self) -> &[Instruction] {
         &self.0
+    }
+
+    /// What the filter answers to system call `nr` of the native architecture with `args`,
+    /// without installing it (the program runs on the data the kernel would hand it). `None`
+    /// when the program does not end in one of the policy's actions.
+    pub fn answer(&self, nr: i64, args: [u64; 6]) -> Option<Action> {
+        let (arch, _) = native_arch().ok()?;
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(&u32::try_from(nr).ok()?.to_ne_bytes());
+        data.extend_from_slice(&arch.to_ne_bytes());
+        data.extend_from_slice(&0u64.to_ne_bytes()); // instruction pointer
+        for arg in args {
+            data.extend_from_slice(&arg.to_ne_bytes());
+        }
+        match bpf::run(&self.0, &data)? {
+            RET_ALLOW => Some(Action::Allow),
+            RET_KILL_PROCESS => Some(Action::KillProcess),
+            ret if ret & 0xffff_0000 == RET_ERRNO => {
+                i32::try_from(ret & 0xffff).ok().map(Action::Errno)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -155,11 +196,9 @@ pub fn default_filter() -> Result<Filter, SeccompError> {
     }
     asm.jump_eq(number(libc::SYS_clone), Target::Label(clone), Target::Next);
     asm.jump_eq(number(libc::SYS_ioctl), Target::Label(ioctl), Target::Next);
-    asm.jump_eq(
-        number(libc::SYS_clone3),
-        Target::Label(enosys),
-        Target::Next,
-    );
+    for (_, nr) in ENOSYS_SYSCALLS {
+        asm.jump_eq(number(*nr), Target::Label(enosys), Target::Next);
+    }
     let mut denied: Vec<u32> = DENIED_SYSCALLS.iter().map(|(_, nr)| number(*nr)).collect();
     denied.sort_unstable();
     denied.dedup();
@@ -330,6 +369,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn answers_in_the_policys_terms() {
+        let filter = default_filter().unwrap();
+        let newuser = (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64;
+        assert_eq!(
+            [
+                filter.answer(libc::SYS_getpid, [0; 6]),
+                filter.answer(libc::SYS_ptrace, [0; 6]),
+                filter.answer(libc::SYS_clone3, [0; 6]),
+                filter.answer(libc::SYS_clone, [newuser, 0, 0, 0, 0, 0]),
+            ],
+            [
+                Some(Action::Allow),
+                Some(Action::Errno(libc::EPERM)),
+                Some(Action::Errno(libc::ENOSYS)),
+                Some(Action::Errno(libc::EPERM)),
+            ]
+        );
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //! socket works the same way (`CONDUCTOR_PODMAN_SOCKET`), with `userns` configurable.
 //!
 //! Each execution is one container, hardened as seed 002 asks: read-only root, a tmpfs `/tmp`,
-//! `no-new-privileges`, every capability dropped, the engine's default seccomp profile, a pids
-//! limit and nano-CPUs, no network unless `full` (the engine's bridge), the workspace bound at
-//! `/workspace` (the working directory), a non-root user, and the engine's init as pid 1 (see
-//! [`spec::create_body`] for why, and why the command runs under `env -i`).
+//! `no-new-privileges`, every capability dropped, the namespace executor's seccomp policy as a
+//! profile ([`seccomp`]), a pids limit and nano-CPUs, no network unless `full` (the engine's
+//! bridge), the workspace bound at `/workspace` (the working directory), a non-root user, and
+//! the engine's init as pid 1 (see [`spec::create_body`] for why, and why the command runs
+//! under `env -i`).
 //!
 //! **Cgroup and measurements.** The executor makes a cgroup of its own per execution (as the
 //! host and namespace executors do) and gives it to the engine as the container's cgroup
@@ -34,8 +35,11 @@
 //!
 //! **Exit status.** The engine reports only an exit code; the init turns a command killed by
 //! signal N into 128 + N, so codes 129..=192 are reported as signal N (a command that itself
-//! exits with such a code cannot be told apart). The engine does not run a seccomp profile that
-//! refuses `ptrace`, so this executor does not declare `seccomp`.
+//! exits with such a code cannot be told apart).
+//!
+//! **Seccomp.** Docker takes the profile's JSON in the `seccomp=` security option; Podman's
+//! compatible API (4.3) opens the option's value as a path, so for Podman the executor writes the
+//! profile to `seccomp_dir/profile-<hash>.json` (before each create, when missing) and passes that.
 //!
 //! **Services.** [`services::ContainerServices`] is the executor's `ServiceRunner`: a task's
 //! service sidecars (postgres, redis: images built by `conductor env build`) on an internal
@@ -55,6 +59,7 @@ mod engine;
 mod guard;
 mod oom;
 mod pool;
+pub mod seccomp;
 pub mod services;
 pub mod spec;
 mod warm;
@@ -125,6 +130,9 @@ pub struct ContainerConfig {
     pub pool_dir: PathBuf,
     /// The service sidecars' images and health timeout (see `services`).
     pub services: ServicesConfig,
+    /// Where the seccomp profile is written for an engine that takes it as a path (Podman);
+    /// the engine must be able to read it.
+    pub seccomp_dir: PathBuf,
 }
 
 impl ContainerConfig {
@@ -144,6 +152,7 @@ impl ContainerConfig {
             warm_pool: 0,
             pool_dir: PathBuf::from("/run/conductor/container-pool").join(engine.name()),
             services: ServicesConfig::default(),
+            seccomp_dir: PathBuf::from("/run/conductor/container-seccomp"),
         }
     }
 }
@@ -169,6 +178,66 @@ pub(crate) struct Inner {
     pool: std::sync::Mutex<warm::PoolState>,
     /// Woken whenever a warm container has been made (or failed to be).
     pool_changed: tokio::sync::Notify,
+    /// The `seccomp=` security option's value (see `seccomp`).
+    seccomp: SeccompOption,
+}
+
+/// How the seccomp profile reaches the engine.
+#[derive(Debug)]
+struct SeccompOption {
+    /// What follows `seccomp=`: the profile, or the path of the file holding it.
+    value: String,
+    /// The file to write (path and contents) when `value` is its path.
+    file: Option<(PathBuf, String)>,
+}
+
+impl SeccompOption {
+    /// Docker takes the profile itself, Podman a path (see the module docs).
+    fn new(engine: EngineKind, dir: &Path) -> Result<Self, serde_json::Error> {
+        let profile = seccomp::profile_json()?;
+        Ok(match engine {
+            EngineKind::Docker => Self {
+                value: profile,
+                file: None,
+            },
+            EngineKind::Podman => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                profile.hash(&mut hasher);
+                let path = dir.join(format!("profile-{:016x}.json", hasher.finish()));
+                Self {
+                    value: path.display().to_string(),
+                    file: Some((path, profile)),
+                }
+            }
+        })
+    }
+
+    /// Writes the file the option names, unless it is there (written whole: a temporary file of
+    /// this call's own renamed into place, so a concurrent create never reads half of it).
+    async fn write(&self) -> Result<(), ExecutorError> {
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let Some((path, contents)) = self.file.clone() else {
+            return Ok(());
+        };
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(());
+        }
+        let context = format!("writing the seccomp profile {}", path.display());
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let temporary = path.with_extension(format!("json.{}-{write}", std::process::id()));
+            std::fs::write(&temporary, contents)?;
+            std::fs::rename(&temporary, &path)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|written| written)
+        .map_err(|e| ExecutorError::io(context, e))
+    }
 }
 
 /// A container whose command has been started: what the rest of an execution needs.
@@ -210,6 +279,8 @@ impl ContainerExecutor {
             EngineKind::Docker => Vec::new(),
         };
         let template = warm::template_plan().map_err(|e| unavailable(e.to_string()))?;
+        let seccomp = SeccompOption::new(config.engine, &config.seccomp_dir)
+            .map_err(|e| unavailable(format!("seccomp profile: {e}")))?;
         let owner = own_owner_label();
         let services =
             ContainerServices::new(engine.clone(), config.services.clone(), owner.clone());
@@ -224,6 +295,7 @@ impl ContainerExecutor {
                 template,
                 pool: std::sync::Mutex::new(warm::PoolState::default()),
                 pool_changed: tokio::sync::Notify::new(),
+                seccomp,
             }),
             registry: Registry::new(),
         })
@@ -439,6 +511,7 @@ impl Inner {
             default_rlimits: self.engine_rlimits.clone(),
             service_network: None,
             extra_hosts: Vec::new(),
+            seccomp: &self.seccomp.value,
         }
     }
 
@@ -469,6 +542,7 @@ impl Inner {
             settings.extra_hosts = services::hosts(&self.engine, network).await?;
         }
         let body = create_body(plan, &settings)?;
+        self.seccomp.write().await?;
         let docker = self.engine.client();
         let options = CreateContainerOptionsBuilder::default()
             .name(&format!("conductor-{}", request.id))
@@ -916,6 +990,7 @@ pub fn capabilities(config: &ContainerConfig) -> ExecutorCapabilities {
         Capability::PeakMemoryStats,
         Capability::DiskIoStats,
         Capability::Services,
+        Capability::Seccomp,
     ]);
     if config.user.0 != 0 {
         supported.insert(Capability::UserMapping);

@@ -45,9 +45,15 @@ pub struct ContainerSettings<'a> {
     pub service_network: Option<&'a str>,
     /// `name:ip` lines added to `/etc/hosts` (the services, as Podman's CNI networks have no DNS).
     pub extra_hosts: Vec<String>,
+    /// The value of the `seccomp=` security option: the profile's JSON (Docker) or the path of
+    /// a file holding it (Podman's compatible API opens what it is given as a path).
+    pub seccomp: &'a str,
 }
 
 /// The create body for `plan`.
+///
+/// Hardened as the module docs of `container` say, with the seccomp profile `settings.seccomp`
+/// (see `container::seccomp`) next to `no-new-privileges`.
 ///
 /// The command runs as `env -i NAME=VALUE… -- ARGV` under the engine's init (`init: true`:
 /// tini for Docker, catatonit for Podman). The engines add variables of their own (`HOSTNAME`,
@@ -115,7 +121,10 @@ pub fn create_body(
             "/tmp".to_owned(),
             format!("rw,nosuid,nodev,size={},mode=1777", TMP_SIZE.get()),
         )])),
-        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        security_opt: Some(vec![
+            "no-new-privileges".to_owned(),
+            format!("seccomp={}", settings.seccomp),
+        ]),
         cap_drop: Some(vec!["ALL".to_owned()]),
         network_mode: Some(network_mode.to_owned()),
         mounts: Some(vec![Mount {
@@ -231,6 +240,7 @@ mod tests {
             default_rlimits: vec![],
             service_network: None,
             extra_hosts: vec![],
+            seccomp: "{\"defaultAction\":\"SCMP_ACT_ALLOW\"}",
         }
     }
 
@@ -289,7 +299,10 @@ mod tests {
                     "/tmp".to_owned(),
                     "rw,nosuid,nodev,size=268435456,mode=1777".to_owned(),
                 )])),
-                security_opt: Some(vec!["no-new-privileges".into()]),
+                security_opt: Some(vec![
+                    "no-new-privileges".into(),
+                    "seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}".into(),
+                ]),
                 cap_drop: Some(vec!["ALL".into()]),
                 network_mode: Some("none".into()),
                 mounts: Some(vec![Mount {

@@ -165,6 +165,7 @@ impl Inner {
             &slot_workspace,
         );
         let body = warm_body(&self.template, &settings, &slot_workspace, &slot_control)?;
+        self.seccomp.write().await?;
         let docker = self.engine.client();
         let options = CreateContainerOptionsBuilder::default()
             .name(&format!("conductor-warm-{name}"))
