@@ -30,8 +30,8 @@ use async_trait::async_trait;
 use conductor_core::{EventSender, Executor, ExecutorError};
 use conductor_server::{SchedulerConfig, ServeConfig};
 use conductor_types::{
-    ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutionStats,
-    ExecutorCapabilities, IsolationLevel, OutputStream, StreamSummary,
+    ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutorCapabilities,
+    IsolationLevel, OutputStream,
 };
 use serde_json::json;
 
@@ -595,21 +595,12 @@ impl Executor for Instantly {
                 })
                 .await;
         }
-        Ok(ExecutionResult {
-            execution_id: request.id.clone(),
-            executor: "none".into(),
-            isolation_level: IsolationLevel::None,
-            exit_code: 0,
-            signal: None,
-            timed_out: false,
-            cancelled: false,
-            oom_killed: false,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_info: StreamSummary::default(),
-            stderr_info: StreamSummary::default(),
-            stats: ExecutionStats::default(),
-        })
+        Ok(ExecutionResult::exited(
+            request.id.clone(),
+            "none",
+            IsolationLevel::None,
+            0,
+        ))
     }
 
     async fn cancel(&self, _id: &ExecutionId) -> Result<bool, ExecutorError> {

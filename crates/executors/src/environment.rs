@@ -359,7 +359,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use conductor_types::{Capability, ExecutionStats, StreamSummary};
+    use conductor_types::Capability;
 
     use super::*;
 
@@ -423,21 +423,12 @@ mod tests {
         ) -> Result<ExecutionResult, ExecutorError> {
             self.ran.fetch_add(1, Ordering::SeqCst);
             *self.last_rootfs.lock().unwrap() = request.rootfs.clone();
-            Ok(ExecutionResult {
-                execution_id: request.id,
-                executor: self.name.to_owned(),
-                isolation_level: IsolationLevel::Container,
-                exit_code: 0,
-                signal: None,
-                timed_out: false,
-                cancelled: false,
-                oom_killed: false,
-                stdout: String::new(),
-                stderr: String::new(),
-                stdout_info: StreamSummary::default(),
-                stderr_info: StreamSummary::default(),
-                stats: ExecutionStats::default(),
-            })
+            Ok(ExecutionResult::exited(
+                request.id,
+                self.name,
+                IsolationLevel::Container,
+                0,
+            ))
         }
 
         async fn cancel(&self, _id: &ExecutionId) -> Result<bool, ExecutorError> {

@@ -41,6 +41,33 @@ pub struct ExecutionResult {
     pub stats: ExecutionStats,
 }
 
+impl ExecutionResult {
+    /// A run of `execution_id` on `executor` that exited with `exit_code`, with no output kept
+    /// and nothing measured: the base that executors and test doubles fill in.
+    pub fn exited(
+        execution_id: ExecutionId,
+        executor: impl Into<String>,
+        isolation_level: IsolationLevel,
+        exit_code: i32,
+    ) -> Self {
+        Self {
+            execution_id,
+            executor: executor.into(),
+            isolation_level,
+            exit_code,
+            signal: None,
+            timed_out: false,
+            cancelled: false,
+            oom_killed: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_info: StreamSummary::default(),
+            stderr_info: StreamSummary::default(),
+            stats: ExecutionStats::default(),
+        }
+    }
+}
+
 /// The size of one output stream and where its full text is when it was too big for memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamSummary {

@@ -12,8 +12,8 @@ use conductor_core::{EventSender, Executor, ExecutorError, Store};
 use conductor_server::{app, AppState, EventBus, Scheduler, SchedulerConfig};
 use conductor_store::SqliteStore;
 use conductor_types::{
-    ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutionStats,
-    ExecutorCapabilities, IsolationLevel, OutputStream, StreamSummary, Task, TaskId, TaskStatus,
+    ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutorCapabilities,
+    IsolationLevel, OutputStream, Task, TaskId, TaskStatus,
 };
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
@@ -35,21 +35,7 @@ pub struct FakeExecutor {
 }
 
 fn result(request: &ExecutionRequest, exit_code: i32) -> ExecutionResult {
-    ExecutionResult {
-        execution_id: request.id.clone(),
-        executor: "fake".into(),
-        isolation_level: IsolationLevel::None,
-        exit_code,
-        signal: None,
-        timed_out: false,
-        cancelled: false,
-        oom_killed: false,
-        stdout: String::new(),
-        stderr: String::new(),
-        stdout_info: StreamSummary::default(),
-        stderr_info: StreamSummary::default(),
-        stats: ExecutionStats::default(),
-    }
+    ExecutionResult::exited(request.id.clone(), "fake", IsolationLevel::None, exit_code)
 }
 
 #[async_trait]
