@@ -399,8 +399,10 @@ pub async fn ensure_image_as(
 /// not built is left out; starting it then fails naming `conductor env build <name>`.
 // Used by the server's composition root (`environments`); `conductor exec` runs no services
 // and does not pay for the lookups.
-pub async fn service_images(engine: &Engine) -> anyhow::Result<BTreeMap<String, String>> {
-    let store = store()?;
+pub async fn service_images(
+    engine: &Engine,
+    store: &EnvStore,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let mut images = BTreeMap::new();
     for service in conductor_envs::services() {
         let ServiceSpec { name, env, .. } = &service;

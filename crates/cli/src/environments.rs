@@ -9,7 +9,7 @@
 //! them meanwhile ([`Fallback`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use conductor_core::{Executor, ExecutorError, DEFAULT_ENVIRONMENT};
@@ -33,12 +33,18 @@ pub struct Placement {
     pub warm_helpers: usize,
 }
 
+/// The service images of one engine, found (and imported) once for all its environments.
+type ServiceImages = Arc<tokio::sync::OnceCell<BTreeMap<String, String>>>;
+
 /// Makes each executor once, whichever environments share it.
 struct Factory {
     placement: Placement,
+    /// `<home>/envs`: environments and service images.
+    store: EnvStore,
     host: Option<Arc<dyn Executor>>,
     namespace: Option<Result<Arc<dyn Executor>, String>>,
     engines: BTreeMap<(&'static str, String), Arc<dyn Executor>>,
+    service_images: BTreeMap<&'static str, ServiceImages>,
 }
 
 impl Factory {
@@ -60,26 +66,24 @@ impl Factory {
 
     /// The namespace executor, or why it cannot run here.
     async fn namespace(&mut self) -> Result<Arc<dyn Executor>, String> {
-        if self.namespace.is_none() {
-            let config = NamespaceConfig {
-                cgroup_parent: self.placement.cgroup_parent.clone(),
-                spool_dir: self.spool_dir(),
-                warm_helpers: self.placement.warm_helpers.max(1),
-                ..NamespaceConfig::default()
-            };
-            let made = match NamespaceExecutor::new(config) {
-                Ok(executor) => {
-                    let executor: Arc<dyn Executor> = Arc::new(executor);
-                    match executor.health_check().await {
-                        Ok(()) => Ok(executor),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            self.namespace = Some(made);
+        if let Some(made) = &self.namespace {
+            return made.clone();
         }
-        self.namespace.clone().unwrap_or_else(|| Err(String::new()))
+        let config = NamespaceConfig {
+            cgroup_parent: self.placement.cgroup_parent.clone(),
+            spool_dir: self.spool_dir(),
+            warm_helpers: self.placement.warm_helpers.max(1),
+            ..NamespaceConfig::default()
+        };
+        let made = async {
+            let executor: Arc<dyn Executor> =
+                Arc::new(NamespaceExecutor::new(config).map_err(|e| e.to_string())?);
+            executor.health_check().await.map_err(|e| e.to_string())?;
+            Ok(executor)
+        }
+        .await;
+        self.namespace = Some(made.clone());
+        made
     }
 
     /// A container executor of `built` on `kind`, connected on first use.
@@ -102,8 +106,11 @@ impl Factory {
         config.pool_dir = config.pool_dir.join(&built.manifest.name);
         let capabilities = container::capabilities(&config);
         let built = built.clone();
+        let store = self.store.clone();
+        let services = Arc::clone(self.service_images.entry(kind.name()).or_default());
         let connect: conductor_executors::environment::Connect = Box::new(move || {
             let (config, built) = (config.clone(), built.clone());
+            let (store, services) = (store.clone(), Arc::clone(&services));
             Box::pin(async move {
                 let unavailable = |e: anyhow::Error| ExecutorError::Unavailable {
                     executor: kind.name(),
@@ -116,9 +123,11 @@ impl Factory {
                     .await
                     .map_err(unavailable)?;
                 let mut config = config;
-                config.services.images = crate::env::service_images(&engine)
+                config.services.images = services
+                    .get_or_try_init(|| crate::env::service_images(&engine, &store))
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(unavailable)?
+                    .clone();
                 let executor = ContainerExecutor::with_engine(config, engine)?;
                 Ok(Arc::new(executor) as Arc<dyn Executor>)
             })
@@ -188,10 +197,12 @@ pub async fn executors(
     placement: Placement,
 ) -> anyhow::Result<BTreeMap<String, Arc<dyn Executor>>> {
     let mut factory = Factory {
+        store: EnvStore::new(conductor_envs::envs_dir(&placement.home)),
         placement,
         host: None,
         namespace: None,
         engines: BTreeMap::new(),
+        service_images: BTreeMap::new(),
     };
     let mut executors = BTreeMap::new();
     let host = config.environment(DEFAULT_ENVIRONMENT);
@@ -212,7 +223,7 @@ pub async fn executors(
     }
     executors.insert(DEFAULT_ENVIRONMENT.to_owned(), executor);
 
-    for built in built_envs(&config.home)? {
+    for built in built_envs(&factory.store) {
         let name = built.manifest.name.clone();
         let settings = config.environment(&name);
         let mut executor = factory
@@ -228,26 +239,12 @@ pub async fn executors(
 }
 
 /// The latest build of every environment's current spec. One whose spec cannot be read is left
-/// out with a warning: it must not keep the server (and the other environments) from starting.
-fn built_envs(home: &Path) -> anyhow::Result<Vec<BuiltEnv>> {
-    let store = EnvStore::new(conductor_envs::envs_dir(home));
-    let mut names: Vec<String> = conductor_envs::PRESET_NAMES
-        .iter()
-        .map(|name| (*name).to_owned())
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(store.dir()) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // A custom environment has its saved spec; service builds have none.
-            let custom = entry.path().join("spec.json").is_file();
-            if custom && !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    }
+/// out with a warning (`EnvStore::list` would fail as a whole): it must not keep the server, and
+/// the other environments, from starting.
+fn built_envs(store: &EnvStore) -> Vec<BuiltEnv> {
     let mut built = Vec::new();
-    for name in names {
-        if name == DEFAULT_ENVIRONMENT || !store.env_dir(&name).is_dir() {
+    for name in store.names() {
+        if name == DEFAULT_ENVIRONMENT {
             continue;
         }
         match store.resolve(&name).and_then(|spec| store.built(&spec)) {
@@ -258,5 +255,5 @@ fn built_envs(home: &Path) -> anyhow::Result<Vec<BuiltEnv>> {
             }
         }
     }
-    Ok(built)
+    built
 }

@@ -158,8 +158,9 @@ impl EnvStore {
         })
     }
 
-    /// The presets, then custom environments, each with its build if any.
-    pub fn list(&self) -> Result<Vec<EnvStatus>, EnvError> {
+    /// The names of the presets, then of the custom environments (those with a saved spec;
+    /// service builds have none), sorted.
+    pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = PRESET_NAMES.iter().map(|s| (*s).to_owned()).collect();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             let mut custom: Vec<String> = entries
@@ -171,6 +172,11 @@ impl EnvStore {
             names.extend(custom);
         }
         names
+    }
+
+    /// The presets, then custom environments, each with its build if any.
+    pub fn list(&self) -> Result<Vec<EnvStatus>, EnvError> {
+        self.names()
             .iter()
             .map(|name| {
                 let spec = self.resolve(name)?;

@@ -95,7 +95,6 @@ pub type Connect =
 pub struct Deferred {
     name: &'static str,
     capabilities: ExecutorCapabilities,
-    runs_services: bool,
     connect: Connect,
     made: tokio::sync::OnceCell<Arc<dyn Executor>>,
 }
@@ -115,7 +114,6 @@ impl Deferred {
     pub fn new(name: &'static str, capabilities: ExecutorCapabilities, connect: Connect) -> Self {
         Self {
             name,
-            runs_services: capabilities.supports(conductor_types::Capability::Services),
             capabilities,
             connect,
             made: tokio::sync::OnceCell::new(),
@@ -165,7 +163,9 @@ impl Executor for Deferred {
     }
 
     fn services(&self) -> Option<&dyn ServiceRunner> {
-        self.runs_services.then_some(self as &dyn ServiceRunner)
+        self.capabilities
+            .supports(conductor_types::Capability::Services)
+            .then_some(self as &dyn ServiceRunner)
     }
 }
 
