@@ -210,16 +210,9 @@ impl Scheduler {
         let spec = &task.spec;
         let attempt = task.state.attempt;
         let Some(executor) = self.executors.get(&spec.environment).cloned() else {
+            let reason = format!("environment {:?} no longer exists", spec.environment);
             return self
-                .finish(
-                    task,
-                    TaskStatus::Failed,
-                    None,
-                    Some((
-                        FailureCode::EnvironmentMissing,
-                        format!("environment {:?} no longer exists", spec.environment),
-                    )),
-                )
+                .fail(task, FailureCode::EnvironmentMissing, reason)
                 .await;
         };
         let secrets = if spec.secret_names.is_empty() {
@@ -235,9 +228,8 @@ impl Scheduler {
                 "could not create workspace {}: {error}",
                 workspace.display()
             );
-            let failure = (FailureCode::WorkspaceUnavailable, reason);
             return self
-                .finish(task, TaskStatus::Failed, None, Some(failure))
+                .fail(task, FailureCode::WorkspaceUnavailable, reason)
                 .await;
         }
         // `resources.disk` on a fresh workspace: its own filesystem of that size.
@@ -247,9 +239,8 @@ impl Scheduler {
                     Ok(quota) => Some((quota, disk)),
                     Err(error) => {
                         let reason = format!("could not set up the disk quota: {error}");
-                        let failure = (FailureCode::WorkspaceUnavailable, reason);
                         return self
-                            .finish(task, TaskStatus::Failed, None, Some(failure))
+                            .fail(task, FailureCode::WorkspaceUnavailable, reason)
                             .await;
                     }
                 }
@@ -268,9 +259,8 @@ impl Scheduler {
                     (_, Ok(_)) => None,
                     (_, Err(error)) => {
                         let reason = format!("could not prepare workspace {name}: {error}");
-                        let failure = (FailureCode::WorkspaceUnavailable, reason);
                         return self
-                            .finish(task, TaskStatus::Failed, None, Some(failure))
+                            .fail(task, FailureCode::WorkspaceUnavailable, reason)
                             .await;
                     }
                 },
@@ -290,22 +280,14 @@ impl Scheduler {
                         &GitOptions::default(),
                     )
                 })
-                .await;
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|cloned| cloned.map_err(|e| e.to_string()));
                 match cloned {
-                    Ok(Ok(checkout)) => Some((git.repository.clone(), checkout)),
-                    Ok(Err(error)) => {
-                        let reason = format!("could not clone {}: {error}", git.repository);
-                        let failure = (FailureCode::GitCloneFailed, reason);
-                        return self
-                            .finish(task, TaskStatus::Failed, None, Some(failure))
-                            .await;
-                    }
+                    Ok(checkout) => Some((git.repository.clone(), checkout)),
                     Err(error) => {
                         let reason = format!("could not clone {}: {error}", git.repository);
-                        let failure = (FailureCode::GitCloneFailed, reason);
-                        return self
-                            .finish(task, TaskStatus::Failed, None, Some(failure))
-                            .await;
+                        return self.fail(task, FailureCode::GitCloneFailed, reason).await;
                     }
                 }
             }
@@ -326,10 +308,8 @@ impl Scheduler {
         let mut services = match super::services::Services::start(&executor, task).await {
             Ok(services) => services,
             Err(reason) => {
-                let failure = (FailureCode::ServicesFailed, redactor.redact(&reason));
-                return self
-                    .finish(task, TaskStatus::Failed, None, Some(failure))
-                    .await;
+                let reason = redactor.redact(&reason);
+                return self.fail(task, FailureCode::ServicesFailed, reason).await;
             }
         };
         let deadline = spec.timeout.map(|t| Instant::now() + t);
@@ -504,6 +484,12 @@ impl Scheduler {
     }
 
     /// Records the outcome, with a failure's code and reason.
+    /// Ends `task` as failed before any command ran, with `code` and `reason`.
+    async fn fail(&self, task: &Task, code: FailureCode, reason: String) -> Result<(), StoreError> {
+        self.finish(task, TaskStatus::Failed, None, Some((code, reason)))
+            .await
+    }
+
     async fn finish(
         &self,
         task: &Task,
