@@ -85,6 +85,35 @@ pub struct RawEnvironment {
     pub warm_pool: Option<u16>,
 }
 
+/// `[environments.NAME]`, parsed: what it sets over the global keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnvironmentOverride {
+    /// Its executor.
+    pub executor: Option<ExecutorKind>,
+    /// Its fallback executor.
+    pub fallback: Option<ExecutorKind>,
+    /// Its warm containers.
+    pub warm_pool: Option<u16>,
+}
+
+impl EnvironmentOverride {
+    fn parse(raw: &RawEnvironment) -> Result<Self, String> {
+        Ok(Self {
+            executor: raw.executor.as_deref().map(str::parse).transpose()?,
+            fallback: raw.fallback.as_deref().map(parse_fallback).transpose()?,
+            warm_pool: raw.warm_pool,
+        })
+    }
+
+    fn to_raw(self) -> RawEnvironment {
+        RawEnvironment {
+            executor: self.executor.map(|kind| kind.as_str().to_owned()),
+            fallback: self.fallback.map(|kind| kind.as_str().to_owned()),
+            warm_pool: self.warm_pool,
+        }
+    }
+}
+
 /// What runs one environment's tasks, resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnvironmentConfig {
@@ -226,8 +255,8 @@ pub struct Config {
     pub fallback: Option<ExecutorKind>,
     /// Idle containers per container environment.
     pub warm_pool: usize,
-    /// Settings of single environments, as written (see [`Config::environment`]).
-    pub environments: BTreeMap<String, RawEnvironment>,
+    /// Settings of single environments (see [`Config::environment`]).
+    pub environments: BTreeMap<String, EnvironmentOverride>,
     /// Origin of each key.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -507,18 +536,15 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         .as_deref()
         .map(|text| parse_fallback(text).map_err(|reason| invalid("fallback", reason)))
         .transpose()?;
+    let mut environments = BTreeMap::new();
     for (name, environment) in &raw.environments {
-        let invalid = |reason: String| ConfigError::Invalid {
-            key: "environments",
-            origin: file_origin.clone(),
-            reason: format!("[environments.{name}]: {reason}"),
-        };
-        if let Some(text) = &environment.executor {
-            text.parse::<ExecutorKind>().map_err(invalid)?;
-        }
-        if let Some(text) = &environment.fallback {
-            parse_fallback(text).map_err(invalid)?;
-        }
+        let parsed =
+            EnvironmentOverride::parse(environment).map_err(|reason| ConfigError::Invalid {
+                key: "environments",
+                origin: file_origin.clone(),
+                reason: format!("[environments.{name}]: {reason}"),
+            })?;
+        environments.insert(name.clone(), parsed);
     }
     Ok(Config {
         home: home.to_owned(),
@@ -528,7 +554,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         executor,
         fallback,
         warm_pool: usize::from(raw.warm_pool.unwrap_or(0)),
-        environments: raw.environments,
+        environments,
         origins,
     })
 }
@@ -544,18 +570,11 @@ fn parse_fallback(text: &str) -> Result<ExecutorKind, String> {
 impl Config {
     /// What runs the tasks of environment `name`: its own settings over the global ones.
     pub fn environment(&self, name: &str) -> EnvironmentConfig {
-        let own = self.environments.get(name);
-        let kind = |text: Option<&String>| text.and_then(|t| t.parse::<ExecutorKind>().ok());
+        let own = self.environments.get(name).copied().unwrap_or_default();
         EnvironmentConfig {
-            executor: own
-                .and_then(|e| kind(e.executor.as_ref()))
-                .unwrap_or(self.executor),
-            fallback: own
-                .and_then(|e| kind(e.fallback.as_ref()))
-                .or(self.fallback),
-            warm_pool: own
-                .and_then(|e| e.warm_pool)
-                .map_or(self.warm_pool, usize::from),
+            executor: own.executor.unwrap_or(self.executor),
+            fallback: own.fallback.or(self.fallback),
+            warm_pool: own.warm_pool.map_or(self.warm_pool, usize::from),
         }
     }
 
@@ -585,7 +604,11 @@ impl Config {
             fallback: self.fallback.map(|kind| kind.as_str().to_owned()),
             warm_pool: Some(u16::try_from(self.warm_pool).unwrap_or(u16::MAX)),
             default_workspace: scheduler.default_workspace.clone(),
-            environments: self.environments.clone(),
+            environments: self
+                .environments
+                .iter()
+                .map(|(name, own)| (name.clone(), own.to_raw()))
+                .collect(),
         }
     }
 
