@@ -50,6 +50,26 @@ pub struct ContainerSettings<'a> {
     pub seccomp: &'a str,
 }
 
+/// The container's command: the plan's argv under `env -i` with exactly the plan's variables
+/// (`env` would take a program name containing `=` for a variable: refused).
+pub fn command(plan: &ExecPlan, executor: &'static str) -> Result<Vec<String>, ExecutorError> {
+    let program = plan.argv.first().map(String::as_str).unwrap_or_default();
+    if program.contains('=') {
+        return Err(ExecutorError::Unsupported {
+            executor,
+            what: format!("a program name containing '=' ({program:?})"),
+        });
+    }
+    let mut cmd = vec!["/usr/bin/env".to_owned(), "-i".to_owned(), "--".to_owned()];
+    cmd.extend(
+        plan.env
+            .iter()
+            .map(|(name, value)| format!("{name}={value}")),
+    );
+    cmd.extend(plan.argv.iter().cloned());
+    Ok(cmd)
+}
+
 /// The create body for `plan`.
 ///
 /// Hardened as the module docs of `container` say, with the seccomp profile `settings.seccomp`
@@ -68,12 +88,7 @@ pub fn create_body(
         executor: settings.executor,
         what,
     };
-    let program = plan.argv.first().map(String::as_str).unwrap_or_default();
-    if program.contains('=') {
-        return Err(unsupported(format!(
-            "a program name containing '=' ({program:?})"
-        )));
-    }
+    let cmd = command(plan, settings.executor)?;
     let network_mode = match (&plan.network, settings.service_network) {
         (NetworkPolicy::None, None) => "none",
         (NetworkPolicy::None, Some(network)) => network,
@@ -85,13 +100,6 @@ pub fn create_body(
         }
         (other, _) => return Err(unsupported(format!("network policy {}", other.name()))),
     };
-    let mut cmd = vec!["/usr/bin/env".to_owned(), "-i".to_owned(), "--".to_owned()];
-    cmd.extend(
-        plan.env
-            .iter()
-            .map(|(name, value)| format!("{name}={value}")),
-    );
-    cmd.extend(plan.argv.iter().cloned());
     let mut ulimits = Vec::new();
     for rlimit in &plan.rlimits {
         let name = ulimit_name(rlimit.resource)

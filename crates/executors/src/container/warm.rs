@@ -12,7 +12,7 @@ use conductor_types::{ExecPlan, ExecutionId, ExecutionRequest, NetworkPolicy};
 use super::guard::{remove_children, ContainerGuard};
 use super::oom::OomWatch;
 use super::pool::{remove_slot_dir, script, send, Slot};
-use super::spec::{create_body, warm_body};
+use super::spec::{command, warm_body};
 use super::{owner_alive, Inner, Launched};
 
 /// An idle warm container: started, its shell waiting on the FIFO.
@@ -92,10 +92,7 @@ impl Inner {
             .await
             .map_err(|e| self.setup("limiting a warm container", e))?
             .map_err(|e| self.setup("limiting a warm container", e))?;
-        let user = self.user();
-        let workspace = request.workspace.display().to_string();
-        let settings = self.settings(&request.id.to_string(), &user, None, &workspace);
-        let cmd = create_body(plan, &settings)?.cmd.unwrap_or_default();
+        let cmd = command(plan, self.config.engine.name())?;
         let script = script(&plan.cwd.display().to_string(), &cmd);
         let slot = guard
             .slot()
