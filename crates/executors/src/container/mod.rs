@@ -332,11 +332,7 @@ impl ContainerExecutor {
         let registration = self.registry.register(&request.id)?;
         let begun = Instant::now();
         inner.hand_over_workspace(request).await?;
-        // Warm containers are made with network `none`: one on a service network is cold.
-        let taken = match request.service_network {
-            Some(_) => None,
-            None => inner.take_warm(plan),
-        };
+        let taken = inner.take_warm(request, plan);
         if inner.config.warm_pool > 0 {
             Inner::refill(inner);
         }

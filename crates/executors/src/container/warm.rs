@@ -40,9 +40,11 @@ pub(crate) fn template_plan() -> Result<ExecPlan, PlanError> {
 
 impl Inner {
     /// Whether a warm container made for the template can run `plan`: what is fixed at create
-    /// (network mode, rlimits, working directory) must be the same.
-    fn fits(&self, plan: &ExecPlan) -> bool {
+    /// (network mode — none, and no service network —, rlimits, working directory) must be the
+    /// same.
+    fn fits(&self, request: &ExecutionRequest, plan: &ExecPlan) -> bool {
         plan.network == NetworkPolicy::None
+            && request.service_network.is_none()
             && plan.network == self.template.network
             && plan.rlimits == self.template.rlimits
             && plan.cwd == self.template.cwd
@@ -58,8 +60,8 @@ impl Inner {
     }
 
     /// An idle warm container for `plan`, if one fits and is there.
-    pub(crate) fn take_warm(&self, plan: &ExecPlan) -> Option<Warm> {
-        if self.config.warm_pool == 0 || !self.fits(plan) {
+    pub(crate) fn take_warm(&self, request: &ExecutionRequest, plan: &ExecPlan) -> Option<Warm> {
+        if self.config.warm_pool == 0 || !self.fits(request, plan) {
             return None;
         }
         self.state().idle.pop()
