@@ -7,20 +7,31 @@
 //! use ([`Deferred`]), so a daemon that is down makes those tasks fail with a clear error and
 //! `/health` degraded instead of keeping the server from starting; a configured fallback runs
 //! them meanwhile ([`Fallback`]).
+//!
+//! [`EnvPort`] is the server's [`EnvironmentPort`]: environments a task defines in its request
+//! (translated at submission, built before the task's first command, keyed by content so an
+//! unchanged definition is never rebuilt) and environments built after the server started,
+//! each on the executor its name's config says, made by the same [`Factory`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use conductor_core::{Executor, ExecutorError, DEFAULT_ENVIRONMENT};
-use conductor_envs::{BuiltEnv, EnvStore};
+use conductor_envs::{
+    define_inline, BuildConfig, BuildEvent, Builder, BuiltEnv, EnvError, EnvSpec, EnvStore,
+    Existing, InlineError, INLINE_PREFIX,
+};
 use conductor_executors::container::{
     self, ContainerConfig, ContainerExecutor, Engine, EngineKind,
 };
 use conductor_executors::environment::{Deferred, Fallback, InRootfs, Unavailable};
 use conductor_executors::host::{HostConfig, HostExecutor};
 use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
-use conductor_server::config::{Config, ExecutorKind};
+use conductor_server::config::{Config, EnvironmentConfig, ExecutorKind};
+use conductor_server::{DefineError, EnvironmentPort, Progress};
+use conductor_types::{EnvironmentDefinition, InlineEnvironment};
 
 /// Where executors put their cgroups, spooled output and warm containers.
 #[derive(Debug, Clone)]
@@ -35,6 +46,14 @@ pub struct Placement {
 
 /// The service images of one engine, found (and imported) once for all its environments.
 type ServiceImages = Arc<tokio::sync::OnceCell<BTreeMap<String, String>>>;
+
+/// A container environment's warm pool: idle containers kept started, and executions each
+/// serves, reset in between (0: one each).
+#[derive(Debug, Clone, Copy, Default)]
+struct Warm {
+    pool: usize,
+    reuse: u32,
+}
 
 /// Makes each executor once, whichever environments share it.
 struct Factory {
@@ -86,36 +105,46 @@ impl Factory {
         made
     }
 
-    /// A container executor of `built` on `kind`, connected on first use.
-    fn container(
-        &mut self,
-        kind: EngineKind,
-        built: &BuiltEnv,
-        warm_pool: usize,
-    ) -> Arc<dyn Executor> {
-        let key = (kind.name(), built.manifest.name.clone());
+    /// A container executor of `spec`'s build on `kind`, connected (and the build imported)
+    /// on first use: the build need not exist yet.
+    fn container(&mut self, kind: EngineKind, spec: &EnvSpec, warm: Warm) -> Arc<dyn Executor> {
+        let key = (
+            kind.name(),
+            format!("{}:{}", spec.name, spec.content_hash()),
+        );
         if let Some(executor) = self.engines.get(&key) {
             return Arc::clone(executor);
         }
-        let mut config = ContainerConfig::new(kind, built.manifest.image_tag());
+        let mut config = ContainerConfig::new(kind, spec.image_tag());
         config
             .cgroup_parent
             .clone_from(&self.placement.cgroup_parent);
         config.spool_dir = self.spool_dir();
-        config.warm_pool = warm_pool;
-        config.pool_dir = config.pool_dir.join(&built.manifest.name);
+        config.warm_pool = warm.pool;
+        config.warm_reuse = warm.reuse;
+        config.pool_dir = config.pool_dir.join(&spec.name);
         let capabilities = container::capabilities(&config);
-        let built = built.clone();
+        let spec = spec.clone();
         let store = self.store.clone();
         let services = Arc::clone(self.service_images.entry(kind.name()).or_default());
         let connect: conductor_executors::environment::Connect = Box::new(move || {
-            let (config, built) = (config.clone(), built.clone());
+            let (config, spec) = (config.clone(), spec.clone());
             let (store, services) = (store.clone(), Arc::clone(&services));
             Box::pin(async move {
                 let unavailable = |e: anyhow::Error| ExecutorError::Unavailable {
                     executor: kind.name(),
                     reason: format!("{e:#}"),
                 };
+                let built = store
+                    .built(&spec)
+                    .map_err(|e| unavailable(e.into()))?
+                    .ok_or_else(|| {
+                        unavailable(anyhow::anyhow!(
+                            "environment {} ({}) is not built",
+                            spec.name,
+                            spec.content_hash()
+                        ))
+                    })?;
                 let engine = Engine::connect(kind, &config.socket)
                     .await
                     .map_err(|e| unavailable(e.into()))?;
@@ -138,19 +167,24 @@ impl Factory {
         executor
     }
 
-    /// The executor `kind` for the built environment `built`.
-    async fn for_built(
+    /// The executor `kind` for the build of `spec` (which may not exist yet).
+    async fn for_spec(
         &mut self,
         kind: ExecutorKind,
-        built: &BuiltEnv,
-        warm_pool: usize,
+        spec: &EnvSpec,
+        warm: Warm,
     ) -> Arc<dyn Executor> {
+        let rootfs = self
+            .store
+            .env_dir(&spec.name)
+            .join(spec.content_hash())
+            .join("rootfs");
         let in_rootfs = |namespace: Arc<dyn Executor>| -> Arc<dyn Executor> {
-            Arc::new(InRootfs::new(namespace, built.rootfs()))
+            Arc::new(InRootfs::new(namespace, rootfs))
         };
         match kind {
-            ExecutorKind::Docker => self.container(EngineKind::Docker, built, warm_pool),
-            ExecutorKind::Podman => self.container(EngineKind::Podman, built, warm_pool),
+            ExecutorKind::Docker => self.container(EngineKind::Docker, spec, warm),
+            ExecutorKind::Podman => self.container(EngineKind::Podman, spec, warm),
             ExecutorKind::Namespace | ExecutorKind::Host | ExecutorKind::Auto => {
                 match self.namespace().await {
                     Ok(namespace) => in_rootfs(namespace),
@@ -160,11 +194,36 @@ impl Factory {
                         container::capabilities(&ContainerConfig::new(EngineKind::Docker, "")),
                         format!(
                             "{reason}; environment {:?} needs a sandbox executor: set [environments.{}] executor = \"docker\" or \"podman\"",
-                            built.manifest.name, built.manifest.name
+                            spec.name, spec.name
                         ),
                     )),
                 }
             }
+        }
+    }
+
+    /// The executor of `spec`'s build as `settings` say, with its fallback.
+    async fn configured(
+        &mut self,
+        settings: &EnvironmentConfig,
+        spec: &EnvSpec,
+    ) -> Arc<dyn Executor> {
+        let executor = self
+            .for_spec(
+                settings.executor,
+                spec,
+                Warm {
+                    pool: settings.warm_pool,
+                    reuse: settings.warm_reuse,
+                },
+            )
+            .await;
+        match settings.fallback {
+            Some(fallback) => {
+                let secondary = self.for_spec(fallback, spec, Warm::default()).await;
+                Arc::new(Fallback::new(executor, secondary))
+            }
+            None => executor,
         }
     }
 
@@ -191,11 +250,12 @@ impl Factory {
     }
 }
 
-/// The executor of every environment: `host` and each built one.
+/// The executor of every environment: `host` and each built one; and the port through which
+/// the server finds and builds the others.
 pub async fn executors(
     config: &Config,
     placement: Placement,
-) -> anyhow::Result<BTreeMap<String, Arc<dyn Executor>>> {
+) -> anyhow::Result<(BTreeMap<String, Arc<dyn Executor>>, Arc<EnvPort>)> {
     let mut factory = Factory {
         store: EnvStore::new(conductor_envs::envs_dir(&placement.home)),
         placement,
@@ -223,19 +283,23 @@ pub async fn executors(
     }
     executors.insert(DEFAULT_ENVIRONMENT.to_owned(), executor);
 
-    for built in built_envs(&factory.store) {
+    // Builds of request-defined environments are found on demand (`EnvPort`), not listed.
+    for built in built_envs(&factory.store)
+        .into_iter()
+        .filter(|built| !built.manifest.name.starts_with(INLINE_PREFIX))
+    {
         let name = built.manifest.name.clone();
-        let settings = config.environment(&name);
-        let mut executor = factory
-            .for_built(settings.executor, &built, settings.warm_pool)
+        let executor = factory
+            .configured(&config.environment(&name), &built.manifest.spec)
             .await;
-        if let Some(fallback) = settings.fallback {
-            let secondary = factory.for_built(fallback, &built, 0).await;
-            executor = Arc::new(Fallback::new(executor, secondary));
-        }
         executors.insert(name, executor);
     }
-    Ok(executors)
+    let port = EnvPort {
+        config: config.clone(),
+        builder: Builder::new(factory.store.clone(), BuildConfig::default()),
+        factory: tokio::sync::Mutex::new(factory),
+    };
+    Ok((executors, Arc::new(port)))
 }
 
 /// The latest build of every environment's current spec. One whose spec cannot be read is left
@@ -256,4 +320,171 @@ fn built_envs(store: &EnvStore) -> Vec<BuiltEnv> {
         }
     }
     built
+}
+
+/// The server's [`EnvironmentPort`]: `conductor-envs` builds, the [`Factory`] makes the
+/// executors (sharing the namespace executor and the engines with the server's own
+/// environments).
+pub struct EnvPort {
+    config: Config,
+    builder: Builder,
+    factory: tokio::sync::Mutex<Factory>,
+}
+
+impl std::fmt::Debug for EnvPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvPort")
+            .field("envs", &self.builder.store().dir())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EnvPort {
+    fn store(&self) -> &EnvStore {
+        self.builder.store()
+    }
+
+    /// The environment called `name` now, and whether it is a preset; `None` when there is none.
+    fn existing(&self, name: &str) -> Result<Option<(EnvSpec, bool)>, EnvError> {
+        match self.store().resolve(name) {
+            Ok(spec) => {
+                let preset = conductor_envs::preset(name).as_ref() == Some(&spec);
+                Ok(Some((spec, preset)))
+            }
+            Err(EnvError::Unknown { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The spec `inline` builds: its translation (named by its content), or the existing
+    /// environment of its name, which must still have the definition's content.
+    fn spec_of(&self, inline: &InlineEnvironment) -> Result<EnvSpec, String> {
+        let error = |e: InlineError| format!("environment {}: {e}", inline.name);
+        if inline.build.starts_with(INLINE_PREFIX) {
+            return define_inline(&inline.name, &inline.dockerfile, None)
+                .map(|defined| defined.spec)
+                .map_err(error);
+        }
+        let existing = self.existing(&inline.build).map_err(|e| e.to_string())?;
+        let existing = existing.as_ref().map(|(spec, preset)| Existing {
+            spec,
+            preset: *preset,
+        });
+        define_inline(&inline.name, &inline.dockerfile, existing)
+            .map(|defined| defined.spec)
+            .map_err(error)
+    }
+
+    async fn executor_for(&self, name: &str, spec: &EnvSpec) -> Arc<dyn Executor> {
+        let settings = self.config.environment(name);
+        self.factory.lock().await.configured(&settings, spec).await
+    }
+}
+
+#[async_trait]
+impl EnvironmentPort for EnvPort {
+    fn define(&self, definition: &EnvironmentDefinition) -> Result<InlineEnvironment, DefineError> {
+        let existing = match conductor_envs::validate_name(&definition.name) {
+            Ok(()) => self.existing(&definition.name).map_err(|e| {
+                DefineError::Conflict(format!(
+                    "environment {:?} exists and cannot be read: {e}",
+                    definition.name
+                ))
+            })?,
+            // `define_inline` says what is wrong with it.
+            Err(_) => None,
+        };
+        let existing = existing.as_ref().map(|(spec, preset)| Existing {
+            spec,
+            preset: *preset,
+        });
+        match define_inline(&definition.name, &definition.dockerfile, existing) {
+            Ok(defined) => Ok(InlineEnvironment {
+                name: definition.name.clone(),
+                dockerfile: definition.dockerfile.clone(),
+                build: defined.spec.name,
+            }),
+            Err(InlineError::Invalid(error)) => Err(DefineError::Invalid(error.to_string())),
+            Err(error @ (InlineError::Reserved { .. } | InlineError::Conflict { .. })) => {
+                Err(DefineError::Conflict(error.to_string()))
+            }
+        }
+    }
+
+    async fn find(&self, name: &str) -> Result<Option<Arc<dyn Executor>>, String> {
+        if name == DEFAULT_ENVIRONMENT || conductor_envs::validate_name(name).is_err() {
+            return Ok(None);
+        }
+        let store = self.store().clone();
+        let wanted = name.to_owned();
+        let built = tokio::task::spawn_blocking(move || {
+            store.resolve(&wanted).and_then(|spec| store.built(&spec))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match built {
+            Ok(Some(built)) => Ok(Some(self.executor_for(name, &built.manifest.spec).await)),
+            Ok(None) | Err(EnvError::Unknown { .. }) => Ok(None),
+            // Left out as at the start (`built_envs`): the task is told what exists.
+            Err(error) => {
+                tracing::warn!(environment = name, %error, "an environment is left out");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn executor(&self, inline: &InlineEnvironment) -> Result<Arc<dyn Executor>, String> {
+        let spec = self.spec_of(inline)?;
+        Ok(self.executor_for(&inline.name, &spec).await)
+    }
+
+    async fn build(&self, inline: &InlineEnvironment, progress: Progress) -> Result<(), String> {
+        let spec = self.spec_of(inline)?;
+        let builder = self.builder.clone();
+        let name = inline.name.clone();
+        tokio::task::spawn_blocking(move || {
+            builder
+                .build(&spec, &mut |event| progress(describe(&name, event)))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("the build stopped: {e}"))?
+    }
+
+    async fn built_names(&self) -> Vec<String> {
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || {
+            built_envs(&store)
+                .into_iter()
+                .map(|built| built.manifest.name)
+                .filter(|name| !name.starts_with(INLINE_PREFIX))
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+}
+
+/// One line of a build's progress, for the task's log.
+fn describe(name: &str, event: BuildEvent) -> String {
+    match event {
+        BuildEvent::Cached { name: build, hash } => {
+            format!("environment {name}: using the cached build {build} ({hash})")
+        }
+        BuildEvent::Step {
+            index,
+            total,
+            title,
+        } => format!("environment {name}: step {index}/{total}: {title}"),
+        BuildEvent::Output(line) => format!("  {line}"),
+        BuildEvent::Built {
+            name: build,
+            hash,
+            duration_ms,
+        } => format!(
+            "environment {name}: built {build} ({hash}) in {:.1} s",
+            duration_ms as f64 / 1000.0
+        ),
+    }
 }

@@ -71,7 +71,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cgroup_parent: cgroups.run_parent(),
         warm_helpers: config.serve.scheduler.agents,
     };
-    let executors = environments::executors(&config, placement).await?;
+    let (executors, port) = environments::executors(&config, placement).await?;
+    // Environments defined in requests, and built after this start, come through the port.
+    config.serve.scheduler.environment_port = Some(port);
     for (environment, executor) in &executors {
         tracing::info!(environment, executor = executor.name(), "environment");
         // Pools fill and images are imported in the background: the server answers meanwhile.

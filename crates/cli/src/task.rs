@@ -536,13 +536,16 @@ async fn stream_output(client: &Client, id: TaskId) -> anyhow::Result<()> {
                 Ok(event) => event,
                 Err(_) => continue,
             };
-            if let TaskEventKind::Output { stream, text, .. } = event.kind {
-                match stream {
+            match event.kind {
+                TaskEventKind::Output { stream, text, .. } => match stream {
                     OutputStream::Stdout => emit_bytes(text.as_bytes())?,
                     OutputStream::Stderr => {
                         stderr.write_all(text.as_bytes())?;
                     }
-                }
+                },
+                // The build of an environment the request defined: progress, on stderr.
+                TaskEventKind::EnvironmentBuild { text } => stderr.write_all(text.as_bytes())?,
+                _ => {}
             }
         }
     }

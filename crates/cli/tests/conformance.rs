@@ -51,8 +51,9 @@ fn main() -> ExitCode {
 enum Target {
     Ready(Arc<dyn Executor>),
     /// A container executor with a warm pool: each case first fills the pool (`warmup`), so
-    /// its first execution runs in a warm container. Trials are named `<engine>-warm::<case>`.
-    Warm(Arc<dyn Executor>),
+    /// its first execution runs in a warm container. Trials are named `<engine>-warm::<case>`,
+    /// or `<engine>-reuse::<case>` when the containers are reset and reused (the label).
+    Warm(Arc<dyn Executor>, &'static str),
     Unavailable {
         name: String,
         reason: String,
@@ -66,38 +67,35 @@ fn executors() -> Vec<Target> {
             ..HostConfig::default()
         }))),
         namespace(),
-        container(EngineKind::Docker, 0),
-        container(EngineKind::Podman, 0),
-        container(EngineKind::Docker, 1),
-        container(EngineKind::Podman, 1),
+        container(EngineKind::Docker, 0, 0),
+        container(EngineKind::Podman, 0, 0),
+        container(EngineKind::Docker, 1, 0),
+        container(EngineKind::Podman, 1, 0),
+        container(EngineKind::Docker, 1, 1000),
+        container(EngineKind::Podman, 1, 1000),
     ]
 }
 
 /// The docker or podman executor running the `minimal` environment, if the engine answers;
-/// with a warm pool of `warm_pool` containers.
-fn container(kind: EngineKind, warm_pool: usize) -> Target {
+/// with a warm pool of `warm_pool` containers, each serving up to `warm_reuse` executions.
+fn container(kind: EngineKind, warm_pool: usize, warm_reuse: u32) -> Target {
+    let label = if warm_reuse > 0 { "reuse" } else { "warm" };
     let name = match warm_pool {
         0 => kind.name().to_owned(),
-        _ => format!("{}-warm", kind.name()),
+        _ => format!("{}-{label}", kind.name()),
     };
-    match container_executor(kind, warm_pool) {
-        Ok(executor) if warm_pool > 0 => Target::Warm(executor),
+    match container_executor_in(kind, warm_pool, warm_reuse, None) {
+        Ok(executor) if warm_pool > 0 => Target::Warm(executor, label),
         Ok(executor) => Target::Ready(executor),
         Err(reason) => Target::Unavailable { name, reason },
     }
 }
 
-fn container_executor(
-    kind: EngineKind,
-    warm_pool: usize,
-) -> Result<Arc<ContainerExecutor>, String> {
-    container_executor_in(kind, warm_pool, None)
-}
-
-/// [`container_executor`] with warm slots in `pool_dir` instead of the shared default.
+/// The executor of [`container`], with warm slots in `pool_dir` instead of the shared default.
 fn container_executor_in(
     kind: EngineKind,
     warm_pool: usize,
+    warm_reuse: u32,
     pool_dir: Option<std::path::PathBuf>,
 ) -> Result<Arc<ContainerExecutor>, String> {
     if std::env::var("CONDUCTOR_CONFORMANCE_CONTAINERS").as_deref() == Ok("0") {
@@ -114,6 +112,7 @@ fn container_executor_in(
         let image = minimal_image(&engine).await?;
         let mut config = ContainerConfig {
             warm_pool,
+            warm_reuse,
             ..ContainerConfig::new(kind, image)
         };
         if let Some(pool_dir) = pool_dir {
@@ -209,9 +208,9 @@ fn namespace() -> Target {
 }
 
 fn trial(args: &Arguments, target: &Target, case: Case) -> Trial {
-    let warm = matches!(target, Target::Warm(_));
+    let warm = matches!(target, Target::Warm(..));
     let (executor, skip) = match target {
-        Target::Ready(executor) | Target::Warm(executor) => (
+        Target::Ready(executor) | Target::Warm(executor, _) => (
             Some(executor.clone()),
             case.skip_reason(executor.name(), &executor.capabilities()),
         ),
@@ -221,7 +220,7 @@ fn trial(args: &Arguments, target: &Target, case: Case) -> Trial {
     };
     let name = match target {
         Target::Ready(executor) => format!("{}::{}", executor.name(), case.name),
-        Target::Warm(executor) => format!("{}-warm::{}", executor.name(), case.name),
+        Target::Warm(executor, label) => format!("{}-{label}::{}", executor.name(), case.name),
         Target::Unavailable { name, .. } => format!("{name}::{}", case.name),
     };
     if let Some(reason) = &skip {
@@ -292,10 +291,14 @@ fn pool_trials(kind: EngineKind) -> Vec<Trial> {
         kind.name()
     );
     let drop = format!("{}-warm::pool_leaves_nothing_after_drop", kind.name());
+    let reused = format!("{}-reuse::reuse_resets_between_executions", kind.name());
     let skip = std::env::var("CONDUCTOR_CONFORMANCE_CONTAINERS").as_deref() == Ok("0");
     vec![
-        Trial::test(fresh, move || pool_case(kind, fresh_containers)).with_ignored_flag(skip),
-        Trial::test(drop, move || pool_case(kind, nothing_left_after_drop)).with_ignored_flag(skip),
+        Trial::test(fresh, move || pool_case(kind, 2, 0, fresh_containers)).with_ignored_flag(skip),
+        Trial::test(drop, move || pool_case(kind, 2, 0, nothing_left_after_drop))
+            .with_ignored_flag(skip),
+        Trial::test(reused, move || pool_case(kind, 1, 1000, reused_containers))
+            .with_ignored_flag(skip),
     ]
 }
 
@@ -304,7 +307,12 @@ type PoolCase = fn(
     std::path::PathBuf,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
 
-fn pool_case(kind: EngineKind, case: PoolCase) -> Result<(), Failed> {
+fn pool_case(
+    kind: EngineKind,
+    warm_pool: usize,
+    warm_reuse: u32,
+    case: PoolCase,
+) -> Result<(), Failed> {
     // A pool dir of its own: the warm conformance cases run alongside with the same process's
     // pools, so only slots in this directory are this executor's.
     let pool_dir = std::path::Path::new("/run/conductor/container-pool").join(format!(
@@ -312,7 +320,7 @@ fn pool_case(kind: EngineKind, case: PoolCase) -> Result<(), Failed> {
         kind.name(),
         conductor_types::ExecutionId::random()
     ));
-    let executor = container_executor_in(kind, 2, Some(pool_dir.clone()))?;
+    let executor = container_executor_in(kind, warm_pool, warm_reuse, Some(pool_dir.clone()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -415,6 +423,115 @@ fn fresh_containers(
         executor.drain_pool().await;
         Ok(())
     })
+}
+
+/// A pool of one container reset and reused: the second execution runs in the same container
+/// (its init's start time) yet finds nothing of the first — files in `/tmp` (even in a
+/// directory it cannot read) and `/dev/shm`, System V shared memory, a process it left running
+/// in a session of its own — and neither could read the agent's command FIFO or forge its
+/// status. A command that times out costs its container: the next runs in another one.
+fn reused_containers(
+    executor: Arc<ContainerExecutor>,
+    workspace: std::path::PathBuf,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>> {
+    Box::pin(async move {
+        let init = "cut -d' ' -f22 /proc/1/stat";
+        executor.warmup().await.map_err(|e| e.to_string())?;
+        let first = run_sh(
+            &executor,
+            &workspace,
+            &format!(
+                "{init}; id -u; echo secret > /tmp/a; mkdir /tmp/d; touch /tmp/d/f; chmod 000 /tmp/d; \
+                 echo x > /dev/shm/s; ipcmk -M 4096 >/dev/null; \
+                 if cat /.conductor/command >/dev/null 2>&1; then echo read-command; fi; \
+                 if echo 0 2>/dev/null >/.conductor/status; then echo wrote-status; fi; \
+                 kill -9 -1 2>/dev/null; setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo done"
+            ),
+        )
+        .await?;
+        let first: Vec<&str> = first.lines().collect();
+        let [first_init, uid, "done"] = first[..] else {
+            return Err(format!("first execution printed {first:?}"));
+        };
+        if uid != conductor_executors::container::DEFAULT_USER.to_string() {
+            return Err(format!("the command ran as uid {uid}"));
+        }
+        wait_for_idle(&executor, 1).await?;
+        let second = run_sh(
+            &executor,
+            &workspace,
+            &format!(
+                "{init}; ls -A /tmp /dev/shm | grep -v ':$' | grep . ; \
+                 echo shm=$(ipcs -m | grep -c '^0x'); \
+                 echo sleeping=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'); true"
+            ),
+        )
+        .await?;
+        let expected = format!("{first_init}\nshm=0\nsleeping=0\n");
+        if second != expected {
+            return Err(format!(
+                "expected the same container, reset ({expected:?}), the second execution printed {second:?}"
+            ));
+        }
+        // Output, status and streams stay the command's own.
+        let request = conductor_types::ExecutionRequest::new(
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2; exit 7".into(),
+            ],
+            workspace.clone(),
+        );
+        let (events, receiver) = tokio::sync::mpsc::channel(64);
+        drop(receiver);
+        wait_for_idle(&executor, 1).await?;
+        let result = executor
+            .execute(request, events)
+            .await
+            .map_err(|e| e.to_string())?;
+        if (result.exit_code, &*result.stdout, &*result.stderr) != (7, "out\n", "err\n") {
+            return Err(format!("expected exit 7, out, err: got {result:?}"));
+        }
+        // A timeout removes the container.
+        wait_for_idle(&executor, 1).await?;
+        let mut request = conductor_types::ExecutionRequest::new(
+            vec!["sleep".into(), "30".into()],
+            workspace.clone(),
+        );
+        request.timeout = Some(std::time::Duration::from_millis(500));
+        let (events, receiver) = tokio::sync::mpsc::channel(64);
+        drop(receiver);
+        let result = executor
+            .execute(request, events)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !result.timed_out {
+            return Err(format!("expected a timeout, got {result:?}"));
+        }
+        wait_for_idle(&executor, 1).await?;
+        let after = run_sh(&executor, &workspace, init).await?;
+        if after.trim() == first_init {
+            return Err("the container that timed out was used again".to_owned());
+        }
+        executor.drain_pool().await;
+        Ok(())
+    })
+}
+
+/// Waits (up to 30 s) until `count` warm containers are idle: a reused one comes back once
+/// reset, a removed one is replaced.
+async fn wait_for_idle(executor: &ContainerExecutor, count: usize) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while executor.idle_warm() < count {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "expected {count} idle warm containers within 30 s, found {}",
+                executor.idle_warm()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// After warmup fills the pool, dropping the executor removes its containers (named

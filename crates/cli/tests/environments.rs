@@ -503,3 +503,279 @@ async fn a_broken_custom_environment_is_left_out_and_the_server_starts() {
     );
     server.terminate();
 }
+
+/// Why the environment-building cases cannot run here, if they cannot: they need root and the
+/// base `minimal` is built from (so a build copies it instead of running debootstrap).
+fn cannot_build() -> Option<String> {
+    if !is_root() {
+        return Some("needs root".into());
+    }
+    let envs = built_envs("minimal")?;
+    (!envs.join(".base").is_dir()).then(|| "the base of environment minimal is not built".into())
+}
+
+/// A home whose `envs` has this machine's bases and nothing else: what it builds stays in it.
+fn home_sharing_bases() -> tempfile::TempDir {
+    let envs = built_envs("minimal").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join("envs")).unwrap();
+    std::os::unix::fs::symlink(envs.join(".base"), home.path().join("envs/.base")).unwrap();
+    home
+}
+
+/// Waits up to `limit` for the task to finish (a build takes longer than a command).
+async fn finished_within(client: &Client, task: &Task, limit: std::time::Duration) -> Task {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let now = client.task(task.id).await;
+        if now.state.status.is_finished() {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never finished: {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+const JQ_DOCKERFILE: &str = "FROM debian:bookworm\n\
+    RUN apt-get update && apt-get install -y --no-install-recommends jq\n\
+    RUN echo '{\"tool\": \"jq\", \"built\": true}' > /etc/conductor-inline.json\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_defined_in_the_request_is_built_once_and_runs_on_namespace() {
+    let case = "environment defined in the request";
+    if let Some(reason) = cannot_build() {
+        return skip(case, &reason);
+    }
+    let home = home_sharing_bases();
+    let server = Server::start_with(home.path(), 2, &["--executor", "namespace"]);
+    let client = server.client();
+    let request = |command: &str| {
+        json!({
+            "environments": [{ "name": "custom-env", "dockerfile": JQ_DOCKERFILE }],
+            "environment": "custom-env",
+            "commands": [command, where_am_i("namespace")],
+        })
+    };
+
+    // A bad Dockerfile is refused at submission, naming the line and what is supported.
+    let (status, body) = post_task(
+        &client,
+        json!({
+            "environments": [{ "name": "custom-env", "dockerfile": "FROM debian:bookworm\nADD . /src\n" }],
+            "environment": "custom-env",
+            "commands": ["true"],
+        }),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        error["error"],
+        json!({
+            "code": "invalid_dockerfile",
+            "message": "environments[0]: environment custom-env: Dockerfile line 2: ADD is not supported yet: there is no build context; fetch files in a RUN step or put them in the task's workspace",
+        })
+    );
+    // A preset's name with other content is a conflict.
+    let (status, body) = post_task(
+        &client,
+        json!({
+            "environments": [{ "name": "minimal", "dockerfile": JQ_DOCKERFILE }],
+            "environment": "minimal",
+            "commands": ["true"],
+        }),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("\"code\":\"environment_conflict\""), "{body}");
+
+    // First use, by two tasks at once: one build, with its progress in the logs of both (the
+    // second joins the first's build), then the commands run in it.
+    let started = std::time::Instant::now();
+    let first = client
+        .submit(request("jq -r .tool /etc/conductor-inline.json"))
+        .await;
+    let other = client
+        .submit(request("jq -r .built /etc/conductor-inline.json"))
+        .await;
+    let build = first.spec.inline_environment.clone().unwrap().build;
+    assert!(build.starts_with("inline-"), "{build}");
+    assert_eq!(other.spec.inline_environment, first.spec.inline_environment);
+    let first = finished_within(&client, &first, std::time::Duration::from_secs(600)).await;
+    let first_took = started.elapsed();
+    let other = finished_within(&client, &other, std::time::Duration::from_secs(60)).await;
+    let (logs, other_logs) = (client.logs(first.id).await, client.logs(other.id).await);
+    assert_eq!(
+        (first.state.status, other.state.status),
+        (TaskStatus::Succeeded, TaskStatus::Succeeded),
+        "{logs}\n{other_logs}\n{first:?}"
+    );
+    assert!(logs.ends_with("\njq\n"), "{logs}");
+    assert!(other_logs.ends_with("\ntrue\n"), "{other_logs}");
+    // Which of the two was dispatched first is the scheduler's choice.
+    let joined =
+        format!("environment custom-env: waiting for the build of {build} another task started\n");
+    let (builder_logs, joiner_logs) = if other_logs.starts_with(&joined) {
+        (&logs, &other_logs)
+    } else {
+        (&other_logs, &logs)
+    };
+    assert!(joiner_logs.starts_with(&joined), "{joiner_logs}");
+    for (text, built) in [(builder_logs, true), (joiner_logs, false)] {
+        assert_eq!(
+            text.contains("environment custom-env: step 1/4: copying the base"),
+            built,
+            "{text}"
+        );
+    }
+    assert!(
+        builder_logs.contains("environment custom-env: step 2/4: apt-get install 1 package(s): jq"),
+        "{builder_logs}"
+    );
+    assert!(
+        builder_logs.contains("environment custom-env: step 3/4: setup 1/1: echo"),
+        "{builder_logs}"
+    );
+    let done = format!("environment custom-env: built {build} (");
+    assert!(
+        builder_logs.contains(&done) && joiner_logs.contains(&done),
+        "{joiner_logs}"
+    );
+    assert!(
+        first
+            .results
+            .iter()
+            .chain(&other.results)
+            .all(|r| r.executor.as_deref() == Some("namespace")),
+        "{:?}",
+        first.results
+    );
+    let hash = build.trim_start_matches("inline-");
+    let manifest = home
+        .path()
+        .join(format!("envs/{build}/{hash}/manifest.json"));
+    let built_at = std::fs::metadata(&manifest).unwrap().modified().unwrap();
+
+    // Again, the same text: the cached build, nothing rebuilt.
+    let started = std::time::Instant::now();
+    let second = client.submit(request("jq -n '1 + 2'")).await;
+    let second = finished_within(&client, &second, std::time::Duration::from_secs(60)).await;
+    let second_took = started.elapsed();
+    let logs = client.logs(second.id).await;
+    assert_eq!(second.state.status, TaskStatus::Succeeded, "{logs}");
+    assert_eq!(
+        logs,
+        format!("environment custom-env: using the cached build {build} ({hash})\n3\n")
+    );
+    assert_eq!(
+        std::fs::metadata(&manifest).unwrap().modified().unwrap(),
+        built_at
+    );
+    eprintln!(
+        "{case}: first task (build + run) {:.1} s, a later one (cached build) {:.2} s",
+        first_took.as_secs_f64(),
+        second_took.as_secs_f64()
+    );
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_built_after_the_start_is_usable_without_a_restart() {
+    let case = "environment built after the start";
+    if let Some(reason) = cannot_build() {
+        return skip(case, &reason);
+    }
+    let home = home_sharing_bases();
+    let server = Server::start_with(home.path(), 1, &["--executor", "namespace"]);
+    let client = server.client();
+    let request = json!({ "environment": "late-env", "commands": ["cat /etc/late-marker"] });
+    let (status, body) = post_task(&client, request.clone()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("unknown environment \\\"late-env\\\""),
+        "{body}"
+    );
+
+    let dockerfile = home.path().join("Dockerfile");
+    std::fs::write(
+        &dockerfile,
+        "FROM debian:bookworm\nRUN echo late > /etc/late-marker\n",
+    )
+    .unwrap();
+    let built = std::process::Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .args([
+            "env",
+            "build",
+            "late-env",
+            "--import",
+            "none",
+            "--dockerfile",
+        ])
+        .arg(&dockerfile)
+        .env("CONDUCTOR_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    let task = client.submit(request).await;
+    let task = client.finished(&task).await;
+    let logs = client.logs(task.id).await;
+    assert_eq!(task.state.status, TaskStatus::Succeeded, "{logs}");
+    assert_eq!(logs, "late\n");
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_defined_in_the_request_runs_on_the_executor_its_name_configures() {
+    let case = "environment defined in the request, on docker";
+    if let Some(reason) = cannot_build().or_else(|| missing("docker", "minimal")) {
+        return skip(case, &reason);
+    }
+    let home = home_sharing_bases();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[environments.custom-env]\nexecutor = \"docker\"\n",
+    )
+    .unwrap();
+    let server = Server::start_with(home.path(), 1, &[]);
+    let client = server.client();
+    let task = client
+        .submit(json!({
+            "environments": [{ "name": "custom-env", "dockerfile": JQ_DOCKERFILE }],
+            "environment": "custom-env",
+            "commands": ["jq -r .tool /etc/conductor-inline.json", where_am_i("docker")],
+        }))
+        .await;
+    let build = task.spec.inline_environment.clone().unwrap().build;
+    let task = finished_within(&client, &task, std::time::Duration::from_secs(600)).await;
+    let logs = client.logs(task.id).await;
+    // Built (or found built) here, imported into Docker on first use, run there.
+    let image = format!(
+        "conductor-env/{build}:{}",
+        build.trim_start_matches("inline-")
+    );
+    let removed = std::process::Command::new("docker")
+        .args(["image", "rm", &image])
+        .output();
+    assert_eq!(task.state.status, TaskStatus::Succeeded, "{logs}\n{task:?}");
+    assert!(logs.ends_with("\njq\n"), "{logs}");
+    assert!(
+        task.results
+            .iter()
+            .all(|r| r.executor.as_deref() == Some("docker")),
+        "{:?}",
+        task.results
+    );
+    assert!(
+        removed.is_ok_and(|o| o.status.success()),
+        "the image {image} was not there to remove"
+    );
+    server.terminate();
+}

@@ -106,7 +106,7 @@ pub fn validate_request(
         return Err(SpecError::invalid(
             "environment",
             format!(
-                "unknown environment {environment:?}: the environments that exist are {} (the server offers every environment built on it: `conductor env build NAME`, then restart it)",
+                "unknown environment {environment:?}: the environments that exist are {} (the server offers every environment built on it, also one built while it runs: `conductor env build NAME`; or define it in the request's `environments`)",
                 quoted_list(environments)
             ),
         ));
@@ -185,6 +185,7 @@ pub fn validate_request(
             workspace: request.workspace,
             git: request.git,
             services,
+            inline_environment: None,
             priority: request.priority.unwrap_or(0),
             labels,
             retries,
@@ -430,6 +431,7 @@ mod tests {
                     workspace: None,
                     git: None,
                     services: vec![],
+                    inline_environment: None,
                     priority: 0,
                     labels: BTreeMap::new(),
                     retries: 0,
@@ -564,7 +566,7 @@ mod tests {
         req.environment = Some("python-dev".into());
         assert_eq!(
             error(req).to_string(),
-            "environment: unknown environment \"python-dev\": the environments that exist are \"host\" (the server offers every environment built on it: `conductor env build NAME`, then restart it)"
+            "environment: unknown environment \"python-dev\": the environments that exist are \"host\" (the server offers every environment built on it, also one built while it runs: `conductor env build NAME`; or define it in the request's `environments`)"
         );
     }
 }

@@ -7,6 +7,7 @@
 //! envs/.base/<base hash>/{rootfs,manifest.json}     one debootstrap per base
 //! envs/<name>/<spec hash>/{rootfs,manifest.json}    one build per spec content
 //! envs/<name>/spec.json                             the spec of a custom (non-preset) env
+//! envs/inline-<hash>/…                              an env a task defined in its request
 //! ```
 //!
 //! A build is made in a `.build-*` directory and renamed into place with its manifest, so a
@@ -20,6 +21,7 @@
 mod build;
 mod command;
 pub mod dockerfile;
+pub mod inline;
 mod mirror;
 mod presets;
 mod services;
@@ -29,6 +31,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use build::{BuildConfig, BuildEvent, Builder};
+pub use inline::{define as define_inline, Defined, Existing, InlineError, INLINE_PREFIX};
 pub use mirror::from_apt_sources;
 pub use presets::{preset, presets, PRESET_NAMES};
 pub use services::{

@@ -50,22 +50,34 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
 /// `POST /api/v1/tasks`: validates, commits, then answers 201 with the task.
 #[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", request_body = TaskRequest,
     responses((status = 201, description = "accepted: committed before this answer", body = Task), (status = 400, description = "malformed JSON, bad query or id", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
+        (status = 403, description = "`environments` given with a token that is not an admin's (their builds run as root)", body = ApiErrorBody),
+        (status = 409, description = "`environment_conflict`: an environment defined in `environments` has the name of an existing one with other content", body = ApiErrorBody),
         (status = 413, description = "body over the limit", body = ApiErrorBody),
-        (status = 422, description = "a field is invalid, unknown or not supported yet (the message names it)", body = ApiErrorBody)))]
+        (status = 422, description = "a field is invalid, unknown or not supported yet (the message names it); `invalid_dockerfile`: a Dockerfile in `environments` outside the supported subset (the message names the line)", body = ApiErrorBody)))]
 pub async fn create_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Body,
 ) -> Result<Response, AppError> {
-    let request: TaskRequest = read_json(body, state.body_limit()).await?;
+    let mut request: TaskRequest = read_json(body, state.body_limit()).await?;
     let scheduler = state.scheduler();
-    let validated = validate_request(request, &scheduler.environments())?;
+    // `environments` defined in the request, or one built since the server started.
+    let resolved =
+        crate::environments::resolve_request(scheduler, &mut request, caller.0.admin).await?;
+    let mut known = scheduler.environments();
+    for name in &resolved.extra_names {
+        if !known.contains(&name.as_str()) {
+            known.push(name);
+        }
+    }
+    let validated = validate_request(request, &known)?;
     let mut spec = validated.spec;
+    spec.inline_environment = resolved.inline;
     if spec.workspace.is_none() {
         spec.workspace
             .clone_from(&scheduler.config().default_workspace);
     }
-    if let Some(executor) = scheduler.executor(&spec.environment) {
+    if let Some(executor) = &resolved.executor {
         let mut probe = ExecutionRequest::new(vec!["true".into()], "/".into());
         probe.limits = spec.resources.clone();
         if scheduler.config().disk_quotas {
@@ -85,7 +97,7 @@ pub async fn create_task(
         }
     }
     if !spec.services.is_empty() {
-        let executor = scheduler.executor(&spec.environment);
+        let executor = resolved.executor.as_ref();
         match executor.and_then(|e| e.services()) {
             Some(runner) => runner
                 .check(&spec.services)
@@ -292,7 +304,9 @@ fn output_text(events: &[TaskEvent]) -> String {
     events
         .iter()
         .filter_map(|event| match &event.kind {
-            TaskEventKind::Output { text, .. } => Some(text.as_str()),
+            TaskEventKind::Output { text, .. } | TaskEventKind::EnvironmentBuild { text } => {
+                Some(text.as_str())
+            }
             _ => None,
         })
         .collect()
@@ -420,6 +434,7 @@ pub async fn events(
             let name = match &event.kind {
                 TaskEventKind::State { .. } => "state",
                 TaskEventKind::CommandStarted { .. } => "command_started",
+                TaskEventKind::EnvironmentBuild { .. } => "environment_build",
                 TaskEventKind::Output { .. } => "output",
                 TaskEventKind::CommandFinished { .. } => "command_finished",
             };

@@ -62,6 +62,9 @@ pub struct RawConfig {
     /// Idle containers kept started per container environment (0 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool: Option<u16>,
+    /// Executions a warm container serves, reset in between (0 by default: never reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_reuse: Option<u32>,
     /// The named workspace tasks run in when they name none (default: a fresh one per task).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_workspace: Option<String>,
@@ -83,6 +86,9 @@ pub struct RawEnvironment {
     /// Its warm containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool: Option<u16>,
+    /// Executions each of its warm containers serves, reset in between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_reuse: Option<u32>,
 }
 
 /// `[environments.NAME]`, parsed: what it sets over the global keys.
@@ -94,6 +100,8 @@ pub struct EnvironmentOverride {
     pub fallback: Option<ExecutorKind>,
     /// Its warm containers.
     pub warm_pool: Option<u16>,
+    /// Executions each of its warm containers serves.
+    pub warm_reuse: Option<u32>,
 }
 
 impl EnvironmentOverride {
@@ -102,6 +110,7 @@ impl EnvironmentOverride {
             executor: raw.executor.as_deref().map(str::parse).transpose()?,
             fallback: raw.fallback.as_deref().map(parse_fallback).transpose()?,
             warm_pool: raw.warm_pool,
+            warm_reuse: raw.warm_reuse,
         })
     }
 
@@ -110,6 +119,7 @@ impl EnvironmentOverride {
             executor: self.executor.map(|kind| kind.as_str().to_owned()),
             fallback: self.fallback.map(|kind| kind.as_str().to_owned()),
             warm_pool: self.warm_pool,
+            warm_reuse: self.warm_reuse,
         }
     }
 }
@@ -123,6 +133,9 @@ pub struct EnvironmentConfig {
     pub fallback: Option<ExecutorKind>,
     /// Idle containers kept started (container executors only).
     pub warm_pool: usize,
+    /// Executions a warm container serves, reset in between; 0 never reuses one (see the
+    /// container executor's `resident` module).
+    pub warm_reuse: u32,
 }
 
 /// The executor that runs tasks (the `executor` key).
@@ -173,7 +186,7 @@ impl std::str::FromStr for ExecutorKind {
 }
 
 /// Every key, in file order, with whether it is a secret.
-pub const KEYS: [(&str, bool); 15] = [
+pub const KEYS: [(&str, bool); 16] = [
     ("listen", false),
     ("agents", false),
     ("concurrency", false),
@@ -188,6 +201,7 @@ pub const KEYS: [(&str, bool); 15] = [
     ("executor", false),
     ("fallback", false),
     ("warm_pool", false),
+    ("warm_reuse", false),
     ("default_workspace", false),
 ];
 
@@ -255,6 +269,8 @@ pub struct Config {
     pub fallback: Option<ExecutorKind>,
     /// Idle containers per container environment.
     pub warm_pool: usize,
+    /// Executions a warm container serves, reset in between (0: never reused).
+    pub warm_reuse: u32,
     /// Settings of single environments (see [`Config::environment`]).
     pub environments: BTreeMap<String, EnvironmentOverride>,
     /// Origin of each key.
@@ -334,6 +350,7 @@ impl RawConfig {
             "executor" => self.executor = Some(value.to_owned()),
             "fallback" => self.fallback = Some(value.to_owned()),
             "warm_pool" => self.warm_pool = Some(parse(value)?),
+            "warm_reuse" => self.warm_reuse = Some(parse(value)?),
             "default_workspace" => self.default_workspace = Some(value.trim().to_owned()),
             other => return Err(format!("unknown key {other:?}")),
         }
@@ -356,6 +373,7 @@ impl RawConfig {
             self.executor.is_some(),
             self.fallback.is_some(),
             self.warm_pool.is_some(),
+            self.warm_reuse.is_some(),
             self.default_workspace.is_some(),
         ];
         KEYS.iter()
@@ -382,6 +400,7 @@ impl RawConfig {
             executor: higher.executor.or(self.executor),
             fallback: higher.fallback.or(self.fallback),
             warm_pool: higher.warm_pool.or(self.warm_pool),
+            warm_reuse: higher.warm_reuse.or(self.warm_reuse),
             default_workspace: higher.default_workspace.or(self.default_workspace),
             environments: {
                 let mut environments = self.environments;
@@ -554,6 +573,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         executor,
         fallback,
         warm_pool: usize::from(raw.warm_pool.unwrap_or(0)),
+        warm_reuse: raw.warm_reuse.unwrap_or(0),
         environments,
         origins,
     })
@@ -575,6 +595,7 @@ impl Config {
             executor: own.executor.unwrap_or(self.executor),
             fallback: own.fallback.or(self.fallback),
             warm_pool: own.warm_pool.map_or(self.warm_pool, usize::from),
+            warm_reuse: own.warm_reuse.unwrap_or(self.warm_reuse),
         }
     }
 
@@ -603,6 +624,7 @@ impl Config {
             executor: Some(self.executor.as_str().to_owned()),
             fallback: self.fallback.map(|kind| kind.as_str().to_owned()),
             warm_pool: Some(u16::try_from(self.warm_pool).unwrap_or(u16::MAX)),
+            warm_reuse: Some(self.warm_reuse),
             default_workspace: scheduler.default_workspace.clone(),
             environments: self
                 .environments
@@ -765,7 +787,7 @@ mod tests {
     #[test]
     fn environments_override_the_global_executor() {
         let text = "executor = \"docker\"\nfallback = \"namespace\"\nwarm_pool = 1\n\
-                    [environments.python-dev]\nexecutor = \"podman\"\nwarm_pool = 3\n\
+                    [environments.python-dev]\nexecutor = \"podman\"\nwarm_pool = 3\nwarm_reuse = 50\n\
                     [environments.minimal]\nfallback = \"docker\"\n";
         let file = RawConfig::from_toml(Path::new("/c.toml"), text).unwrap();
         let config = resolve(
@@ -781,10 +803,12 @@ mod tests {
         assert_eq!(python.executor, ExecutorKind::Podman);
         assert_eq!(python.fallback, Some(ExecutorKind::Namespace));
         assert_eq!(python.warm_pool, 3);
+        assert_eq!(python.warm_reuse, 50);
         let minimal = config.environment("minimal");
         assert_eq!(minimal.executor, ExecutorKind::Docker);
         assert_eq!(minimal.fallback, Some(ExecutorKind::Docker));
         assert_eq!(minimal.warm_pool, 1);
+        assert_eq!(minimal.warm_reuse, 0);
         let again = RawConfig::from_toml(Path::new("/x"), &config.to_toml(true)).unwrap();
         assert_eq!(again, config.to_raw(true));
 

@@ -29,6 +29,22 @@ pub enum AppError {
         /// What is not supported.
         message: String,
     },
+    /// A Dockerfile in the request's `environments` that cannot be translated (422).
+    #[error("{field}: {message}")]
+    InvalidDockerfile {
+        /// The definition (`environments[0]`).
+        field: String,
+        /// What is wrong, with the line and what is supported.
+        message: String,
+    },
+    /// An environment defined in the request under the name of another one (409).
+    #[error("{field}: {message}")]
+    EnvironmentConflict {
+        /// The definition (`environments[0]`).
+        field: String,
+        /// Which environment and why.
+        message: String,
+    },
     /// A query parameter or path segment is wrong (400).
     #[error("{message}")]
     BadRequest {
@@ -76,6 +92,10 @@ impl AppError {
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             Self::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             Self::NotSupported { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "not_supported"),
+            Self::InvalidDockerfile { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dockerfile")
+            }
+            Self::EnvironmentConflict { .. } => (StatusCode::CONFLICT, "environment_conflict"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

@@ -8,6 +8,7 @@ mod api;
 pub mod auth;
 mod body;
 pub mod config;
+pub mod environments;
 mod error;
 mod events;
 mod files;
@@ -29,6 +30,7 @@ pub use body::{decode_json, read_json};
 /// How a path changed between two sides of a snapshot diff (in [`ChangeView`]).
 pub use conductor_workspace::ChangeKind;
 pub use config::{Config, ConfigError, RawConfig};
+pub use environments::{DefineError, EnvironmentPort, Progress};
 pub use error::AppError;
 pub use events::EventBus;
 pub use files::{FileEntryView, ListingView, UploadView, DEFAULT_UPLOAD_LIMIT};

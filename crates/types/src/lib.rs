@@ -29,9 +29,10 @@ pub use request::ExecutionRequest;
 pub use result::{ExecutionResult, ExecutionStats, StreamSummary};
 pub use size::{Bytes, ParseSizeError};
 pub use task::{
-    Agent, AgentState, ApiError, ApiErrorBody, CommandResult, CreatedToken, EventId, FailureCode,
-    GitSource, ParseFailureCodeError, ParseStatusError, Task, TaskEvent, TaskEventKind, TaskId,
-    TaskPage, TaskRequest, TaskSpec, TaskState, TaskStatus, TaskType, Timestamp, TokenInfo,
+    Agent, AgentState, ApiError, ApiErrorBody, CommandResult, CreatedToken, EnvironmentDefinition,
+    EventId, FailureCode, GitSource, InlineEnvironment, ParseFailureCodeError, ParseStatusError,
+    Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest, TaskSpec, TaskState, TaskStatus,
+    TaskType, Timestamp, TokenInfo,
 };
 pub use time::{parse_duration, ParseDurationError};
 pub use workspace::{ParseWorkspaceIdError, Workspace, WorkspaceId, WorkspaceRequest};

@@ -248,6 +248,41 @@ pub struct TaskRequest {
     /// before the commands, each reachable by its name; container executors only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<String>>,
+    /// Environments defined by this request (seed 001's `environments: [{name, dockerfile}]`),
+    /// for `environment` to name. The Dockerfile is translated at submission (a bad one is 422
+    /// `invalid_dockerfile`); the environment is built before the task's first command unless
+    /// a build of the same content exists, and shared by every task whose definition
+    /// translates alike. A name that is an existing environment's must have its content (409
+    /// `environment_conflict` otherwise). Needs an admin token (403 otherwise): a build runs
+    /// the `RUN` steps as root on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environments: Option<Vec<EnvironmentDefinition>>,
+}
+
+/// An environment defined in a task request.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentDefinition {
+    /// What the request's `environment` calls it: 1 to 64 of `a-z 0-9 - _ .`.
+    pub name: String,
+    /// Dockerfile text in the subset environments are built from: `FROM debian:bookworm`
+    /// (or `python:3.11`, `node:18`), `RUN` (apt installs become packages), `ENV`, `ARG`,
+    /// `WORKDIR`; no `COPY`/`ADD` and no multi-stage builds.
+    pub dockerfile: String,
+}
+
+/// The environment a task defined in its request, as the server resolved it at submission.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineEnvironment {
+    /// The name the request gave it (the task's `environment`).
+    pub name: String,
+    /// Its Dockerfile text.
+    pub dockerfile: String,
+    /// The environment it is built as: `inline-<content hash>`, shared by every definition
+    /// that translates alike, or the name of an existing environment with the same content.
+    pub build: String,
 }
 
 /// A git repository to clone into a task's workspace.
@@ -298,6 +333,9 @@ pub struct TaskSpec {
     /// Service sidecars running while the commands run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
+    /// When `environment` was defined in the request: that definition and its build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_environment: Option<InlineEnvironment>,
     /// Higher runs first.
     pub priority: i32,
     /// Labels.
@@ -368,6 +406,8 @@ pub enum FailureCode {
     GitCloneFailed,
     /// Its environment no longer exists on the server.
     EnvironmentMissing,
+    /// Its environment, defined in the request, could not be built.
+    EnvironmentBuildFailed,
     /// Its `services` could not be started or never became healthy.
     ServicesFailed,
     /// The orchestrator itself failed while running it.
@@ -376,11 +416,12 @@ pub enum FailureCode {
 
 impl FailureCode {
     /// Every code.
-    pub const ALL: [FailureCode; 6] = [
+    pub const ALL: [FailureCode; 7] = [
         Self::DiskQuotaExceeded,
         Self::WorkspaceUnavailable,
         Self::GitCloneFailed,
         Self::EnvironmentMissing,
+        Self::EnvironmentBuildFailed,
         Self::ServicesFailed,
         Self::OrchestratorError,
     ];
@@ -392,6 +433,7 @@ impl FailureCode {
             Self::WorkspaceUnavailable => "workspace_unavailable",
             Self::GitCloneFailed => "git_clone_failed",
             Self::EnvironmentMissing => "environment_missing",
+            Self::EnvironmentBuildFailed => "environment_build_failed",
             Self::ServicesFailed => "services_failed",
             Self::OrchestratorError => "orchestrator_error",
         }
@@ -533,6 +575,12 @@ pub enum TaskEventKind {
         /// Which stream.
         stream: OutputStream,
         /// The text.
+        text: String,
+    },
+    /// A line of the build of the task's environment (defined in its request), before its
+    /// first command: `step 2/4: …`, the build's output, or that a cached build is used.
+    EnvironmentBuild {
+        /// The text, ending in a newline.
         text: String,
     },
     /// A command ended.

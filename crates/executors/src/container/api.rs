@@ -88,6 +88,9 @@ pub struct ContainerState {
     /// RFC 3339 finish time.
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// Host pid of the container's first process while it runs (0 otherwise).
+    #[serde(default)]
+    pub pid: Option<u32>,
 }
 
 impl ContainerState {
@@ -291,6 +294,7 @@ mod tests {
                 oom_killed: Some(false),
                 started_at: Some("2024-05-01T12:00:00.5Z".into()),
                 finished_at: Some("2024-05-01T12:00:01Z".into()),
+                pid: Some(0),
             }
         );
         assert!(state.has_exited());

@@ -59,6 +59,7 @@ mod engine;
 mod guard;
 mod oom;
 mod pool;
+mod resident;
 pub mod seccomp;
 pub mod services;
 pub mod spec;
@@ -126,6 +127,9 @@ pub struct ContainerConfig {
     pub spool_dir: PathBuf,
     /// Warm containers kept started and waiting (see `pool`); 0 starts every one cold.
     pub warm_pool: usize,
+    /// How many executions a warm container serves, reset in between, before it is removed
+    /// (see `resident`); 0 never reuses one.
+    pub warm_reuse: u32,
     /// Where the warm containers' slot directories are made (see `pool`).
     pub pool_dir: PathBuf,
     /// The service sidecars' images and health timeout (see `services`).
@@ -150,6 +154,7 @@ impl ContainerConfig {
             cgroup_parent: "conductor".to_owned(),
             spool_dir: std::env::temp_dir().join("conductor-spool"),
             warm_pool: 0,
+            warm_reuse: 0,
             pool_dir: PathBuf::from("/run/conductor/container-pool").join(engine.name()),
             services: ServicesConfig::default(),
             seccomp_dir: PathBuf::from("/run/conductor/container-seccomp"),
@@ -272,6 +277,12 @@ impl ContainerExecutor {
             executor: name,
             reason,
         };
+        if config.warm_reuse > 0 && config.userns.is_some() {
+            return Err(ExecutorError::Unsupported {
+                executor: name,
+                what: "warm_reuse together with a user-namespace mode (the agent must be root in the container and the commands' user known)".to_owned(),
+            });
+        }
         let cgroups = CgroupManager::detect(&config.cgroup_root, &config.cgroup_parent)
             .map_err(|e| unavailable(format!("cgroups: {e}")))?;
         let engine_rlimits = match config.engine {
@@ -332,9 +343,13 @@ impl ContainerExecutor {
         let registration = self.registry.register(&request.id)?;
         let begun = Instant::now();
         inner.hand_over_workspace(request).await?;
-        let taken = inner.take_warm(request, plan);
+        let mut taken = inner.take_warm(request, plan);
         if inner.config.warm_pool > 0 {
             Inner::refill(inner);
+        }
+        if let Some(warm) = taken.take_if(|warm| matches!(warm.kind, warm::WarmKind::Resident(_))) {
+            return Inner::run_resident(inner, warm, request, plan, events, registration.token())
+                .await;
         }
         let warm = match taken {
             Some(warm) => match inner.launch_warm(warm, request, plan).await {

@@ -22,8 +22,9 @@
 //! the FIFO. The network mode and rlimits are fixed at create: a request gets a warm container
 //! only when they are the pool's (no network, default rlimits); any other runs cold.
 //!
-//! **Never reused.** The command `exec`s over the waiting shell, so the container ends with the
-//! command and is removed like a cold one; the pool refills in the background. Every warm
+//! **Never reused** (unless the environment opts in: `warm_reuse`, see `resident`). The command
+//! `exec`s over the waiting shell, so the container ends with the command and is removed like a
+//! cold one; the pool refills in the background. Every warm
 //! container carries the owner label, so one left by a crashed process is removed by the next
 //! `warmup()`, which also unmounts and removes that process's slot directories.
 
@@ -49,8 +50,10 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Makes `<root>/<name>/`: `workspace/` as a shared mount of its own, and the FIFO.
-    pub fn create(root: &Path, name: &str) -> io::Result<Self> {
+    /// Makes `<root>/<name>/`: `workspace/` as a shared mount of its own, and the FIFO; for a
+    /// resident container (see `resident`) also the status and output FIFOs, and all of them
+    /// root's alone (its agent runs as root, its commands do not).
+    pub fn create(root: &Path, name: &str, resident: bool) -> io::Result<Self> {
         let slot = Self {
             dir: root.join(name),
         };
@@ -80,9 +83,15 @@ impl Slot {
                 MsFlags::MS_SHARED,
                 None::<&str>,
             )?;
-            // Root's, readable by the container's user (it only ever holds the command, which
-            // that container runs anyway).
-            nix::unistd::mkfifo(&slot.fifo(), Mode::from_bits_truncate(0o644))?;
+            if resident {
+                for fifo in [slot.fifo(), slot.status(), slot.stdout(), slot.stderr()] {
+                    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))?;
+                }
+            } else {
+                // Root's, readable by the container's user (it only ever holds the command,
+                // which that container runs anyway).
+                nix::unistd::mkfifo(&slot.fifo(), Mode::from_bits_truncate(0o644))?;
+            }
             Ok::<_, nix::Error>(())
         })();
         if let Err(e) = made {
@@ -106,6 +115,21 @@ impl Slot {
         self.control().join("command")
     }
 
+    /// A resident container's FIFO its agent writes each command's exit status to.
+    pub fn status(&self) -> PathBuf {
+        self.control().join("status")
+    }
+
+    /// A resident container's FIFO each command's stdout goes to.
+    pub fn stdout(&self) -> PathBuf {
+        self.control().join("stdout")
+    }
+
+    /// A resident container's FIFO each command's stderr goes to.
+    pub fn stderr(&self) -> PathBuf {
+        self.control().join("stderr")
+    }
+
     /// Binds `workspace` (with what is mounted below it) on the slot: it appears in the
     /// container.
     pub fn bind_workspace(&self, workspace: &Path) -> io::Result<()> {
@@ -117,6 +141,12 @@ impl Slot {
             None::<&str>,
         )
         .map_err(io::Error::from)
+    }
+
+    /// Unbinds the workspace [`Slot::bind_workspace`] bound (lazily: a process of the container
+    /// may still be leaving it), leaving the slot's own mount.
+    pub fn unbind_workspace(&self) -> io::Result<()> {
+        umount2(&self.workspace(), MntFlags::MNT_DETACH).map_err(io::Error::from)
     }
 
     /// The FIFO's write end, once the container's shell has opened it for reading: fails with
@@ -151,13 +181,16 @@ pub fn remove_slot_dir(dir: &Path) {
         }
     }
     // Never recursive: if a mount were still there, removing would reach into the workspace.
-    for path in [
-        dir.join("control/command"),
-        dir.join("control"),
-        workspace,
-        dir.to_owned(),
-    ] {
-        let removed = if path.ends_with("command") {
+    let fifos = ["command", "status", "stdout", "stderr"];
+    for path in fifos
+        .iter()
+        .map(|fifo| dir.join("control").join(fifo))
+        .chain([dir.join("control"), workspace, dir.to_owned()])
+    {
+        let is_fifo = path
+            .file_name()
+            .is_some_and(|name| fifos.iter().any(|fifo| name == *fifo));
+        let removed = if is_fifo {
             std::fs::remove_file(&path)
         } else {
             std::fs::remove_dir(&path)
@@ -248,7 +281,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let workspace = tempfile::tempdir().unwrap();
         std::fs::write(workspace.path().join("file"), "x").unwrap();
-        let slot = Slot::create(root.path(), "s1").unwrap();
+        let slot = Slot::create(root.path(), "s1", false).unwrap();
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let line = mountinfo
             .lines()

@@ -215,6 +215,28 @@ pub fn warm_body(
 }
 
 /// The engine's name for an rlimit (`--ulimit`); address space has none.
+/// The create body of a resident warm container (see `resident`): as [`warm_body`], but
+/// running the agent as root with only `SETUID` and `SETGID` (to start each command as
+/// `settings.user`, which then has none).
+pub fn resident_body(
+    plan: &ExecPlan,
+    settings: &ContainerSettings<'_>,
+    slot_workspace: &str,
+    slot_control: &str,
+) -> Result<ContainerCreateBody, ExecutorError> {
+    let mut body = warm_body(plan, settings, slot_workspace, slot_control)?;
+    body.cmd = Some(vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        super::resident::AGENT.to_owned(),
+    ]);
+    body.user = Some("0:0".to_owned());
+    if let Some(host_config) = body.host_config.as_mut() {
+        host_config.cap_add = Some(vec!["SETUID".to_owned(), "SETGID".to_owned()]);
+    }
+    Ok(body)
+}
+
 fn ulimit_name(resource: RlimitResource) -> Option<&'static str> {
     Some(match resource {
         RlimitResource::As => return None,

@@ -12,24 +12,35 @@ use conductor_types::{ExecPlan, ExecutionId, ExecutionRequest, NetworkPolicy};
 use super::guard::{remove_children, ContainerGuard};
 use super::oom::OomWatch;
 use super::pool::{remove_slot_dir, script, send, Slot};
-use super::spec::{command, warm_body};
+use super::resident::Resident;
+use super::spec::{command, resident_body, warm_body};
 use super::{owner_alive, Inner, Launched};
 
 /// An idle warm container: started, its shell waiting on the FIFO.
 #[derive(Debug)]
 pub(crate) struct Warm {
-    guard: ContainerGuard,
-    id: String,
-    oom: Option<OomWatch>,
-    /// The FIFO's write end, opened once the shell was waiting.
-    fifo: std::fs::File,
+    pub(crate) guard: ContainerGuard,
+    pub(crate) id: String,
+    pub(crate) oom: Option<OomWatch>,
+    pub(crate) kind: WarmKind,
 }
 
-/// The idle containers and how many are being made.
+/// What waits in a warm container.
+#[derive(Debug)]
+pub(crate) enum WarmKind {
+    /// A shell that `exec`s one command: the FIFO's write end, opened once it was waiting.
+    Once(std::fs::File),
+    /// The agent of a container reset and reused (see `resident`).
+    Resident(Resident),
+}
+
+/// The idle containers, how many are being made, and how many resident ones are out serving
+/// an execution (they come back).
 #[derive(Debug, Default)]
 pub(crate) struct PoolState {
     idle: Vec<Warm>,
     filling: usize,
+    lent: usize,
 }
 
 /// The plan warm containers are made for: a default request (no network, default rlimits).
@@ -64,7 +75,25 @@ impl Inner {
         if self.config.warm_pool == 0 || !self.fits(request, plan) {
             return None;
         }
-        self.state().idle.pop()
+        let mut state = self.state();
+        let warm = state.idle.pop()?;
+        if matches!(warm.kind, WarmKind::Resident(_)) {
+            state.lent += 1;
+        }
+        Some(warm)
+    }
+
+    /// Takes back a resident container lent by [`Inner::take_warm`]: idle again, or (`None`:
+    /// removed) no longer counted.
+    pub(crate) fn give_back(&self, warm: Option<Warm>) {
+        {
+            let mut state = self.state();
+            state.lent = state.lent.saturating_sub(1);
+            if let Some(warm) = warm {
+                state.idle.push(warm);
+            }
+        }
+        self.pool_changed.notify_waiters();
     }
 
     /// Starts the request's command in `warm`: the limits go on its cgroup, the workspace is
@@ -79,8 +108,14 @@ impl Inner {
             guard,
             id,
             oom,
-            fifo,
+            kind,
         } = warm;
+        let WarmKind::Once(fifo) = kind else {
+            return Err(self.setup(
+                "taking a warm container",
+                "a resident container runs through run_resident",
+            ));
+        };
         let limits = CgroupLimits {
             cpus: plan.limits.cpus,
             memory: plan.limits.memory,
@@ -139,7 +174,8 @@ impl Inner {
         let mut guard = ContainerGuard::new(self.engine.clone(), cgroup, engine_dirs);
         let root = self.config.pool_dir.clone();
         let slot_name = name.clone();
-        let slot = tokio::task::spawn_blocking(move || Slot::create(&root, &slot_name))
+        let resident = self.config.warm_reuse > 0;
+        let slot = tokio::task::spawn_blocking(move || Slot::create(&root, &slot_name, resident))
             .await
             .map_err(|e| self.setup("making a warm container's slot", e))?
             .map_err(|e| {
@@ -163,7 +199,19 @@ impl Inner {
             Some(&cgroup_parent),
             &slot_workspace,
         );
-        let body = warm_body(&self.template, &settings, &slot_workspace, &slot_control)?;
+        let body = if resident {
+            resident_body(&self.template, &settings, &slot_workspace, &slot_control)?
+        } else {
+            warm_body(&self.template, &settings, &slot_workspace, &slot_control)?
+        };
+        // Open before the start: the agent's open of the write end must not wait.
+        let status = match resident {
+            true => Some(
+                Resident::open_status(&slot)
+                    .map_err(|e| self.setup("opening a resident container's status FIFO", e))?,
+            ),
+            false => None,
+        };
         self.seccomp.write().await?;
         let docker = self.engine.client();
         let options = CreateContainerOptionsBuilder::default()
@@ -178,14 +226,34 @@ impl Inner {
             .start_container(&created.id, None)
             .await
             .map_err(|e| self.setup("starting a warm container", e))?;
-        let fifo = wait_for_reader(&slot)
-            .await
-            .map_err(|e| self.setup("waiting for a warm container's shell", e))?;
+        let kind = match status {
+            Some(status) => {
+                let tree = cgroup_tree(&guard)
+                    .ok_or_else(|| self.setup("arming a resident container", "no cgroup"))?;
+                let socket = self.engine.socket();
+                let init = async {
+                    super::api::container_state(socket, &created.id)
+                        .await
+                        .ok()
+                        .and_then(|state| state.pid)
+                };
+                WarmKind::Resident(
+                    Resident::arm(status, tree, init)
+                        .await
+                        .map_err(|e| self.setup("arming a resident container", e))?,
+                )
+            }
+            None => WarmKind::Once(
+                wait_for_reader(&slot)
+                    .await
+                    .map_err(|e| self.setup("waiting for a warm container's shell", e))?,
+            ),
+        };
         Ok(Warm {
             guard,
             id: created.id,
             oom,
-            fifo,
+            kind,
         })
     }
 
@@ -197,10 +265,10 @@ impl Inner {
             let changed = self.pool_changed.notified();
             let filling = {
                 let mut state = self.state();
-                if state.idle.len() >= self.config.warm_pool {
+                if state.idle.len() + state.lent >= self.config.warm_pool {
                     return Ok(());
                 }
-                if state.idle.len() + state.filling >= self.config.warm_pool {
+                if state.idle.len() + state.lent + state.filling >= self.config.warm_pool {
                     None
                 } else {
                     state.filling += 1;
@@ -277,6 +345,12 @@ impl Inner {
             );
         }
     }
+}
+
+/// The cgroup directory holding a warm container's processes (the engine's cgroup is below
+/// it): its first hierarchy's.
+pub(crate) fn cgroup_tree(guard: &ContainerGuard) -> Option<std::path::PathBuf> {
+    guard.cgroup()?.dirs().first().cloned()
 }
 
 /// The directories in `dir` named `<prefix><pid>-<start>-…` whose process is gone.

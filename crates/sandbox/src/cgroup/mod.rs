@@ -337,6 +337,20 @@ impl CgroupManager {
             }),
         }
     }
+
+    /// Makes `limits` the cgroup's only limits: applies them and lifts the ones it does not
+    /// name, for a cgroup reused by another execution (a reused warm container's).
+    pub fn replace_limits(
+        &self,
+        cgroup: &Cgroup,
+        limits: &CgroupLimits,
+    ) -> Result<(), CgroupError> {
+        match &cgroup.backend {
+            Backend::V1(c) => c.lift_unnamed(limits)?,
+            Backend::V2(c) => c.lift_unnamed(limits)?,
+        }
+        self.set_limits(cgroup, limits)
+    }
 }
 
 /// One execution's cgroup (one directory per v1 hierarchy, or one v2 directory).
@@ -382,6 +396,16 @@ impl Cgroup {
     /// The processes in the cgroup (across all v1 hierarchies), sorted, without duplicates.
     pub fn pids(&self) -> Result<Vec<u32>, CgroupError> {
         pids_in(self.dirs())
+    }
+
+    /// Starts the peak-memory figure afresh, for a cgroup reused by another execution. Returns
+    /// whether it could: v2's `memory.peak` cannot be reset for every reader (writing resets it
+    /// only for the writer's open file), so there it is `false`.
+    pub fn reset_peak_memory(&self) -> Result<bool, CgroupError> {
+        match &self.backend {
+            Backend::V1(c) => c.reset_peak_memory(),
+            Backend::V2(_) => Ok(false),
+        }
     }
 
     /// What the cgroup used so far. Numbers the host does not provide are `None`.

@@ -238,6 +238,31 @@ impl V1Cgroup {
         Ok(())
     }
 
+    /// Lifts the limits `limits` does not name (memory, CPU quota, pids), so a cgroup reused
+    /// for another execution keeps none of the previous one's.
+    pub(super) fn lift_unnamed(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        if let (None, Some(dir)) = (limits.memory, self.dir(Controller::Memory)) {
+            // memsw may never be below the memory limit: lift it first.
+            fs::write_if_present(&dir.join("memory.memsw.limit_in_bytes"), "-1")?;
+            fs::write(&dir.join("memory.limit_in_bytes"), "-1")?;
+        }
+        if let (None, Some(dir)) = (limits.cpus, self.dir(Controller::Cpu)) {
+            fs::write(&dir.join("cpu.cfs_quota_us"), "-1")?;
+        }
+        if let (None, Some(dir)) = (limits.pids, self.dir(Controller::Pids)) {
+            fs::write(&dir.join("pids.max"), "max")?;
+        }
+        Ok(())
+    }
+
+    /// Starts peak-memory accounting afresh.
+    pub(super) fn reset_peak_memory(&self) -> Result<bool, CgroupError> {
+        match self.dir(Controller::Memory) {
+            Some(dir) => fs::write_if_present(&dir.join("memory.max_usage_in_bytes"), "0"),
+            None => Ok(false),
+        }
+    }
+
     pub(super) fn stats(&self) -> Result<CgroupStats, CgroupError> {
         let mut stats = CgroupStats::default();
 
@@ -469,6 +494,35 @@ mod tests {
             "67108864"
         );
         assert_eq!(get(&leaf("pids").join("pids.max")), "16");
+    }
+
+    #[test]
+    fn replaced_limits_lift_what_the_next_execution_does_not_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        v1_root(root, false, &[]);
+        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        v1_leaf(root, "warm-1", true);
+        let cgroup = manager.create("warm-1", &limits()).unwrap();
+        let leaf = |h: &str| root.join(h).join("conductor/warm-1");
+        put(&leaf("memory").join("memory.max_usage_in_bytes"), "5000\n");
+        let only_pids = CgroupLimits {
+            pids: Some(8),
+            ..CgroupLimits::default()
+        };
+        manager.replace_limits(&cgroup, &only_pids).unwrap();
+        assert_eq!(get(&leaf("cpu").join("cpu.cfs_quota_us")), "-1");
+        assert_eq!(get(&leaf("memory").join("memory.limit_in_bytes")), "-1");
+        assert_eq!(
+            get(&leaf("memory").join("memory.memsw.limit_in_bytes")),
+            "-1"
+        );
+        assert_eq!(get(&leaf("pids").join("pids.max")), "8");
+        manager.replace_limits(&cgroup, &limits()).unwrap();
+        assert_eq!(get(&leaf("cpu").join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(get(&leaf("pids").join("pids.max")), "16");
+        assert!(cgroup.reset_peak_memory().unwrap());
+        assert_eq!(get(&leaf("memory").join("memory.max_usage_in_bytes")), "0");
     }
 
     #[test]

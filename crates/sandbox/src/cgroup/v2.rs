@@ -135,6 +135,22 @@ impl V2Cgroup {
         Ok(())
     }
 
+    /// Lifts the limits `limits` does not name (memory, CPU quota, pids), so a cgroup reused
+    /// for another execution keeps none of the previous one's.
+    pub(super) fn lift_unnamed(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        let dir = self.dir();
+        if limits.memory.is_none() {
+            fs::write(&dir.join("memory.max"), "max")?;
+        }
+        if limits.cpus.is_none() {
+            fs::write(&dir.join("cpu.max"), &format!("max {CPU_PERIOD_US}"))?;
+        }
+        if limits.pids.is_none() {
+            fs::write(&dir.join("pids.max"), "max")?;
+        }
+        Ok(())
+    }
+
     pub(super) fn stats(&self) -> Result<CgroupStats, CgroupError> {
         let dir = self.dir();
         let read = |file: &str| fs::read_if_present(&dir.join(file));
@@ -233,6 +249,26 @@ mod tests {
             get(&root.join("conductor/cgroup.subtree_control")),
             "cpu memory pids\n"
         );
+    }
+
+    #[test]
+    fn replaced_limits_lift_what_the_next_execution_does_not_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        v2_root(root, ALL, "cpu io memory pids");
+        let leaf = v2_leaf(root, "warm-1", true);
+        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let cgroup = manager.create("warm-1", &limits()).unwrap();
+        let only_memory = CgroupLimits {
+            memory: Some(Bytes::mib(32)),
+            ..CgroupLimits::default()
+        };
+        manager.replace_limits(&cgroup, &only_memory).unwrap();
+        assert_eq!(get(&leaf.join("cpu.max")), "max 100000");
+        assert_eq!(get(&leaf.join("pids.max")), "max");
+        assert_eq!(get(&leaf.join("memory.max")), "33554432");
+        // v2 cannot reset the peak for every reader.
+        assert!(!cgroup.reset_peak_memory().unwrap());
     }
 
     #[test]

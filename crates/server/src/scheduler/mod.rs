@@ -5,6 +5,7 @@
 //! cancel, restart recovery and graceful shutdown. `run.rs` holds what happens to one task once an
 //! agent has it.
 
+mod prepare;
 mod run;
 mod services;
 
@@ -56,6 +57,9 @@ pub struct SchedulerConfig {
     pub agent_tokens: BTreeMap<String, String>,
     /// The named workspace of tasks that name none (`None`: a fresh one per task).
     pub default_workspace: Option<String>,
+    /// Environments beyond `executors`: defined in requests, or built after the start
+    /// (`None`: only the server's own environments, and requests defining one are refused).
+    pub environment_port: Option<Arc<dyn crate::environments::EnvironmentPort>>,
 }
 
 impl SchedulerConfig {
@@ -79,6 +83,7 @@ impl SchedulerConfig {
             memory_budget: None,
             agent_tokens: BTreeMap::new(),
             default_workspace: None,
+            environment_port: None,
         }
     }
 }
@@ -176,6 +181,8 @@ pub struct Scheduler {
     slots: Mutex<Slots>,
     idle_changed: watch::Sender<usize>,
     metrics: Metrics,
+    /// Builds of request-defined environments in progress.
+    builds: Arc<prepare::Builds>,
 }
 
 impl Scheduler {
@@ -222,6 +229,7 @@ impl Scheduler {
             }),
             idle_changed: watch::channel(0).0,
             metrics: Metrics::default(),
+            builds: Arc::default(),
         })
     }
 

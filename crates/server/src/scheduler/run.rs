@@ -209,11 +209,11 @@ impl Scheduler {
         let id = task.id;
         let spec = &task.spec;
         let attempt = task.state.attempt;
-        let Some(executor) = self.executors.get(&spec.environment).cloned() else {
-            let reason = format!("environment {:?} no longer exists", spec.environment);
-            return self
-                .fail(task, FailureCode::EnvironmentMissing, reason)
-                .await;
+        // Built first when the request defined it and no build of its content exists.
+        let executor = match self.task_executor(task).await? {
+            Ok(Some(executor)) => executor,
+            Ok(None) => return Ok(()),
+            Err((code, reason)) => return self.fail(task, code, reason).await,
         };
         let secrets = if spec.secret_names.is_empty() {
             BTreeMap::new()
@@ -476,7 +476,7 @@ impl Scheduler {
     }
 
     /// Whether the task was cancelled (already recorded by the API) or interrupted by shutdown.
-    fn stopped(&self, id: TaskId) -> bool {
+    pub(super) fn stopped(&self, id: TaskId) -> bool {
         self.lock()
             .running
             .get(&id)
@@ -558,7 +558,7 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn emit(&self, id: TaskId, kind: TaskEventKind) -> Result<(), StoreError> {
+    pub(super) async fn emit(&self, id: TaskId, kind: TaskEventKind) -> Result<(), StoreError> {
         self.store.append_event(id, Timestamp::now(), &kind).await?;
         self.events.bump();
         Ok(())

@@ -83,7 +83,7 @@ async fn seed_001_requests_are_accepted_on_the_alias_and_environments_are_checke
             StatusCode::UNPROCESSABLE_ENTITY,
             (
                 "invalid_field".into(),
-                "environment: unknown environment \"python-dev\": the environments that exist are \"host\" (the server offers every environment built on it: `conductor env build NAME`, then restart it)".into()
+                "environment: unknown environment \"python-dev\": the environments that exist are \"host\" (the server offers every environment built on it, also one built while it runs: `conductor env build NAME`; or define it in the request's `environments`)".into()
             )
         )
     );
@@ -615,6 +615,15 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
         accepted_fields::<conductor_types::TaskRequest>()
     );
     assert_eq!(request["additionalProperties"], serde_json::json!(false));
+    // Seed 001's `environments: [{name, dockerfile}]`, both required, nothing else.
+    let definition = &doc["components"]["schemas"]["EnvironmentDefinition"];
+    assert_eq!(
+        (&definition["required"], &definition["additionalProperties"]),
+        (
+            &serde_json::json!(["name", "dockerfile"]),
+            &serde_json::json!(false)
+        )
+    );
     let mut schemas: Vec<&String> = doc["components"]["schemas"]
         .as_object()
         .unwrap()
@@ -633,11 +642,13 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "CreatedToken",
             "DiffView",
             "EntryView",
+            "EnvironmentDefinition",
             "ExecutionStats",
             "FailureCode",
             "FileEntryView",
             "GitFileView",
             "GitSource",
+            "InlineEnvironment",
             "ListingView",
             "NetworkPolicy",
             "NewToken",
@@ -691,6 +702,7 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
         ("Workspace", "disk"),
         ("WorkspaceRequest", "disk"),
         ("TaskState", "failure_code"),
+        ("TaskSpec", "inline_environment"),
     ] {
         assert!(
             schemas[schema]["properties"][property].is_object(),
@@ -705,6 +717,7 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "workspace_unavailable",
             "git_clone_failed",
             "environment_missing",
+            "environment_build_failed",
             "services_failed",
             "orchestrator_error"
         ])

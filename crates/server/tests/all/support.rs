@@ -205,6 +205,7 @@ pub struct Options {
     pub run_loop: bool,
     pub upload_limit: Option<u64>,
     pub disk_quotas: bool,
+    pub environment_port: Option<Arc<dyn conductor_server::EnvironmentPort>>,
 }
 
 impl Default for Options {
@@ -216,6 +217,7 @@ impl Default for Options {
             run_loop: true,
             upload_limit: None,
             disk_quotas: false,
+            environment_port: None,
         }
     }
 }
@@ -240,6 +242,7 @@ impl TestApp {
         config.concurrency = options.agents;
         config.poll_interval = Duration::from_millis(50);
         config.disk_quotas = options.disk_quotas;
+        config.environment_port = options.environment_port;
         if let Some(limit) = options.stored_output_limit {
             config.stored_output_limit = limit;
         }
