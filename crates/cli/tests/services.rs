@@ -151,6 +151,11 @@ try:
     print("outside reachable")
 except OSError:
     print("outside unreachable")
+try:
+    socket.create_connection(("GATEWAY", HOST_PORT), timeout=1)
+    print("host reachable")
+except OSError:
+    print("host unreachable")
 "#;
 
 async fn services_reach_the_task_and_nothing_else(kind: EngineKind) {
@@ -196,10 +201,20 @@ async fn services_reach_the_task_and_nothing_else(kind: EngineKind) {
         .await
         .unwrap();
     assert_eq!(network.internal, Some(true));
+    // A listener on every host address: the network's gateway address must not lead to it.
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let gateway = network
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .and_then(|config| config.into_iter().find_map(|c| c.gateway))
+        .expect("the service network has a gateway address");
 
     let script = format!(
         "psql \"$DATABASE_URL\" -tAc 'select 40 + 2' && python3 -c '{}'",
-        PROBE.replace('\'', "\"")
+        PROBE
+            .replace('\'', "\"")
+            .replace("GATEWAY", &gateway)
+            .replace("HOST_PORT", &host.local_addr().unwrap().port().to_string())
     );
     let began = Instant::now();
     let result = run(&executor, &set.network, &set.env, &script).await;
@@ -216,7 +231,7 @@ async fn services_reach_the_task_and_nothing_else(kind: EngineKind) {
         ),
         (
             0,
-            "42\nredis +PONG\npostgres ssl N\npostgres auth R\noutside unreachable\n",
+            "42\nredis +PONG\npostgres ssl N\npostgres auth R\noutside unreachable\nhost unreachable\n",
             ""
         )
     );
@@ -298,7 +313,7 @@ async fn warmup_sweeps_networks_of_dead_processes(kind: EngineKind) {
     engine
         .client()
         .create_network(conductor_executors::container::services::network_body(
-            &network, labels,
+            &network, labels, kind,
         ))
         .await
         .unwrap();

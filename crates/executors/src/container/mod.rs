@@ -183,15 +183,15 @@ pub(crate) struct Inner {
     pool: std::sync::Mutex<warm::PoolState>,
     /// Woken whenever a warm container has been made (or failed to be).
     pool_changed: tokio::sync::Notify,
-    /// The `seccomp=` security option's value (see `seccomp`).
-    seccomp: SeccompOption,
+    /// The `seccomp=` security option's value (see `seccomp`), shared with the services.
+    seccomp: Arc<SeccompOption>,
 }
 
 /// How the seccomp profile reaches the engine.
 #[derive(Debug)]
-struct SeccompOption {
+pub(crate) struct SeccompOption {
     /// What follows `seccomp=`: the profile, or the path of the file holding it.
-    value: String,
+    pub(crate) value: String,
     /// The file to write (path and contents) when `value` is its path.
     file: Option<(PathBuf, String)>,
 }
@@ -220,7 +220,7 @@ impl SeccompOption {
 
     /// Writes the file the option names, unless it is there (written whole: a temporary file of
     /// this call's own renamed into place, so a concurrent create never reads half of it).
-    async fn write(&self) -> Result<(), ExecutorError> {
+    pub(crate) async fn write(&self) -> Result<(), ExecutorError> {
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let Some((path, contents)) = self.file.clone() else {
             return Ok(());
@@ -293,8 +293,13 @@ impl ContainerExecutor {
         let seccomp = SeccompOption::new(config.engine, &config.seccomp_dir)
             .map_err(|e| unavailable(format!("seccomp profile: {e}")))?;
         let owner = own_owner_label();
-        let services =
-            ContainerServices::new(engine.clone(), config.services.clone(), owner.clone());
+        let seccomp = Arc::new(seccomp);
+        let services = ContainerServices::new(
+            engine.clone(),
+            config.services.clone(),
+            owner.clone(),
+            Arc::clone(&seccomp),
+        );
         Ok(Self {
             services,
             inner: Arc::new(Inner {

@@ -10,15 +10,17 @@
 //! CNI networks here have no DNS plugin, and one mechanism for both is simpler to trust.
 //!
 //! Service containers are hardened like task containers where the service allows: read-only
-//! root with tmpfs where it writes, `no-new-privileges`, every capability dropped (each runs
-//! as its own unprivileged user, so it needs none), a pids and a memory limit, the engine's
-//! init as pid 1. [`ContainerServices::start`] returns once every service's health command
+//! root with tmpfs where it writes, `no-new-privileges`, the task containers' seccomp profile,
+//! every capability dropped (each runs as its own unprivileged user, so it needs none), a pids
+//! and a memory limit, the engine's init as pid 1. On Docker the network's bridge has no host
+//! address (see [`network_body`]). [`ContainerServices::start`] returns once every service's health command
 //! (run with the exec API, every [`HEALTH_POLL`]) succeeds, or fails with the service's last
 //! log lines. Everything made is removed by a guard on every failure path (and by
 //! [`ContainerServices::stop`]); containers of a dead process are swept with the task
 //! containers (label `io.conductor.owner`), its networks by [`sweep_networks`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -33,7 +35,7 @@ use futures_util::StreamExt;
 
 use super::guard::remove_container;
 use super::spec::LABEL_OWNER;
-use super::Engine;
+use super::{Engine, EngineKind, SeccompOption};
 
 /// Label on a service container and its network: the owner (task id) they were started for.
 pub const LABEL_SERVICE_OWNER: &str = "io.conductor.service-owner";
@@ -74,15 +76,23 @@ pub struct ContainerServices {
     config: ServicesConfig,
     /// The `io.conductor.owner` label of this process (`<pid>:<start time>`).
     process_owner: String,
+    /// The task containers' seccomp profile, which the services get too.
+    seccomp: Arc<SeccompOption>,
 }
 
 impl ContainerServices {
     /// Services on `engine`; `process_owner` labels what they make for the orphan sweep.
-    pub fn new(engine: Engine, config: ServicesConfig, process_owner: String) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        config: ServicesConfig,
+        process_owner: String,
+        seccomp: Arc<SeccompOption>,
+    ) -> Self {
         Self {
             engine,
             config,
             process_owner,
+            seccomp,
         }
     }
 
@@ -136,10 +146,11 @@ impl ContainerServices {
         ]);
         self.engine
             .client()
-            .create_network(network_body(&network, labels.clone()))
+            .create_network(network_body(&network, labels.clone(), self.engine.kind()))
             .await
             .map_err(|e| self.setup(format!("creating the service network {network}"), e))?;
         guard.network = Some(network.clone());
+        self.seccomp.write().await?;
         let mut started = Vec::new();
         for (service, image) in resolved {
             let spec = &service.spec;
@@ -158,7 +169,10 @@ impl ContainerServices {
             let created = self
                 .engine
                 .client()
-                .create_container(Some(options), service_body(spec, image, &network, labels))
+                .create_container(
+                    Some(options),
+                    service_body(spec, image, &network, labels, &self.seccomp.value),
+                )
                 .await
                 .map_err(|e| {
                     self.setup(format!("creating the {} service container", spec.name), e)
@@ -348,23 +362,40 @@ pub fn container_name(owner: &str, service: &str) -> String {
     format!("{}-{service}", network_name(owner))
 }
 
-/// The create body of the service network: internal (no way out), labelled.
-pub fn network_body(name: &str, labels: HashMap<String, String>) -> NetworkCreateRequest {
+/// The create body of the service network: internal (no way out), labelled. On Docker the
+/// bridge also gets no IPv4 address on the host (`inhibit_ipv4`): `internal` only stops traffic
+/// leaving the host, and the host's own services would be reachable at the bridge's address.
+/// Podman's internal CNI networks give the host no address on their bridge already.
+pub fn network_body(
+    name: &str,
+    labels: HashMap<String, String>,
+    engine: EngineKind,
+) -> NetworkCreateRequest {
+    let options = match engine {
+        EngineKind::Docker => Some(HashMap::from([(
+            "com.docker.network.bridge.inhibit_ipv4".to_owned(),
+            "true".to_owned(),
+        )])),
+        EngineKind::Podman => None,
+    };
     NetworkCreateRequest {
         name: name.to_owned(),
         driver: Some("bridge".to_owned()),
         internal: Some(true),
         labels: Some(labels),
+        options,
         ..NetworkCreateRequest::default()
     }
 }
 
-/// The create body of a service container (see the module docs for the hardening).
+/// The create body of a service container (see the module docs for the hardening), with the
+/// `seccomp=` option's value `seccomp` (the task containers' profile).
 pub fn service_body(
     spec: &ServiceSpec,
     image: &str,
     network: &str,
     labels: HashMap<String, String>,
+    seccomp: &str,
 ) -> ContainerCreateBody {
     let tmpfs = spec
         .tmpfs
@@ -390,7 +421,10 @@ pub fn service_body(
             init: Some(true),
             readonly_rootfs: Some(true),
             tmpfs: Some(tmpfs),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            security_opt: Some(vec![
+                "no-new-privileges".to_owned(),
+                format!("seccomp={seccomp}"),
+            ]),
             cap_drop: Some(vec!["ALL".to_owned()]),
             pids_limit: Some(SERVICE_PIDS),
             memory: Some(SERVICE_MEMORY),
@@ -620,6 +654,7 @@ mod tests {
             "conductor-service/redis:abc",
             "conductor-task-t1",
             labels,
+            "/p.json",
         );
         let host = body.host_config.clone().unwrap();
         assert_eq!(body.user.as_deref(), Some("redis"));
@@ -629,7 +664,10 @@ mod tests {
         assert_eq!(host.cap_add, None);
         assert_eq!(
             host.security_opt,
-            Some(vec!["no-new-privileges".to_owned()])
+            Some(vec![
+                "no-new-privileges".to_owned(),
+                "seccomp=/p.json".to_owned()
+            ])
         );
         assert_eq!(host.network_mode.as_deref(), Some("conductor-task-t1"));
         assert_eq!(host.pids_limit, Some(SERVICE_PIDS));
@@ -646,7 +684,16 @@ mod tests {
             .and_then(|mut e| e.remove("conductor-task-t1"))
             .and_then(|e| e.aliases);
         assert_eq!(aliases, Some(vec!["redis".to_owned()]));
-        let network = network_body("conductor-task-t1", HashMap::new());
+        let network = network_body("conductor-task-t1", HashMap::new(), EngineKind::Docker);
         assert_eq!(network.internal, Some(true));
+        let options = network.options.unwrap_or_default();
+        assert_eq!(
+            options
+                .get("com.docker.network.bridge.inhibit_ipv4")
+                .map(String::as_str),
+            Some("true")
+        );
+        let podman = network_body("conductor-task-t1", HashMap::new(), EngineKind::Podman);
+        assert_eq!(podman.options, None);
     }
 }
