@@ -21,7 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::command::{clean_command, in_chroot, in_private_mounts, remove_build_dir, run};
 use crate::spec::{Base, EnvSpec};
 use crate::store::{write_atomic, BuiltEnv, EnvStore, Manifest};
-use crate::{mirror, EnvError};
+use crate::{image, mirror, EnvError};
 
 /// Where the builder gets its Debian packages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +127,10 @@ impl Builder {
         }
         self.store.save_custom(spec)?;
         remove_stale_builds(&env_dir)?;
-        let mirror = self.mirror(&spec.base.suite)?;
+        let mirror = match &spec.base.image {
+            Some(image) => format!("image {image}"),
+            None => self.mirror(&spec.base.suite)?,
+        };
         let base_dir = self.base_dir(&spec.base);
         let base_built = base_dir.join("manifest.json").is_file();
 
@@ -144,12 +147,15 @@ impl Builder {
             + setup_titles.len();
 
         if !base_built {
-            steps.next(format!(
-                "debootstrap {} ({}, with {})",
-                spec.base.suite,
-                spec.base.variant,
-                spec.base.include.join(" ")
-            ));
+            steps.next(match &spec.base.image {
+                Some(image) => format!("exporting the image {image}"),
+                None => format!(
+                    "debootstrap {} ({}, with {})",
+                    spec.base.suite,
+                    spec.base.variant,
+                    spec.base.include.join(" ")
+                ),
+            });
             self.build_base(&spec.base, &mirror, &mut steps)?;
         }
 
@@ -164,6 +170,17 @@ impl Builder {
             .arg(&rootfs);
         steps.run("copying the base", cp)?;
         prepare_chroot(&rootfs)?;
+        // An image base may have no apt (or no dpkg): then it takes no packages.
+        let has_apt = rootfs.join("usr/bin/apt-get").exists();
+        if !spec.packages.is_empty() && !has_apt {
+            return Err(EnvError::InvalidSpec {
+                source_name: spec.name.clone(),
+                reason: format!(
+                    "packages need apt-get, which the base image {} does not have: install them in setup steps with its own package manager",
+                    spec.base.image.as_deref().unwrap_or("?")
+                ),
+            });
+        }
 
         if !spec.packages.is_empty() {
             steps.next(format!(
@@ -203,20 +220,24 @@ impl Builder {
         }
 
         steps.next("recording the manifest".to_owned());
-        steps.run("apt-get clean", in_chroot(&rootfs, &["apt-get", "clean"]))?;
+        if has_apt {
+            steps.run("apt-get clean", in_chroot(&rootfs, &["apt-get", "clean"]))?;
+        }
         let mut packages = Vec::new();
-        run(
-            "listing installed packages",
-            in_chroot(
-                &rootfs,
-                &["dpkg-query", "-W", "-f", "${Package}\\t${Version}\\n"],
-            ),
-            &mut |line| {
-                if let Some((name, version)) = line.split_once('\t') {
-                    packages.push((name.to_owned(), version.to_owned()));
-                }
-            },
-        )?;
+        if rootfs.join("usr/bin/dpkg-query").exists() {
+            run(
+                "listing installed packages",
+                in_chroot(
+                    &rootfs,
+                    &["dpkg-query", "-W", "-f", "${Package}\\t${Version}\\n"],
+                ),
+                &mut |line| {
+                    if let Some((name, version)) = line.split_once('\t') {
+                        packages.push((name.to_owned(), version.to_owned()));
+                    }
+                },
+            )?;
+        }
         packages.sort();
         finish_chroot(&rootfs)?;
         let manifest = Manifest {
@@ -263,9 +284,10 @@ impl Builder {
         self.store.dir().join(".base").join(base.hash())
     }
 
-    /// debootstraps the base into `.base/<hash>` (under the base lock, atomically).
+    /// Makes the base in `.base/<hash>` (under the base lock, atomically): debootstraps it, or
+    /// exports its image.
     fn build_base(&self, base: &Base, mirror: &str, steps: &mut Steps<'_>) -> Result<(), EnvError> {
-        if which("debootstrap").is_none() {
+        if base.image.is_none() && which("debootstrap").is_none() {
             return Err(EnvError::MissingTool {
                 program: "debootstrap",
                 hint: "apt-get install debootstrap (scripts/services installs it)",
@@ -282,15 +304,20 @@ impl Builder {
         let build = bases.join(format!(".build-{}-{}", base.hash(), std::process::id()));
         create_dir(&build)?;
         let rootfs = build.join("rootfs");
-        let variant = format!("--variant={}", base.variant);
-        let include = format!("--include={}", base.include.join(","));
-        let rootfs_arg = rootfs.to_string_lossy();
-        let mut argv = vec!["debootstrap", variant.as_str()];
-        if !base.include.is_empty() {
-            argv.push(include.as_str());
+        let mut image_id = None;
+        if let Some(image) = &base.image {
+            image_id = Some(image::export(image, &rootfs, steps)?);
+        } else {
+            let variant = format!("--variant={}", base.variant);
+            let include = format!("--include={}", base.include.join(","));
+            let rootfs_arg = rootfs.to_string_lossy();
+            let mut argv = vec!["debootstrap", variant.as_str()];
+            if !base.include.is_empty() {
+                argv.push(include.as_str());
+            }
+            argv.extend([base.suite.as_str(), rootfs_arg.as_ref(), mirror]);
+            steps.run("debootstrap", in_private_mounts(&argv))?;
         }
-        argv.extend([base.suite.as_str(), rootfs_arg.as_ref(), mirror]);
-        steps.run("debootstrap", in_private_mounts(&argv))?;
         // Downloaded .deb files are not part of the environment.
         let archives = rootfs.join("var/cache/apt/archives");
         if let Ok(entries) = std::fs::read_dir(&archives) {
@@ -306,6 +333,7 @@ impl Builder {
                 "hash": base.hash(),
                 "base": base,
                 "mirror": mirror,
+                "image_id": image_id,
                 "built_at_ms": now_ms(),
             }),
         )?;
@@ -319,7 +347,7 @@ impl Builder {
 }
 
 /// Numbered steps, reported through the progress callback.
-struct Steps<'a> {
+pub(crate) struct Steps<'a> {
     progress: &'a mut dyn FnMut(BuildEvent),
     index: usize,
     total: usize,
@@ -344,7 +372,11 @@ impl<'a> Steps<'a> {
         });
     }
 
-    fn run(&mut self, step: &str, command: std::process::Command) -> Result<(), EnvError> {
+    pub(crate) fn run(
+        &mut self,
+        step: &str,
+        command: std::process::Command,
+    ) -> Result<(), EnvError> {
         let progress = &mut self.progress;
         run(step, command, &mut |line| {
             progress(BuildEvent::Output(line.to_owned()))
@@ -516,7 +548,7 @@ fn dir_size(dir: &Path) -> u64 {
     total
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     [
         "/usr/sbin",
         "/usr/bin",

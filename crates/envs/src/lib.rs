@@ -21,6 +21,7 @@
 mod build;
 mod command;
 pub mod dockerfile;
+mod image;
 pub mod inline;
 mod mirror;
 mod presets;
@@ -103,6 +104,14 @@ pub enum EnvError {
     NoMirror {
         /// The suite.
         suite: String,
+    },
+    /// A base image is in neither engine and could not be pulled.
+    #[error("base image {image}: not in docker or podman, and pulling it failed ({reason}); with no registry reachable, build from Debian (remove base.image) or load the image into docker or podman first")]
+    BaseImage {
+        /// The reference.
+        image: String,
+        /// What each engine said.
+        reason: String,
     },
     /// A build step's command failed.
     #[error("{step} failed ({status}); last output:\n{tail}")]

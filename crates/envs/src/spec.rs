@@ -55,7 +55,10 @@ pub struct Base {
     /// Packages debootstrap adds to the variant.
     #[serde(default = "default_include")]
     pub include: Vec<String>,
-    /// A registry image to start from instead (needs a reachable registry): not supported yet.
+    /// A container image to start from instead of debootstrap: used as it is when docker or
+    /// podman has it, pulled otherwise (which needs a reachable registry). Its root
+    /// filesystem is exported and the packages (with the image's own apt) and setup steps go
+    /// on top. Cached by the reference as written: `conductor env rm` rebuilds from a moved tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }
@@ -89,12 +92,16 @@ impl Base {
         let mut include = self.include.clone();
         include.sort();
         include.dedup();
-        let canonical = serde_json::json!({
+        let mut canonical = serde_json::json!({
             "builder": BUILDER_VERSION,
             "suite": self.suite,
             "variant": self.variant,
             "include": include,
         });
+        // Only when set: debootstrap bases keep the hashes they always had.
+        if let Some(image) = &self.image {
+            canonical["image"] = serde_json::Value::String(image.clone());
+        }
         short_hash(&canonical.to_string())
     }
 }
@@ -194,12 +201,7 @@ impl EnvSpec {
             }
         }
         if let Some(image) = &self.base.image {
-            return Err(EnvError::NotSupported {
-                what: format!(
-                    "environment {}: base image {image:?} (no registry is used; give base.suite instead)",
-                    self.name
-                ),
-            });
+            validate_image(&self.name, image)?;
         }
         validate_word("base.suite", &self.base.suite)?;
         validate_word("base.variant", &self.base.variant)?;
@@ -239,6 +241,25 @@ impl EnvSpec {
     pub fn image_tag(&self) -> String {
         format!("conductor-env/{}:{}", self.name, self.content_hash())
     }
+}
+
+/// An image reference as docker and podman take it: `[registry/]path[:tag][@digest]`, no
+/// spaces, no option-like leading `-`.
+fn validate_image(name: &str, image: &str) -> Result<(), EnvError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._-/:@".contains(c);
+    if image.is_empty()
+        || image.len() > 255
+        || image.starts_with('-')
+        || !image.chars().all(allowed)
+    {
+        return Err(EnvError::InvalidSpec {
+            source_name: name.to_owned(),
+            reason: format!(
+                "base.image {image:?} is not an image reference (expected [REGISTRY/]NAME[:TAG][@DIGEST])"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn translate(name: &str, text: &str) -> Result<Translation, EnvError> {
@@ -429,8 +450,8 @@ suite = "bookworm"
             "invalid environment spec x: give either dockerfile or base, packages and setup, not both"
         );
         assert_eq!(
-            err("name = \"x\"\n[base]\nimage = \"python:3.12\""),
-            "environment x: base image \"python:3.12\" (no registry is used; give base.suite instead) is not supported yet"
+            err("name = \"x\"\n[base]\nimage = \"-v /:/h python\""),
+            "invalid environment spec x: base.image \"-v /:/h python\" is not an image reference (expected [REGISTRY/]NAME[:TAG][@DIGEST])"
         );
         assert!(err("name = \"x\"\nunknown = 1").contains("unknown field `unknown`"));
         assert!(EnvSpec::parse(
