@@ -380,22 +380,8 @@ impl ContainerExecutor {
         let started = Instant::now();
         let launch_time = started - begun;
         let docker = inner.engine.client();
-        let _ = events
-            .send(ExecEvent::Started {
-                execution_id: request.id.clone(),
-                pid: None,
-                at_ms: now_ms(),
-            })
-            .await;
         let (stdout, stderr, attach_ended) = demultiplex(attached.output);
-        let output = OutputCapture::start(
-            stdout,
-            stderr,
-            &inner.config.spool_dir,
-            &request.id,
-            request.output_limit,
-            &events,
-        );
+        let output = inner.started(request, &events, stdout, stderr).await;
         let socket = inner.engine.socket();
         let exited = async {
             match inner.config.engine {
@@ -415,14 +401,7 @@ impl ContainerExecutor {
                     .map_err(|e| e.to_string()),
             }
         };
-        let kill = || async {
-            let options = KillContainerOptionsBuilder::default()
-                .signal("SIGKILL")
-                .build();
-            if let Err(e) = docker.kill_container(&id, Some(options)).await {
-                tracing::debug!(error = %e, "killing the container (it may have exited)");
-            }
-        };
+        let kill = || inner.kill(&id);
         let (ending, waited) = supervise(exited, plan.timeout, registration.token(), kill).await;
         let measured = started.elapsed();
         waited.map_err(|e| inner.setup("waiting for the container", e))?;
@@ -477,6 +456,55 @@ impl ContainerExecutor {
 }
 
 impl Inner {
+    /// Reports the command started and captures its output.
+    async fn started(
+        &self,
+        request: &ExecutionRequest,
+        events: &EventSender,
+        stdout: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+        stderr: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    ) -> OutputCapture {
+        let _ = events
+            .send(ExecEvent::Started {
+                execution_id: request.id.clone(),
+                pid: None,
+                at_ms: now_ms(),
+            })
+            .await;
+        OutputCapture::start(
+            stdout,
+            stderr,
+            &self.config.spool_dir,
+            &request.id,
+            request.output_limit,
+            events,
+        )
+    }
+
+    /// SIGKILLs container `id` (a timeout or cancel): its init and everything in it end.
+    async fn kill(&self, id: &str) {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        if let Err(e) = self.engine.client().kill_container(id, Some(options)).await {
+            tracing::debug!(error = %e, "killing the container (it may have exited)");
+        }
+    }
+
+    /// Binds the request's workspace on `slot` (and so into its warm container).
+    async fn bind_workspace(
+        &self,
+        slot: &pool::Slot,
+        request: &ExecutionRequest,
+    ) -> Result<(), ExecutorError> {
+        let stage = "binding the workspace into a warm container";
+        let (slot, workspace) = (slot.clone(), request.workspace.clone());
+        tokio::task::spawn_blocking(move || slot.bind_workspace(&workspace))
+            .await
+            .map_err(|e| self.setup(stage, e))?
+            .map_err(|e| self.setup(stage, format!("{}: {e}", request.workspace.display())))
+    }
+
     fn setup(&self, stage: &str, reason: impl std::fmt::Display) -> ExecutorError {
         ExecutorError::Setup {
             stage: stage.to_owned(),

@@ -39,10 +39,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use bollard::query_parameters::KillContainerOptionsBuilder;
 use conductor_core::{EventSender, ExecutorError};
 use conductor_sandbox::cgroup::CgroupLimits;
-use conductor_types::{ExecEvent, ExecPlan, ExecutionRequest, ExecutionResult, IsolationLevel};
+use conductor_types::{ExecPlan, ExecutionRequest, ExecutionResult, IsolationLevel};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +51,6 @@ use super::pool::{send, shell_quote, Slot};
 use super::spec::command;
 use super::warm::{Warm, WarmKind};
 use super::{api, exit_of, Inner, OUTPUT_GRACE};
-use crate::output::now_ms;
 use crate::run::{supervise, Ending, Finished, Measurements, OutputCapture};
 
 /// The agent of a resident container (see the module docs). Exits 125 if a FIFO cannot be
@@ -287,30 +285,8 @@ impl Inner {
             stderr,
         } = prepared;
         let started = Instant::now();
-        let _ = events
-            .send(ExecEvent::Started {
-                execution_id: request.id.clone(),
-                pid: None,
-                at_ms: now_ms(),
-            })
-            .await;
-        let output = OutputCapture::start(
-            stdout,
-            stderr,
-            &inner.config.spool_dir,
-            &request.id,
-            request.output_limit,
-            &events,
-        );
-        let docker = inner.engine.client();
-        let kill = || async {
-            let options = KillContainerOptionsBuilder::default()
-                .signal("SIGKILL")
-                .build();
-            if let Err(e) = docker.kill_container(&id, Some(options)).await {
-                tracing::debug!(error = %e, "killing the container (it may have exited)");
-            }
-        };
+        let output = inner.started(request, &events, stdout, stderr).await;
+        let kill = || inner.kill(&id);
         let (ending, status) = supervise(agent.exit_status(), plan.timeout, cancel, kill).await;
         let duration = started.elapsed();
         // What the command left running would hold the output open: gone before it is read.
@@ -415,17 +391,7 @@ impl Inner {
             &plan.cwd.display().to_string(),
             &cmd,
         ));
-        let bind = slot.clone();
-        let workspace = request.workspace.clone();
-        tokio::task::spawn_blocking(move || bind.bind_workspace(&workspace))
-            .await
-            .map_err(|e| unbound(self.setup("binding the workspace into a resident container", e)))?
-            .map_err(|e| {
-                unbound(self.setup(
-                    "binding the workspace into a resident container",
-                    format!("{}: {e}", request.workspace.display()),
-                ))
-            })?;
+        self.bind_workspace(slot, request).await.map_err(unbound)?;
         let bound = |e| (e, true);
         let open = |path: PathBuf| {
             pipe::OpenOptions::new()

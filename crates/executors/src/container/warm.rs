@@ -133,18 +133,8 @@ impl Inner {
         let script = script(&plan.cwd.display().to_string(), &cmd);
         let slot = guard
             .slot()
-            .cloned()
             .ok_or_else(|| self.setup("taking a warm container", "it has no slot"))?;
-        let workspace = request.workspace.clone();
-        tokio::task::spawn_blocking(move || slot.bind_workspace(&workspace))
-            .await
-            .map_err(|e| self.setup("binding the workspace into a warm container", e))?
-            .map_err(|e| {
-                self.setup(
-                    "binding the workspace into a warm container",
-                    format!("{}: {e}", request.workspace.display()),
-                )
-            })?;
+        self.bind_workspace(slot, request).await?;
         let attached = self.attach(&id).await?;
         tokio::task::spawn_blocking(move || send(fifo, &script))
             .await
