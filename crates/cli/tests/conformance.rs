@@ -54,6 +54,8 @@ enum Target {
     /// its first execution runs in a warm container. Trials are named `<engine>-warm::<case>`,
     /// or `<engine>-reuse::<case>` when the containers are reset and reused (the label).
     Warm(Arc<dyn Executor>, &'static str),
+    /// A ready executor named `<engine>-<label>::<case>` (the rootless Podman).
+    Labelled(Arc<dyn Executor>, &'static str),
     Unavailable {
         name: String,
         reason: String,
@@ -73,6 +75,7 @@ fn executors() -> Vec<Target> {
         container(EngineKind::Podman, 1, 0),
         container(EngineKind::Docker, 1, 1000),
         container(EngineKind::Podman, 1, 1000),
+        rootless_podman(),
     ]
 }
 
@@ -177,6 +180,55 @@ async fn minimal_image(engine: &Engine) -> Result<String, String> {
     Ok(tag)
 }
 
+/// The podman executor on the rootless Podman that `scripts/services` runs as the user
+/// `conductor-rootless` (its socket in `/run/user/<uid>/podman`), running the `minimal`
+/// environment's image imported into that user's storage.
+fn rootless_podman() -> Target {
+    let unavailable = |reason: String| Target::Unavailable {
+        name: "podman-rootless".to_owned(),
+        reason,
+    };
+    if std::env::var("CONDUCTOR_CONFORMANCE_CONTAINERS").as_deref() == Ok("0") {
+        return unavailable("CONDUCTOR_CONFORMANCE_CONTAINERS=0".to_owned());
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let Some(uid) = passwd
+        .lines()
+        .find_map(|line| line.strip_prefix("conductor-rootless:"))
+        .and_then(|rest| rest.split(':').nth(1))
+    else {
+        return unavailable("no user conductor-rootless (scripts/services creates it and starts its rootless Podman)".to_owned());
+    };
+    let socket = std::path::PathBuf::from(format!("/run/user/{uid}/podman/podman.sock"));
+    let made = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("building a tokio runtime: {e}"))
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let engine = Engine::connect(EngineKind::Podman, &socket)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let image = minimal_image(&engine).await?;
+                let config = ContainerConfig::for_socket(EngineKind::Podman, image, socket.clone());
+                if config.rootless.is_none() {
+                    return Err(format!(
+                        "{} is root's: not a rootless Podman",
+                        socket.display()
+                    ));
+                }
+                let executor =
+                    ContainerExecutor::with_engine(config, engine).map_err(|e| e.to_string())?;
+                executor.warmup().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(executor)
+            })
+        });
+    match made {
+        Ok(executor) => Target::Labelled(Arc::new(executor), "rootless"),
+        Err(reason) => unavailable(reason),
+    }
+}
+
 /// The namespace executor with this package's `conductor` binary as its helper, if it can run
 /// on this machine.
 fn namespace() -> Target {
@@ -210,7 +262,7 @@ fn namespace() -> Target {
 fn trial(args: &Arguments, target: &Target, case: Case) -> Trial {
     let warm = matches!(target, Target::Warm(..));
     let (executor, skip) = match target {
-        Target::Ready(executor) | Target::Warm(executor, _) => (
+        Target::Ready(executor) | Target::Warm(executor, _) | Target::Labelled(executor, _) => (
             Some(executor.clone()),
             case.skip_reason(executor.name(), &executor.capabilities()),
         ),
@@ -220,7 +272,9 @@ fn trial(args: &Arguments, target: &Target, case: Case) -> Trial {
     };
     let name = match target {
         Target::Ready(executor) => format!("{}::{}", executor.name(), case.name),
-        Target::Warm(executor, label) => format!("{}-{label}::{}", executor.name(), case.name),
+        Target::Warm(executor, label) | Target::Labelled(executor, label) => {
+            format!("{}-{label}::{}", executor.name(), case.name)
+        }
         Target::Unavailable { name, .. } => format!("{name}::{}", case.name),
     };
     if let Some(reason) = &skip {

@@ -37,6 +37,17 @@ impl ContainerGuard {
         }
     }
 
+    /// Guards a container that has no cgroup of the executor's (a rootless engine's).
+    pub fn without_cgroup(engine: Engine) -> Self {
+        Self {
+            engine,
+            container: None,
+            cgroup: None,
+            engine_dirs: Vec::new(),
+            slot: None,
+        }
+    }
+
     /// Records the warm-pool slot of the container (removed after the container).
     pub fn set_slot(&mut self, slot: Slot) {
         self.slot = Some(slot);

@@ -6,8 +6,15 @@
 //! (bollard, well kept and typed), one code path and one conformance run that proves both
 //! engines behave the same; what Podman adds (`userns` modes) is a field of the same
 //! create body. The libpod API would buy pods and native healthchecks, which nothing here needs
-//! yet. Rootful Podman is what runs here (`/run/podman/podman.sock`); a rootless user service
-//! socket works the same way (`CONDUCTOR_PODMAN_SOCKET`), with `userns` configurable.
+//! yet. Rootful Podman is the default (`/run/podman/podman.sock`), with `userns` configurable.
+//!
+//! **Rootless Podman.** A socket owned by another user than root (`CONDUCTOR_PODMAN_SOCKET`,
+//! or [`ContainerConfig::for_socket`]) is a rootless engine's. An unprivileged engine cannot
+//! place containers in cgroups the executor makes, so there it makes none: commands run as the
+//! socket's owner (`keep-id` keeps that uid inside, and the workspace is handed to it), the
+//! limits go in the create body for the engine to enforce — which Podman does on cgroup v2
+//! only —, nothing is measured, and warm pools and services are refused. [`capabilities`] says
+//! so, and the conformance suite runs against the rootless Podman `scripts/services` starts.
 //!
 //! Each execution is one container, hardened as seed 002 asks: read-only root, a tmpfs `/tmp`,
 //! `no-new-privileges`, every capability dropped, the namespace executor's seccomp policy as a
@@ -117,8 +124,12 @@ pub struct ContainerConfig {
     pub user: (u32, u32),
     /// The engine's user-namespace mode (`userns_mode`: Podman's `auto`, `keep-id`, …). With
     /// one, the in-container user maps to a host uid the executor does not know, so the
-    /// workspace is not handed over: the mode must make it usable.
+    /// workspace is not handed over: the mode must make it usable (a rootless engine's
+    /// `keep-id` excepted: see `rootless`).
     pub userns: Option<String>,
+    /// The uid and gid of a rootless engine (Podman run by an unprivileged user; the owner of
+    /// its socket), `None` for a rootful one. See [`ContainerConfig::for_socket`].
+    pub rootless: Option<(u32, u32)>,
     /// Where the cgroup filesystem is mounted.
     pub cgroup_root: PathBuf,
     /// The cgroup under which each execution's cgroup is made.
@@ -144,12 +155,26 @@ impl ContainerConfig {
     /// default user, no user namespace, no warm pool (one-shot use would start a warm container
     /// only to remove it).
     pub fn new(engine: EngineKind, image: impl Into<String>) -> Self {
+        Self::for_socket(engine, image, engine.default_socket())
+    }
+
+    /// [`ContainerConfig::new`] on `socket`. A socket owned by another user than root is a
+    /// rootless engine's: commands then run as that user (`userns` `keep-id`, so its uid is the
+    /// same inside), and the executor makes no cgroups (an unprivileged engine cannot use
+    /// them): the engine gets the limits, which it enforces on cgroup v2 only, and no stats
+    /// are measured (see [`capabilities`]).
+    pub fn for_socket(engine: EngineKind, image: impl Into<String>, socket: PathBuf) -> Self {
+        let rootless = std::fs::metadata(&socket)
+            .ok()
+            .map(|meta| (meta.uid(), meta.gid()))
+            .filter(|(uid, _)| *uid != 0);
         Self {
             engine,
-            socket: engine.default_socket(),
+            socket,
             image: image.into(),
-            user: (DEFAULT_USER, DEFAULT_USER),
-            userns: None,
+            user: rootless.unwrap_or((DEFAULT_USER, DEFAULT_USER)),
+            userns: rootless.map(|_| "keep-id".to_owned()),
+            rootless,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cgroup_parent: "conductor".to_owned(),
             spool_dir: std::env::temp_dir().join("conductor-spool"),
@@ -175,7 +200,8 @@ pub struct ContainerExecutor {
 pub(crate) struct Inner {
     config: ContainerConfig,
     engine: Engine,
-    cgroups: Arc<CgroupManager>,
+    /// The executor's cgroups (`None` for a rootless engine).
+    cgroups: Option<Arc<CgroupManager>>,
     owner: String,
     engine_rlimits: Vec<Rlimit>,
     /// The plan warm containers are made for (see `warm::Inner::fits`).
@@ -277,14 +303,33 @@ impl ContainerExecutor {
             executor: name,
             reason,
         };
+        if config.rootless.is_some() && config.engine == EngineKind::Docker {
+            return Err(ExecutorError::Unsupported {
+                executor: name,
+                what: "rootless Docker (its socket is not root's; rootless Podman is supported)"
+                    .to_owned(),
+            });
+        }
+        if config.rootless.is_some() && config.warm_pool > 0 {
+            return Err(ExecutorError::Unsupported {
+                executor: name,
+                what: "a warm pool with rootless Podman (set warm_pool = 0 for this environment)"
+                    .to_owned(),
+            });
+        }
         if config.warm_reuse > 0 && config.userns.is_some() {
             return Err(ExecutorError::Unsupported {
                 executor: name,
                 what: "warm_reuse together with a user-namespace mode (the agent must be root in the container and the commands' user known)".to_owned(),
             });
         }
-        let cgroups = CgroupManager::detect(&config.cgroup_root, &config.cgroup_parent)
-            .map_err(|e| unavailable(format!("cgroups: {e}")))?;
+        let cgroups = match config.rootless {
+            Some(_) => None,
+            None => Some(Arc::new(
+                CgroupManager::detect(&config.cgroup_root, &config.cgroup_parent)
+                    .map_err(|e| unavailable(format!("cgroups: {e}")))?,
+            )),
+        };
         let engine_rlimits = match config.engine {
             EngineKind::Podman => engine_rlimits(&config.socket),
             EngineKind::Docker => Vec::new(),
@@ -305,7 +350,7 @@ impl ContainerExecutor {
             inner: Arc::new(Inner {
                 config,
                 engine,
-                cgroups: Arc::new(cgroups),
+                cgroups,
                 owner,
                 engine_rlimits,
                 template,
@@ -456,6 +501,14 @@ impl ContainerExecutor {
 }
 
 impl Inner {
+    /// The executor's cgroups: there are none with a rootless engine (which takes no warm
+    /// pool, the other user).
+    fn cgroups(&self) -> Result<Arc<CgroupManager>, ExecutorError> {
+        self.cgroups
+            .clone()
+            .ok_or_else(|| self.setup("making a cgroup", "a rootless engine uses none of ours"))
+    }
+
     /// Reports the command started and captures its output.
     async fn started(
         &self,
@@ -514,7 +567,8 @@ impl Inner {
 
     /// Hands the workspace to the container user (unless a user namespace maps it).
     async fn hand_over_workspace(&self, request: &ExecutionRequest) -> Result<(), ExecutorError> {
-        if self.config.userns.is_some() {
+        // keep-id of a rootless engine keeps the user's uid: the workspace goes to it.
+        if self.config.userns.is_some() && self.config.rootless.is_none() {
             return Ok(());
         }
         let (path, (uid, gid)) = (request.workspace.clone(), self.config.user);
@@ -569,23 +623,42 @@ impl Inner {
         request: &ExecutionRequest,
         plan: &ExecPlan,
     ) -> Result<Launched, ExecutorError> {
-        let (cgroup, oom) = self.create_cgroup(&request.id.to_string(), plan).await?;
-        let cgroup_parent = self.cgroup_parent(&cgroup)?;
-        let engine_dirs = self.engine_cgroup_dirs(&cgroup, &cgroup_parent);
-        let mut guard = ContainerGuard::new(self.engine.clone(), cgroup, engine_dirs);
+        let (mut guard, oom, cgroup_parent) = match self.config.rootless {
+            Some(_) => (
+                ContainerGuard::without_cgroup(self.engine.clone()),
+                None,
+                None,
+            ),
+            None => {
+                let (cgroup, oom) = self.create_cgroup(&request.id.to_string(), plan).await?;
+                let cgroup_parent = self.cgroup_parent(&cgroup)?;
+                let engine_dirs = self.engine_cgroup_dirs(&cgroup, &cgroup_parent);
+                let guard = ContainerGuard::new(self.engine.clone(), cgroup, engine_dirs);
+                (guard, oom, Some(cgroup_parent))
+            }
+        };
         let user = self.user();
         let workspace = request.workspace.display().to_string();
         let mut settings = self.settings(
             &request.id.to_string(),
             &user,
-            Some(&cgroup_parent),
+            cgroup_parent.as_deref(),
             &workspace,
         );
         if let Some(network) = &request.service_network {
             settings.service_network = Some(network);
             settings.extra_hosts = services::hosts(&self.engine, network).await?;
         }
-        let body = create_body(plan, &settings)?;
+        let mut body = create_body(plan, &settings)?;
+        if let (Some(_), Some(host_config)) = (self.config.rootless, body.host_config.as_mut()) {
+            // No cgroup of ours holds the memory limit: the engine gets it (memory = + swap).
+            let memory = plan
+                .limits
+                .memory
+                .map(|m| i64::try_from(m.get()).unwrap_or(i64::MAX));
+            host_config.memory = memory;
+            host_config.memory_swap = memory;
+        }
         self.seccomp.write().await?;
         let docker = self.engine.client();
         let options = CreateContainerOptionsBuilder::default()
@@ -637,7 +710,7 @@ impl Inner {
         id: &str,
         plan: &ExecPlan,
     ) -> Result<(Cgroup, Option<OomWatch>), ExecutorError> {
-        let manager = self.cgroups.clone();
+        let manager = self.cgroups()?;
         let name = format!("{}-{id}", self.config.engine.name());
         let limits = CgroupLimits {
             memory: plan.limits.memory,
@@ -680,7 +753,7 @@ impl Inner {
             )
         })?;
         let mut parts = relative.components();
-        if self.cgroups.version() == CgroupVersion::V1 {
+        if self.cgroups()?.version() == CgroupVersion::V1 {
             parts.next();
         }
         Ok(format!("/{}", parts.as_path().display()))
@@ -689,7 +762,11 @@ impl Inner {
     /// On v1, where the engine will make `cgroup_parent` in the hierarchies the executor's
     /// cgroup does not cover (cpuset, devices, name=systemd, …).
     fn engine_cgroup_dirs(&self, cgroup: &Cgroup, cgroup_parent: &str) -> Vec<PathBuf> {
-        if self.cgroups.version() != CgroupVersion::V1 {
+        if self
+            .cgroups
+            .as_ref()
+            .is_none_or(|cgroups| cgroups.version() != CgroupVersion::V1)
+        {
             return Vec::new();
         }
         let relative = cgroup_parent.trim_start_matches('/');
@@ -1039,6 +1116,26 @@ pub fn capabilities(config: &ContainerConfig) -> ExecutorCapabilities {
     if config.user.0 != 0 {
         supported.insert(Capability::UserMapping);
     }
+    if config.rootless.is_some() {
+        // No cgroup of ours: nothing measured, and the engine enforces limits on v2 only.
+        for measured in [
+            Capability::CpuTimeStats,
+            Capability::PeakMemoryStats,
+            Capability::DiskIoStats,
+            Capability::Services,
+        ] {
+            supported.remove(&measured);
+        }
+        if !config.cgroup_root.join("cgroup.controllers").is_file() {
+            for limit in [
+                Capability::CpuLimit,
+                Capability::MemoryLimit,
+                Capability::PidsLimit,
+            ] {
+                supported.remove(&limit);
+            }
+        }
+    }
     ExecutorCapabilities {
         isolation_level: IsolationLevel::Container,
         platform: std::env::consts::OS.to_owned(),
@@ -1049,6 +1146,38 @@ pub fn capabilities(config: &ContainerConfig) -> ExecutorCapabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_not_owned_by_root_is_a_rootless_engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("podman.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let rootful = ContainerConfig::for_socket(EngineKind::Podman, "i", socket.clone());
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: handing the socket to another user needs root");
+            return;
+        }
+        assert_eq!(rootful.rootless, None);
+        assert_eq!(rootful.user, (DEFAULT_USER, DEFAULT_USER));
+        assert!(capabilities(&rootful).supports(Capability::PeakMemoryStats));
+        std::os::unix::fs::chown(&socket, Some(1234), Some(2345)).unwrap();
+        let rootless = ContainerConfig::for_socket(EngineKind::Podman, "i", socket);
+        assert_eq!(rootless.rootless, Some((1234, 2345)));
+        assert_eq!(rootless.user, (1234, 2345));
+        assert_eq!(rootless.userns.as_deref(), Some("keep-id"));
+        let declared = capabilities(&rootless);
+        for missing in [
+            Capability::PeakMemoryStats,
+            Capability::CpuTimeStats,
+            Capability::Services,
+        ] {
+            assert!(!declared.supports(missing), "{missing:?}");
+        }
+        // Limits only where the engine enforces them: cgroup v2.
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").is_file();
+        assert_eq!(declared.supports(Capability::MemoryLimit), v2);
+        assert!(declared.supports(Capability::Seccomp));
+    }
 
     #[test]
     fn exit_codes_decode_by_the_init_convention() {

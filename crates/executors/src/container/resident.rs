@@ -376,7 +376,7 @@ impl Inner {
             memory: plan.limits.memory,
             pids: plan.limits.pids,
         };
-        let manager = self.cgroups.clone();
+        let manager = self.cgroups().map_err(unbound)?;
         let (baseline, peak_reset) = tokio::task::spawn_blocking(move || {
             manager.replace_limits(&cgroup, &limits)?;
             let peak_reset = cgroup.reset_peak_memory()?;

@@ -124,7 +124,7 @@ impl Inner {
         let cgroup = guard
             .cgroup()
             .ok_or_else(|| self.setup("taking a warm container", "it has no cgroup"))?;
-        let manager = self.cgroups.clone();
+        let manager = self.cgroups()?;
         tokio::task::spawn_blocking(move || manager.set_limits(&cgroup, &limits))
             .await
             .map_err(|e| self.setup("limiting a warm container", e))?
