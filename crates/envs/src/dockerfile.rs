@@ -10,8 +10,11 @@
 //!   3.11 (`python3`, `python3-pip`, `python3-venv`, `python-is-python3`, and an
 //!   `/etc/pip.conf` allowing `pip install` outside a venv as in the python image);
 //!   `FROM node:18` (`-slim`, `-bookworm`, `-bookworm-slim`) adds Debian's Node.js 18
-//!   (`nodejs`, `npm`). Any other image, a digest, another Debian release, `FROM` flags and a
-//!   second `FROM` (multi-stage builds) are refused. `ARG`s before `FROM` are substituted in it.
+//!   (`nodejs`, `npm`). These are made offline. Any other image (another release or version,
+//!   a digest, `ubuntu:22.04`) becomes the spec's `base.image`: taken from docker or podman, or
+//!   pulled, which needs a reachable registry (a note says so; without one the build fails
+//!   naming the ways out). `FROM` flags and a second `FROM` (multi-stage builds) are refused.
+//!   `ARG`s before `FROM` are substituted in it.
 //! - `RUN` in shell form or JSON exec form. While nothing but apt has run, the
 //!   `apt-get|apt update` / `install [-y] [-q] [--no-install-recommends] PKG…` parts of an `&&`
 //!   chain become the spec's packages (always installed without recommends, as the builder
@@ -71,16 +74,6 @@ pub enum DockerfileError {
         what: String,
         /// What to do instead.
         hint: String,
-    },
-    /// A `FROM` image that cannot be made locally.
-    #[error("Dockerfile line {line}: FROM {image} is not supported: {reason}; supported: {SUPPORTED_FROM} (environments are built from Debian bookworm packages and no container registry is reachable)")]
-    UnsupportedBase {
-        /// The line.
-        line: usize,
-        /// The image as written (after `ARG` substitution).
-        image: String,
-        /// Why.
-        reason: String,
     },
     /// Text that does not parse.
     #[error("Dockerfile line {line}: {reason}")]
@@ -253,7 +246,16 @@ impl Translator {
                 })
             }
         };
-        let (packages, setup) = base_image(line, &image)?;
+        let Some((packages, setup)) = offline_base(&image) else {
+            self.notes.push(format!(
+                "line {line}: FROM {image} is pulled from a registry unless docker or podman has it (offline, use one of: {SUPPORTED_FROM})"
+            ));
+            self.base = Some(Base {
+                image: Some(image),
+                ..Base::default()
+            });
+            return Ok(());
+        };
         if let Some(runtime) = match packages.first() {
             Some(&"python3") => Some("Debian bookworm's Python 3.11 with pip and venv"),
             Some(&"nodejs") => Some("Debian bookworm's Node.js 18 with npm"),
@@ -436,11 +438,9 @@ impl Translator {
     }
 }
 
-/// The images `FROM` accepts: the packages and setup steps each adds to the base.
-fn base_image(
-    line: usize,
-    image: &str,
-) -> Result<(&'static [&'static str], &'static [&'static str]), DockerfileError> {
+/// The images made offline from the Debian bookworm base: the packages and setup steps each
+/// adds to it; `None` for any other image (an image base).
+fn offline_base(image: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
     const PYTHON: [&str; 4] = [
         "python3",
         "python3-pip",
@@ -450,13 +450,8 @@ fn base_image(
     const PIP_CONF: [&str; 1] =
         ["printf '[global]\\nbreak-system-packages = true\\n' > /etc/pip.conf"];
     const NODE: [&str; 2] = ["nodejs", "npm"];
-    let refuse = |reason: String| DockerfileError::UnsupportedBase {
-        line,
-        image: image.to_owned(),
-        reason,
-    };
     if image.contains('@') {
-        return Err(refuse("digests name registry images".into()));
+        return None;
     }
     let short = image
         .strip_prefix("docker.io/")
@@ -466,23 +461,14 @@ fn base_image(
     let (repository, tag) = short.split_once(':').unwrap_or((short, "latest"));
     let tag_in = |allowed: &[&str]| allowed.contains(&tag);
     match repository {
-        "debian" if tag_in(&["bookworm", "12", "bookworm-slim", "12-slim"]) => Ok((&[], &[])),
-        "debian" => Err(refuse(format!(
-            "environments are Debian bookworm (12); tag {tag:?} is another release or a moving tag"
-        ))),
+        "debian" if tag_in(&["bookworm", "12", "bookworm-slim", "12-slim"]) => Some((&[], &[])),
         "python" => {
             let version = tag
                 .strip_suffix("-slim-bookworm")
                 .or_else(|| tag.strip_suffix("-bookworm"))
                 .or_else(|| tag.strip_suffix("-slim"))
                 .unwrap_or(tag);
-            if version == "3" || version == "3.11" {
-                Ok((&PYTHON, &PIP_CONF))
-            } else {
-                Err(refuse(format!(
-                    "Debian bookworm ships Python 3.11; tag {tag:?} asks for another version or release"
-                )))
-            }
+            (version == "3" || version == "3.11").then_some((&PYTHON[..], &PIP_CONF[..]))
         }
         "node" => {
             let version = tag
@@ -490,15 +476,9 @@ fn base_image(
                 .or_else(|| tag.strip_suffix("-bookworm"))
                 .or_else(|| tag.strip_suffix("-slim"))
                 .unwrap_or(tag);
-            if version == "18" {
-                Ok((&NODE, &[]))
-            } else {
-                Err(refuse(format!(
-                    "Debian bookworm ships Node.js 18; tag {tag:?} asks for another version or release"
-                )))
-            }
+            (version == "18").then_some((&NODE[..], &[][..]))
         }
-        _ => Err(refuse("only Debian-based images are made locally".into())),
+        _ => None,
     }
 }
 
@@ -744,23 +724,30 @@ CMD ["bash"]
     }
 
     #[test]
-    fn other_bases_are_refused_naming_what_is_supported() {
-        let tail = format!("supported: {SUPPORTED_FROM} (environments are built from Debian bookworm packages and no container registry is reachable)");
+    fn other_bases_are_image_bases_with_a_note() {
+        for image in [
+            "python:3.12-slim",
+            "debian:bullseye",
+            "alpine:3.19",
+            "debian",
+            "node:20",
+            "debian@sha256:abc",
+            "ubuntu:22.04",
+        ] {
+            let t = ok(&format!(
+                "FROM {image}\nRUN apt-get update && apt-get install -y --no-install-recommends jq"
+            ));
+            assert_eq!(t.base.image.as_deref(), Some(image));
+            assert_eq!(t.packages, ["jq"]);
+            assert_eq!(
+                t.notes,
+                [format!("line 1: FROM {image} is pulled from a registry unless docker or podman has it (offline, use one of: {SUPPORTED_FROM})")]
+            );
+        }
         assert_eq!(
-            err("FROM python:3.12-slim"),
-            format!("Dockerfile line 1: FROM python:3.12-slim is not supported: Debian bookworm ships Python 3.11; tag \"3.12-slim\" asks for another version or release; {tail}")
+            ok("ARG V=3.12\nFROM python:${V}").base.image.as_deref(),
+            Some("python:3.12")
         );
-        assert_eq!(
-            err("\n\nFROM debian:bullseye"),
-            format!("Dockerfile line 3: FROM debian:bullseye is not supported: environments are Debian bookworm (12); tag \"bullseye\" is another release or a moving tag; {tail}")
-        );
-        assert_eq!(
-            err("FROM alpine:3.19"),
-            format!("Dockerfile line 1: FROM alpine:3.19 is not supported: only Debian-based images are made locally; {tail}")
-        );
-        assert!(err("FROM debian").contains("tag \"latest\""));
-        assert!(err("FROM node:20").contains("Debian bookworm ships Node.js 18"));
-        assert!(err("FROM debian@sha256:abc").contains("digests name registry images"));
         assert_eq!(
             err("RUN true"),
             "Dockerfile line 1: RUN before FROM (start with FROM debian:bookworm)"

@@ -204,10 +204,15 @@ mod tests {
             err("custom-env", "FROM debian:bookworm\nCOPY . /src\n"),
             "environment custom-env: Dockerfile line 2: COPY is not supported yet: there is no build context; fetch files in a RUN step or put them in the task's workspace"
         );
-        assert_eq!(
-            err("custom-env", "FROM ubuntu:22.04\n"),
-            format!("environment custom-env: Dockerfile line 1: FROM ubuntu:22.04 is not supported: only Debian-based images are made locally; supported: {} (environments are built from Debian bookworm packages and no container registry is reachable)", crate::dockerfile::SUPPORTED_FROM)
+        let flagged = err("custom-env", "FROM --platform=linux/amd64 ubuntu:22.04\n");
+        assert!(
+            flagged.starts_with("environment custom-env: Dockerfile line 1: FROM --platform")
+                && flagged.contains("FROM takes no flags here"),
+            "{flagged}"
         );
+        // Another image is an image base (pulled where a registry is reachable).
+        let ubuntu = define("custom-env", "FROM ubuntu:22.04\n", None).unwrap();
+        assert_eq!(ubuntu.spec.base.image.as_deref(), Some("ubuntu:22.04"));
         assert_eq!(
             err("Custom", JQ),
             "invalid environment name \"Custom\": use 1 to 64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit"

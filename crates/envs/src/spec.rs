@@ -438,13 +438,14 @@ suite = "bookworm"
             err("name = \"x\"\npackages = [\"curl; rm -rf /\"]"),
             "invalid package name \"curl; rm -rf /\": expected a Debian package name such as python3-pip (optionally =VERSION or /SUITE)"
         );
-        assert_eq!(
-            err("name = \"x\"\ndockerfile = \"FROM python:3.12\""),
-            format!(
-                "environment x: Dockerfile line 1: FROM python:3.12 is not supported: Debian bookworm ships Python 3.11; tag \"3.12\" asks for another version or release; supported: {} (environments are built from Debian bookworm packages and no container registry is reachable)",
-                crate::dockerfile::SUPPORTED_FROM
-            )
+        assert!(
+            err("name = \"x\"\ndockerfile = \"FROM debian:12 AS a\\nFROM debian:12\"")
+                .contains("a second FROM (multi-stage build)")
         );
+        // An image Debian does not make offline is an image base.
+        let image =
+            EnvSpec::parse("name = \"x\"\ndockerfile = \"FROM python:3.12\"", false).unwrap();
+        assert_eq!(image.base.image.as_deref(), Some("python:3.12"));
         assert_eq!(
             err("name = \"x\"\npackages = [\"jq\"]\ndockerfile = \"FROM debian:12\""),
             "invalid environment spec x: give either dockerfile or base, packages and setup, not both"
