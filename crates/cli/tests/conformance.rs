@@ -25,6 +25,8 @@ use conductor_executors::host::{HostConfig, HostExecutor};
 use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod support;
+
 /// Longest a single trial may take before it is failed.
 const TRIAL_LIMIT: Duration = Duration::from_secs(180);
 
@@ -134,12 +136,7 @@ fn container_executor_in(
 
 /// The `minimal` environment's image in `engine`: built (root only) and imported when missing.
 async fn minimal_image(engine: &Engine) -> Result<String, String> {
-    let home = match std::env::var_os("CONDUCTOR_HOME").filter(|h| !h.is_empty()) {
-        Some(home) => std::path::PathBuf::from(home),
-        None => std::path::PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set")?)
-            .join(".conductor"),
-    };
-    let store = EnvStore::new(conductor_envs::envs_dir(&home));
+    let store = EnvStore::new(conductor_envs::envs_dir(&support::conductor_home()));
     let spec = store.resolve("minimal").map_err(|e| e.to_string())?;
     let built = match store.built(&spec).map_err(|e| e.to_string())? {
         Some(built) => built,

@@ -24,13 +24,7 @@ use conductor_executors::container::{
 };
 use conductor_types::{ExecutionRequest, ExecutionResult};
 
-fn home() -> std::path::PathBuf {
-    match std::env::var_os("CONDUCTOR_HOME").filter(|h| !h.is_empty()) {
-        Some(home) => home.into(),
-        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".conductor"),
-    }
-}
+mod support;
 
 /// The engine and the service images in it (imported when built but missing), or why not.
 async fn engine_and_images(kind: EngineKind) -> Result<(Engine, BTreeMap<String, String>), String> {
@@ -40,7 +34,7 @@ async fn engine_and_images(kind: EngineKind) -> Result<(Engine, BTreeMap<String,
     let engine = Engine::connect(kind, &kind.default_socket())
         .await
         .map_err(|e| e.to_string())?;
-    let store = EnvStore::new(conductor_envs::envs_dir(&home()));
+    let store = EnvStore::new(conductor_envs::envs_dir(&support::conductor_home()));
     let mut images = BTreeMap::new();
     for service in conductor_envs::services() {
         let built = store

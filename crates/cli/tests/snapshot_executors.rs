@@ -25,6 +25,8 @@ use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
 use conductor_types::{ExecutionRequest, ExecutionResult};
 use conductor_workspace::{SnapshotOptions, Store, WorkspaceId};
 
+mod support;
+
 /// Makes the tree, then describes it.
 const WRITE: &str = r#"set -e
 mkdir -p src/pkg/deep empty
@@ -54,16 +56,9 @@ touch empty/new
 rm empty/new
 "#;
 
-fn home() -> PathBuf {
-    match std::env::var_os("CONDUCTOR_HOME").filter(|h| !h.is_empty()) {
-        Some(home) => PathBuf::from(home),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".conductor"),
-    }
-}
-
 /// The `minimal` environment's rootfs and image tag, when built.
 fn minimal_env() -> Result<(PathBuf, String), String> {
-    let store = EnvStore::new(conductor_envs::envs_dir(&home()));
+    let store = EnvStore::new(conductor_envs::envs_dir(&support::conductor_home()));
     let spec = store.resolve("minimal").map_err(|e| e.to_string())?;
     let built = store
         .built(&spec)

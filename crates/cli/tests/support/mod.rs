@@ -1,5 +1,7 @@
-//! A spawned `conductor serve` and an HTTP client for it, shared by the server tests.
+//! A spawned `conductor serve` and an HTTP client for it, shared by the server tests, and the
+//! conductor home the tests that use built environments read.
 #![allow(dead_code)] // each test binary uses part of it
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -158,4 +160,13 @@ pub fn is_root() -> bool {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
         .unwrap_or(false)
+}
+
+/// `$CONDUCTOR_HOME`, else `~/.conductor`: where `conductor env build` put the environments.
+pub fn conductor_home() -> std::path::PathBuf {
+    match std::env::var_os("CONDUCTOR_HOME").filter(|h| !h.is_empty()) {
+        Some(home) => home.into(),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".conductor"),
+    }
 }
