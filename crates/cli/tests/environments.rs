@@ -424,6 +424,55 @@ async fn a_configured_fallback_runs_the_tasks_while_the_daemon_is_down() {
     server.terminate();
 }
 
+/// `warm_reuse` reaches the docker executor through `conductor serve`'s config: a task runs in
+/// the container the task before it used (its init's start time), which the reset left with
+/// an empty `/tmp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_warm_reuse_serves_tasks_from_one_reset_container() {
+    if let Some(reason) = missing("docker", "minimal") {
+        return skip("warm reuse", &reason);
+    }
+    let envs = built_envs("minimal").unwrap();
+    let home = home_with_envs(
+        &envs,
+        "[environments.minimal]\nexecutor = \"docker\"\nwarm_pool = 1\nwarm_reuse = 20\n",
+    );
+    let server = Server::start_with(home.path(), 1, &[]);
+    let client = server.client();
+    let run = |script: &str| {
+        let request = json!({ "environment": "minimal", "commands": [script] });
+        let client = &client;
+        async move {
+            let task = client.submit(request).await;
+            let task = client.finished(&task).await;
+            let logs = client.logs(task.id).await;
+            assert_eq!(task.state.status, TaskStatus::Succeeded, "{logs}");
+            logs
+        }
+    };
+    // Each task leaves a file in /tmp; one that runs where the previous one ran (the first may
+    // run cold while the pool fills, and a reused container comes back after its reset, in
+    // milliseconds) must find /tmp empty all the same.
+    let mut previous = String::new();
+    let mut reused = false;
+    for _ in 0..20 {
+        let logs = run("cut -d' ' -f22 /proc/1/stat; ls -A /tmp; echo secret > /tmp/left").await;
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 1, "/tmp is not empty: {logs}");
+        if lines[0] == previous {
+            reused = true;
+            break;
+        }
+        previous = lines[0].to_owned();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        reused,
+        "no task ran in the container the task before it used"
+    );
+    server.terminate();
+}
+
 /// The heavy presets build offline from Debian packages (and the npm registry) and their tools
 /// run. Opt-in: `CONDUCTOR_TEST_HEAVY_PRESETS=1` (builds take minutes and ~2 GB the first time).
 #[test]
