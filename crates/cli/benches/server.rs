@@ -17,7 +17,8 @@
 //! Run: `cargo bench -p conductor --bench server`. CONDUCTOR_BENCH_ITERATIONS (default 200
 //! latency samples after 20 warm-up tasks), CONDUCTOR_BENCH_TASKS (default 1000 trivial tasks),
 //! CONDUCTOR_BENCH_AGENTS (default 4 agents) change the sizes; CONDUCTOR_BENCH_EXECUTORS (default
-//! `none,host,namespace`) picks the rows.
+//! `none,host,namespace`) picks the rows. CONDUCTOR_BENCH_BINARY runs another `conductor` binary
+//! (server and helper) than the one built with the bench, to compare two builds in one session.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -255,14 +256,14 @@ async fn executor_alone(
     let spool = tempfile::tempdir().map_err(|e| e.to_string())?;
     let executor: Arc<dyn Executor> = if name == "host" {
         Arc::new(HostExecutor::new(HostConfig {
-            helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+            helper_path: conductor_binary(),
             spool_dir: spool.path().to_owned(),
             ..HostConfig::default()
         }))
     } else {
         Arc::new(
             NamespaceExecutor::new(NamespaceConfig {
-                helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+                helper_path: conductor_binary(),
                 spool_dir: spool.path().to_owned(),
                 ..NamespaceConfig::default()
             })
@@ -353,6 +354,12 @@ fn shell_baseline(iterations: usize) -> Result<Vec<f64>, String> {
     Ok(samples)
 }
 
+/// The `conductor` binary the server and the helpers run (see the module docs).
+fn conductor_binary() -> std::path::PathBuf {
+    std::env::var_os("CONDUCTOR_BENCH_BINARY")
+        .map_or_else(|| env!("CARGO_BIN_EXE_conductor").into(), Into::into)
+}
+
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -392,7 +399,7 @@ struct Server {
 
 impl Server {
     fn start(home: &Path, executor: &str, agents: usize) -> Result<Self, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        let mut child = Command::new(conductor_binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--executor", executor])
             .args(["--agents", &agents.to_string()])
             .env("CONDUCTOR_HOME", home)

@@ -167,7 +167,7 @@ pub async fn create_task(
         )
         .await?;
     state.events().bump();
-    scheduler.wake();
+    scheduler.submitted(&task);
     let location = format!("/api/v1/tasks/{}", task.id);
     Ok((
         StatusCode::CREATED,

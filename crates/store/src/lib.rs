@@ -1,9 +1,12 @@
 //! Durable storage for Conductor: [`SqliteStore`], the SQLite implementation of
 //! [`conductor_core::Store`].
 //!
-//! One file (`conductor.db`) in WAL mode. Writes go through a pool of exactly one connection, so
-//! every read-modify-write (a state transition) is serialised without `SQLITE_BUSY` retries;
-//! reads use a separate read-only pool and never wait for writers. Migrations are embedded and
+//! One file (`conductor.db`) in WAL mode. Writes go through exactly one connection, held under an
+//! async mutex, so every read-modify-write (a state transition) is serialised without
+//! `SQLITE_BUSY` retries; reads use a separate read-only pool and never wait for writers. Each
+//! statement is a round trip to the connection's thread, so the hot paths send a transaction's
+//! statements that need nothing from Rust in between as one batch, and no connection is pinged
+//! before use (an in-process SQLite connection cannot have hung up). Migrations are embedded and
 //! applied at open. `synchronous = NORMAL`: a committed write survives a crash of the process
 //! (kill -9); a power loss may drop the last transactions.
 
@@ -26,7 +29,8 @@ use conductor_types::{
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 pub use migrate::SCHEMA_VERSION;
 pub use token_cache::{TOKEN_CACHE_ENTRIES, TOKEN_CACHE_TTL};
@@ -43,7 +47,8 @@ const TASK_COLUMNS: &str = "seq, id, status, status_reason, failure_code, attemp
 /// Conductor's state in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    /// The one write connection (see the module docs); `None` once closed.
+    writer: Arc<Mutex<Option<SqliteConnection>>>,
     reader: SqlitePool,
     /// Tokens verified recently (`token_by_hash` runs on every request).
     tokens: Arc<token_cache::TokenCache>,
@@ -82,37 +87,41 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let opening = format!("opening {}", path.display());
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await
-            .map_err(backend(opening.clone()))?;
-        {
-            let mut conn = writer
-                .acquire()
-                .await
-                .map_err(backend("acquiring a connection"))?;
-            migrate::migrate(&mut conn).await?;
-        }
+        let mut writer = options.connect().await.map_err(backend(opening.clone()))?;
+        migrate::migrate(&mut writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
+            // A ping is one more round trip to the connection's thread per query.
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await
             .map_err(backend(opening))?;
         Ok(Self {
-            writer,
+            writer: Arc::new(Mutex::new(Some(writer))),
             reader,
             tokens: Arc::default(),
         })
     }
 
-    /// Closes both pools, waiting for queries in flight.
+    /// Closes the read pool and the write connection, waiting for queries in flight.
     pub async fn close(&self) {
         self.reader.close().await;
-        self.writer.close().await;
+        if let Some(writer) = self.writer.lock().await.take() {
+            if let Err(error) = writer.close().await {
+                tracing::warn!(%error, "closing the database");
+            }
+        }
+    }
+
+    /// The write connection, for as long as the guard lives.
+    async fn writer(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+        MutexGuard::try_map(self.writer.lock().await, Option::as_mut).map_err(|_| {
+            StoreError::Backend {
+                context: "writing".to_owned(),
+                message: "the database is closed".to_owned(),
+            }
+        })
     }
 
     async fn results_of(&self, id: TaskId, attempt: u32) -> Result<Vec<CommandResult>, StoreError> {
@@ -183,9 +192,18 @@ async fn transition_in(
 ) -> Result<(TaskSpec, TaskState), StoreError> {
     let (_, spec, state) = load_task_row(&mut *conn, id).await?;
     let next = apply(&state, transition, spec.retries)?;
+    let at = match transition {
+        Transition::Start { at, .. }
+        | Transition::Finish { at, .. }
+        | Transition::Cancel { at }
+        | Transition::Interrupt { at, .. }
+        | Transition::Retry { at } => *at,
+    };
+    // The update and its `state` event in one request to the connection's thread.
     sqlx::query(
-        "UPDATE tasks SET status = ?, status_reason = ?, failure_code = ?, attempt = ?, \
-             agent_id = ?, exit_code = ?, started_at = ?, finished_at = ? WHERE id = ?",
+        "UPDATE tasks SET status = ?1, status_reason = ?2, failure_code = ?3, attempt = ?4, \
+             agent_id = ?5, exit_code = ?6, started_at = ?7, finished_at = ?8 WHERE id = ?9; \
+         INSERT INTO events (task_id, at, body) VALUES (?9, ?10, ?11)",
     )
     .bind(next.status.as_str())
     .bind(next.status_reason.as_deref())
@@ -196,17 +214,11 @@ async fn transition_in(
     .bind(next.started_at.map(ms))
     .bind(next.finished_at.map(ms))
     .bind(id.to_string())
+    .bind(ms(at))
+    .bind(to_json("an event", &state_event(&next))?)
     .execute(&mut *conn)
     .await
     .map_err(backend("updating a task's state"))?;
-    let at = match transition {
-        Transition::Start { at, .. }
-        | Transition::Finish { at, .. }
-        | Transition::Cancel { at }
-        | Transition::Interrupt { at, .. }
-        | Transition::Retry { at } => *at,
-    };
-    insert_event(&mut *conn, id, at, &state_event(&next)).await?;
     Ok((spec, next))
 }
 
@@ -217,10 +229,16 @@ async fn insert_result(
     id: TaskId,
     result: &CommandResult,
 ) -> Result<EventId, StoreError> {
-    sqlx::query(
+    let finished = TaskEventKind::CommandFinished {
+        index: result.index,
+        exit_code: result.exit_code,
+    };
+    // The result and its event in one request to the connection's thread.
+    let row = sqlx::query(
         "INSERT OR REPLACE INTO command_results (task_id, attempt, idx, command, exit_code, \
              signal, timed_out, oom_killed, error, stats, started_at, finished_at, executor) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13); \
+         INSERT INTO events (task_id, at, body) VALUES (?1, ?12, ?14) RETURNING id",
     )
     .bind(id.to_string())
     .bind(result.attempt)
@@ -235,14 +253,12 @@ async fn insert_result(
     .bind(ms(result.started_at))
     .bind(ms(result.finished_at))
     .bind(result.executor.as_deref())
-    .execute(&mut *conn)
+    .bind(to_json("an event", &finished)?)
+    .fetch_one(&mut *conn)
     .await
     .map_err(backend("recording a command result"))?;
-    let finished = TaskEventKind::CommandFinished {
-        index: result.index,
-        exit_code: result.exit_code,
-    };
-    insert_event(conn, id, result.finished_at, &finished).await
+    row.try_get::<i64, _>("id")
+        .map_err(backend("reading an event id"))
 }
 
 fn state_event(state: &TaskState) -> TaskEventKind {
@@ -271,14 +287,16 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> Result<Task, StoreError> {
         let state = TaskState::queued(at);
-        let mut tx = self
-            .writer
+        let mut writer = self.writer().await?;
+        let mut tx = writer
             .begin()
             .await
             .map_err(backend("starting a transaction"))?;
+        // The task and its `queued` event in one request to the connection's thread.
         sqlx::query(
             "INSERT INTO tasks (id, status, attempt, priority, spec, secrets, queued_at) \
-             VALUES (?, ?, 0, ?, ?, ?, ?)",
+             VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6); \
+             INSERT INTO events (task_id, at, body) VALUES (?1, ?6, ?7)",
         )
         .bind(id.to_string())
         .bind(state.status.as_str())
@@ -286,10 +304,10 @@ impl Store for SqliteStore {
         .bind(to_json("a task spec", spec)?)
         .bind(to_json("secrets", secrets)?)
         .bind(ms(at))
+        .bind(to_json("an event", &state_event(&state))?)
         .execute(&mut *tx)
         .await
         .map_err(backend("inserting a task"))?;
-        insert_event(&mut tx, id, at, &state_event(&state)).await?;
         tx.commit()
             .await
             .map_err(backend("committing a new task"))?;
@@ -360,8 +378,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_task(&self, id: TaskId) -> Result<(), StoreError> {
-        let mut tx = self
-            .writer
+        let mut writer = self.writer().await?;
+        let mut tx = writer
             .begin()
             .await
             .map_err(backend("starting a transaction"))?;
@@ -385,8 +403,8 @@ impl Store for SqliteStore {
     }
 
     async fn transition(&self, id: TaskId, transition: Transition) -> Result<Task, StoreError> {
-        let mut tx = self
-            .writer
+        let mut writer = self.writer().await?;
+        let mut tx = writer
             .begin()
             .await
             .map_err(backend("starting a transaction"))?;
@@ -488,12 +506,8 @@ impl Store for SqliteStore {
         at: Timestamp,
         kind: &TaskEventKind,
     ) -> Result<EventId, StoreError> {
-        let mut conn = self
-            .writer
-            .acquire()
-            .await
-            .map_err(backend("acquiring a connection"))?;
-        insert_event(&mut conn, id, at, kind).await
+        let mut writer = self.writer().await?;
+        insert_event(&mut writer, id, at, kind).await
     }
 
     async fn events(
@@ -519,8 +533,8 @@ impl Store for SqliteStore {
         id: TaskId,
         result: &CommandResult,
     ) -> Result<EventId, StoreError> {
-        let mut tx = self
-            .writer
+        let mut writer = self.writer().await?;
+        let mut tx = writer
             .begin()
             .await
             .map_err(backend("starting a transaction"))?;
@@ -537,8 +551,8 @@ impl Store for SqliteStore {
         result: &CommandResult,
         finish: Transition,
     ) -> Result<Result<TaskState, TransitionError>, StoreError> {
-        let mut tx = self
-            .writer
+        let mut writer = self.writer().await?;
+        let mut tx = writer
             .begin()
             .await
             .map_err(backend("starting a transaction"))?;
@@ -567,7 +581,7 @@ impl Store for SqliteStore {
         .bind(agent.task_id.map(|id| id.to_string()))
         .bind(&agent.workspace_root)
         .bind(ms(agent.updated_at))
-        .execute(&self.writer)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(backend("saving an agent"))?;
         Ok(())
@@ -594,7 +608,7 @@ impl Store for SqliteStore {
         .bind(info.admin)
         .bind(ms(info.created_at))
         .bind(info.revoked_at.map(ms))
-        .execute(&self.writer)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(backend("saving a token"))?;
         Ok(())
@@ -635,7 +649,7 @@ impl Store for SqliteStore {
             sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
                 .bind(ms(at))
                 .bind(id)
-                .execute(&self.writer)
+                .execute(&mut *self.writer().await?)
                 .await;
         // Committed (or in doubt): no cached copy may still say it is valid.
         self.tokens.invalidate();
@@ -665,7 +679,7 @@ impl Store for SqliteStore {
                 .disk
                 .map(|n| i64::try_from(n.get()).unwrap_or(i64::MAX)),
         )
-        .execute(&self.writer)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(backend("saving a workspace"))?;
         if inserted.rows_affected() == 0 {
@@ -696,8 +710,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_workspace(&self, id: &WorkspaceId) -> Result<Workspace, StoreError> {
-        let mut tx = self
-            .writer
+        let mut writer = self.writer().await?;
+        let mut tx = writer
             .begin()
             .await
             .map_err(backend("starting a transaction"))?;
@@ -744,7 +758,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE workspaces SET last_used_at = ? WHERE name = ?")
             .bind(ms(at))
             .bind(name)
-            .execute(&self.writer)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(backend("recording a workspace's use"))?;
         Ok(())
@@ -754,7 +768,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE workspaces SET size_bytes = ? WHERE id = ?")
             .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
             .bind(id.as_str())
-            .execute(&self.writer)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(backend("recording a workspace's size"))?;
         Ok(())

@@ -20,7 +20,7 @@ use conductor_core::{
     can_retry, dispatch, Candidate, Capacity, Executor, Store, StoreError, Transition,
 };
 use conductor_types::{
-    Agent, AgentState, Bytes, ExecutionId, ExecutionRequest, TaskId, TaskStatus, Timestamp,
+    Agent, AgentState, Bytes, ExecutionId, ExecutionRequest, Task, TaskId, TaskStatus, Timestamp,
 };
 use tokio::sync::{watch, Notify};
 
@@ -154,6 +154,47 @@ struct Slots {
     /// Live agent states (the store gets them at start and stop only: they are this
     /// process's slots, and writing each change would cost two writes per task).
     agents: BTreeMap<String, Agent>,
+    /// The queue, when this process knows all of it.
+    queue: QueueView,
+}
+
+/// What the dispatcher knows of the queue without reading the store. After a read that found
+/// the whole queue, tasks submitted through the API are added here ([`Scheduler::submitted`]),
+/// so a task submitted to a server with a free agent starts without a queue read. Anything else
+/// that may queue a task (a retry, recovery, a freed agent or workspace, the poll) forgets it,
+/// and the next dispatch reads the store. A task cancelled meanwhile may still be listed: its
+/// `Start` transition is refused, as after a read.
+#[derive(Debug, Default)]
+struct QueueView {
+    /// `candidates` is every queued task.
+    complete: bool,
+    /// Bumped by every reset (and so by a submission while incomplete), so a read that raced
+    /// with one is not trusted.
+    generation: u64,
+    candidates: Vec<Candidate>,
+}
+
+impl QueueView {
+    fn forget(&mut self) {
+        self.complete = false;
+        self.generation = self.generation.wrapping_add(1);
+        self.candidates.clear();
+    }
+}
+
+/// Most queued tasks [`QueueView`] holds; past it, the queue is read from the store.
+const MAX_KNOWN_QUEUE: usize = 256;
+
+/// What dispatching needs to know about a task, as the store's queue read gives it.
+fn candidate_of(task: &Task) -> Candidate {
+    Candidate {
+        id: task.id,
+        priority: task.spec.priority,
+        queued_at: task.state.queued_at,
+        cpus: task.spec.resources.cpus.map(|cpus| cpus.get()),
+        memory: task.spec.resources.memory.map(Bytes::get),
+        workspace: task.spec.workspace.clone(),
+    }
 }
 
 /// A named workspace held by the API ([`Scheduler::reserve_workspace`]); released on drop.
@@ -226,6 +267,7 @@ impl Scheduler {
                 reserved: HashSet::new(),
                 stopping: false,
                 agents: live,
+                queue: QueueView::default(),
             }),
             idle_changed: watch::channel(0).0,
             metrics: Metrics::default(),
@@ -277,8 +319,25 @@ impl Scheduler {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Tells the loop to look at the queue now (after a submit).
+    /// Tells the loop to read the queue now.
     pub fn wake(&self) {
+        self.lock().queue.forget();
+        self.wake.notify_one();
+    }
+
+    /// Tells the loop that `task` was just queued (committed) through the API.
+    pub fn submitted(&self, task: &Task) {
+        {
+            let mut slots = self.lock();
+            let queue = &mut slots.queue;
+            if queue.complete && queue.candidates.len() < MAX_KNOWN_QUEUE {
+                queue.candidates.push(candidate_of(task));
+            } else {
+                // Not known, or long: the next dispatch reads the store, and a read in flight
+                // is not trusted.
+                queue.forget();
+            }
+        }
         self.wake.notify_one();
     }
 
@@ -346,7 +405,7 @@ impl Scheduler {
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => self.lock().queue.forget(),
             }
         }
     }
@@ -377,8 +436,33 @@ impl Scheduler {
             }
         };
         let fetch = (capacity.free_agents.len() as u32).saturating_mul(4) + 16;
-        // Only what dispatch needs: a started task comes back whole from the Start transition.
-        let candidates: Vec<Candidate> = self.store.queued_candidates(fetch).await?;
+        let known = {
+            let queue = &mut self.lock().queue;
+            // No more than a read would return: a longer queue is read a page at a time (and
+            // submissions during that read must make it untrusted, which needs an incomplete view).
+            if queue.candidates.len() >= fetch as usize {
+                queue.forget();
+            }
+            (
+                queue.complete.then(|| queue.candidates.clone()),
+                queue.generation,
+            )
+        };
+        let candidates: Vec<Candidate> = match known {
+            (Some(candidates), _) => candidates,
+            (None, generation) => {
+                // Only what dispatch needs: a started task comes back whole from the Start
+                // transition.
+                let read = self.store.queued_candidates(fetch).await?;
+                let mut slots = self.lock();
+                let queue = &mut slots.queue;
+                if queue.generation == generation && read.len() < fetch as usize {
+                    queue.complete = true;
+                    queue.candidates.clone_from(&read);
+                }
+                read
+            }
+        };
         for assignment in dispatch(&candidates, &capacity) {
             let Some(candidate) = candidates.iter().find(|c| c.id == assignment.task_id) else {
                 continue;
@@ -389,6 +473,11 @@ impl Scheduler {
                     return Ok(());
                 }
                 slots.idle.retain(|a| *a != assignment.agent_id);
+                // Started or refused below: in either case no longer queued.
+                slots
+                    .queue
+                    .candidates
+                    .retain(|c| c.id != assignment.task_id);
                 slots.running.insert(
                     assignment.task_id,
                     Running {
@@ -680,6 +769,111 @@ impl Scheduler {
         for agent in agents {
             self.record_agent(&agent, AgentState::Offline, None);
             let _ = self.put_agent(&agent, AgentState::Offline, None).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The dispatcher's in-memory view of the queue ([`QueueView`]).
+
+    use super::*;
+    use conductor_core::{validate_request, EventSender, ExecutorError};
+    use conductor_types::{ExecutionResult, ExecutorCapabilities, IsolationLevel};
+
+    /// Every command succeeds at once.
+    #[derive(Debug)]
+    struct Succeeds;
+
+    #[async_trait::async_trait]
+    impl Executor for Succeeds {
+        fn name(&self) -> &'static str {
+            "succeeds"
+        }
+
+        fn isolation_level(&self) -> IsolationLevel {
+            IsolationLevel::None
+        }
+
+        fn capabilities(&self) -> ExecutorCapabilities {
+            ExecutorCapabilities {
+                isolation_level: IsolationLevel::None,
+                platform: "test".into(),
+                supported: Default::default(),
+            }
+        }
+
+        async fn health_check(&self) -> Result<(), ExecutorError> {
+            Ok(())
+        }
+
+        async fn warmup(&self) -> Result<(), ExecutorError> {
+            Ok(())
+        }
+
+        async fn execute(
+            &self,
+            request: ExecutionRequest,
+            _events: EventSender,
+        ) -> Result<ExecutionResult, ExecutorError> {
+            Ok(ExecutionResult::exited(
+                request.id,
+                "succeeds",
+                IsolationLevel::None,
+                0,
+            ))
+        }
+
+        async fn cancel(&self, _id: &ExecutionId) -> Result<bool, ExecutorError> {
+            Ok(false)
+        }
+    }
+
+    /// With a poll of an hour, only a wake-up or the view can start a task: one the view
+    /// missed would never run. Submitted one at a time (the agent idle: the view), two at a
+    /// time (the second waits for the agent) and more than one queue read returns, as the API
+    /// does.
+    #[tokio::test]
+    async fn every_submitted_task_runs_without_the_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = conductor_store::SqliteStore::open(&dir.path().join("conductor.db"))
+            .await
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let mut config = SchedulerConfig::new(dir.path().join("workspaces"));
+        config.agents = 1;
+        config.concurrency = 1;
+        config.poll_interval = Duration::from_secs(3600);
+        let executors = BTreeMap::from([("host".to_owned(), Arc::new(Succeeds) as _)]);
+        let scheduler = Scheduler::new(Arc::clone(&store), executors, config, EventBus::default());
+        tokio::spawn(Arc::clone(&scheduler).run());
+        let request = serde_json::from_str(r#"{"commands": ["true"]}"#).unwrap();
+        let spec = validate_request(request, &["host"]).unwrap().spec;
+        for round in 0..7 {
+            let mut ids = Vec::new();
+            let burst = if round == 6 {
+                3 * MAX_KNOWN_QUEUE / 2
+            } else {
+                1 + round % 2
+            };
+            for _ in 0..burst {
+                let task = store
+                    .create_task(TaskId::random(), &spec, &BTreeMap::new(), Timestamp::now())
+                    .await
+                    .unwrap();
+                scheduler.submitted(&task);
+                ids.push(task.id);
+            }
+            for id in ids {
+                let succeeded = async {
+                    while store.get_task(id).await.unwrap().state.status != TaskStatus::Succeeded {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(20), succeeded)
+                    .await
+                    .unwrap_or_else(|_| panic!("task {id} of round {round} never ran"));
+            }
         }
     }
 }
