@@ -72,9 +72,11 @@ impl Factory {
     }
 
     fn host(&mut self) -> Arc<dyn Executor> {
+        // A warm helper per agent, as the namespace executor gets: each running task takes one.
         let config = HostConfig {
             cgroup_parent: self.placement.cgroup_parent.clone(),
             spool_dir: self.spool_dir(),
+            warm_helpers: self.placement.warm_helpers.max(1),
             ..HostConfig::default()
         };
         Arc::clone(
