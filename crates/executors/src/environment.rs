@@ -201,12 +201,41 @@ impl ServiceRunner for Deferred {
 pub struct Fallback {
     primary: Arc<dyn Executor>,
     secondary: Arc<dyn Executor>,
+    /// When the primary last passed its health check, trusted for [`HEALTH_TRUSTED`]: a check is
+    /// a round trip to the daemon (two for a container engine), which each command would pay.
+    healthy_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a passed health check of a [`Fallback`]'s primary is trusted.
+const HEALTH_TRUSTED: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Fallback {
     /// Runs on `primary` when its `health_check` passes, else on `secondary`.
     pub fn new(primary: Arc<dyn Executor>, secondary: Arc<dyn Executor>) -> Self {
-        Self { primary, secondary }
+        Self {
+            primary,
+            secondary,
+            healthy_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn healthy_at(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.healthy_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The primary's health: checked, or passed less than [`HEALTH_TRUSTED`] ago.
+    async fn primary_health(&self) -> Result<(), ExecutorError> {
+        if self
+            .healthy_at()
+            .is_some_and(|at| at.elapsed() < HEALTH_TRUSTED)
+        {
+            return Ok(());
+        }
+        let checked = self.primary.health_check().await;
+        *self.healthy_at() = checked.is_ok().then(std::time::Instant::now);
+        checked
     }
 }
 
@@ -265,8 +294,24 @@ impl Executor for Fallback {
         request: ExecutionRequest,
         events: EventSender,
     ) -> Result<ExecutionResult, ExecutorError> {
-        match self.primary.health_check().await {
-            Ok(()) => self.primary.execute(request, events).await,
+        match self.primary_health().await {
+            Ok(()) => {
+                // Gone since its health was last checked: the fallback runs it after all.
+                let retry = (request.clone(), events.clone());
+                match self.primary.execute(request, events).await {
+                    Err(error @ ExecutorError::Unavailable { .. }) => {
+                        *self.healthy_at() = None;
+                        tracing::warn!(
+                            primary = self.primary.name(),
+                            secondary = self.secondary.name(),
+                            %error,
+                            "the primary executor became unavailable: running on the fallback"
+                        );
+                        self.secondary.execute(retry.0, retry.1).await
+                    }
+                    outcome => outcome,
+                }
+            }
             Err(error) => {
                 tracing::warn!(
                     primary = self.primary.name(),
@@ -367,7 +412,8 @@ mod tests {
     #[derive(Debug)]
     struct Fake {
         name: &'static str,
-        healthy: bool,
+        healthy: std::sync::atomic::AtomicBool,
+        checks: AtomicUsize,
         supported: Vec<Capability>,
         ran: AtomicUsize,
         last_rootfs: std::sync::Mutex<Option<PathBuf>>,
@@ -376,7 +422,8 @@ mod tests {
     fn fake(name: &'static str, healthy: bool, supported: Vec<Capability>) -> Arc<Fake> {
         Arc::new(Fake {
             name,
-            healthy,
+            healthy: std::sync::atomic::AtomicBool::new(healthy),
+            checks: AtomicUsize::new(0),
             supported,
             ran: AtomicUsize::new(0),
             last_rootfs: std::sync::Mutex::new(None),
@@ -402,7 +449,8 @@ mod tests {
         }
 
         async fn health_check(&self) -> Result<(), ExecutorError> {
-            if self.healthy {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            if self.healthy.load(Ordering::SeqCst) {
                 Ok(())
             } else {
                 Err(ExecutorError::Unavailable {
@@ -421,6 +469,12 @@ mod tests {
             request: ExecutionRequest,
             _events: EventSender,
         ) -> Result<ExecutionResult, ExecutorError> {
+            if !self.healthy.load(Ordering::SeqCst) {
+                return Err(ExecutorError::Unavailable {
+                    executor: self.name,
+                    reason: "daemon down".into(),
+                });
+            }
             self.ran.fetch_add(1, Ordering::SeqCst);
             *self.last_rootfs.lock().unwrap() = request.rootfs.clone();
             Ok(ExecutionResult::exited(
@@ -485,6 +539,34 @@ mod tests {
         let both = Fallback::new(down, fake("namespace", false, vec![]));
         let error = both.health_check().await.unwrap_err();
         assert_eq!(error.code(), "executor_unavailable");
+    }
+
+    /// A passed health check is trusted for a while (not a daemon round trip per command); a
+    /// primary that went down meanwhile still has its commands run by the fallback.
+    #[tokio::test]
+    async fn fallback_trusts_a_recent_health_check_and_still_falls_back() {
+        let primary = fake("docker", true, vec![]);
+        let spare = fake("namespace", true, vec![]);
+        let fallback = Fallback::new(primary.clone(), spare.clone());
+        for _ in 0..3 {
+            let (req, events) = request();
+            assert_eq!(
+                fallback.execute(req, events).await.unwrap().executor,
+                "docker"
+            );
+        }
+        assert_eq!(primary.checks.load(Ordering::SeqCst), 1);
+        primary.healthy.store(false, Ordering::SeqCst);
+        for _ in 0..2 {
+            let (req, events) = request();
+            assert_eq!(
+                fallback.execute(req, events).await.unwrap().executor,
+                "namespace"
+            );
+        }
+        assert_eq!(spare.ran.load(Ordering::SeqCst), 2);
+        // The failed run forgot the trusted check: the second command checked again.
+        assert_eq!(primary.checks.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
