@@ -310,3 +310,26 @@ async fn stored_output_is_capped_per_attempt() {
         "0123456789\na\n[conductor: output past 12 bytes is not stored]\n"
     );
 }
+
+/// With a poll of an hour, only a wake-up or the dispatcher's view of the queue can start a
+/// task: one the view missed would never run. Submitted through the API one at a time (a free
+/// agent: the view starts it without a queue read), two at a time (the second waits for the
+/// agent), and more than the view holds (256) at once.
+#[tokio::test]
+async fn every_submitted_task_runs_without_the_poll() {
+    let app = TestApp::with(Options {
+        agents: 1,
+        poll_interval: std::time::Duration::from_secs(3600),
+        ..Options::default()
+    })
+    .await;
+    for burst in [1, 2, 1, 2, 1, 384] {
+        let mut ids = Vec::new();
+        for _ in 0..burst {
+            ids.push(app.submit(r#"{"commands": ["true"]}"#).await.id);
+        }
+        for id in ids {
+            app.wait_for(id, TaskStatus::Succeeded).await;
+        }
+    }
+}

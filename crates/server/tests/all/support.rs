@@ -206,6 +206,8 @@ pub struct Options {
     pub upload_limit: Option<u64>,
     pub disk_quotas: bool,
     pub environment_port: Option<Arc<dyn conductor_server::EnvironmentPort>>,
+    /// How often the loop reads the queue unprompted.
+    pub poll_interval: Duration,
 }
 
 impl Default for Options {
@@ -218,6 +220,7 @@ impl Default for Options {
             upload_limit: None,
             disk_quotas: false,
             environment_port: None,
+            poll_interval: Duration::from_millis(50),
         }
     }
 }
@@ -240,7 +243,7 @@ impl TestApp {
         let mut config = SchedulerConfig::new(dir.path().join("workspaces"));
         config.agents = options.agents;
         config.concurrency = options.agents;
-        config.poll_interval = Duration::from_millis(50);
+        config.poll_interval = options.poll_interval;
         config.disk_quotas = options.disk_quotas;
         config.environment_port = options.environment_port;
         if let Some(limit) = options.stored_output_limit {
