@@ -188,15 +188,10 @@ fn rootless_podman() -> Target {
     if std::env::var("CONDUCTOR_CONFORMANCE_CONTAINERS").as_deref() == Ok("0") {
         return unavailable("CONDUCTOR_CONFORMANCE_CONTAINERS=0".to_owned());
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let Some(uid) = passwd
-        .lines()
-        .find_map(|line| line.strip_prefix("conductor-rootless:"))
-        .and_then(|rest| rest.split(':').nth(1))
-    else {
+    let Ok(Some(user)) = nix::unistd::User::from_name("conductor-rootless") else {
         return unavailable("no user conductor-rootless (scripts/services creates it and starts its rootless Podman)".to_owned());
     };
-    let socket = std::path::PathBuf::from(format!("/run/user/{uid}/podman/podman.sock"));
+    let socket = std::path::PathBuf::from(format!("/run/user/{}/podman/podman.sock", user.uid));
     let made = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -17,8 +17,7 @@ use support::{is_root, Client, Server};
 
 /// The environments built on this machine, if `name` is one of them.
 fn built_envs(name: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let envs = Path::new(&home).join(".conductor/envs");
+    let envs = conductor_envs::envs_dir(&support::conductor_home());
     let built = std::fs::read_dir(envs.join(name))
         .ok()?
         .flatten()

@@ -31,7 +31,7 @@ pub(crate) fn export(
     rootfs: &Path,
     steps: &mut Steps<'_>,
 ) -> Result<String, EnvError> {
-    let engines: Vec<&str> = ENGINES
+    let engines: Vec<&'static str> = ENGINES
         .into_iter()
         .filter(|engine| which(engine).is_some())
         .collect();
@@ -78,21 +78,17 @@ fn image_id(engine: &str, image: &str) -> Option<String> {
 
 /// Pulls `image` with the first engine that can.
 fn pull(
-    engines: &[&str],
+    engines: &[&'static str],
     image: &str,
     steps: &mut Steps<'_>,
 ) -> Result<(&'static str, String), EnvError> {
     let mut failures = Vec::new();
-    for engine in engines {
+    for &engine in engines {
         let mut command = engine_command(engine);
         command.args(["pull", image]);
         match steps.run(&format!("{engine} pull {image}"), command) {
             Ok(()) => {
                 if let Some(id) = image_id(engine, image) {
-                    let engine = ENGINES
-                        .into_iter()
-                        .find(|e| e == engine)
-                        .unwrap_or("docker");
                     return Ok((engine, id));
                 }
                 failures.push(format!("{engine}: pulled, but the image is not there"));

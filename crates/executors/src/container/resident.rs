@@ -162,12 +162,11 @@ impl Resident {
     /// thread. An error means the container must not be offered again.
     pub(crate) fn reset(&self) -> Result<(), String> {
         self.kill_leftovers()?;
-        let root = self.open_in_container(self.init, "root")?;
+        let [root, ipc] = self.open_in_container(self.init, ["root", "ns/ipc"])?;
         let root_path = PathBuf::from(format!("/proc/self/fd/{}", root.as_raw_fd()));
         for dir in ["tmp", "dev/shm", "dev/mqueue"] {
             empty_dir(&root_path.join(dir)).map_err(|e| format!("emptying /{dir}: {e}"))?;
         }
-        let ipc = self.open_in_container(self.init, "ns/ipc")?;
         let removed = std::process::Command::new("nsenter")
             // Our descriptor, as nsenter (another process) reaches it.
             .arg(format!(
@@ -217,10 +216,14 @@ impl Resident {
         Ok(())
     }
 
-    /// Opens `/proc/<pid>/<what>` of the container's process `pid`, checking before and after
-    /// that `pid` is in the container (a pid reused by a host process must never be entered)
-    /// and in a mount namespace other than ours.
-    fn open_in_container(&self, pid: u32, what: &str) -> Result<std::fs::File, String> {
+    /// Opens `/proc/<pid>/<entry>` of the container's process `pid` for each entry, checking
+    /// before and after that `pid` is in the container (a pid reused by a host process must
+    /// never be entered) and in a mount namespace other than ours.
+    fn open_in_container<const N: usize>(
+        &self,
+        pid: u32,
+        entries: [&str; N],
+    ) -> Result<[std::fs::File; N], String> {
         let inside = || {
             procs_in_tree(&self.tree)
                 .map(|procs| procs.contains(&pid))
@@ -236,12 +239,19 @@ impl Resident {
                 "process {pid} is not in a mount namespace of its own: not entering it"
             ));
         }
-        let file = std::fs::File::open(format!("/proc/{pid}/{what}"))
-            .map_err(|e| format!("opening /proc/{pid}/{what}: {e}"))?;
+        let mut files = Vec::with_capacity(N);
+        for entry in entries {
+            files.push(
+                std::fs::File::open(format!("/proc/{pid}/{entry}"))
+                    .map_err(|e| format!("opening /proc/{pid}/{entry}: {e}"))?,
+            );
+        }
         if !inside() {
             return Err("the container's init is gone".to_owned());
         }
-        Ok(file)
+        files
+            .try_into()
+            .map_err(|_| "opening the container's /proc entries".to_owned())
     }
 }
 
@@ -327,13 +337,14 @@ impl Inner {
         let unbound = tokio::task::spawn_blocking(move || slot.unbind_workspace()).await;
         let unbound = matches!(unbound, Ok(Ok(())));
         agent.uses += 1;
+        let reuse = reusable && unbound && agent.uses < inner.config.warm_reuse;
         let warm = Warm {
             guard,
             id,
             oom,
             kind: WarmKind::Resident(agent),
         };
-        if reusable && unbound && warm_uses(&warm) < inner.config.warm_reuse {
+        if reuse {
             let pool = Arc::clone(inner);
             tokio::spawn(async move { pool.reset_and_give_back(warm).await });
         } else {
@@ -523,13 +534,6 @@ struct Prepared {
     peak_reset: bool,
     stdout: pipe::Receiver,
     stderr: pipe::Receiver,
-}
-
-fn warm_uses(warm: &Warm) -> u32 {
-    match &warm.kind {
-        WarmKind::Resident(agent) => agent.uses,
-        WarmKind::Once(_) => u32::MAX,
-    }
 }
 
 /// The script the agent runs for one command: as `user` with no supplementary groups, in
