@@ -597,3 +597,88 @@ async fn full_network_executions_take_warm_helpers_too() {
         .count();
     assert!(interfaces > 1, "{}", second.stdout);
 }
+
+/// As root, a warm helper builds the sandbox's root while it waits; the execution's workspace is
+/// attached when it comes, as the host has it then (here a filesystem mounted on it after the
+/// helper was started), with the execution's own hostname and `/etc`, on a read-only root.
+#[tokio::test]
+async fn a_warm_helper_prebuilds_the_root_and_attaches_the_live_workspace() {
+    if euid() != 0 {
+        eprintln!("skipped: prebuilt roots need root");
+        return;
+    }
+    let run_dir = tempfile::tempdir().unwrap();
+    let config = NamespaceConfig {
+        helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+        run_dir: run_dir.path().to_owned(),
+        ..NamespaceConfig::default()
+    };
+    let executor = NamespaceExecutor::new(config).unwrap();
+    if let Some(reason) = executor.cgroups_unavailable() {
+        eprintln!("skipped: no cgroups: {reason}");
+        return;
+    }
+    let warm_dirs = || {
+        std::fs::read_dir(run_dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("warm-"))
+            .collect::<Vec<_>>()
+    };
+    executor.warmup().await.unwrap();
+    let ready = Instant::now();
+    while warm_dirs().len() < 2 && ready.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One per network mode, before any execution.
+    assert_eq!(warm_dirs().len(), 2, "{:?}", warm_dirs());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let first = tempfile::tempdir().unwrap();
+    std::fs::write(first.path().join("first"), "1").unwrap();
+    let second = tempfile::tempdir().unwrap();
+    // Mounted after the helpers were started: a copy of the host's mounts made then would miss it.
+    nix::mount::mount(
+        Some("tmpfs"),
+        second.path(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    std::fs::write(second.path().join("second"), "2").unwrap();
+    let script = "cat /proc/self/cgroup; echo host=$(hostname) file=$(cat /etc/hostname); \
+                  grep ' /workspace ' /proc/self/mountinfo; ls /workspace; touch /workspace/made; \
+                  touch /made 2>/dev/null || echo root-read-only";
+    for (workspace, expected) in [(&first, "first"), (&second, "second")] {
+        let req = request(&["sh", "-c", script], workspace.path());
+        let hostname = format!("conductor-{}", req.id.short());
+        let result = run_request(&executor, req).await;
+        assert_eq!(result.exit_code, 0, "{}", result.stderr);
+        let out = &result.stdout;
+        assert!(out.contains("/conductor/ns-warm-"), "not warm: {out}");
+        assert!(
+            out.contains(&format!("host={hostname} file={hostname}\n")),
+            "{out}"
+        );
+        let mount = out.lines().find(|l| l.contains(" /workspace ")).unwrap();
+        assert!(
+            mount.contains("nosuid") && mount.contains("nodev"),
+            "{mount}"
+        );
+        // Its own workspace only, writable, on a read-only root.
+        let listed: Vec<&str> = out
+            .lines()
+            .filter(|l| ["first", "second"].contains(l))
+            .collect();
+        assert_eq!(listed, [expected], "{out}");
+        assert!(workspace.path().join("made").exists(), "{out}");
+        assert!(out.ends_with("root-read-only\n"), "{out}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    nix::mount::umount2(second.path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    // The used helpers' mount points are gone; the pools are full again.
+    assert_eq!(warm_dirs().len(), 2, "{:?}", warm_dirs());
+    drop(executor);
+    assert_eq!(warm_dirs(), Vec::<String>::new());
+}

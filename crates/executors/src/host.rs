@@ -108,6 +108,7 @@ impl HostExecutor {
             config.helper_path.clone(),
             cgroups.as_ref().ok().cloned(),
             HelperMode::Host,
+            None,
             warm_helpers,
         ));
         Self {
@@ -215,6 +216,7 @@ impl HostExecutor {
             mut child,
             channel,
             cgroup,
+            ..
         } = warm;
         let spec = HostSpec::from_plan(plan)
             .to_bytes()

@@ -12,18 +12,20 @@
 
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use conductor_core::ExecutorError;
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
-use conductor_sandbox::spec::{HelperMode, Prelude};
+use conductor_sandbox::spec::{HelperMode, PrebuiltRoot, Prelude};
 use conductor_sandbox::HELPER_ARG;
-use conductor_types::ExecutionId;
+use conductor_types::{ExecutionId, Mount};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, Interest};
 
@@ -36,6 +38,10 @@ pub(crate) struct Launched {
     pub channel: UnixStream,
     /// Its cgroup, which the helper is already a member of, when it came from the pool.
     pub cgroup: Option<Cgroup>,
+    /// The mount point of the root its init built ahead of time (see [`RootTemplate`]).
+    pub root_dir: Option<PathBuf>,
+    /// When it was spawned.
+    pub spawned: Instant,
 }
 
 impl Launched {
@@ -48,6 +54,8 @@ impl Launched {
             child,
             channel,
             cgroup: None,
+            root_dir: None,
+            spawned: Instant::now(),
         })
     }
 
@@ -63,12 +71,30 @@ impl Launched {
     }
 }
 
+/// How long a helper with a prebuilt root may wait before it is not used: its binds of host
+/// files are of the files as they were then (a `/etc/resolv.conf` replaced since, a rootfs
+/// rebuilt at the same path), so it is recycled instead.
+const PREBUILT_MAX_AGE: Duration = Duration::from_secs(30);
+
+/// The sandbox root a namespace helper's init builds while it waits: the mounts every
+/// execution the pool serves has, in an empty directory of its own under `run_dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RootTemplate {
+    /// Where the helpers' mount points are created.
+    pub run_dir: PathBuf,
+    /// Every mount but the workspace.
+    pub mounts: Vec<Mount>,
+    /// The workspace's place in the sandbox.
+    pub workspace: PathBuf,
+}
+
 /// Helpers started ahead of time (see the module docs).
 #[derive(Debug)]
 pub(crate) struct WarmPool {
     helper: PathBuf,
     cgroups: Option<Arc<CgroupManager>>,
     mode: HelperMode,
+    template: Option<RootTemplate>,
     size: usize,
     idle: Mutex<Vec<Launched>>,
     starting: AtomicUsize,
@@ -76,18 +102,21 @@ pub(crate) struct WarmPool {
 
 impl WarmPool {
     /// A pool of `size` helpers (0 disables it) started in `mode`, each in a cgroup of its own
-    /// under `cgroups`. Without cgroups the pool still saves the helper's start-up (and, in
-    /// namespace mode, the namespaces).
+    /// under `cgroups`, and in namespace mode with `template`'s root built ahead of time.
+    /// Without cgroups the pool still saves the helper's start-up (and, in namespace mode, the
+    /// namespaces and the root).
     pub fn new(
         helper: PathBuf,
         cgroups: Option<Arc<CgroupManager>>,
         mode: HelperMode,
+        template: Option<RootTemplate>,
         size: usize,
     ) -> Self {
         Self {
             helper,
             cgroups,
             mode,
+            template,
             size,
             idle: Mutex::new(Vec::new()),
             starting: AtomicUsize::new(0),
@@ -101,14 +130,35 @@ impl WarmPool {
         if *mode != self.mode || self.size == 0 {
             return None;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(mut launched) = idle.pop() {
-            // One that died while idle (killed from outside) is dropped, which cleans it up.
-            if launched.child.is_running() {
-                return Some(launched);
+        let mut unusable = Vec::new();
+        let mut taken = None;
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            while let Some(mut launched) = idle.pop() {
+                let fresh =
+                    self.template.is_none() || launched.spawned.elapsed() < PREBUILT_MAX_AGE;
+                if fresh && launched.child.is_running() {
+                    taken = Some(launched);
+                    break;
+                }
+                unusable.push(launched);
             }
         }
-        None
+        // One that died while idle (killed from outside) or is too old is cleaned up, off the
+        // caller's path (removing a cgroup can take milliseconds).
+        if !unusable.is_empty() {
+            let clean = move || unusable.into_iter().for_each(discard);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(clean)),
+                Err(_) => clean(),
+            }
+        }
+        taken
+    }
+
+    /// The root this pool's helpers build ahead of time, if any.
+    pub fn template(&self) -> Option<&RootTemplate> {
+        self.template.as_ref()
     }
 
     /// Starts helpers in the background until the pool is full again.
@@ -193,9 +243,33 @@ impl WarmPool {
             }
             None => (None, Vec::new()),
         };
+        let prebuilt = match &self.template {
+            Some(template) => {
+                let root_dir = template
+                    .run_dir
+                    .join(format!("warm-{}", ExecutionId::random()));
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&root_dir)
+                    .map_err(|e| {
+                        ExecutorError::io(
+                            format!("creating the mount point {}", root_dir.display()),
+                            e,
+                        )
+                    })?;
+                launched.root_dir = Some(root_dir.clone());
+                Some(PrebuiltRoot {
+                    root_dir,
+                    mounts: template.mounts.clone(),
+                    workspace: template.workspace.clone(),
+                })
+            }
+            None => None,
+        };
         let prelude = Prelude {
             mode: self.mode.clone(),
             cgroup_procs,
+            prebuilt,
         };
         launched.cgroup = cgroup;
         prelude
@@ -211,14 +285,30 @@ impl WarmPool {
 impl Drop for WarmPool {
     fn drop(&mut self) {
         let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(PoisonError::into_inner));
-        for mut launched in idle {
-            // Killing and reaping the helper (its Drop) empties the cgroup, then it is removed.
-            drop(launched.child);
-            if let Some(cgroup) = launched.cgroup.take() {
-                if let Err(e) = cgroup.destroy() {
-                    tracing::warn!(error = %e, "removing a warm helper's cgroup");
-                }
-            }
+        for launched in idle {
+            discard(launched);
+        }
+    }
+}
+
+/// Kills and reaps a helper that will not be used (its Drop), which empties its cgroup; then
+/// removes the cgroup and its mount point.
+fn discard(launched: Launched) {
+    let Launched {
+        child,
+        cgroup,
+        root_dir,
+        ..
+    } = launched;
+    drop(child);
+    if let Some(cgroup) = cgroup {
+        if let Err(e) = cgroup.destroy() {
+            tracing::warn!(error = %e, "removing a warm helper's cgroup");
+        }
+    }
+    if let Some(dir) = root_dir {
+        if let Err(e) = std::fs::remove_dir(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing a warm helper's mount point");
         }
     }
 }
@@ -382,7 +472,64 @@ pub(crate) fn apply_limits(
         Ok(()) => Some(warm),
         Err(e) => {
             tracing::debug!(error = %e, "a warm helper's cgroup refused the limits; starting cold");
+            discard(warm);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use super::*;
+
+    /// A stand-in helper (`sleep`) with a mount point, spawned `age` ago.
+    fn idle_helper(run_dir: &Path, age: Duration) -> Launched {
+        let root_dir = run_dir.join(format!("warm-{}", ExecutionId::random()));
+        std::fs::create_dir(&root_dir).unwrap();
+        Launched {
+            child: Helper {
+                child: std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap(),
+                reaped: false,
+            },
+            channel: UnixStream::pair().unwrap().0,
+            cgroup: None,
+            root_dir: Some(root_dir),
+            spawned: Instant::now().checked_sub(age).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_prebuilt_helper_past_its_age_is_removed_not_taken() {
+        let run_dir = tempfile::tempdir().unwrap();
+        let mode = HelperMode::Namespaces {
+            new_network: true,
+            uid_base: 1,
+        };
+        let template = RootTemplate {
+            run_dir: run_dir.path().to_owned(),
+            mounts: Vec::new(),
+            workspace: "/workspace".into(),
+        };
+        let pool = WarmPool::new("/nonexistent".into(), None, mode.clone(), Some(template), 2);
+        let fresh = idle_helper(run_dir.path(), Duration::ZERO);
+        let fresh_dir = fresh.root_dir.clone().unwrap();
+        let stale = idle_helper(run_dir.path(), PREBUILT_MAX_AGE + Duration::from_secs(1));
+        let stale_dir = stale.root_dir.clone().unwrap();
+        // The stale one is on top (taken first), the fresh one under it.
+        pool.idle.lock().unwrap().extend([fresh, stale]);
+        let taken = pool.take(&mode).unwrap();
+        assert_eq!(taken.root_dir.as_ref(), Some(&fresh_dir));
+        assert!(
+            !stale_dir.exists(),
+            "the stale helper's mount point is left"
+        );
+        assert!(pool.take(&mode).is_none());
+        discard(taken);
+        assert!(!fresh_dir.exists());
     }
 }

@@ -1,9 +1,56 @@
 //! Descriptors a sandboxed command must not inherit: whatever the process that started
 //! Conductor left open without close-on-exec (a shell's, a service manager's) would otherwise
-//! pass through the executor into the command.
+//! pass through the executor into the command. And the one descriptor the helper hands init on
+//! purpose: the workspace's mount, over a socket ([`send_fd`], [`receive_fd`]).
 
-use std::io;
-use std::os::fd::RawFd;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// Sends `fd` over the Unix socket `socket` (with one byte of data).
+pub fn send_fd(socket: &OwnedFd, fd: &OwnedFd) -> io::Result<()> {
+    let fds = [fd.as_raw_fd()];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(b"f")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
+/// Receives one descriptor sent with [`send_fd`] (close-on-exec).
+pub fn receive_fd(socket: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut data = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut data,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    for control in message.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = control {
+            let mut owned = fds.into_iter().map(|fd| {
+                // SAFETY: the kernel just installed these descriptors for us; nothing else
+                // owns them.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            });
+            if let Some(fd) = owned.next() {
+                return Ok(fd);
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "no descriptor came (the helper gave up)",
+    ))
+}
 
 /// Marks every descriptor from `first` up close-on-exec.
 ///

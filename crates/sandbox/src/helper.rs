@@ -9,7 +9,10 @@
 //! helper (root in the initial namespaces; writes the id maps, passes the spec on to init, hands
 //!  │      the workspace to the sandbox's root uid while init builds the root, then waits)
 //!  └─ init: pid 1 of new user/pid/uts/ipc(/net) namespaces; once the spec comes, a new mount
-//!     │     namespace, the root, pivot; reaps every orphan and reports the command's status
+//!     │     namespace, the root, pivot (a warm one with a [`PrebuiltRoot`] does that before,
+//!     │     and then only attaches the workspace the helper cloned, writes the hostname and
+//!     │     /etc files, and makes the root read-only); reaps every orphan and reports the
+//!     │     command's status
 //!     └─ command: rlimits → drop capabilities → no_new_privs → seccomp → execve
 //! ```
 //!
@@ -23,9 +26,10 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+use conductor_types::SandboxLayout;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::signal::Signal;
@@ -38,12 +42,15 @@ use nix::sched::CpuSet;
 use nix::sys::stat::{fstatat, Mode};
 
 use crate::command::{current_affinity, exec_failure_code, pin_to_cpu, Prepared};
+use crate::fds::{receive_fd, send_fd};
 use crate::idmap::{id_maps, IdMaps};
-use crate::mounts::{build_root, LinuxRootFs, StageError};
+use crate::mounts::{
+    attach_tree, build_root, clone_tree, make_mount_point, write_files, LinuxRootFs, StageError,
+};
 use crate::net::loopback_up;
 use crate::report::Report;
 use crate::seccomp;
-use crate::spec::{read_spec_bytes, HelperMode, Prelude, SandboxSpec};
+use crate::spec::{read_spec_bytes, HelperMode, PrebuiltRoot, Prelude, SandboxSpec};
 
 mod host;
 
@@ -131,6 +138,21 @@ fn run(channel: &File) -> Result<i32, StageError> {
     };
     let (go_read, go_write) = pipe()?;
     let (spec_read, spec_write) = pipe()?;
+    // A root built ahead of time gets the workspace as a mount the helper clones: a descriptor,
+    // passed over a socket.
+    let prebuilt = prelude.prebuilt;
+    let trees = match &prebuilt {
+        Some(_) => Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| StageError::new("creating the helper's socket", e))?,
+        ),
+        None => None,
+    };
     // No mount namespace yet: a copy made now would miss whatever the host mounts before the
     // execution comes (a workspace on a filesystem of its own). init unshares it then.
     let mut flags =
@@ -167,11 +189,13 @@ fn run(channel: &File) -> Result<i32, StageError> {
             maps: &maps,
             filter: &filter,
             affinity,
+            prebuilt: prebuilt.as_ref().zip(trees.map(|(_, theirs)| theirs)),
         };
         init.main(File::from(go_read), File::from(spec_read))
     }
     drop(go_read);
     drop(spec_read);
+    let trees = trees.map(|(ours, _)| ours);
     let child = Pid::from_raw(pid as i32);
     let fail = |e: StageError| {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
@@ -186,6 +210,19 @@ fn run(channel: &File) -> Result<i32, StageError> {
     let spec_bytes = read_spec_bytes(channel).map_err(|e| fail(StageError::new(stage, e)))?;
     let spec = SandboxSpec::from_bytes(&spec_bytes).map_err(|e| fail(StageError::new(stage, e)))?;
     pin_to_cpu(&[child]);
+    if let (Some(prebuilt), Some(trees)) = (&prebuilt, &trees) {
+        let stage = "cloning the workspace's mount";
+        let workspace = prebuilt
+            .workspace_of(&spec.layout)
+            .map_err(|e| fail(StageError::new(stage, e)))?;
+        let tree = clone_tree(workspace).map_err(|e| {
+            fail(StageError::new(
+                format!("{stage} {}", workspace.display()),
+                e,
+            ))
+        })?;
+        send_fd(trees, &tree).map_err(|e| fail(StageError::new(stage, e)))?;
+    }
     let mut spec_write = File::from(spec_write);
     // init reads to the end; if it died instead, its status says so.
     let _ = spec_write.write_all(&spec_bytes);
@@ -298,6 +335,8 @@ struct Init<'a> {
     maps: &'a IdMaps,
     filter: &'a seccomp::Filter,
     affinity: Option<CpuSet>,
+    /// The root to build before the spec comes, and where the workspace's mount will come from.
+    prebuilt: Option<(&'a PrebuiltRoot, OwnedFd)>,
 }
 
 impl Init<'_> {
@@ -326,15 +365,22 @@ impl Init<'_> {
         }
     }
 
-    /// The network first (it does not depend on the execution), then the spec and the sandbox.
+    /// The network and a prebuilt root first (they do not depend on the execution), then the
+    /// spec and the (rest of the) sandbox.
     fn prepare(&self, spec: File) -> Result<Prepared, StageError> {
         if self.new_network {
             loopback_up().map_err(|e| StageError::new("bringing up the loopback interface", e))?;
         }
+        if let Some((prebuilt, _)) = &self.prebuilt {
+            prebuild(prebuilt, self.maps)?;
+        }
         let spec = SandboxSpec::read_from(spec)
             .map_err(|e| StageError::new("receiving the sandbox spec", e))?;
         let command = Prepared::new(&spec, self.filter, self.affinity)?;
-        build_sandbox(&spec, self.maps)?;
+        match &self.prebuilt {
+            Some((prebuilt, trees)) => finish_prebuilt(&spec, prebuilt, trees)?,
+            None => build_sandbox(&spec, self.maps)?,
+        }
         Ok(command)
     }
 
@@ -352,13 +398,61 @@ impl Init<'_> {
 
 /// A mount namespace, identity and hostname, then the root filesystem.
 fn build_sandbox(spec: &SandboxSpec, maps: &IdMaps) -> Result<(), StageError> {
+    let mut fs = enter_mount_namespace(&spec.layout, maps)?;
+    set_hostname(&spec.layout.hostname)?;
+    build_root(&spec.layout, &spec.root_dir, &mut fs)?;
+    drop(fs);
+    pivot_into(&spec.root_dir)?;
+    seal(&spec.cwd)
+}
+
+/// A warm init's root, before the execution comes: everything [`build_sandbox`] does but the
+/// hostname, the `/etc` files, the workspace and making the root read-only.
+fn prebuild(prebuilt: &PrebuiltRoot, maps: &IdMaps) -> Result<(), StageError> {
+    let layout = SandboxLayout {
+        hostname: String::new(),
+        mounts: prebuilt.mounts.clone(),
+        files: Vec::new(),
+    };
+    let mut fs = enter_mount_namespace(&layout, maps)?;
+    build_root(&layout, &prebuilt.root_dir, &mut fs)?;
+    make_mount_point(&prebuilt.root_dir, &prebuilt.workspace, &mut fs)?;
+    drop(fs);
+    pivot_into(&prebuilt.root_dir)
+}
+
+/// The rest of a prebuilt root, once the spec came: the hostname, the `/etc` files, the
+/// workspace (the mount the helper cloned on the host), then read-only.
+fn finish_prebuilt(
+    spec: &SandboxSpec,
+    prebuilt: &PrebuiltRoot,
+    trees: &OwnedFd,
+) -> Result<(), StageError> {
+    let stage = "mounting the workspace";
+    prebuilt
+        .workspace_of(&spec.layout)
+        .map_err(|e| StageError::new(stage, e))?;
+    let tree = receive_fd(trees).map_err(|e| StageError::new(stage, e))?;
+    set_hostname(&spec.layout.hostname)?;
+    write_files(
+        &spec.layout.files,
+        Path::new("/"),
+        &mut LinuxRootFs::default(),
+    )?;
+    attach_tree(&tree, &prebuilt.workspace).map_err(|e| StageError::new(stage, e))?;
+    seal(&spec.cwd)
+}
+
+/// A private copy of the host's mounts, the host paths `layout` binds looked up, a session of
+/// its own, and root in the sandbox.
+fn enter_mount_namespace(layout: &SandboxLayout, maps: &IdMaps) -> Result<LinuxRootFs, StageError> {
     // A copy of the host's mounts as they are now.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| StageError::new("creating the mount namespace", e))?;
     // Host paths are looked up while this process still has the helper's host uid, which owns
     // root's private directories (a workspace under a 0700 temp dir); after the switch below
     // it is the sandbox's unprivileged uid on the host.
-    let mut fs = LinuxRootFs::resolve(&spec.layout);
+    let fs = LinuxRootFs::resolve(layout);
     // A session of its own, without a controlling terminal: nothing in the sandbox can open the
     // caller's terminal through /dev/tty (and type into the caller's shell with TIOCSTI).
     nix::unistd::setsid().map_err(|e| StageError::new("starting a new session", e))?;
@@ -370,8 +464,6 @@ fn build_sandbox(spec: &SandboxSpec, maps: &IdMaps) -> Result<(), StageError> {
     }
     let root = Uid::from_raw(0);
     nix::unistd::setresuid(root, root, root).map_err(|e| StageError::new(stage, e))?;
-    nix::unistd::sethostname(&spec.layout.hostname)
-        .map_err(|e| StageError::new("setting the hostname", e))?;
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -380,13 +472,24 @@ fn build_sandbox(spec: &SandboxSpec, maps: &IdMaps) -> Result<(), StageError> {
         None::<&str>,
     )
     .map_err(|e| StageError::new("making / private", e))?;
-    build_root(&spec.layout, &spec.root_dir, &mut fs)?;
-    drop(fs);
+    Ok(fs)
+}
+
+fn set_hostname(hostname: &str) -> Result<(), StageError> {
+    nix::unistd::sethostname(hostname).map_err(|e| StageError::new("setting the hostname", e))
+}
+
+/// Makes `root_dir` the root and drops the host's mounts.
+fn pivot_into(root_dir: &Path) -> Result<(), StageError> {
     let stage = "pivoting into the new root";
-    nix::unistd::chdir(&spec.root_dir).map_err(|e| StageError::new(stage, e))?;
+    nix::unistd::chdir(root_dir).map_err(|e| StageError::new(stage, e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| StageError::new(stage, e))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| StageError::new(stage, e))?;
-    nix::unistd::chdir("/").map_err(|e| StageError::new(stage, e))?;
+    nix::unistd::chdir("/").map_err(|e| StageError::new(stage, e))
+}
+
+/// Makes the root read-only and changes to the command's working directory.
+fn seal(cwd: &Path) -> Result<(), StageError> {
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -395,13 +498,12 @@ fn build_sandbox(spec: &SandboxSpec, maps: &IdMaps) -> Result<(), StageError> {
         None::<&str>,
     )
     .map_err(|e| StageError::new("making the root read-only", e))?;
-    nix::unistd::chdir(Path::new(&spec.cwd)).map_err(|e| {
+    nix::unistd::chdir(cwd).map_err(|e| {
         StageError::new(
-            format!("changing to the working directory {}", spec.cwd.display()),
+            format!("changing to the working directory {}", cwd.display()),
             e,
         )
-    })?;
-    Ok(())
+    })
 }
 
 /// Reaps every process that ends up here and reports the command's status. When init exits,

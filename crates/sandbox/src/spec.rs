@@ -9,9 +9,9 @@
 //!    mode, a [`HostSpec`] in host mode.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use conductor_types::{ExecPlan, NetworkPolicy, Rlimit, SandboxLayout};
+use conductor_types::{ExecPlan, Mount, NetworkPolicy, Rlimit, SandboxLayout};
 use serde::{Deserialize, Serialize};
 
 /// Largest spec the helper accepts (argv and env included).
@@ -33,6 +33,53 @@ pub struct Prelude {
     pub mode: HelperMode,
     /// cgroup `cgroup.procs` files the helper joins before it forks anything.
     pub cgroup_procs: Vec<PathBuf>,
+    /// A root for init to build before the execution comes (namespace mode, as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prebuilt: Option<PrebuiltRoot>,
+}
+
+/// A sandbox root that a warm helper's init builds ahead of time: every mount of the layout but
+/// the workspace, then `pivot_root`. The execution's spec must have exactly these mounts and
+/// then one read-write bind at `workspace`: the helper clones that host directory's mount
+/// (`open_tree`) and init attaches it (`move_mount`), writes the `/etc` files and the hostname,
+/// and makes the root read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrebuiltRoot {
+    /// An empty host directory the root tmpfs is mounted on before `pivot_root`.
+    pub root_dir: PathBuf,
+    /// The mounts to make, in order.
+    pub mounts: Vec<Mount>,
+    /// Where the workspace goes, inside the sandbox.
+    pub workspace: PathBuf,
+}
+
+impl PrebuiltRoot {
+    /// The template of `layout`: its mounts without the last, which must be the read-write
+    /// workspace bind; `None` for a layout of another shape.
+    pub fn template(layout: &SandboxLayout) -> Option<(Vec<Mount>, PathBuf)> {
+        match layout.mounts.split_last() {
+            Some((Mount::ReadWriteBind { target, .. }, rest)) => {
+                Some((rest.to_vec(), target.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The host directory `layout` binds at the workspace, when the rest of its mounts are this
+    /// root's; otherwise why the layout cannot use it.
+    pub fn workspace_of<'a>(&self, layout: &'a SandboxLayout) -> Result<&'a Path, String> {
+        match layout.mounts.split_last() {
+            Some((Mount::ReadWriteBind { source, target }, rest))
+                if rest == self.mounts.as_slice() && *target == self.workspace =>
+            {
+                Ok(source)
+            }
+            _ => Err(
+                "the execution's mounts are not the ones the warm sandbox was built with"
+                    .to_owned(),
+            ),
+        }
+    }
 }
 
 /// The two kinds of helper.
@@ -61,6 +108,7 @@ impl Prelude {
                 uid_base,
             },
             cgroup_procs,
+            prebuilt: None,
         }
     }
 
@@ -309,6 +357,7 @@ mod tests {
                     uid_base: 7,
                 },
                 cgroup_procs: procs,
+                prebuilt: None,
             }
         );
         assert_eq!(
@@ -325,6 +374,7 @@ mod tests {
         let prelude = Prelude {
             mode: HelperMode::Host,
             cgroup_procs: vec!["/sys/fs/cgroup/pids/conductor/x/cgroup.procs".into()],
+            prebuilt: None,
         };
         let mut plan = sample_plan(NetworkPolicy::Full);
         plan.sandbox = None;
@@ -344,6 +394,58 @@ mod tests {
         let mut reader = &wire[..];
         assert_eq!(Prelude::read_from(&mut reader).unwrap(), prelude);
         assert_eq!(HostSpec::read_from(reader).unwrap(), spec);
+    }
+
+    #[test]
+    fn a_prebuilt_root_takes_only_layouts_with_its_mounts_and_a_workspace() {
+        let usr = Mount::ReadOnlyBind {
+            source: "/usr".into(),
+            target: "/usr".into(),
+            optional: true,
+        };
+        let workspace = |source: &str| Mount::ReadWriteBind {
+            source: source.into(),
+            target: "/workspace".into(),
+        };
+        let layout = |mounts: Vec<Mount>| SandboxLayout {
+            hostname: "h".into(),
+            mounts,
+            files: Vec::new(),
+        };
+        let (mounts, target) =
+            PrebuiltRoot::template(&layout(vec![usr.clone(), workspace("/w/1")])).unwrap();
+        let root = PrebuiltRoot {
+            root_dir: "/run/warm".into(),
+            mounts,
+            workspace: target,
+        };
+        assert_eq!(root.mounts, vec![usr.clone()]);
+        assert_eq!(
+            root.workspace_of(&layout(vec![usr.clone(), workspace("/w/2")])),
+            Ok(Path::new("/w/2"))
+        );
+        // Another mount, a missing one, or no workspace at the end: not this root.
+        let proc = Mount::Proc {
+            target: "/proc".into(),
+        };
+        for other in [
+            vec![usr.clone(), proc.clone(), workspace("/w/2")],
+            vec![workspace("/w/2")],
+            vec![usr.clone()],
+            vec![
+                usr.clone(),
+                Mount::ReadWriteBind {
+                    source: "/w/2".into(),
+                    target: "/elsewhere".into(),
+                },
+            ],
+        ] {
+            assert!(
+                root.workspace_of(&layout(other.clone())).is_err(),
+                "{other:?}"
+            );
+        }
+        assert_eq!(PrebuiltRoot::template(&layout(vec![usr, proc])), None);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!
 //! 1. plans the request and takes a helper that was started ahead of time in a cgroup of its own
 //!    and has its namespaces (see [`crate::warm`]; the request's limits are written to its
-//!    cgroup),
+//!    cgroup) and, as root, its root filesystem but the workspace (one pool per network mode and
+//!    rootfs: the helpers of a pool all build the same root),
 //!    or spawns one with a socket as its stdin and, while it starts, creates the execution's
 //!    cgroup with the request's limits on the blocking pool;
 //! 2. sends a cold helper its [`Prelude`] (naming the cgroup to join before it forks), then the
@@ -22,26 +23,29 @@
 //! pool; [`Cgroup::procs_files`] only builds paths, and reading the stats (a handful of
 //! pseudo-file reads) is done inline.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use conductor_core::{check_supported, EventSender, Executor, ExecutorError, PlanTarget};
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
+use conductor_sandbox::mounts::tree_cloning_supported;
 use conductor_sandbox::report::{outcome, Outcome};
-use conductor_sandbox::spec::{HelperMode, Prelude, SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE};
+use conductor_sandbox::spec::{
+    HelperMode, PrebuiltRoot, Prelude, SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE,
+};
 use conductor_types::{
     Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
-    ExecutorCapabilities, IsolationLevel,
+    ExecutorCapabilities, IsolationLevel, NetworkPolicy,
 };
 
 use crate::output::now_ms;
 use crate::run::{supervise, Ending, Finished, Measurements, OutputCapture, ProcessExit, Registry};
-use crate::warm::{apply_limits, Launched, WarmPool};
+use crate::warm::{apply_limits, Launched, RootTemplate, WarmPool};
 
 const NAME: &str = "namespace";
 /// How long output may keep flowing after the sandbox died before capture is cut off.
@@ -95,9 +99,16 @@ pub struct NamespaceExecutor {
     cgroups: Result<Arc<CgroupManager>, String>,
     is_root: bool,
     registry: Registry,
-    /// Warm helpers with their own network namespace, and on the host's network.
-    pools: [Arc<WarmPool>; 2],
+    /// Whether warm helpers build their root ahead of time (as root, on Linux 5.2 or later:
+    /// the workspace is then attached as a mount the helper clones).
+    prebuild: bool,
+    /// Warm helpers, per network mode and rootfs (their layouts differ).
+    pools: Mutex<HashMap<PoolKey, Arc<WarmPool>>>,
 }
+
+/// A pool's executions: whether they get a network namespace of their own, and their rootfs
+/// (`None`: the host's system directories).
+type PoolKey = (bool, Option<PathBuf>);
 
 impl NamespaceExecutor {
     /// Checks the helper binary and user namespaces, and detects cgroups. Without usable cgroups
@@ -132,25 +143,59 @@ impl NamespaceExecutor {
         if let Err(reason) = &cgroups {
             tracing::info!(%reason, "namespace executor runs without cgroups: no limits");
         }
-        // One pool of warm helpers with a network namespace of their own (every policy but
-        // `full`) and one on the host's network (`full`, the `host` environment's default).
-        let pools = [true, false].map(|new_network| {
-            Arc::new(WarmPool::new(
-                config.helper_path.clone(),
-                cgroups.as_ref().ok().cloned(),
-                HelperMode::Namespaces {
-                    new_network,
-                    uid_base: config.uid_base,
-                },
-                config.warm_helpers,
-            ))
-        });
-        Ok(Self {
+        let prebuild = is_root && tree_cloning_supported();
+        let executor = Self {
             config,
             cgroups,
-            pools,
+            prebuild,
+            pools: Mutex::new(HashMap::new()),
             is_root,
             registry: Registry::new(),
+        };
+        // Pools for the host's system directories, with a network namespace of their own (every
+        // policy but `full`) and on the host's network (`full`, the `host` environment's
+        // default); pools for a rootfs start with its first execution.
+        for network in [NetworkPolicy::None, NetworkPolicy::Full] {
+            let mut request =
+                ExecutionRequest::new(vec!["true".into()], executor.config.run_dir.clone());
+            request.network = network;
+            let plan = crate::run::plan_request(&request, PlanTarget::Sandbox)?;
+            executor.pool(&plan, None);
+        }
+        Ok(executor)
+    }
+
+    /// The warm pool for executions like `plan` on `rootfs`, made on first use.
+    fn pool(&self, plan: &ExecPlan, rootfs: Option<&Path>) -> Arc<WarmPool> {
+        let new_network = plan.network != NetworkPolicy::Full;
+        let key = (new_network, rootfs.map(Path::to_owned));
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let pool = pools.entry(key).or_insert_with(|| {
+            let template = self.template(plan);
+            Arc::new(WarmPool::new(
+                self.config.helper_path.clone(),
+                self.cgroups.as_ref().ok().cloned(),
+                HelperMode::Namespaces {
+                    new_network,
+                    uid_base: self.config.uid_base,
+                },
+                template,
+                self.config.warm_helpers,
+            ))
+        });
+        Arc::clone(pool)
+    }
+
+    /// The root a warm helper can build ahead of time for executions like `plan`.
+    fn template(&self, plan: &ExecPlan) -> Option<RootTemplate> {
+        if !self.prebuild {
+            return None;
+        }
+        let (mounts, workspace) = PrebuiltRoot::template(plan.sandbox.as_ref()?)?;
+        Some(RootTemplate {
+            run_dir: self.config.run_dir.clone(),
+            mounts,
+            workspace,
         })
     }
 
@@ -166,20 +211,6 @@ impl NamespaceExecutor {
         events: EventSender,
     ) -> Result<ExecutionResult, ExecutorError> {
         let registration = self.registry.register(&request.id)?;
-        let mut sandbox = Sandbox {
-            root_dir: self.config.run_dir.join(request.id.to_string()),
-            cgroup: None,
-        };
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&sandbox.root_dir)
-            .map_err(|e| {
-                ExecutorError::io(
-                    format!("creating the mount point {}", sandbox.root_dir.display()),
-                    e,
-                )
-            })?;
-
         let limits = CgroupLimits {
             cpus: plan.limits.cpus,
             memory: plan.limits.memory,
@@ -188,28 +219,54 @@ impl NamespaceExecutor {
         let manager = self.cgroups.as_ref().ok().cloned();
         let wanted = Prelude::for_plan(plan, Vec::new(), self.config.uid_base);
         let started = Instant::now();
-        // A warm helper is already running in its cgroup, with its namespaces; a cold one starts
-        // (exec, dynamic linking) while its cgroup is made, and joins it from the prelude.
-        let pool = match wanted.mode {
-            HelperMode::Namespaces {
-                new_network: false, ..
-            } => &self.pools[1],
-            _ => &self.pools[0],
+        // A warm helper is already running in its cgroup, with its namespaces (and its root);
+        // a cold one starts (exec, dynamic linking) while its cgroup is made, and joins it from
+        // the prelude.
+        let pool = self.pool(plan, request.rootfs.as_deref());
+        let fits = match (pool.template(), &plan.sandbox) {
+            (Some(template), Some(layout)) => {
+                PrebuiltRoot::template(layout).is_some_and(|(mounts, workspace)| {
+                    mounts == template.mounts && workspace == template.workspace
+                })
+            }
+            (None, _) => true,
+            (Some(_), None) => false,
         };
-        let warm = pool
-            .take(&wanted.mode)
+        let warm = fits
+            .then(|| pool.take(&wanted.mode))
+            .flatten()
             .and_then(|warm| apply_limits(warm, manager.as_deref(), &limits));
         let cold = warm.is_none();
         let Launched {
             mut child,
             channel,
             cgroup,
+            root_dir,
+            ..
         } = match warm {
             Some(launched) => launched,
             None => Launched::spawn(&self.config.helper_path)?,
         };
         pool.refill();
-        sandbox.cgroup = cgroup.map(Arc::new);
+        // A prebuilt root's mount point came with the helper; any other execution gets one.
+        let mut sandbox = Sandbox {
+            root_dir: match root_dir {
+                Some(dir) => dir,
+                None => {
+                    let dir = self.config.run_dir.join(request.id.to_string());
+                    if let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+                        child.kill();
+                        let _ = child.wait().await;
+                        return Err(ExecutorError::io(
+                            format!("creating the mount point {}", dir.display()),
+                            e,
+                        ));
+                    }
+                    dir
+                }
+            },
+            cgroup: cgroup.map(Arc::new),
+        };
         let _ = events
             .send(ExecEvent::Started {
                 execution_id: request.id.clone(),
@@ -415,7 +472,14 @@ impl Executor for NamespaceExecutor {
 
     /// Starts the warm helpers in the background.
     async fn warmup(&self) -> Result<(), ExecutorError> {
-        for pool in &self.pools {
+        let pools: Vec<Arc<WarmPool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for pool in pools {
             pool.refill();
         }
         Ok(())

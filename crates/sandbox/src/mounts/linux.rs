@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -275,4 +275,97 @@ fn remount_keeping_locked_flags(target: &Path, attrs: Restrict) -> io::Result<()
     }
     nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
         .map_err(io::Error::from)
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// Whether this kernel has `open_tree(2)` and `move_mount(2)` (Linux 5.2).
+pub fn tree_cloning_supported() -> bool {
+    // Without OPEN_TREE_CLONE it only opens a path, like O_PATH: no privilege needed.
+    // SAFETY: a valid NUL-terminated path; the descriptor returned is owned below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: open_tree returned a new descriptor nothing else owns.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    true
+}
+
+/// A detached copy of the mount tree at the host directory `path` (`open_tree(2)`, recursive),
+/// made `nosuid` and `nodev`, to attach inside a sandbox with [`attach_tree`]. `path` itself
+/// must be a directory, not a symlink. Needs `CAP_SYS_ADMIN` over the caller's mount namespace.
+pub fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    // SAFETY: a valid NUL-terminated path; the descriptor returned is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new descriptor nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let stat = nix::sys::stat::fstat(tree.as_raw_fd()).map_err(io::Error::from)?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a directory", path.display()),
+        ));
+    }
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: an empty NUL-terminated path relative to our descriptor, and a properly sized
+    // `struct mount_attr` that outlives the call; the kernel only reads both.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tree)
+}
+
+/// Attaches a tree from [`clone_tree`] at `target` in the caller's mount namespace
+/// (`move_mount(2)`).
+pub fn attach_tree(tree: &OwnedFd, target: &Path) -> io::Result<()> {
+    let c_target = CString::new(target.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: valid NUL-terminated paths and a descriptor we own, all outliving the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -8,12 +8,12 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use conductor_types::{Mount, SandboxLayout};
+use conductor_types::{EtcFile, Mount, SandboxLayout};
 use nix::mount::MsFlags;
 
 mod linux;
 
-pub use linux::LinuxRootFs;
+pub use linux::{attach_tree, clone_tree, tree_cloning_supported, LinuxRootFs};
 
 /// Size of the tmpfs that becomes the sandbox's `/` (mount points and `/etc` files only).
 const ROOT_TMPFS_OPTIONS: &str = "size=16m,mode=755";
@@ -149,7 +149,16 @@ pub fn build_root(
         data: ROOT_TMPFS_OPTIONS.to_owned(),
     })
     .map_err(|e| StageError::new(stage, e))?;
-    for file in &layout.files {
+    write_files(&layout.files, root, fs)?;
+    for mount in &layout.mounts {
+        apply_mount(mount, root, fs)?;
+    }
+    Ok(())
+}
+
+/// Writes `files` (sandbox paths) under `root`, creating their parent directories.
+pub fn write_files(files: &[EtcFile], root: &Path, fs: &mut impl RootFs) -> Result<(), StageError> {
+    for file in files {
         let stage = format!("writing {}", file.path.display());
         let path = under(root, &file.path).map_err(|e| StageError::new(&stage, e))?;
         let write = |fs: &mut dyn RootFs| -> io::Result<()> {
@@ -164,10 +173,21 @@ pub fn build_root(
         };
         write(fs).map_err(|e| StageError::new(&stage, e))?;
     }
-    for mount in &layout.mounts {
-        apply_mount(mount, root, fs)?;
-    }
     Ok(())
+}
+
+/// Creates the empty directory at the sandbox path `target` under `root` that a mount goes on
+/// later; its host path.
+pub fn make_mount_point(
+    root: &Path,
+    target: &Path,
+    fs: &mut impl RootFs,
+) -> Result<PathBuf, StageError> {
+    let stage = format!("creating the mount point {}", target.display());
+    let path = under(root, target).map_err(|e| StageError::new(&stage, e))?;
+    fs.apply(&Op::MkdirAll(path.clone()))
+        .map_err(|e| StageError::new(&stage, e))?;
+    Ok(path)
 }
 
 fn apply_mount(mount: &Mount, root: &Path, fs: &mut impl RootFs) -> Result<(), StageError> {
