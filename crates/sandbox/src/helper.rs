@@ -11,8 +11,9 @@
 //!  └─ init: pid 1 of new user/pid/uts/ipc(/net) namespaces; once the spec comes, a new mount
 //!     │     namespace, the root, pivot (a warm one with a [`PrebuiltRoot`] does that before,
 //!     │     and then only attaches the workspace the helper cloned, writes the hostname and
-//!     │     /etc files, and makes the root read-only); reaps every orphan and reports the
-//!     │     command's status
+//!     │     /etc files, and makes the root read-only; it forks the command's process ahead of
+//!     │     time too, which waits for the spec); reaps every orphan and reports the command's
+//!     │     status
 //!     └─ command: rlimits → drop capabilities → no_new_privs → seccomp → execve
 //! ```
 //!
@@ -353,6 +354,16 @@ impl Init<'_> {
         };
         // The id maps are written.
         wait_for_go();
+        // The network does not depend on the execution.
+        if self.new_network {
+            loopback_up().unwrap_or_else(|e| {
+                self.fail(StageError::new("bringing up the loopback interface", e))
+            });
+        }
+        if let Some((prebuilt, trees)) = &self.prebuilt {
+            prebuild(prebuilt, self.maps).unwrap_or_else(|e| self.fail(e));
+            self.run_prebuilt(prebuilt, trees, spec, wait_for_go)
+        }
         let command = self.prepare(spec).unwrap_or_else(|e| self.fail(e));
         // The workspace is ready.
         wait_for_go();
@@ -365,23 +376,58 @@ impl Init<'_> {
         }
     }
 
-    /// The network and a prebuilt root first (they do not depend on the execution), then the
-    /// spec and the (rest of the) sandbox.
+    /// The spec, the command and the sandbox.
     fn prepare(&self, spec: File) -> Result<Prepared, StageError> {
-        if self.new_network {
-            loopback_up().map_err(|e| StageError::new("bringing up the loopback interface", e))?;
-        }
-        if let Some((prebuilt, _)) = &self.prebuilt {
-            prebuild(prebuilt, self.maps)?;
-        }
         let spec = SandboxSpec::read_from(spec)
             .map_err(|e| StageError::new("receiving the sandbox spec", e))?;
         let command = Prepared::new(&spec, self.filter, self.affinity)?;
-        match &self.prebuilt {
-            Some((prebuilt, trees)) => finish_prebuilt(&spec, prebuilt, trees)?,
-            None => build_sandbox(&spec, self.maps)?,
-        }
+        build_sandbox(&spec, self.maps)?;
         Ok(command)
+    }
+
+    /// With the root prebuilt, the command's process is forked ahead of time too: it waits for
+    /// the spec, which init passes on once the sandbox is finished and the workspace is ready.
+    fn run_prebuilt(
+        &self,
+        prebuilt: &PrebuiltRoot,
+        trees: &OwnedFd,
+        spec: File,
+        mut wait_for_go: impl FnMut(),
+    ) -> ! {
+        let (for_command, to_command) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .unwrap_or_else(|e| self.fail(StageError::new("creating the command's pipe", e)));
+        // SAFETY: this process is single-threaded (a clone of the single-threaded helper), so
+        // the child may run arbitrary code after fork.
+        let child = match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                drop(to_command);
+                waiting_command(
+                    self.channel,
+                    File::from(for_command),
+                    self.filter,
+                    self.affinity,
+                )
+            }
+            Ok(ForkResult::Parent { child }) => child,
+            Err(e) => self.fail(StageError::new("starting the command", e)),
+        };
+        drop(for_command);
+        let stage = "receiving the sandbox spec";
+        let bytes = read_spec_bytes(spec).unwrap_or_else(|e| self.fail(StageError::new(stage, e)));
+        let parsed = SandboxSpec::from_bytes(&bytes)
+            .unwrap_or_else(|e| self.fail(StageError::new(stage, e)));
+        // Checked here, so that a command that cannot be prepared is reported once, by init.
+        Prepared::new(&parsed, self.filter, self.affinity).unwrap_or_else(|e| self.fail(e));
+        finish_prebuilt(&parsed, prebuilt, trees).unwrap_or_else(|e| self.fail(e));
+        // The command wakes on this CPU, as init did (see `pin_to_cpu`).
+        pin_to_cpu(&[child]);
+        // The workspace is ready.
+        wait_for_go();
+        let mut to_command = File::from(to_command);
+        // If the command died meanwhile, reaping it says so.
+        let _ = to_command.write_all(&bytes);
+        drop(to_command);
+        reap(self.channel, child)
     }
 
     fn fail(&self, e: StageError) -> ! {
@@ -537,6 +583,41 @@ fn reap(channel: &File, command: Pid) -> ! {
             }
         }
     }
+}
+
+/// The command process forked ahead of time: waits for the spec from init, then changes to its
+/// working directory and becomes the command. Without a spec (init gave up, and reported why;
+/// the pid namespace is going away), it exits quietly.
+fn waiting_command(
+    channel: &File,
+    spec: File,
+    filter: &seccomp::Filter,
+    affinity: Option<CpuSet>,
+) -> ! {
+    let fail = |e: StageError| -> ! {
+        report(
+            channel,
+            &Report::Failed {
+                stage: e.stage,
+                error: e.error,
+            },
+        );
+        std::process::exit(SETUP_FAILED)
+    };
+    let bytes = match read_spec_bytes(spec) {
+        Ok(bytes) if !bytes.is_empty() => bytes,
+        _ => std::process::exit(SETUP_FAILED),
+    };
+    let stage = "receiving the sandbox spec";
+    let spec = SandboxSpec::from_bytes(&bytes).unwrap_or_else(|e| fail(StageError::new(stage, e)));
+    let command = Prepared::new(&spec, filter, affinity).unwrap_or_else(|e| fail(e));
+    nix::unistd::chdir(&spec.cwd).unwrap_or_else(|e| {
+        fail(StageError::new(
+            format!("changing to the working directory {}", spec.cwd.display()),
+            e,
+        ))
+    });
+    command_main(channel, &command)
 }
 
 /// The command process: lock down, exec.
