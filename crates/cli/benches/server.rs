@@ -256,14 +256,14 @@ async fn executor_alone(
     let spool = tempfile::tempdir().map_err(|e| e.to_string())?;
     let executor: Arc<dyn Executor> = if name == "host" {
         Arc::new(HostExecutor::new(HostConfig {
-            helper_path: conductor_binary(),
+            helper_path: helper_binary(),
             spool_dir: spool.path().to_owned(),
             ..HostConfig::default()
         }))
     } else {
         Arc::new(
             NamespaceExecutor::new(NamespaceConfig {
-                helper_path: conductor_binary(),
+                helper_path: helper_binary(),
                 spool_dir: spool.path().to_owned(),
                 ..NamespaceConfig::default()
             })
@@ -358,6 +358,18 @@ fn shell_baseline(iterations: usize) -> Result<Vec<f64>, String> {
 fn conductor_binary() -> std::path::PathBuf {
     std::env::var_os("CONDUCTOR_BENCH_BINARY")
         .map_or_else(|| env!("CARGO_BIN_EXE_conductor").into(), Into::into)
+}
+
+/// The helper binary beside that binary when there is one (`conductor serve` checks it is from
+/// the same build, and this bench builds both), else the binary itself.
+fn helper_binary() -> std::path::PathBuf {
+    let conductor = conductor_binary();
+    let helper = conductor.with_file_name("conductor-sandbox-init");
+    if helper.exists() {
+        helper
+    } else {
+        conductor
+    }
 }
 
 fn now_ns() -> u128 {

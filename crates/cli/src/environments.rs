@@ -73,6 +73,7 @@ impl Factory {
             cgroup_parent: self.placement.cgroup_parent.clone(),
             spool_dir: self.spool_dir(),
             warm_helpers: self.placement.warm_helpers.max(1),
+            helper_path: crate::helper::helper_path(),
             ..HostConfig::default()
         };
         Arc::clone(
@@ -90,6 +91,7 @@ impl Factory {
             cgroup_parent: self.placement.cgroup_parent.clone(),
             spool_dir: self.spool_dir(),
             warm_helpers: self.placement.warm_helpers.max(1),
+            helper_path: crate::helper::helper_path(),
             ..NamespaceConfig::default()
         };
         let made = async {

@@ -111,6 +111,7 @@ fn host() -> Chosen {
     // One execution: a warm helper would only be started to be killed.
     let config = HostConfig {
         warm_helpers: 0,
+        helper_path: crate::helper::helper_path(),
         ..HostConfig::default()
     };
     Chosen {
@@ -123,6 +124,7 @@ fn namespace() -> anyhow::Result<Arc<dyn Executor>> {
     // One execution: a warm helper would only be started to be killed.
     let config = NamespaceConfig {
         warm_helpers: 0,
+        helper_path: crate::helper::helper_path(),
         ..NamespaceConfig::default()
     };
     Ok(Arc::new(NamespaceExecutor::new(config)?))
