@@ -111,6 +111,23 @@ pub trait Store: Send + Sync + Debug {
     /// returns the task as it is now.
     async fn transition(&self, id: TaskId, transition: Transition) -> Result<Task, StoreError>;
 
+    /// Starts a queued task that the caller holds as the store returned it: the
+    /// [`Transition::Start`] of [`Store::transition`], which a store may do without reading the
+    /// task back. `None` when the stored task is no longer in that state (cancelled, deleted,
+    /// started meanwhile); [`Store::transition`] then says what happened.
+    async fn start_known(
+        &self,
+        task: &Task,
+        agent_id: &str,
+        at: Timestamp,
+    ) -> Result<Option<Task>, StoreError> {
+        let start = Transition::Start {
+            agent_id: agent_id.to_owned(),
+            at,
+        };
+        self.transition(task.id, start).await.map(Some)
+    }
+
     /// The secret values of a task (never returned by the API).
     async fn task_secrets(&self, id: TaskId) -> Result<BTreeMap<String, String>, StoreError>;
 

@@ -424,6 +424,56 @@ impl Store for SqliteStore {
         self.with_results((id, spec, next)).await
     }
 
+    async fn start_known(
+        &self,
+        task: &Task,
+        agent_id: &str,
+        at: Timestamp,
+    ) -> Result<Option<Task>, StoreError> {
+        let start = Transition::Start {
+            agent_id: agent_id.to_owned(),
+            at,
+        };
+        let Ok(next) = apply(&task.state, &start, task.spec.retries) else {
+            return Ok(None);
+        };
+        // Start sets every state column from the attempt alone, so with the row still queued at
+        // that attempt this writes what `transition` would, and the event only if the update
+        // did: no read of the row and its spec first.
+        let mut writer = self.writer().await?;
+        let mut tx = writer
+            .begin()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        let event = sqlx::query(
+            "UPDATE tasks SET status = ?1, status_reason = NULL, failure_code = NULL, \
+                 attempt = ?2, agent_id = ?3, exit_code = NULL, started_at = ?4, \
+                 finished_at = NULL WHERE id = ?5 AND status = 'queued' AND attempt = ?6; \
+             INSERT INTO events (task_id, at, body) SELECT ?5, ?4, ?7 WHERE changes() = 1 \
+                 RETURNING id",
+        )
+        .bind(next.status.as_str())
+        .bind(next.attempt)
+        .bind(next.agent_id.as_deref())
+        .bind(ms(at))
+        .bind(task.id.to_string())
+        .bind(task.state.attempt)
+        .bind(to_json("an event", &state_event(&next))?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend("starting a task"))?;
+        // Nothing was written when the row was not as held (the transaction ends either way).
+        tx.commit()
+            .await
+            .map_err(backend("committing a state change"))?;
+        Ok(event.map(|_| Task {
+            id: task.id,
+            state: next,
+            spec: task.spec.clone(),
+            results: Vec::new(),
+        }))
+    }
+
     async fn task_secrets(&self, id: TaskId) -> Result<BTreeMap<String, String>, StoreError> {
         let text: String = sqlx::query_scalar("SELECT secrets FROM tasks WHERE id = ?")
             .bind(id.to_string())

@@ -172,6 +172,9 @@ struct QueueView {
     /// with one is not trusted.
     generation: u64,
     candidates: Vec<Candidate>,
+    /// The tasks submitted since the view became complete, as the store returned them: they
+    /// start without the store reading them back ([`Store::start_known`]).
+    submitted: HashMap<TaskId, Task>,
 }
 
 impl QueueView {
@@ -179,6 +182,7 @@ impl QueueView {
         self.complete = false;
         self.generation = self.generation.wrapping_add(1);
         self.candidates.clear();
+        self.submitted.clear();
     }
 }
 
@@ -332,6 +336,7 @@ impl Scheduler {
             let queue = &mut slots.queue;
             if queue.complete && queue.candidates.len() < MAX_KNOWN_QUEUE {
                 queue.candidates.push(candidate_of(task));
+                queue.submitted.insert(task.id, task.clone());
             } else {
                 // Not known, or long: the next dispatch reads the store, and a read in flight
                 // is not trusted.
@@ -467,7 +472,7 @@ impl Scheduler {
             let Some(candidate) = candidates.iter().find(|c| c.id == assignment.task_id) else {
                 continue;
             };
-            {
+            let submitted = {
                 let mut slots = self.lock();
                 if slots.stopping {
                     return Ok(());
@@ -478,6 +483,7 @@ impl Scheduler {
                     .queue
                     .candidates
                     .retain(|c| c.id != assignment.task_id);
+                let submitted = slots.queue.submitted.remove(&assignment.task_id);
                 slots.running.insert(
                     assignment.task_id,
                     Running {
@@ -490,17 +496,28 @@ impl Scheduler {
                         workspace: candidate.workspace.clone(),
                     },
                 );
-            }
-            let started = self
-                .store
-                .transition(
-                    assignment.task_id,
-                    Transition::Start {
+                submitted
+            };
+            let at = Timestamp::now();
+            let started = match &submitted {
+                Some(task) => self
+                    .store
+                    .start_known(task, &assignment.agent_id, at)
+                    .await
+                    .transpose(),
+                None => None,
+            };
+            let started = match started {
+                Some(started) => started,
+                // Not held, or no longer as held: the store reads it (and says what changed).
+                None => {
+                    let start = Transition::Start {
                         agent_id: assignment.agent_id.clone(),
-                        at: Timestamp::now(),
-                    },
-                )
-                .await;
+                        at,
+                    };
+                    self.store.transition(assignment.task_id, start).await
+                }
+            };
             match started {
                 Ok(task) => {
                     self.events.bump();
