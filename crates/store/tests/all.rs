@@ -799,94 +799,73 @@ async fn a_failure_code_is_stored_with_the_outcome_and_survives_a_reopen() {
 async fn a_known_queued_task_starts_as_a_transition_would_start_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
+    let create = |id: TaskId| {
+        let store = &store;
+        async move {
+            store
+                .create_task(
+                    id,
+                    &spec(&["true"], &[]),
+                    &BTreeMap::new(),
+                    Timestamp(1_000),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let start_held = |held: conductor_types::Task, at: u64| {
+        let store = &store;
+        async move {
+            store
+                .start_known(&held, "agent-1", Timestamp(at))
+                .await
+                .unwrap()
+        }
+    };
     let (a, b) = (TaskId::random(), TaskId::random());
-    let held_a = store
-        .create_task(a, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1_000))
-        .await
-        .unwrap();
-    let held_b = store
-        .create_task(b, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1_000))
-        .await
-        .unwrap();
-    let fast = store
-        .start_known(&held_a, "agent-1", Timestamp(2_000))
-        .await
-        .unwrap()
-        .unwrap();
+    let held_a = create(a).await;
+    create(b).await;
+    let fast = start_held(held_a.clone(), 2_000).await.unwrap();
     let slow = store.transition(b, start(2_000)).await.unwrap();
     assert_eq!(fast.state, slow.state);
     assert_eq!(store.get_task(a).await.unwrap(), fast);
-    assert_eq!(store.get_task(a).await.unwrap().state, slow.state);
     // Its `state` event, as the transition records it.
-    let kinds = |events: Vec<conductor_types::TaskEvent>| {
-        events
-            .into_iter()
-            .map(|e| (e.at, e.kind))
-            .collect::<Vec<_>>()
+    let events = |id: TaskId| {
+        let store = &store;
+        async move {
+            let events = store.events(id, None, 100).await.unwrap();
+            events
+                .into_iter()
+                .map(|e| (e.at, e.kind))
+                .collect::<Vec<_>>()
+        }
     };
-    assert_eq!(
-        kinds(store.events(a, None, 100).await.unwrap()),
-        kinds(store.events(b, None, 100).await.unwrap())
-    );
-    // Started already, cancelled, deleted: not as held, nothing written.
-    assert_eq!(
-        store
-            .start_known(&held_a, "agent-2", Timestamp(3_000))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(events(a).await, events(b).await);
+    // Started already, cancelled, deleted: not as held, and nothing is written.
+    assert_eq!(start_held(held_a, 3_000).await, None);
     let c = TaskId::random();
-    let held_c = store
-        .create_task(c, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1_000))
-        .await
-        .unwrap();
-    store
-        .transition(
-            c,
-            Transition::Cancel {
-                at: Timestamp(1_500),
-            },
-        )
-        .await
-        .unwrap();
-    let events_before = store.events(c, None, 100).await.unwrap().len();
-    assert_eq!(
-        store
-            .start_known(&held_c, "agent-1", Timestamp(2_000))
-            .await
-            .unwrap(),
-        None
-    );
+    let held_c = create(c).await;
+    let cancel = Transition::Cancel {
+        at: Timestamp(1_500),
+    };
+    store.transition(c, cancel).await.unwrap();
+    let before = events(c).await;
+    assert_eq!(start_held(held_c.clone(), 2_000).await, None);
     assert_eq!(
         store.get_task(c).await.unwrap().state.status,
         TaskStatus::Cancelled
     );
-    assert_eq!(
-        store.events(c, None, 100).await.unwrap().len(),
-        events_before
-    );
+    assert_eq!(events(c).await, before);
     store.delete_task(c).await.unwrap();
+    assert_eq!(start_held(held_c, 2_000).await, None);
+    // No transaction was left open: the next start commits.
+    let d = TaskId::random();
+    let held_d = create(d).await;
+    assert!(start_held(held_d, 4_000).await.is_some());
+    store.close().await;
+    let store = open(&dir).await;
     assert_eq!(
-        store
-            .start_known(&held_c, "agent-1", Timestamp(2_000))
-            .await
-            .unwrap(),
-        None
+        store.get_task(d).await.unwrap().state.status,
+        TaskStatus::Running
     );
-    // The store still takes writes: no transaction was left open.
-    assert_eq!(
-        store.get_task(a).await.unwrap().state.agent_id.as_deref(),
-        Some("agent-1")
-    );
-    store
-        .transition(
-            b,
-            Transition::Cancel {
-                at: Timestamp(4_000),
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(b, held_b.id);
 }
