@@ -99,8 +99,12 @@ async fn cpu_quota(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(), 
     })?;
     let wall_us = result.stats.duration_ms.max(1) * 1000;
     let ratio = cpu_us as f64 / wall_us as f64;
-    ensure((0.4..=0.6).contains(&ratio), || {
-        format!("cpu time / wall time under a 0.5 cpu quota: expected 0.4..=0.6, got {ratio:.3} ({cpu_us} us over {wall_us} us)")
+    // The quota bounds the ratio from above. Below it, what the loop gets depends on what else
+    // runs on the machine and on how much of the wall time is the executor's own start and stop
+    // (0.43 seen for reused containers); the lower bound only catches a measurement that is
+    // missing its unit or its processes.
+    ensure((0.25..=0.6).contains(&ratio), || {
+        format!("cpu time / wall time under a 0.5 cpu quota: expected 0.25..=0.6, got {ratio:.3} ({cpu_us} us over {wall_us} us)")
     })?;
     eprintln!(
         "  {}::cpu_quota: cpu/wall = {ratio:.3} ({cpu_us} us cpu over {wall_us} us)",
