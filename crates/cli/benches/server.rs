@@ -364,7 +364,7 @@ fn conductor_binary() -> std::path::PathBuf {
 /// the same build, and this bench builds both), else the binary itself.
 fn helper_binary() -> std::path::PathBuf {
     let conductor = conductor_binary();
-    let helper = conductor.with_file_name("conductor-sandbox-init");
+    let helper = conductor.with_file_name(conductor_sandbox::HELPER_BINARY);
     if helper.exists() {
         helper
     } else {

@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// The helper binary's name, beside `conductor`.
-const HELPER_BINARY: &str = "conductor-sandbox-init";
+use conductor_sandbox::HELPER_BINARY;
 
 /// The helper for this process's executors (decided once).
 pub fn helper_path() -> PathBuf {

@@ -416,8 +416,7 @@ impl Init<'_> {
         let bytes = read_spec_bytes(spec).unwrap_or_else(|e| self.fail(StageError::new(stage, e)));
         let parsed = SandboxSpec::from_bytes(&bytes)
             .unwrap_or_else(|e| self.fail(StageError::new(stage, e)));
-        // Checked here, so that a command that cannot be prepared is reported once, by init.
-        Prepared::new(&parsed, self.filter, self.affinity).unwrap_or_else(|e| self.fail(e));
+        // The command process prepares the command itself (and reports it if it cannot).
         finish_prebuilt(&parsed, prebuilt, trees).unwrap_or_else(|e| self.fail(e));
         // The command wakes on this CPU, as init did (see `pin_to_cpu`).
         pin_to_cpu(&[child]);

@@ -16,3 +16,7 @@ pub mod spec;
 /// The hidden first argument that makes the `conductor` binary run as the sandbox helper
 /// (`/proc/self/exe __sandbox-init`), before any async runtime exists.
 pub const HELPER_ARG: &str = "__sandbox-init";
+
+/// The helper's own binary, built beside `conductor` (the `conductor` package's second binary):
+/// the helper alone, quicker to start.
+pub const HELPER_BINARY: &str = "conductor-sandbox-init";

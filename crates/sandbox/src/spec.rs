@@ -68,17 +68,26 @@ impl PrebuiltRoot {
     /// The host directory `layout` binds at the workspace, when the rest of its mounts are this
     /// root's; otherwise why the layout cannot use it.
     pub fn workspace_of<'a>(&self, layout: &'a SandboxLayout) -> Result<&'a Path, String> {
-        match layout.mounts.split_last() {
-            Some((Mount::ReadWriteBind { source, target }, rest))
-                if rest == self.mounts.as_slice() && *target == self.workspace =>
-            {
-                Ok(source)
-            }
-            _ => Err(
-                "the execution's mounts are not the ones the warm sandbox was built with"
-                    .to_owned(),
-            ),
+        workspace_in(&self.mounts, &self.workspace, layout).ok_or_else(|| {
+            "the execution's mounts are not the ones the warm sandbox was built with".to_owned()
+        })
+    }
+}
+
+/// The host directory `layout` binds at `workspace` as its last mount, when its other mounts are
+/// exactly `mounts` (a root prebuilt from them fits the layout).
+pub fn workspace_in<'a>(
+    mounts: &[Mount],
+    workspace: &Path,
+    layout: &'a SandboxLayout,
+) -> Option<&'a Path> {
+    match layout.mounts.split_last() {
+        Some((Mount::ReadWriteBind { source, target }, rest))
+            if rest == mounts && target == workspace =>
+        {
+            Some(source)
         }
+        _ => None,
     }
 }
 

@@ -36,7 +36,7 @@ use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
 use conductor_sandbox::mounts::tree_cloning_supported;
 use conductor_sandbox::report::{outcome, Outcome};
 use conductor_sandbox::spec::{
-    HelperMode, PrebuiltRoot, Prelude, SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE,
+    workspace_in, HelperMode, PrebuiltRoot, Prelude, SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE,
 };
 use conductor_types::{
     Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
@@ -225,9 +225,7 @@ impl NamespaceExecutor {
         let pool = self.pool(plan, request.rootfs.as_deref());
         let fits = match (pool.template(), &plan.sandbox) {
             (Some(template), Some(layout)) => {
-                PrebuiltRoot::template(layout).is_some_and(|(mounts, workspace)| {
-                    mounts == template.mounts && workspace == template.workspace
-                })
+                workspace_in(&template.mounts, &template.workspace, layout).is_some()
             }
             (None, _) => true,
             (Some(_), None) => false,
