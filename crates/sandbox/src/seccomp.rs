@@ -1,5 +1,6 @@
 //! The default seccomp policy, in the spirit of Docker's default profile: allow everything except
-//! the calls that administer the kernel or escape the sandbox's namespaces.
+//! the calls that administer the kernel or escape the sandbox's namespaces, the old ones no task
+//! needs, and sockets of families a task has no use for.
 //!
 //! One filter, generated here (see [`crate::bpf`]) rather than by a rule compiler, for two
 //! reasons: on x86_64 it refuses the x32 ABI's syscall numbers (bit 30 set), which would
@@ -11,12 +12,15 @@
 //! The filter checks the architecture (another one kills the process), then: x32 numbers and
 //! `clone3` get `ENOSYS` (`clone3`'s flags live in memory a filter cannot read, so libc falls
 //! back to `clone`); `clone` with a namespace flag and `ioctl` with a denied request (compared
-//! on the low 32 bits, as the kernel reads it) get `EPERM`; so does every call in
-//! [`DENIED_SYSCALLS`]; everything else is allowed.
+//! on the low 32 bits, as the kernel reads it) get `EPERM`; a call in [`ARGUMENT_ALLOW_LISTS`]
+//! whose argument (low 32 bits) is not on its list gets that list's errno (`socket` and
+//! `socketpair` of a family other than Unix, IPv4, IPv6 and netlink: `EAFNOSUPPORT`;
+//! `personality` other than Docker's harmless values, `READ_IMPLIES_EXEC` among the refused:
+//! `EPERM`); so does every call in [`DENIED_SYSCALLS`]; everything else is allowed.
 //!
 //! The lists ([`DENIED_SYSCALLS`], [`ENOSYS_SYSCALLS`], [`CLONE_NAMESPACE_FLAGS`],
-//! [`DENIED_IOCTLS`]) are the policy; the container executors write the same lists as an
-//! engine seccomp profile, so both kinds of sandbox refuse the same calls.
+//! [`DENIED_IOCTLS`], [`ARGUMENT_ALLOW_LISTS`]) are the policy; the container executors write
+//! the same lists as an engine seccomp profile, so both kinds of sandbox refuse the same calls.
 
 use crate::bpf::{self, Assembler, Instruction, Target};
 
@@ -44,11 +48,16 @@ pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("kexec_file_load", libc::SYS_kexec_file_load),
     ("kexec_load", libc::SYS_kexec_load),
     ("keyctl", libc::SYS_keyctl),
+    ("fanotify_init", libc::SYS_fanotify_init),
+    ("get_mempolicy", libc::SYS_get_mempolicy),
     ("lookup_dcookie", libc::SYS_lookup_dcookie),
+    ("mbind", libc::SYS_mbind),
+    ("move_pages", libc::SYS_move_pages),
     ("mount", libc::SYS_mount),
     ("mount_setattr", libc::SYS_mount_setattr),
     ("move_mount", libc::SYS_move_mount),
     ("name_to_handle_at", libc::SYS_name_to_handle_at),
+    ("nfsservctl", libc::SYS_nfsservctl),
     ("open_by_handle_at", libc::SYS_open_by_handle_at),
     ("open_tree", libc::SYS_open_tree),
     ("perf_event_open", libc::SYS_perf_event_open),
@@ -58,8 +67,11 @@ pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("process_vm_writev", libc::SYS_process_vm_writev),
     ("ptrace", libc::SYS_ptrace),
     ("quotactl", libc::SYS_quotactl),
+    ("quotactl_fd", libc::SYS_quotactl_fd),
     ("reboot", libc::SYS_reboot),
     ("request_key", libc::SYS_request_key),
+    ("set_mempolicy", libc::SYS_set_mempolicy),
+    ("set_mempolicy_home_node", libc::SYS_set_mempolicy_home_node),
     ("setns", libc::SYS_setns),
     ("settimeofday", libc::SYS_settimeofday),
     ("swapoff", libc::SYS_swapoff),
@@ -73,6 +85,18 @@ pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("iopl", libc::SYS_iopl),
     #[cfg(target_arch = "x86_64")]
     ("ioperm", libc::SYS_ioperm),
+    // Local descriptor tables are for 16-bit code, and have leaked kernel memory before.
+    #[cfg(target_arch = "x86_64")]
+    ("modify_ldt", libc::SYS_modify_ldt),
+    // Obsolete calls that only reveal or configure the kernel.
+    #[cfg(target_arch = "x86_64")]
+    ("_sysctl", libc::SYS__sysctl),
+    #[cfg(target_arch = "x86_64")]
+    ("sysfs", libc::SYS_sysfs),
+    #[cfg(target_arch = "x86_64")]
+    ("uselib", libc::SYS_uselib),
+    #[cfg(target_arch = "x86_64")]
+    ("ustat", libc::SYS_ustat),
 ];
 
 /// System calls refused with `ENOSYS`, as if the kernel lacked them: `clone3`, whose flags live in
@@ -96,6 +120,68 @@ pub const CLONE_NAMESPACE_FLAGS: &[(&str, libc::c_int)] = &[
 #[allow(clippy::unnecessary_cast)]
 pub const DENIED_IOCTLS: &[(&str, u64)] =
     &[("TIOCSTI", libc::TIOCSTI as u64), ("TIOCLINUX", 0x541C)];
+
+/// A call allowed only with one of `allowed` (compared on the low 32 bits, as the kernel reads an
+/// `int`) as its argument `index`; any other value fails with `errno`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArgumentAllowList {
+    /// The call's name, for messages and profiles.
+    pub name: &'static str,
+    /// Its number.
+    pub nr: i64,
+    /// Which argument (0-based).
+    pub index: u32,
+    /// The values that are allowed, by name.
+    pub allowed: &'static [(&'static str, u32)],
+    /// What any other value fails with.
+    pub errno: i32,
+}
+
+/// The socket families a task may use: Unix sockets, IPv4, IPv6, and netlink (the route
+/// queries `getifaddrs`, Node and iproute2 make). Others (`AF_VSOCK` to the hypervisor,
+/// `AF_PACKET`, `AF_BLUETOOTH`, `AF_ALG`, …) are kernel surface no task needs.
+pub const SOCKET_FAMILIES: &[(&str, u32)] = &[
+    ("AF_UNIX", libc::AF_UNIX as u32),
+    ("AF_INET", libc::AF_INET as u32),
+    ("AF_INET6", libc::AF_INET6 as u32),
+    ("AF_NETLINK", libc::AF_NETLINK as u32),
+];
+
+/// The `personality` values allowed, Docker's: plain Linux, its 32-bit flavour, the 2.6 uname
+/// emulation, and the query. `READ_IMPLIES_EXEC` (every readable mapping executable),
+/// `ADDR_NO_RANDOMIZE` and the rest are refused.
+pub const PERSONALITIES: &[(&str, u32)] = &[
+    ("PER_LINUX", 0),
+    ("PER_LINUX32", 0x0008),
+    ("UNAME26", 0x0002_0000),
+    ("PER_LINUX32|UNAME26", 0x0002_0008),
+    ("query", 0xffff_ffff),
+];
+
+/// Calls allowed only with some values of one argument.
+pub const ARGUMENT_ALLOW_LISTS: &[ArgumentAllowList] = &[
+    ArgumentAllowList {
+        name: "socket",
+        nr: libc::SYS_socket,
+        index: 0,
+        allowed: SOCKET_FAMILIES,
+        errno: libc::EAFNOSUPPORT,
+    },
+    ArgumentAllowList {
+        name: "socketpair",
+        nr: libc::SYS_socketpair,
+        index: 0,
+        allowed: SOCKET_FAMILIES,
+        errno: libc::EAFNOSUPPORT,
+    },
+    ArgumentAllowList {
+        name: "personality",
+        nr: libc::SYS_personality,
+        index: 0,
+        allowed: PERSONALITIES,
+        errno: libc::EPERM,
+    },
+];
 
 /// A filter that could not be built or installed.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +282,14 @@ pub fn default_filter() -> Result<Filter, SeccompError> {
     }
     asm.jump_eq(number(libc::SYS_clone), Target::Label(clone), Target::Next);
     asm.jump_eq(number(libc::SYS_ioctl), Target::Label(ioctl), Target::Next);
+    let lists: Vec<usize> = ARGUMENT_ALLOW_LISTS
+        .iter()
+        .map(|list| {
+            let label = asm.new_label();
+            asm.jump_eq(number(list.nr), Target::Label(label), Target::Next);
+            label
+        })
+        .collect();
     for (_, nr) in ENOSYS_SYSCALLS {
         asm.jump_eq(number(*nr), Target::Label(enosys), Target::Next);
     }
@@ -218,6 +312,15 @@ pub fn default_filter() -> Result<Filter, SeccompError> {
         asm.jump_eq(request, Target::Label(eperm), Target::Next);
     }
     asm.jump(allow);
+
+    for (list, label) in ARGUMENT_ALLOW_LISTS.iter().zip(lists) {
+        asm.label(label);
+        asm.load(data_arg_low(list.index));
+        for (_, value) in list.allowed {
+            asm.jump_eq(*value, Target::Label(allow), Target::Next);
+        }
+        asm.ret(RET_ERRNO | list.errno.unsigned_abs());
+    }
 
     asm.label(allow);
     asm.ret(RET_ALLOW);
@@ -305,12 +408,16 @@ mod tests {
         for nr in 0..1024i64 {
             let expected = if denied.contains(&nr) {
                 EPERM
+            } else if nr == libc::SYS_socket || nr == libc::SYS_socketpair {
+                // Family 0 is AF_UNSPEC, which is not on the list.
+                RET_ERRNO | libc::EAFNOSUPPORT as u32
             } else if nr == libc::SYS_clone3 {
                 ENOSYS
             } else {
                 RET_ALLOW
             };
-            // Zero arguments: clone without namespace flags and ioctl request 0 are allowed.
+            // Zero arguments: clone without namespace flags, ioctl request 0 and the PER_LINUX
+            // personality are allowed.
             assert_eq!(verdict(&filter, nr, [0; 6]), expected, "syscall {nr}");
         }
     }
@@ -349,6 +456,59 @@ mod tests {
         // TCGETS: 0x5401 on both supported architectures.
         let tcgets = [0, 0x5401, 0, 0, 0, 0];
         assert_eq!(verdict(&filter, libc::SYS_ioctl, tcgets), RET_ALLOW);
+    }
+
+    #[test]
+    fn sockets_of_unlisted_families_and_unlisted_personalities_are_refused() {
+        let filter = default_filter().unwrap();
+        let answer = |nr: i64, arg: u64| filter.answer(nr, [arg, 0, 0, 0, 0, 0]).unwrap();
+        let refused = Action::Errno(libc::EAFNOSUPPORT);
+        for nr in [libc::SYS_socket, libc::SYS_socketpair] {
+            for family in [
+                libc::AF_UNIX,
+                libc::AF_INET,
+                libc::AF_INET6,
+                libc::AF_NETLINK,
+            ] {
+                assert_eq!(answer(nr, family as u64), Action::Allow, "{nr} {family}");
+                // The kernel reads an int: the high bits do not matter.
+                assert_eq!(
+                    answer(nr, 0xffff_0000_0000_0000 | family as u64),
+                    Action::Allow
+                );
+            }
+            for family in [
+                libc::AF_UNSPEC,
+                libc::AF_PACKET,
+                libc::AF_VSOCK,
+                libc::AF_BLUETOOTH,
+                libc::AF_ALG,
+                libc::AF_KEY,
+                libc::AF_CAN,
+                libc::AF_XDP,
+                libc::AF_TIPC,
+                libc::AF_RDS,
+                libc::AF_NETLINK + 1,
+                -1,
+            ] {
+                assert_eq!(answer(nr, family as u32 as u64), refused, "{nr} {family}");
+            }
+        }
+        for persona in [0u64, 0x0008, 0x0002_0000, 0x0002_0008, 0xffff_ffff] {
+            assert_eq!(
+                answer(libc::SYS_personality, persona),
+                Action::Allow,
+                "{persona:x}"
+            );
+        }
+        // READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, PER_BSD, and READ_IMPLIES_EXEC on top of 0.
+        for persona in [0x0040_0000u64, 0x0004_0000, 0x0006, 0x0040_0008] {
+            assert_eq!(
+                answer(libc::SYS_personality, persona),
+                Action::Errno(libc::EPERM),
+                "{persona:x}"
+            );
+        }
     }
 
     #[test]
@@ -435,6 +595,14 @@ mod tests {
                         0usize,
                     )),
                     errno(libc::syscall(libc::SYS_getppid)),
+                    errno(libc::syscall(
+                        libc::SYS_socket,
+                        libc::AF_VSOCK,
+                        libc::SOCK_STREAM,
+                        0,
+                    )),
+                    errno(libc::syscall(libc::SYS_personality, 0x0040_0000)),
+                    errno(libc::syscall(libc::SYS_personality, 0xffff_ffffu32)),
                 )
             }
         })
@@ -445,6 +613,9 @@ mod tests {
             (
                 Some(libc::EPERM),
                 Some(libc::ENOSYS),
+                Some(libc::EPERM),
+                None,
+                Some(libc::EAFNOSUPPORT),
                 Some(libc::EPERM),
                 None
             )

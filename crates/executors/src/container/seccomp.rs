@@ -7,12 +7,15 @@
 //! A profile's conditions within one rule are ANDed and it has no "any of these bits"
 //! comparison, so `clone` gets one rule per namespace flag (`SCMP_CMP_MASKED_EQ`: the flag masked
 //! equals the flag), and a denied `ioctl` request is compared on the low 32 bits, as the kernel
-//! reads it. Only the native architecture is listed: the runtime refuses the calls of any other
+//! reads it. A call allowed only with listed argument values (`socket`'s family, `personality`)
+//! gets one rule per aligned block of the values outside the list ([`refused_blocks`]: `arg &
+//! mask == start`, on the low 32 bits), since a rule cannot say "none of these". Only the native
+//! architecture is listed: the runtime refuses the calls of any other
 //! (libseccomp's bad-architecture action), x86_64's x32 numbers included, where the namespace
 //! executor's filter answers `ENOSYS` to x32 and kills on another architecture.
 
 use conductor_sandbox::seccomp::{
-    CLONE_NAMESPACE_FLAGS, DENIED_IOCTLS, DENIED_SYSCALLS, ENOSYS_SYSCALLS,
+    ARGUMENT_ALLOW_LISTS, CLONE_NAMESPACE_FLAGS, DENIED_IOCTLS, DENIED_SYSCALLS, ENOSYS_SYSCALLS,
 };
 use serde::Serialize;
 
@@ -100,11 +103,48 @@ pub fn profile() -> Profile {
             vec![masked(1, 0xffff_ffff, low)],
         ));
     }
+    for list in ARGUMENT_ALLOW_LISTS {
+        let allowed: Vec<u32> = list.allowed.iter().map(|(_, value)| *value).collect();
+        let errno_ret = u16::try_from(list.errno).unwrap_or(EPERM);
+        for (mask, start) in refused_blocks(&allowed) {
+            syscalls.push(errno(
+                vec![list.name],
+                errno_ret,
+                vec![masked(list.index, mask, start)],
+            ));
+        }
+    }
     Profile {
         default_action: "SCMP_ACT_ALLOW",
         architectures: native_architecture().into_iter().collect(),
         syscalls,
     }
+}
+
+/// The 32-bit values other than `allowed`, as aligned power-of-two blocks `(mask, start)`: a
+/// value `v` is in a block when `v & mask == start`. Few blocks (at most two per bit between
+/// neighbouring allowed values), and exactly the values outside `allowed`.
+pub fn refused_blocks(allowed: &[u32]) -> Vec<(u64, u64)> {
+    const END: u64 = 1 << 32;
+    let mut allowed: Vec<u64> = allowed.iter().map(|v| u64::from(*v)).collect();
+    allowed.sort_unstable();
+    allowed.dedup();
+    let mut blocks = Vec::new();
+    let mut start = 0u64;
+    while start < END {
+        let next = allowed.iter().copied().find(|v| *v >= start).unwrap_or(END);
+        if next == start {
+            start += 1;
+            continue;
+        }
+        let mut size = 1u64;
+        while start % (size * 2) == 0 && start + size * 2 <= next {
+            size *= 2;
+        }
+        blocks.push((!(size - 1) & (END - 1), start));
+        start += size;
+    }
+    blocks
 }
 
 /// [`profile`] as JSON, what the engines' `seccomp=` security option takes (Docker the text
@@ -161,6 +201,7 @@ mod tests {
         let mut calls: Vec<(&str, i64)> = DENIED_SYSCALLS.to_vec();
         calls.extend_from_slice(ENOSYS_SYSCALLS);
         calls.extend([("clone", libc::SYS_clone), ("ioctl", libc::SYS_ioctl)]);
+        calls.extend(ARGUMENT_ALLOW_LISTS.iter().map(|list| (list.name, list.nr)));
         for rule in &profile.syscalls {
             for name in &rule.names {
                 assert!(calls.iter().any(|(known, _)| known == name), "{name}");
@@ -177,6 +218,24 @@ mod tests {
             argument_sets.push([0, 0xdead_beef_0000_0000 | *request, 0, 0, 0, 0]);
         }
         argument_sets.push([0, 0x5401, 0, 0, 0, 0]); // TCGETS
+                                                     // Every family and personality around the listed ones, the listed ones with high bits,
+                                                     // and values far from them.
+        for value in (0u64..70).chain([
+            0x0002_0000,
+            0x0002_0008,
+            0x0004_0000,
+            0x0040_0000,
+            0x0040_0008,
+            0x7fff_ffff,
+            0x8000_0000,
+            0xffff_fffe,
+            0xffff_ffff,
+            0x1_0000_0000,
+            0xffff_ffff_0000_0002,
+            0xffff_ffff_ffff_ffff,
+        ]) {
+            argument_sets.push([value, 0, 0, 0, 0, 0]);
+        }
         for (name, nr) in calls {
             for args in &argument_sets {
                 assert_eq!(
@@ -189,6 +248,34 @@ mod tests {
         // A call no rule names is allowed by both.
         assert_eq!(answer(&profile, "getpid", [0; 6]), Action::Allow);
         assert_eq!(filter.answer(libc::SYS_getpid, [0; 6]), Some(Action::Allow));
+    }
+
+    #[test]
+    fn refused_blocks_cover_exactly_the_values_outside_the_list() {
+        assert_eq!(refused_blocks(&[]), vec![(0, 0)]);
+        assert_eq!(
+            refused_blocks(&[1, 2, 10, 16])[..6],
+            [
+                (0xffff_ffff, 0),
+                (0xffff_ffff, 3),
+                (0xffff_fffc, 4),
+                (0xffff_fffe, 8),
+                (0xffff_ffff, 11),
+                (0xffff_fffc, 12),
+            ]
+        );
+        let allowed = [0u32, 8, 0x2_0000, 0x2_0008, 0xffff_ffff];
+        let blocks = refused_blocks(&allowed);
+        let refused = |v: u32| {
+            blocks
+                .iter()
+                .filter(|(mask, start)| u64::from(v) & mask == *start)
+                .count()
+        };
+        for v in (0..0x3_0000).chain(0xffff_0000..=0xffff_ffff) {
+            let expected = usize::from(!allowed.contains(&v));
+            assert_eq!(refused(v), expected, "{v:x}");
+        }
     }
 
     #[test]
@@ -229,7 +316,25 @@ mod tests {
                 ioctl(0x541C),
             ],
         });
-        assert_eq!(json, expected);
+        let rules = json["syscalls"].as_array().unwrap();
+        let argument_rules = &rules[11..];
+        assert_eq!(
+            serde_json::json!({
+                "defaultAction": json["defaultAction"],
+                "architectures": json["architectures"],
+                "syscalls": rules[..11],
+            }),
+            expected
+        );
+        // The rest refuse families and personalities, within libseccomp's limits.
+        for rule in argument_rules {
+            let name = rule["names"][0].as_str().unwrap();
+            assert!(
+                ["socket", "socketpair", "personality"].contains(&name),
+                "{rule}"
+            );
+        }
+        assert!(argument_rules.len() < 160, "{}", argument_rules.len());
         for name in [
             "ptrace",
             "mount",
