@@ -49,6 +49,21 @@ pub(super) fn cases() -> Vec<Case> {
             requires: &[Capability::Seccomp],
             run: |e, f| Box::pin(seccomp(e, f)),
         },
+        Case {
+            name: "socket_families",
+            requires: &[Capability::Seccomp],
+            run: |e, f| Box::pin(socket_families(e, f)),
+        },
+        Case {
+            name: "legacy_syscalls",
+            requires: &[Capability::Seccomp],
+            run: |e, f| Box::pin(legacy_syscalls(e, f)),
+        },
+        Case {
+            name: "proc_masked",
+            requires: &[Capability::HostFilesHidden, Capability::PidIsolation],
+            run: |e, f| Box::pin(proc_masked(e, f)),
+        },
     ]
 }
 
@@ -184,4 +199,193 @@ async fn seccomp(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(), St
         result.exit_code,
     )
     .map_err(|e| format!("{e}; {}", describe(&result)))
+}
+
+/// Creates a socket (`socketpair` with `pair`) of each family and type with raw libc calls and
+/// prints `family ok` or `family ERRNO`, one line each.
+const SOCKET_PROBE: &str = r#"
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for arg in sys.argv[1:]:
+    kind, family, typ, proto = arg.split(":")
+    if kind == "pair":
+        fds = (ctypes.c_int * 2)()
+        rc = libc.socketpair(int(family), int(typ), int(proto), fds)
+        opened = [fds[0], fds[1]] if rc == 0 else []
+    else:
+        rc = libc.socket(int(family), int(typ), int(proto))
+        opened = [rc] if rc >= 0 else []
+    for fd in opened:
+        os.close(fd)
+    print(arg, "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), "?"))
+"#;
+
+/// Whether this process (outside any sandbox) can create an IPv6 socket: a kernel without IPv6
+/// refuses it everywhere.
+fn host_has_ipv6() -> bool {
+    std::net::UdpSocket::bind("[::1]:0").is_ok()
+        || nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet6,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )
+        .is_ok()
+}
+
+async fn socket_families(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(), String> {
+    // kind:family:type:protocol. Allowed: Unix, IPv4, IPv6, netlink (route).
+    let mut allowed = vec![
+        "socket:1:1:0",  // AF_UNIX, SOCK_STREAM
+        "pair:1:2:0",    // socketpair(AF_UNIX, SOCK_DGRAM)
+        "socket:2:2:0",  // AF_INET, SOCK_DGRAM
+        "socket:16:3:0", // AF_NETLINK, SOCK_RAW, NETLINK_ROUTE
+    ];
+    if host_has_ipv6() {
+        allowed.push("socket:10:2:0"); // AF_INET6, SOCK_DGRAM
+    }
+    let refused = [
+        "socket:40:1:0",  // AF_VSOCK, SOCK_STREAM
+        "pair:40:1:0",    // socketpair(AF_VSOCK)
+        "socket:17:2:0",  // AF_PACKET, SOCK_DGRAM
+        "socket:31:1:3",  // AF_BLUETOOTH, SOCK_STREAM, BTPROTO_RFCOMM
+        "socket:38:5:0",  // AF_ALG, SOCK_SEQPACKET
+        "socket:15:3:2",  // AF_KEY, SOCK_RAW, PF_KEY_V2
+        "socket:29:3:1",  // AF_CAN, SOCK_RAW, CAN_RAW
+        "socket:44:3:0",  // AF_XDP, SOCK_RAW
+        "socket:30:5:0",  // AF_TIPC, SOCK_SEQPACKET
+        "socket:0:1:0",   // AF_UNSPEC
+        "socket:255:1:0", // no such family
+    ];
+    let mut argv = vec!["python3", "-c", SOCKET_PROBE];
+    argv.extend(allowed.iter().chain(refused.iter()));
+    let result = run_argv(&executor, &fixture, &argv).await?;
+    expect_eq("exit code of the socket probe", 0, result.exit_code)
+        .map_err(|e| format!("{e}; {}", describe(&result)))?;
+    let answers: Vec<(&str, &str)> = result
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .collect();
+    let expected: Vec<(&str, bool)> = allowed
+        .iter()
+        .map(|probe| (*probe, true))
+        .chain(refused.iter().map(|probe| (*probe, false)))
+        .collect();
+    expect_eq("probes answered", expected.len(), answers.len())
+        .map_err(|e| format!("{e}; {}", describe(&result)))?;
+    for ((probe, ok), (answered, answer)) in expected.iter().zip(&answers) {
+        expect_eq("probe", *probe, *answered)?;
+        let good = if *ok {
+            *answer == "ok"
+        } else {
+            [
+                "EAFNOSUPPORT",
+                "EPERM",
+                "EACCES",
+                "EPROTONOSUPPORT",
+                "EINVAL",
+            ]
+            .contains(answer)
+        };
+        ensure(good, || {
+            let wanted = if *ok { "ok" } else { "refused" };
+            format!("{probe}: expected {wanted}, got {answer}")
+        })?;
+    }
+    Ok(())
+}
+
+/// `personality(READ_IMPLIES_EXEC)` and, on x86_64, `modify_ldt` must fail; the personality
+/// query must work. Prints one answer per line.
+const LEGACY_PROBE: &str = r#"
+import ctypes, platform
+libc = ctypes.CDLL(None, use_errno=True)
+libc.personality.argtypes = [ctypes.c_ulong]
+print("query", "ok" if libc.personality(0xffffffff) != -1 else "refused")
+print("read_implies_exec", "ok" if libc.personality(0x0400000) != -1 else "refused")
+if platform.machine() == "x86_64":
+    buf = ctypes.create_string_buffer(16)
+    print("modify_ldt", "ok" if libc.syscall(154, 0, buf, 16) != -1 else "refused")
+"#;
+
+async fn legacy_syscalls(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(), String> {
+    let result = run_argv(&executor, &fixture, &["python3", "-c", LEGACY_PROBE]).await?;
+    expect_eq("exit code of the legacy syscall probe", 0, result.exit_code)
+        .map_err(|e| format!("{e}; {}", describe(&result)))?;
+    let mut expected = "query ok\nread_implies_exec refused\n".to_owned();
+    if std::env::consts::ARCH == "x86_64" {
+        expected.push_str("modify_ldt refused\n");
+    }
+    expect_eq(
+        "legacy syscall probe",
+        expected.as_str(),
+        result.stdout.as_str(),
+    )
+}
+
+/// Prints `path bytes` for each host file under /proc that exists, with the bytes it reads
+/// (at most 64), and `path entries` for each directory.
+const PROC_PROBE: &str = r#"
+for f in "$@"; do
+  if [ -d "$f" ]; then echo "$f $(ls -A "$f" 2>/dev/null | wc -l)"
+  elif [ -e "$f" ]; then echo "$f $(head -c 64 "$f" 2>/dev/null | wc -c)"
+  fi
+done
+"#;
+
+async fn proc_masked(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(), String> {
+    // The ones a host is sure to show (the issue's) and the ones runc masks; only those that
+    // have something to hide on this host are checked.
+    let paths = [
+        "/proc/cmdline",
+        "/proc/iomem",
+        "/proc/config.gz",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+        "/proc/interrupts",
+        "/proc/acpi",
+        "/proc/scsi",
+    ];
+    let mut argv = vec!["sh", "-c", PROC_PROBE, "probe"];
+    argv.extend(paths);
+    let result = run_argv(&executor, &fixture, &argv).await?;
+    expect_eq("exit code of the /proc probe", 0, result.exit_code)
+        .map_err(|e| format!("{e}; {}", describe(&result)))?;
+    let mut checked = 0;
+    for line in result.stdout.lines() {
+        let Some((path, count)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        if !host_shows(path) {
+            continue;
+        }
+        checked += 1;
+        ensure(count.trim() == "0", || {
+            format!("{path}: expected it empty or unreadable in the sandbox, it shows {count} bytes or entries")
+        })?;
+    }
+    // /proc/cmdline is never empty on the host.
+    ensure(checked > 0, || {
+        format!(
+            "/proc probe: expected at least /proc/cmdline checked; {}",
+            describe(&result)
+        )
+    })
+}
+
+/// Whether the host's `path` has something to read (bytes of a file, entries of a directory).
+fn host_shows(path: &str) -> bool {
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(_) => {
+            use std::io::Read;
+            let mut buf = [0u8; 1];
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read(&mut buf))
+                .is_ok_and(|n| n > 0)
+        }
+    }
 }

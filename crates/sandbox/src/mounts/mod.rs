@@ -27,6 +27,33 @@ const DEV_LINKS: [(&str, &str); 4] = [
     ("stderr", "/proc/self/fd/2"),
 ];
 
+/// Files under the sandbox's `/proc` that describe the host rather than the sandbox (its memory
+/// map, kernel command line and configuration, keys, timers, scheduler and interrupt state):
+/// runc's and Docker's masked files, plus `cmdline`, `config.gz` and `iomem`. Each gets
+/// `/dev/null` bound over it: it reads empty.
+pub const PROC_MASKED_FILES: [&str; 10] = [
+    "cmdline",
+    "config.gz",
+    "interrupts",
+    "iomem",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "sched_debug",
+    "timer_list",
+    "timer_stats",
+];
+/// Directories under `/proc` about the host's hardware (runc's and Docker's masked directories):
+/// an empty read-only tmpfs goes over each.
+pub const PROC_MASKED_DIRS: [&str; 3] = ["acpi", "asound", "scsi"];
+/// Entries under `/proc` that configure the host kernel (runc's and Docker's read-only paths):
+/// bound read-only.
+pub const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+/// What masked files are bound to.
+const NULL_DEVICE: &str = "/dev/null";
+/// An empty, read-only directory.
+const MASK_TMPFS_OPTIONS: &str = "size=4k,mode=555";
+
 /// What a host path is (from `lstat`, without following symlinks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -240,7 +267,9 @@ fn apply_mount(mount: &Mount, root: &Path, fs: &mut impl RootFs) -> Result<(), S
             let stage = format!("mounting proc at {}", target.display());
             let target = under(root, target).map_err(|e| StageError::new(&stage, e))?;
             let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-            fresh(fs, "proc", &target, flags, String::new()).map_err(|e| StageError::new(&stage, e))
+            fresh(fs, "proc", &target, flags, String::new())
+                .map_err(|e| StageError::new(&stage, e))?;
+            mask_proc(&target, fs).map_err(|e| StageError::new(format!("masking {stage}"), e))
         }
         Mount::Dev { target } => {
             let stage = format!("building {}", target.display());
@@ -248,6 +277,55 @@ fn apply_mount(mount: &Mount, root: &Path, fs: &mut impl RootFs) -> Result<(), S
             build_dev(&target, fs).map_err(|e| StageError::new(&stage, e))
         }
     }
+}
+
+/// Hides the host's entries of the proc filesystem mounted at `proc` ([`PROC_MASKED_FILES`],
+/// [`PROC_MASKED_DIRS`]) and makes its kernel settings read-only ([`PROC_READ_ONLY`]). Entries
+/// this kernel does not have are skipped. The sandbox cannot undo this: its seccomp filter
+/// refuses `mount`, `umount2` and the new mount API.
+fn mask_proc(proc: &Path, fs: &mut impl RootFs) -> io::Result<()> {
+    for name in PROC_MASKED_FILES {
+        let path = proc.join(name);
+        if fs.probe(&path)?.is_some() {
+            fs.apply(&Op::Bind {
+                source: NULL_DEVICE.into(),
+                target: path,
+                recursive: false,
+            })?;
+        }
+    }
+    for name in PROC_MASKED_DIRS {
+        let path = proc.join(name);
+        if fs.probe(&path)? == Some(Kind::Dir) {
+            fs.apply(&Op::Mount {
+                fstype: "tmpfs",
+                target: path,
+                flags: MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                data: MASK_TMPFS_OPTIONS.to_owned(),
+            })?;
+        }
+    }
+    for name in PROC_READ_ONLY {
+        let path = proc.join(name);
+        let Some(kind) = fs.probe(&path)? else {
+            continue;
+        };
+        let recursive = kind == Kind::Dir;
+        fs.apply(&Op::Bind {
+            source: path.clone(),
+            target: path.clone(),
+            recursive,
+        })?;
+        fs.apply(&Op::Restrict {
+            target: path,
+            attrs: readonly(),
+            recursive,
+        })?;
+    }
+    Ok(())
 }
 
 fn readonly() -> Restrict {
@@ -399,7 +477,8 @@ pub fn host_paths(layout: &SandboxLayout) -> Vec<PathBuf> {
             }
             Mount::ReadOnlyBindChildren { source, .. } => paths.push(source.clone()),
             Mount::Dev { .. } => paths.extend(DEVICES.iter().map(|d| Path::new("/dev").join(d))),
-            Mount::Tmpfs { .. } | Mount::Proc { .. } => {}
+            Mount::Proc { .. } => paths.push(NULL_DEVICE.into()),
+            Mount::Tmpfs { .. } => {}
         }
     }
     paths
@@ -598,6 +677,73 @@ mod tests {
                     recursive: true
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn proc_hides_the_hosts_entries_and_its_settings_are_read_only() {
+        let mut fs = Recorder::default();
+        for file in ["cmdline", "iomem", "kcore", "sysrq-trigger"] {
+            fs.host.insert(p("/r/proc").join(file), Kind::File);
+        }
+        for dir in ["acpi", "sys"] {
+            fs.host.insert(p("/r/proc").join(dir), Kind::Dir);
+        }
+        build_root(
+            &layout(vec![Mount::Proc { target: p("/proc") }], vec![]),
+            &p("/r"),
+            &mut fs,
+        )
+        .unwrap();
+        let null = |name: &str| Op::Bind {
+            source: p("/dev/null"),
+            target: p("/r/proc").join(name),
+            recursive: false,
+        };
+        let read_only = |name: &str, recursive: bool| {
+            let path = p("/r/proc").join(name);
+            [
+                Op::Bind {
+                    source: path.clone(),
+                    target: path.clone(),
+                    recursive,
+                },
+                Op::Restrict {
+                    target: path,
+                    attrs: readonly(),
+                    recursive,
+                },
+            ]
+        };
+        let mut expected = vec![
+            root_tmpfs(),
+            Op::MkdirAll(p("/r/proc")),
+            Op::Mount {
+                fstype: "proc",
+                target: p("/r/proc"),
+                flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                data: String::new(),
+            },
+            null("cmdline"),
+            null("iomem"),
+            null("kcore"),
+            Op::Mount {
+                fstype: "tmpfs",
+                target: p("/r/proc/acpi"),
+                flags: MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                data: MASK_TMPFS_OPTIONS.into(),
+            },
+        ];
+        expected.extend(read_only("sys", true));
+        expected.extend(read_only("sysrq-trigger", false));
+        assert_eq!(fs.ops, expected);
+        // The helper resolves /dev/null while it may still search the host.
+        assert_eq!(
+            host_paths(&layout(vec![Mount::Proc { target: p("/proc") }], vec![])),
+            vec![p("/dev/null")]
         );
     }
 
