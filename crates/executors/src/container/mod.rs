@@ -597,6 +597,7 @@ impl Inner {
     ) -> ContainerSettings<'a> {
         ContainerSettings {
             executor: self.config.engine.name(),
+            engine: self.config.engine,
             image: &self.config.image,
             user,
             userns: self.config.userns.as_deref(),

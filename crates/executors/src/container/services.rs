@@ -171,7 +171,13 @@ impl ContainerServices {
                 .client()
                 .create_container(
                     Some(options),
-                    service_body(spec, image, &network, labels, &self.seccomp.value),
+                    service_body(
+                        spec,
+                        image,
+                        &network,
+                        labels,
+                        (self.engine.kind(), &self.seccomp.value),
+                    ),
                 )
                 .await
                 .map_err(|e| {
@@ -389,13 +395,13 @@ pub fn network_body(
 }
 
 /// The create body of a service container (see the module docs for the hardening), with the
-/// `seccomp=` option's value `seccomp` (the task containers' profile).
+/// engine and `seccomp=` option's value in `security` (the task containers' profile).
 pub fn service_body(
     spec: &ServiceSpec,
     image: &str,
     network: &str,
     labels: HashMap<String, String>,
-    seccomp: &str,
+    security: (EngineKind, &str),
 ) -> ContainerCreateBody {
     let tmpfs = spec
         .tmpfs
@@ -421,11 +427,10 @@ pub fn service_body(
             init: Some(true),
             readonly_rootfs: Some(true),
             tmpfs: Some(tmpfs),
-            security_opt: Some(vec![
-                "no-new-privileges".to_owned(),
-                format!("seccomp={seccomp}"),
-            ]),
+            security_opt: Some(super::spec::security_options(security.0, security.1)),
             cap_drop: Some(vec!["ALL".to_owned()]),
+            masked_paths: Some(super::spec::masked_paths()),
+            readonly_paths: Some(super::spec::readonly_paths()),
             pids_limit: Some(SERVICE_PIDS),
             memory: Some(SERVICE_MEMORY),
             network_mode: Some(network.to_owned()),
@@ -654,7 +659,7 @@ mod tests {
             "conductor-service/redis:abc",
             "conductor-task-t1",
             labels,
-            "/p.json",
+            (EngineKind::Docker, "/p.json"),
         );
         let host = body.host_config.clone().unwrap();
         assert_eq!(body.user.as_deref(), Some("redis"));

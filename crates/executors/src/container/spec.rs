@@ -10,11 +10,50 @@ use bollard::models::{
 use conductor_core::ExecutorError;
 use conductor_types::{Bytes, ExecPlan, NetworkPolicy, Rlimit, RlimitResource};
 
+use super::EngineKind;
+
 /// The label every container Conductor creates carries: its execution id.
 pub const LABEL_EXECUTION: &str = "io.conductor.execution";
 /// The label naming the process that owns the container (`<pid>:<start time>`), so containers
 /// left by a crashed process can be found and removed.
 pub const LABEL_OWNER: &str = "io.conductor.owner";
+
+/// Paths under `/sys` the engines mask by default; naming masked paths replaces the engine's
+/// list, so these are repeated.
+const SYS_MASKED: [&str; 2] = ["/sys/firmware", "/sys/devices/virtual/powercap"];
+
+/// The paths a container's runtime masks: the namespace executor's `/proc` masks
+/// ([`conductor_sandbox::mounts::PROC_MASKED_FILES`] and `_DIRS`: the engines' defaults plus
+/// `/proc/cmdline`, `/proc/config.gz` and `/proc/iomem`) and the engines' `/sys` ones.
+pub fn masked_paths() -> Vec<String> {
+    use conductor_sandbox::mounts::{PROC_MASKED_DIRS, PROC_MASKED_FILES};
+    PROC_MASKED_FILES
+        .iter()
+        .chain(PROC_MASKED_DIRS.iter())
+        .map(|name| format!("/proc/{name}"))
+        .chain(SYS_MASKED.iter().map(|path| (*path).to_owned()))
+        .collect()
+}
+
+/// The paths a container's runtime makes read-only: the namespace executor's
+/// ([`conductor_sandbox::mounts::PROC_READ_ONLY`], the engines' defaults).
+pub fn readonly_paths() -> Vec<String> {
+    conductor_sandbox::mounts::PROC_READ_ONLY
+        .iter()
+        .map(|name| format!("/proc/{name}"))
+        .collect()
+}
+
+/// The security options of every container Conductor creates on `engine`: no new privileges,
+/// the seccomp profile (`seccomp`: see [`ContainerSettings::seccomp`]), and on Podman the masks
+/// (its compatible API ignores `MaskedPaths`; its own `mask=` option adds to its defaults).
+pub fn security_options(engine: EngineKind, seccomp: &str) -> Vec<String> {
+    let mut options = vec!["no-new-privileges".to_owned(), format!("seccomp={seccomp}")];
+    if engine == EngineKind::Podman {
+        options.push(format!("mask={}", masked_paths().join(":")));
+    }
+    options
+}
 
 /// Size of the container's `/tmp` tmpfs.
 const TMP_SIZE: Bytes = Bytes::mib(256);
@@ -24,6 +63,8 @@ const TMP_SIZE: Bytes = Bytes::mib(256);
 pub struct ContainerSettings<'a> {
     /// The executor's name, for errors.
     pub executor: &'static str,
+    /// The engine the container is for.
+    pub engine: EngineKind,
     /// The image to run.
     pub image: &'a str,
     /// `uid:gid` the command runs as.
@@ -129,11 +170,10 @@ pub fn create_body(
             "/tmp".to_owned(),
             format!("rw,nosuid,nodev,size={},mode=1777", TMP_SIZE.get()),
         )])),
-        security_opt: Some(vec![
-            "no-new-privileges".to_owned(),
-            format!("seccomp={}", settings.seccomp),
-        ]),
+        security_opt: Some(security_options(settings.engine, settings.seccomp)),
         cap_drop: Some(vec!["ALL".to_owned()]),
+        masked_paths: Some(masked_paths()),
+        readonly_paths: Some(readonly_paths()),
         network_mode: Some(network_mode.to_owned()),
         mounts: Some(vec![Mount {
             target: Some(plan.cwd.display().to_string()),
@@ -261,6 +301,7 @@ mod tests {
     fn settings() -> ContainerSettings<'static> {
         ContainerSettings {
             executor: "docker",
+            engine: EngineKind::Docker,
             image: "conductor-env/minimal:0123456789ab",
             user: "2000000000:2000000000",
             userns: None,
@@ -334,6 +375,12 @@ mod tests {
                     "seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}".into(),
                 ]),
                 cap_drop: Some(vec!["ALL".into()]),
+                masked_paths: Some(masked_paths()),
+                readonly_paths: Some(
+                    ["bus", "fs", "irq", "sys", "sysrq-trigger"]
+                        .map(|name| format!("/proc/{name}"))
+                        .to_vec(),
+                ),
                 network_mode: Some("none".into()),
                 mounts: Some(vec![Mount {
                     target: Some("/workspace".into()),
@@ -467,6 +514,7 @@ mod tests {
         let mut req = request(&["true"]);
         req.network = NetworkPolicy::Full;
         let podman = ContainerSettings {
+            engine: EngineKind::Podman,
             default_rlimits: vec![Rlimit {
                 resource: RlimitResource::Nofile,
                 soft: 1024,
@@ -485,5 +533,18 @@ mod tests {
             hard: Some(4096),
         };
         assert_eq!(host_config.ulimits.unwrap().last(), Some(&nofile));
+        let mask = "mask=/proc/cmdline:/proc/config.gz:/proc/interrupts:/proc/iomem:/proc/kcore:\
+                    /proc/keys:/proc/latency_stats:/proc/sched_debug:/proc/timer_list:\
+                    /proc/timer_stats:/proc/acpi:/proc/asound:/proc/scsi:/sys/firmware:\
+                    /sys/devices/virtual/powercap";
+        assert_eq!(
+            host_config.security_opt,
+            Some(vec![
+                "no-new-privileges".to_owned(),
+                "seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}".to_owned(),
+                mask.to_owned(),
+            ])
+        );
+        assert_eq!(host_config.masked_paths, Some(masked_paths()));
     }
 }
