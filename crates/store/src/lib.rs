@@ -9,12 +9,18 @@
 //! before use (an in-process SQLite connection cannot have hung up). Migrations are embedded and
 //! applied at open. `synchronous = NORMAL`: a committed write survives a crash of the process
 //! (kill -9); a power loss may drop the last transactions.
+//!
+//! The database and its `-wal`/`-shm` files are 0600, deleted content is zeroed
+//! (`secure_delete`), and task secrets are sealed under a key kept outside the database (see
+//! [`secrets`]).
 
 mod migrate;
 mod rows;
+pub mod secrets;
 mod token_cache;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -33,6 +39,7 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 pub use migrate::SCHEMA_VERSION;
+use secrets::{KeyFile, KeySource, Sealer, SecretsError};
 pub use token_cache::{TOKEN_CACHE_ENTRIES, TOKEN_CACHE_TTL};
 
 /// Most tasks one page of `list_tasks` returns.
@@ -52,6 +59,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Tokens verified recently (`token_by_hash` runs on every request).
     tokens: Arc<token_cache::TokenCache>,
+    /// Seals task secrets before they are written and opens them when a task starts.
+    sealer: Sealer,
 }
 
 fn backend<C: Into<String>>(context: C) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -76,19 +85,77 @@ fn ms(at: Timestamp) -> i64 {
     i64::try_from(at.millis()).unwrap_or(i64::MAX)
 }
 
+fn sealing(error: SecretsError) -> StoreError {
+    StoreError::Backend {
+        context: "handling task secrets".to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// The database's file and SQLite's companions to it.
+fn database_files(path: &Path) -> [std::path::PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
+}
+
+/// Creates the database file 0600 when it is missing (SQLite gives its `-wal` and `-shm` the
+/// database's mode) and takes group and other access away from existing ones.
+fn restrict_database_files(path: &Path) -> Result<(), StoreError> {
+    let io_error = |action: &str, file: &Path, e: std::io::Error| StoreError::Backend {
+        context: format!("{action} {}", file.display()),
+        message: e.to_string(),
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error("creating", path, e))?;
+    for file in database_files(path) {
+        let mode = match std::fs::metadata(&file) {
+            Ok(meta) => meta.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error("reading", &file, e)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(|e| io_error("restricting", &file, e))?;
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the database at `path`, applies pending migrations, and seals
+    /// task secrets with the key in [`secrets::KEY_FILE`] beside it (created on first open).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_key(path, &KeyFile::beside(path)).await
+    }
+
+    /// [`open`](Self::open) with the secrets key from `keys`. The key must open the secrets
+    /// already sealed; secrets an older store kept in plaintext are sealed now, in one
+    /// transaction.
+    pub async fn open_with_key(path: &Path, keys: &dyn KeySource) -> Result<Self, StoreError> {
+        restrict_database_files(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
+            // Deleted and overwritten content (such as secrets sealed in place) is zeroed.
+            .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         let opening = format!("opening {}", path.display());
         let mut writer = options.connect().await.map_err(backend(opening.clone()))?;
         migrate::migrate(&mut writer).await?;
+        let sealer = prepare_secrets(&mut writer, keys).await?;
+        restrict_database_files(path)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -101,6 +168,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(Some(writer))),
             reader,
             tokens: Arc::default(),
+            sealer,
         })
     }
 
@@ -122,6 +190,19 @@ impl SqliteStore {
                 message: "the database is closed".to_owned(),
             }
         })
+    }
+
+    /// What the secrets column holds for `secrets` of task `id`: sealed, or `{}` for none.
+    fn stored_secrets(
+        &self,
+        id: TaskId,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<String, StoreError> {
+        let json = to_json("secrets", secrets)?;
+        if secrets.is_empty() {
+            return Ok(json);
+        }
+        self.sealer.seal(&id.to_string(), &json).map_err(sealing)
     }
 
     async fn results_of(&self, id: TaskId, attempt: u32) -> Result<Vec<CommandResult>, StoreError> {
@@ -269,6 +350,80 @@ fn state_event(state: &TaskState) -> TaskEventKind {
     }
 }
 
+/// The sealer for this database: the key from `keys` (a new one only while nothing is sealed),
+/// checked against a sealed value, then every plaintext value sealed.
+async fn prepare_secrets(
+    conn: &mut SqliteConnection,
+    keys: &dyn KeySource,
+) -> Result<Sealer, StoreError> {
+    let sealed = format!("{}%", secrets::SEALED_PREFIX);
+    let key = match keys.load().map_err(sealing)? {
+        Some(key) => key,
+        None => {
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE secrets LIKE ?")
+                .bind(&sealed)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(backend("counting sealed secrets"))?;
+            if count > 0 {
+                return Err(sealing(SecretsError::KeyMissing {
+                    path: keys.location(),
+                    count,
+                }));
+            }
+            keys.create().map_err(sealing)?
+        }
+    };
+    let sealer = Sealer::new(&key, keys.location());
+    let sample: Option<(String, String)> =
+        sqlx::query_as("SELECT id, secrets FROM tasks WHERE secrets LIKE ? LIMIT 1")
+            .bind(&sealed)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend("reading sealed secrets"))?;
+    if let Some((id, stored)) = sample {
+        sealer.open(&id, &stored).map_err(sealing)?;
+    }
+    seal_plaintext(conn, &sealer).await?;
+    Ok(sealer)
+}
+
+/// Seals the secrets an older store kept in plaintext, in one transaction; then checkpoints so
+/// the write-ahead log keeps no page that held them.
+async fn seal_plaintext(conn: &mut SqliteConnection, sealer: &Sealer) -> Result<(), StoreError> {
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(backend("starting a transaction"))?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, secrets FROM tasks WHERE secrets LIKE '{%'")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend("reading plaintext secrets"))?;
+    let mut count = 0;
+    for (id, stored) in rows.iter().filter(|(_, s)| secrets::is_plaintext(s)) {
+        let value = sealer.seal(id, stored).map_err(sealing)?;
+        sqlx::query("UPDATE tasks SET secrets = ? WHERE id = ?")
+            .bind(value)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("sealing plaintext secrets"))?;
+        count += 1;
+    }
+    tx.commit()
+        .await
+        .map_err(backend("committing sealed secrets"))?;
+    if count > 0 {
+        sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *conn)
+            .await
+            .map_err(backend("checkpointing after sealing secrets"))?;
+        tracing::info!(tasks = count, "sealed task secrets stored in plaintext");
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -302,7 +457,7 @@ impl Store for SqliteStore {
         .bind(state.status.as_str())
         .bind(spec.priority)
         .bind(to_json("a task spec", spec)?)
-        .bind(to_json("secrets", secrets)?)
+        .bind(self.stored_secrets(id, secrets)?)
         .bind(ms(at))
         .bind(to_json("an event", &state_event(&state))?)
         .execute(&mut *tx)
@@ -481,7 +636,8 @@ impl Store for SqliteStore {
             .await
             .map_err(backend("reading secrets"))?
             .ok_or(StoreError::TaskNotFound(id))?;
-        serde_json::from_str(&text).map_err(|e| corrupt("secrets", e))
+        let json = self.sealer.open(&id.to_string(), &text).map_err(sealing)?;
+        serde_json::from_str(&json).map_err(|e| corrupt("secrets", e))
     }
 
     async fn queued_tasks(&self, limit: u32) -> Result<Vec<Task>, StoreError> {

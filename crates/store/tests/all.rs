@@ -1,6 +1,9 @@
 //! SQLite store against a real database file in a tempdir.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
 
+#[path = "all/secrets.rs"]
+mod secrets;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
