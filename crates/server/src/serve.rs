@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,6 +130,7 @@ impl Server {
         let home = &config.home;
         create_private_dir(home)?;
         let lock = lock_home(home)?;
+        restrict_home(home)?;
         std::fs::create_dir_all(&config.scheduler.workspace_root).map_err(io(format!(
             "creating {}",
             config.scheduler.workspace_root.display()
@@ -255,6 +257,7 @@ fn lock_home(home: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>,
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(io(format!("opening {}", path.display())))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
@@ -269,6 +272,50 @@ fn lock_home(home: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>,
             },
         },
     )
+}
+
+/// The home's directories that hold secrets or task output, made private like the home.
+const PRIVATE_DIRS: [&str; 2] = ["agents", "logs"];
+
+/// Takes group and other access away from the home, the files directly in it (database, admin
+/// token, secrets key, lock) and in [`PRIVATE_DIRS`], and those directories: a home made by an
+/// older conductor (or by hand) is fixed at the next start. Symlinks are left alone.
+fn restrict_home(home: &std::path::Path) -> Result<(), ServeError> {
+    restrict(home, 0o700)?;
+    let mut dirs = vec![home.to_owned()];
+    for name in PRIVATE_DIRS {
+        let dir = home.join(name);
+        if std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
+            restrict(&dir, 0o700)?;
+            dirs.push(dir);
+        }
+    }
+    for dir in dirs {
+        let entries = std::fs::read_dir(&dir).map_err(io(format!("listing {}", dir.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
+            let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+            if is_file {
+                restrict(&entry.path(), 0o600)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Clears the bits of `path`'s mode outside `keep` (set-id and sticky bits included).
+fn restrict(path: &std::path::Path, keep: u32) -> Result<(), ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::symlink_metadata(path)
+        .map_err(io(format!("reading {}", path.display())))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & !keep != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & keep))
+            .map_err(io(format!("restricting {}", path.display())))?;
+    }
+    Ok(())
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServeError> {

@@ -138,7 +138,7 @@ pub fn refused_blocks(allowed: &[u32]) -> Vec<(u64, u64)> {
             continue;
         }
         let mut size = 1u64;
-        while start % (size * 2) == 0 && start + size * 2 <= next {
+        while start.is_multiple_of(size * 2) && start + size * 2 <= next {
             size *= 2;
         }
         blocks.push((!(size - 1) & (END - 1), start));

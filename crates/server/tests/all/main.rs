@@ -8,6 +8,7 @@ mod files;
 mod git;
 mod quota;
 mod scheduler;
+mod secrets;
 mod serve;
 mod support;
 mod workspaces;
