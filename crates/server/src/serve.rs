@@ -279,7 +279,7 @@ const PRIVATE_DIRS: [&str; 2] = ["agents", "logs"];
 
 /// Takes group and other access away from the home, the files directly in it (database, admin
 /// token, secrets key, lock) and in [`PRIVATE_DIRS`], and those directories: a home made by an
-/// older conductor (or by hand) is fixed at the next start. Symlinks are left alone.
+/// older conductor (or by hand) is fixed at the next start. Symlinks in it are left alone.
 fn restrict_home(home: &std::path::Path) -> Result<(), ServeError> {
     restrict(home, 0o700)?;
     let mut dirs = vec![home.to_owned()];
@@ -303,10 +303,11 @@ fn restrict_home(home: &std::path::Path) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Clears the bits of `path`'s mode outside `keep` (set-id and sticky bits included).
+/// Clears the bits of `path`'s mode outside `keep` (set-id and sticky bits included). Follows a
+/// symlink: only the home itself may be one (the callers skip symlinks inside it).
 fn restrict(path: &std::path::Path, keep: u32) -> Result<(), ServeError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::symlink_metadata(path)
+    let mode = std::fs::metadata(path)
         .map_err(io(format!("reading {}", path.display())))?
         .permissions()
         .mode()
