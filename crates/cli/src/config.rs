@@ -132,7 +132,12 @@ fn config(args: ConfigArgs) -> anyhow::Result<()> {
                 },
             )?;
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)
+                // The home, when this makes it: private, as `serve` makes it.
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder
+                    .create(parent)
                     .with_context(|| format!("creating {}", parent.display()))?;
             }
             let temporary = target.with_extension("toml.new");
