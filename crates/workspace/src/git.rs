@@ -514,21 +514,14 @@ fn resolve(
     })
 }
 
-/// Puts `dest` back as it was: removed, or emptied.
+/// Puts `dest` back as it was: removed, or emptied (at any depth: a repository's tree can be
+/// as deep as git allows, see `walk.rs`).
 fn undo_clone(dest: &Path, existed: bool) {
-    if !existed {
-        let _ = fs::remove_dir_all(dest);
-        return;
-    }
-    if let Ok(entries) = fs::read_dir(dest) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let _ = match entry.file_type() {
-                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
-                _ => fs::remove_file(&path),
-            };
-        }
-    }
+    let _ = if existed {
+        crate::walk::remove_contents(dest)
+    } else {
+        crate::walk::remove_tree(dest)
+    };
 }
 
 /// What changed in `workspace` since `base` (a full commit id, [`Checkout::commit`]):
