@@ -93,6 +93,17 @@ pub enum GitError {
         /// What git said.
         stderr: String,
     },
+    /// The checkout left files of the commit unwritten (git exits 0 then): paths too long or
+    /// too deep for the file system. The destination is put back as it was found.
+    #[error("cloning {repository}: git could not write {missing} file(s) of the checkout, the first {path:?}… (a path too long or too deep for the file system)")]
+    IncompleteCheckout {
+        /// The repository as given.
+        repository: String,
+        /// The first file missing (its first 200 bytes, lossily decoded).
+        path: String,
+        /// How many are missing (at least).
+        missing: usize,
+    },
     /// No branch, tag or commit of that name in the repository.
     #[error("{repository} has no branch, tag or commit {reference:?}")]
     UnknownRef {
@@ -480,6 +491,16 @@ fn clone_and_checkout(
         RefKind::Tag | RefKind::Commit => {
             repo.ok("checkout", &["checkout", "--quiet", "--detach", &commit])?;
         }
+    }
+    // git reports a file it could not write (a path past PATH_MAX) and still exits 0.
+    let deleted = repo.ok("ls-files", &["ls-files", "--deleted", "-z"])?;
+    let mut missing = deleted.split(|&b| b == 0).filter(|p| !p.is_empty());
+    if let Some(first) = missing.next() {
+        return Err(GitError::IncompleteCheckout {
+            repository: repository.to_owned(),
+            path: String::from_utf8_lossy(&first[..first.len().min(200)]).into_owned(),
+            missing: 1 + missing.count(),
+        });
     }
     Ok(Checkout {
         commit,

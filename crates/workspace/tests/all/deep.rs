@@ -10,7 +10,7 @@ use std::process::Command;
 
 use conductor_workspace::{
     clone_at, diff_against, download_tar, remove_in_workspace, remove_tree, tree_size, Change,
-    DiffAgainst, Error, FileError, GitOptions, SnapshotOptions, MAX_PATH_LEN,
+    DiffAgainst, Error, FileError, GitError, GitOptions, SnapshotOptions, MAX_PATH_LEN,
 };
 use rustix::fs::{Mode, OFlags};
 
@@ -346,6 +346,67 @@ fn deep_git_diff_is_correct_or_a_typed_error() {
     assert!(!ws.exists());
 }
 
+/// A repository whose one file lies 2046 directories deep: git stores and sends it (below its
+/// tree-depth limit) but cannot check it out (the path passes `PATH_MAX`).
+fn deep_origin(parent: &Path) -> PathBuf {
+    let origin = parent.join("deep-origin");
+    std::fs::create_dir(&origin).unwrap();
+    let git = |args: &[&str], input: Option<Vec<u8>>| {
+        let mut child = Command::new("git")
+            .current_dir(&origin)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &origin)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(input) = input {
+            stdin.write_all(&input).unwrap();
+        }
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "git {args:?}");
+    };
+    git(&["init", "-q"], None);
+    let path = format!("{}leaf", "d/".repeat(2046));
+    let stream = format!(
+        "commit refs/heads/main\ncommitter T <t@example.invalid> 0 +0000\ndata 2\nm\n\
+         M 100644 inline {path}\ndata 2\nx\n\n"
+    );
+    git(&["fast-import", "--quiet"], Some(stream.into_bytes()));
+    git(&["symbolic-ref", "HEAD", "refs/heads/main"], None);
+    origin
+}
+
+/// Clones [`deep_origin`]: git cannot write the file and still exits 0; the clone fails with a
+/// typed error, and what git had written (a chain 2 000 levels deep) is removed.
+fn clone_of_a_too_deep_repository_fails_cleanly(parent: &Path) {
+    let origin = deep_origin(parent);
+    let dest = parent.join("clone");
+    let result = clone_at(
+        origin.to_str().unwrap(),
+        None,
+        &dest,
+        &GitOptions::default(),
+    );
+    match result {
+        Err(GitError::IncompleteCheckout { path, missing, .. }) => {
+            assert_eq!(missing, 1);
+            assert!(path.starts_with("d/d/d/"), "{path}");
+        }
+        other => panic!("expected an incomplete checkout, got {other:?}"),
+    }
+    assert!(!dest.exists());
+}
+
+#[test]
+fn deep_git_clone_of_a_too_deep_repository_fails_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    clone_of_a_too_deep_repository_fails_cleanly(tmp.path());
+}
+
 /// The child half of [`deep_walks_hold_a_bounded_number_of_descriptors`]: run alone, under a
 /// descriptor limit of 64, by that test.
 #[test]
@@ -366,6 +427,7 @@ fn deep_child_under_a_low_descriptor_limit() {
     ));
     remove_tree(&dir).unwrap();
     assert!(!dir.exists());
+    clone_of_a_too_deep_repository_fails_cleanly(tmp.path());
 }
 
 #[test]
