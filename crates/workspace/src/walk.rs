@@ -8,14 +8,16 @@
 //! the directory's identity (device, inode) and the names of the subdirectories still to visit.
 //! It goes down with `openat(O_NOFOLLOW)`, so a symlink is never followed, and back up through
 //! `..`, which must be the directory it came from: a tree reshaped meanwhile stops the walk with
-//! an error instead of letting it wander above where it started.
+//! an error instead of letting it wander above where it started. Removal never goes into a
+//! mount point (a bind mount left inside a workspace would lead to the host's files): it stops
+//! with an error naming it.
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType};
+use rustix::fs::{AtFlags, FileType, StatxAttributes, StatxFlags};
 use rustix::io::Errno;
 
 use crate::fsutil;
@@ -208,6 +210,12 @@ impl Visit for Remover {
                 Err(e) => Err(e.into()),
             };
         }
+        if is_mount_root(dir, name, &stat)? {
+            return Err(io::Error::other(format!(
+                "{}: a mount point inside the tree; unmount it first (nothing is removed through a mount)",
+                name.to_string_lossy()
+            )));
+        }
         if fsutil::perm_bits(&stat) & 0o700 != 0o700 {
             fsutil::chmod_dir_at(dir, name, 0o700)?;
         }
@@ -224,6 +232,23 @@ impl Visit for Remover {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Whether the directory `dir/name` (whose `lstat` is `stat`) is the root of a mount: by
+/// `statx`'s `STATX_ATTR_MOUNT_ROOT`, or where the kernel lacks it (before 5.8) by a device
+/// other than its parent's.
+#[allow(clippy::unnecessary_cast)]
+fn is_mount_root(dir: BorrowedFd<'_>, name: &CStr, stat: &rustix::fs::Stat) -> io::Result<bool> {
+    let flags = AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW;
+    match rustix::fs::statx(dir, name, flags, StatxFlags::empty()) {
+        Ok(x) if x.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            return Ok(x.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+        }
+        Ok(_) | Err(Errno::NOSYS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let parent = rustix::fs::fstat(dir)?;
+    Ok(parent.st_dev as u64 != stat.st_dev as u64)
 }
 
 /// Adds up the lengths of regular files.

@@ -178,6 +178,40 @@ fn deep_download_ends_in_a_typed_error() {
     }
 }
 
+#[test]
+fn removal_never_goes_through_a_mount_point() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ws");
+    write(&dir, "sub/file", b"x");
+    let mountpoint = dir.join("sub/mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mountpoint)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    std::fs::write(mountpoint.join("host-file"), b"keep").unwrap();
+
+    let result = remove_tree(&dir);
+    let kept = std::fs::read(mountpoint.join("host-file"));
+    let unmounted = Command::new("umount").arg(&mountpoint).status().unwrap();
+    assert!(unmounted.success());
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.contains("mnt: a mount point inside the tree"),
+        "{message}"
+    );
+    assert_eq!(kept.unwrap(), b"keep");
+    // Unmounted, the tree goes.
+    remove_tree(&dir).unwrap();
+    assert!(!dir.exists());
+}
+
 /// A chain of `d` whose deepest file's path is exactly `MAX_PATH_LEN` bytes long.
 fn chain_at_the_limit(dir: &Path) {
     // (depth) times "d/", then the file name: 2 * 2046 + 3 = 4095.
