@@ -145,11 +145,15 @@ pub fn remove_build_dir(dir: &Path) -> Result<(), EnvError> {
             dir.display()
         )));
     }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(EnvError::io(format!("removing {}", dir.display()), e)),
-    }
+    // What a build's commands made, at any depth (std's remove_dir_all recurses, holding a
+    // descriptor per level). Missing is fine.
+    conductor_workspace::remove_tree(dir).map_err(|e| {
+        let context = format!("removing {}", dir.display());
+        match e {
+            conductor_workspace::TreeError::Io { source, .. } => EnvError::io(context, source),
+            other => EnvError::io(context, std::io::Error::other(other)),
+        }
+    })
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
@@ -190,6 +194,32 @@ mod tests {
         let mut command = clean_command("sh");
         command.args(["-c", "echo ok"]);
         run("probing", command, &mut |_| {}).unwrap();
+    }
+
+    #[test]
+    fn a_build_dir_of_any_depth_is_removed_on_a_small_stack() {
+        use std::os::fd::AsRawFd;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("build");
+        std::fs::create_dir(&dir).unwrap();
+        // 10 000 levels, each made relative to the one above (no long path).
+        let mut current = std::fs::File::open(&dir).unwrap();
+        for _ in 0..10_000 {
+            let next = format!("/proc/self/fd/{}/d", current.as_raw_fd());
+            std::fs::create_dir(&next).unwrap();
+            current = std::fs::File::open(&next).unwrap();
+        }
+        drop(current);
+        let removed = dir.clone();
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || remove_build_dir(&removed))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(!dir.exists());
+        remove_build_dir(&dir).unwrap();
     }
 
     #[test]

@@ -145,7 +145,7 @@ fn too_large(limit: u64) -> AppError {
 fn file_error(error: FileError, limit: u64) -> AppError {
     match error {
         FileError::Confine(inner) => confine_error(inner, limit),
-        FileError::NotADirectory(_) | FileError::NotEmpty(_) => {
+        FileError::NotADirectory(_) | FileError::NotEmpty(_) | FileError::TooDeep { .. } => {
             AppError::Conflict(error.to_string())
         }
         FileError::TooLarge { .. } | FileError::TooManyEntries { .. } => too_large(limit),

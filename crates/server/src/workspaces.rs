@@ -194,9 +194,11 @@ fn store_error(op: Op, error: cw::Error) -> AppError {
             message: error.to_string(),
         },
         E::SnapshotNotFound(_) => AppError::NotFound(error.to_string()),
-        E::SnapshotExists(_) | E::SpecialFile { .. } | E::Unstable { .. } | E::Changed { .. } => {
-            AppError::Conflict(error.to_string())
-        }
+        E::SnapshotExists(_)
+        | E::SpecialFile { .. }
+        | E::Unstable { .. }
+        | E::Changed { .. }
+        | E::TooDeep { .. } => AppError::Conflict(error.to_string()),
         E::UnsafeArchivePath(_)
         | E::Archive(_)
         | E::CorruptManifest { .. }
@@ -459,12 +461,8 @@ pub(crate) async fn remove_named_dir(scheduler: &Scheduler, name: &str) -> Resul
                 .and_then(QuotaFs::destroy)
                 .map_err(|e| format!("removing the disk quota: {e}"))?;
         }
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(format!("removing {}: {e}", dir.display()))
-            }
-            _ => Ok(()),
-        }
+        // At any depth, never following a symlink (see conductor_workspace::remove_tree).
+        conductor_workspace::remove_tree(&dir).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("a blocking task failed: {e}"))?

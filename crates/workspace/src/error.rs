@@ -48,6 +48,15 @@ pub enum Error {
         /// What was seen.
         what: String,
     },
+    /// A path in the tree longer than [`crate::MAX_PATH_LEN`] bytes: a tree too deep to
+    /// snapshot or diff (the walk stops there instead of going deeper).
+    #[error("{prefix}…: a path in the workspace is longer than {max} bytes (a tree too deep to snapshot); remove or flatten that tree")]
+    TooDeep {
+        /// The start of the path (its first 200 bytes, lossily decoded).
+        prefix: String,
+        /// The limit.
+        max: usize,
+    },
     /// A snapshot name that is empty, longer than 256 bytes or has control characters.
     #[error("invalid snapshot name {0:?}: 1 to 256 bytes without control characters")]
     InvalidName(String),
@@ -108,6 +117,14 @@ impl Error {
             path: path.into(),
             source: source.into(),
         }
+    }
+}
+
+/// [`Error::TooDeep`] for a path past the limit that starts with `path`.
+pub(crate) fn too_deep(path: &[u8]) -> Error {
+    Error::TooDeep {
+        prefix: String::from_utf8_lossy(&path[..path.len().min(200)]).into_owned(),
+        max: crate::path::MAX_PATH_LEN,
     }
 }
 

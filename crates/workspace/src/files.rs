@@ -10,7 +10,9 @@
 //! - Download ([`download_tar`]) walks by directory descriptor with `O_NOFOLLOW`: symlinks are
 //!   stored as symlinks (never followed, in or out), fifos, sockets and devices are skipped and
 //!   reported; a file that shrinks while read is padded with zeros to the size its header
-//!   announced (so the archive stays well-formed), one that grows is cut.
+//!   announced (so the archive stays well-formed), one that grows is cut. The walk is
+//!   iterative and holds one directory descriptor whatever the depth; a path past
+//!   [`MAX_PATH_LEN`] bytes ends it with [`FileError::TooDeep`].
 //! - Upload ([`upload_tar`]) accepts regular files, directories and symlinks whose target stays
 //!   inside the workspace (judged lexically from the link's place); absolute or `..` entry
 //!   paths, hard links, devices and fifos are refused. Each file is written atomically
@@ -20,7 +22,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -34,6 +36,7 @@ use crate::confine::{
     UploadOptions,
 };
 use crate::fsutil;
+use crate::path::MAX_PATH_LEN;
 
 /// Why a file operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,15 @@ pub enum FileError {
     TooManyEntries {
         /// The limit.
         limit: u64,
+    },
+    /// A download reached a path longer than [`MAX_PATH_LEN`] bytes (a tree too deep to
+    /// download as one archive).
+    #[error("{prefix}…: a path is longer than {max} bytes (a tree too deep to download); remove or flatten that tree")]
+    TooDeep {
+        /// The start of the path (its first 200 bytes, lossily decoded).
+        prefix: String,
+        /// The limit.
+        max: usize,
     },
     /// The input is not a readable tar archive (or ended early).
     #[error("tar: {0}")]
@@ -233,7 +245,7 @@ pub fn download_tar<W: Write>(
     let dir = open_dir(root, user_path)?;
     let mut builder = tar::Builder::new(out);
     let mut stats = TarStats::default();
-    walk(&mut builder, dir.as_fd(), &mut Vec::new(), &mut stats)?;
+    walk(&mut builder, dir.as_fd(), &mut stats)?;
     let out = builder
         .into_inner()
         .map_err(|e| FileError::Archive(e.to_string()))?;
@@ -252,98 +264,172 @@ fn header(st: &Stat, kind: tar::EntryType, size: u64) -> tar::Header {
     header
 }
 
+/// One directory of a download being written: its path below the downloaded directory, the
+/// names still to write (sorted, last first), and its descriptor while it is the deepest.
+struct Frame {
+    prefix: Vec<u8>,
+    names: Vec<Vec<u8>>,
+    fd: Option<OwnedFd>,
+}
+
+impl Frame {
+    fn new(prefix: Vec<u8>, fd: OwnedFd) -> Result<Self, FileError> {
+        let mut names: Vec<Vec<u8>> = fsutil::read_names(fd.as_fd())
+            .map_err(io_err(
+                "read",
+                String::from_utf8_lossy(&prefix).into_owned(),
+            ))?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(Self {
+            prefix,
+            names,
+            fd: Some(fd),
+        })
+    }
+}
+
+/// Writes everything below `base`, depth first, parents before children. Iterative: only the
+/// deepest directory's descriptor stays open; a directory is reopened by its path beneath
+/// `base` (never following a symlink) when the walk comes back to it. A path longer than
+/// [`MAX_PATH_LEN`] ends the download with [`FileError::TooDeep`].
 fn walk<W: Write>(
     builder: &mut tar::Builder<W>,
-    dir: BorrowedFd<'_>,
-    prefix: &mut Vec<u8>,
+    base: BorrowedFd<'_>,
     stats: &mut TarStats,
 ) -> Result<(), FileError> {
-    let archive = |e: io::Error| FileError::Archive(e.to_string());
-    let mut names = fsutil::read_names(dir)
-        .map_err(io_err("read", String::from_utf8_lossy(prefix).into_owned()))?;
-    names.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, _) in names {
-        let base = prefix.len();
-        if !prefix.is_empty() {
-            prefix.push(b'/');
+    let top = reopen(base, b"").map_err(io_err("open", ""))?;
+    let mut stack = vec![Frame::new(Vec::new(), top)?];
+    while let Some(frame) = stack.last_mut() {
+        let Some(name) = frame.names.pop() else {
+            stack.pop();
+            continue;
+        };
+        let dir = match frame.fd.take() {
+            Some(fd) => fd,
+            None => match reopen(base, &frame.prefix) {
+                Ok(fd) => fd,
+                // Moved, removed or replaced by a symlink since it was listed.
+                Err(e) if is_vanished(&e) => {
+                    stack.pop();
+                    continue;
+                }
+                Err(e) => {
+                    let shown = String::from_utf8_lossy(&frame.prefix).into_owned();
+                    return Err(io_err("open", shown)(e));
+                }
+            },
+        };
+        let mut path = frame.prefix.clone();
+        if !path.is_empty() {
+            path.push(b'/');
         }
-        prefix.extend_from_slice(&name);
-        let path = Path::new(OsStr::from_bytes(prefix)).to_path_buf();
-        let shown_path = String::from_utf8_lossy(prefix).into_owned();
-        let shown = || shown_path.clone();
-        let cname = c_name(&name, &shown())?;
-        let result = (|| {
-            let Some(st) = fsutil::lstat_at(dir, &cname).map_err(io_err("stat", shown()))? else {
-                return Ok(()); // removed since the listing
-            };
-            match fsutil::file_type(&st) {
-                FileType::Directory => {
-                    let child = match fsutil::open_dir_at(dir, &cname) {
-                        Ok(child) => child,
-                        // Replaced by a symlink or removed since the stat: not followed.
-                        Err(e) if is_vanished(&e) => return Ok(()),
-                        Err(e) => return Err(io_err("open", shown())(e)),
-                    };
-                    let mut h = header(&st, tar::EntryType::Directory, 0);
-                    builder
-                        .append_data(&mut h, &path, io::empty())
-                        .map_err(archive)?;
-                    stats.entries += 1;
-                    walk(builder, child.as_fd(), prefix, stats)
-                }
-                FileType::RegularFile => {
-                    let fd = match rustix::fs::openat(
-                        dir,
-                        cname.as_c_str(),
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    ) {
-                        Ok(fd) => fd,
-                        Err(Errno::NOENT | Errno::LOOP) => return Ok(()),
-                        Err(e) => return Err(io_err("open", shown())(e.into())),
-                    };
-                    let st =
-                        rustix::fs::fstat(&fd).map_err(|e| io_err("stat", shown())(e.into()))?;
-                    if fsutil::file_type(&st) != FileType::RegularFile {
-                        stats.skipped.push(shown());
-                        return Ok(());
-                    }
-                    #[allow(clippy::unnecessary_cast)]
-                    let size = st.st_size as u64;
-                    let mut h = header(&st, tar::EntryType::Regular, size);
-                    // Exactly `size` bytes whatever the file does meanwhile.
-                    let reader = File::from(fd).take(size).chain(io::repeat(0)).take(size);
-                    builder
-                        .append_data(&mut h, &path, reader)
-                        .map_err(archive)?;
-                    stats.entries += 1;
-                    stats.bytes += size;
-                    Ok(())
-                }
-                FileType::Symlink => {
-                    let target = match rustix::fs::readlinkat(dir, cname.as_c_str(), Vec::new()) {
-                        Ok(target) => target,
-                        Err(Errno::NOENT | Errno::INVAL) => return Ok(()),
-                        Err(e) => return Err(io_err("readlink", shown())(e.into())),
-                    };
-                    let mut h = header(&st, tar::EntryType::Symlink, 0);
-                    let target = OsStr::from_bytes(target.as_bytes());
-                    builder
-                        .append_link(&mut h, &path, target)
-                        .map_err(archive)?;
-                    stats.entries += 1;
-                    Ok(())
-                }
-                _ => {
-                    stats.skipped.push(shown());
-                    Ok(())
-                }
-            }
-        })();
-        prefix.truncate(base);
-        result?;
+        path.extend_from_slice(&name);
+        if path.len() > MAX_PATH_LEN {
+            return Err(FileError::TooDeep {
+                prefix: String::from_utf8_lossy(&frame.prefix[..frame.prefix.len().min(200)])
+                    .into_owned(),
+                max: MAX_PATH_LEN,
+            });
+        }
+        match append_entry(builder, dir.as_fd(), &name, &path, stats)? {
+            Some(child) => stack.push(Frame::new(path, child)?),
+            None => frame.fd = Some(dir),
+        }
     }
     Ok(())
+}
+
+/// The directory `prefix` beneath `base` (`base` itself for an empty prefix), following no
+/// symlink.
+fn reopen(base: BorrowedFd<'_>, prefix: &[u8]) -> io::Result<OwnedFd> {
+    if prefix.is_empty() {
+        return Ok(rustix::io::dup(base)?);
+    }
+    fsutil::open_beneath(base, prefix, fsutil::DIR_FLAGS)
+}
+
+/// Appends `dir/name` (at `path` in the archive); returns a directory's descriptor, to walk
+/// it next.
+fn append_entry<W: Write>(
+    builder: &mut tar::Builder<W>,
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    path_bytes: &[u8],
+    stats: &mut TarStats,
+) -> Result<Option<OwnedFd>, FileError> {
+    let archive = |e: io::Error| FileError::Archive(e.to_string());
+    let path = Path::new(OsStr::from_bytes(path_bytes)).to_path_buf();
+    let shown_path = String::from_utf8_lossy(path_bytes).into_owned();
+    let shown = || shown_path.clone();
+    let cname = c_name(name, &shown())?;
+    let Some(st) = fsutil::lstat_at(dir, &cname).map_err(io_err("stat", shown()))? else {
+        return Ok(None); // removed since the listing
+    };
+    match fsutil::file_type(&st) {
+        FileType::Directory => {
+            let child = match fsutil::open_dir_at(dir, &cname) {
+                Ok(child) => child,
+                // Replaced by a symlink or removed since the stat: not followed.
+                Err(e) if is_vanished(&e) => return Ok(None),
+                Err(e) => return Err(io_err("open", shown())(e)),
+            };
+            let mut h = header(&st, tar::EntryType::Directory, 0);
+            builder
+                .append_data(&mut h, &path, io::empty())
+                .map_err(archive)?;
+            stats.entries += 1;
+            Ok(Some(child))
+        }
+        FileType::RegularFile => {
+            let fd = match rustix::fs::openat(
+                dir,
+                cname.as_c_str(),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::LOOP) => return Ok(None),
+                Err(e) => return Err(io_err("open", shown())(e.into())),
+            };
+            let st = rustix::fs::fstat(&fd).map_err(|e| io_err("stat", shown())(e.into()))?;
+            if fsutil::file_type(&st) != FileType::RegularFile {
+                stats.skipped.push(shown());
+                return Ok(None);
+            }
+            #[allow(clippy::unnecessary_cast)]
+            let size = st.st_size as u64;
+            let mut h = header(&st, tar::EntryType::Regular, size);
+            // Exactly `size` bytes whatever the file does meanwhile.
+            let reader = File::from(fd).take(size).chain(io::repeat(0)).take(size);
+            builder
+                .append_data(&mut h, &path, reader)
+                .map_err(archive)?;
+            stats.entries += 1;
+            stats.bytes += size;
+            Ok(None)
+        }
+        FileType::Symlink => {
+            let target = match rustix::fs::readlinkat(dir, cname.as_c_str(), Vec::new()) {
+                Ok(target) => target,
+                Err(Errno::NOENT | Errno::INVAL) => return Ok(None),
+                Err(e) => return Err(io_err("readlink", shown())(e.into())),
+            };
+            let mut h = header(&st, tar::EntryType::Symlink, 0);
+            let target = OsStr::from_bytes(target.as_bytes());
+            builder
+                .append_link(&mut h, &path, target)
+                .map_err(archive)?;
+            stats.entries += 1;
+            Ok(None)
+        }
+        _ => {
+            stats.skipped.push(shown());
+            Ok(None)
+        }
+    }
 }
 
 fn is_vanished(e: &io::Error) -> bool {

@@ -1,5 +1,5 @@
 //! File-system helpers shared by snapshot, restore and the CAS: descriptor-relative opens that
-//! never follow symlinks, stat keys, temp names, atomic file replacement, tree removal.
+//! never follow symlinks, stat keys, temp names, atomic file replacement; tree removal lives in `walk.rs`.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -210,34 +210,9 @@ pub(crate) fn read_names(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, FileTy
     Ok(names)
 }
 
-/// Removes `dir/name` whatever it is, a whole directory tree included, never following a
-/// symlink (a symlink is removed, not what it points to). Directories without write or search
-/// permission are made accessible first. Missing is fine.
-pub(crate) fn remove_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    let Some(stat) = lstat_at(dir, name)? else {
-        return Ok(());
-    };
-    if file_type(&stat) != FileType::Directory {
-        return match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(e) => Err(e.into()),
-        };
-    }
-    if perm_bits(&stat) & 0o700 != 0o700 {
-        chmod_dir_at(dir, name, 0o700)?;
-    }
-    let child = open_dir_at(dir, name)?;
-    for (child_name, _) in read_names(child.as_fd())? {
-        let child_name = std::ffi::CString::new(child_name)
-            .map_err(|_| io::Error::from_raw_os_error(Errno::INVAL.raw_os_error()))?;
-        remove_at(child.as_fd(), &child_name)?;
-    }
-    drop(child);
-    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
+/// Removes `dir/name` whatever it is, a whole directory tree included, at any depth and
+/// with a bounded number of descriptors (see `walk.rs`).
+pub(crate) use crate::walk::remove_at;
 
 /// Sets the mode of the directory `dir/name` without following a symlink in its place: through
 /// a descriptor when it can be opened, else with `fchmodat(AT_SYMLINK_NOFOLLOW)`.

@@ -93,6 +93,17 @@ pub enum GitError {
         /// What git said.
         stderr: String,
     },
+    /// The checkout left files of the commit unwritten (git exits 0 then): paths too long or
+    /// too deep for the file system. The destination is put back as it was found.
+    #[error("cloning {repository}: git could not write {missing} file(s) of the checkout, the first {path:?}… (a path too long or too deep for the file system)")]
+    IncompleteCheckout {
+        /// The repository as given.
+        repository: String,
+        /// The first file missing (its first 200 bytes, lossily decoded).
+        path: String,
+        /// How many are missing (at least).
+        missing: usize,
+    },
     /// No branch, tag or commit of that name in the repository.
     #[error("{repository} has no branch, tag or commit {reference:?}")]
     UnknownRef {
@@ -481,6 +492,16 @@ fn clone_and_checkout(
             repo.ok("checkout", &["checkout", "--quiet", "--detach", &commit])?;
         }
     }
+    // git reports a file it could not write (a path past PATH_MAX) and still exits 0.
+    let deleted = repo.ok("ls-files", &["ls-files", "--deleted", "-z"])?;
+    let mut missing = deleted.split(|&b| b == 0).filter(|p| !p.is_empty());
+    if let Some(first) = missing.next() {
+        return Err(GitError::IncompleteCheckout {
+            repository: repository.to_owned(),
+            path: String::from_utf8_lossy(&first[..first.len().min(200)]).into_owned(),
+            missing: 1 + missing.count(),
+        });
+    }
     Ok(Checkout {
         commit,
         reference: name,
@@ -514,21 +535,14 @@ fn resolve(
     })
 }
 
-/// Puts `dest` back as it was: removed, or emptied.
+/// Puts `dest` back as it was: removed, or emptied (at any depth: a repository's tree can be
+/// as deep as git allows, see `walk.rs`).
 fn undo_clone(dest: &Path, existed: bool) {
-    if !existed {
-        let _ = fs::remove_dir_all(dest);
-        return;
-    }
-    if let Ok(entries) = fs::read_dir(dest) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let _ = match entry.file_type() {
-                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
-                _ => fs::remove_file(&path),
-            };
-        }
-    }
+    let _ = if existed {
+        crate::walk::remove_contents(dest)
+    } else {
+        crate::walk::remove_tree(dest)
+    };
 }
 
 /// What changed in `workspace` since `base` (a full commit id, [`Checkout::commit`]):

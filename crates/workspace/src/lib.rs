@@ -2,7 +2,7 @@
 //! stored once however many workspaces and snapshots hold them), snapshot manifests, exact
 //! restore, diff, garbage collection, `.tar.zst` export/import; path confinement and the file
 //! API's operations; disk quotas on loop-mounted images; git checkouts and diffs; the cleanup
-//! policy. Pure library, Linux only, no server types: the server and CLI map their workspace
+//! policy; removing and measuring trees at any depth. Pure library, Linux only, no server types: the server and CLI map their workspace
 //! records onto [`WorkspaceId`] and a directory.
 //!
 //! ```no_run
@@ -23,8 +23,8 @@
 //! `restore`, `diff`, `gc` (the lock argument), `archive` (export/import), `confine` (file
 //! API paths), `files` (listing, tar download/upload, delete), `quota` (loop-mounted ext4
 //! images), `git` (clone at a ref, diff against it), `policy` (cleanup policy and the
-//! sweeper's decision, pure), `command` (running external tools), `manifest`/`path`/`hash`
-//! (the data).
+//! sweeper's decision, pure), `walk` (removing and measuring trees at any depth, iteratively),
+//! `command` (running external tools), `manifest`/`path`/`hash` (the data).
 
 mod archive;
 mod cache;
@@ -47,6 +47,7 @@ mod restore;
 mod scan;
 mod snapshot;
 mod store;
+mod walk;
 
 pub use confine::{
     create_dir_in_workspace, open_in_workspace, remove_in_workspace, resolve_in_workspace,
@@ -68,7 +69,7 @@ pub use manifest::{
     Entry, EntryType, Manifest, Node, ParseIdError, Skipped, SnapshotId, SnapshotInfo, SpecialKind,
     Summary, WorkspaceId, MANIFEST_VERSION,
 };
-pub use path::{InvalidPath, RelPath};
+pub use path::{InvalidPath, RelPath, MAX_PATH_LEN};
 pub use policy::{
     due, plan_sweep, CleanupPolicy, Due, ParsePolicyError, SweepCandidate, SweepPlan,
 };
@@ -78,3 +79,4 @@ pub use snapshot::{
     Snapshot, SnapshotOptions, SnapshotStats, SnapshotTimings, SpecialFiles, MAX_ATTEMPTS,
 };
 pub use store::{CasStats, Store, StoreOptions};
+pub use walk::{remove_contents, remove_tree, tree_size, TreeError};

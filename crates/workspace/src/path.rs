@@ -9,8 +9,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The longest [`RelPath`], in bytes: one less than Linux's `PATH_MAX`, so that every path a
+/// manifest holds can be opened beneath the workspace in one `openat2`, and a manifest grows
+/// linearly with its entries however deep the tree (a deeper tree is refused with
+/// [`crate::Error::TooDeep`], never walked further).
+pub const MAX_PATH_LEN: usize = 4095;
+
 /// A relative path inside a workspace: one or more non-empty components separated by single
-/// `/`, none of them `.` or `..`, no NUL byte. Ordered by its bytes, so a directory sorts
+/// `/`, none of them `.` or `..`, no NUL byte, at most [`MAX_PATH_LEN`] bytes. Ordered by its bytes, so a directory sorts
 /// before everything inside it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelPath(Vec<u8>);
@@ -37,6 +43,9 @@ impl RelPath {
         };
         if bytes.is_empty() {
             return fail("empty");
+        }
+        if bytes.len() > MAX_PATH_LEN {
+            return fail("longer than 4095 bytes");
         }
         if bytes[0] == b'/' {
             return fail("absolute");
@@ -197,6 +206,18 @@ mod tests {
         assert_eq!(ok.file_name(), b"f\xffile");
         assert_eq!(ok.parent_bytes(), b"dir/sub");
         assert_eq!(ok.components().count(), 3);
+    }
+
+    #[test]
+    fn refuses_paths_past_the_limit() {
+        let at_limit = vec![b'a'; MAX_PATH_LEN];
+        assert!(RelPath::new(at_limit.clone()).is_ok());
+        let mut past = at_limit;
+        past.push(b'a');
+        assert_eq!(
+            RelPath::new(past).unwrap_err().reason,
+            "longer than 4095 bytes"
+        );
     }
 
     #[test]

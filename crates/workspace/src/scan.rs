@@ -2,6 +2,12 @@
 //! directory descriptors (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`), so a symlink is
 //! recorded as a link and never followed, and a directory swapped for a symlink mid-walk is
 //! refused rather than escaped through.
+//!
+//! The walk goes level by level (the directories of one depth listed in parallel, then the
+//! next), never recursing, and opens each directory by its path beneath the root, so it holds
+//! no descriptor per level. A path longer than [`MAX_PATH_LEN`] ends it with
+//! [`Error::TooDeep`] before anything deeper is read: a task can build a chain of any depth,
+//! and a manifest of full paths would grow with the square of it.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -12,10 +18,10 @@ use std::path::{Path, PathBuf};
 use rustix::fs::FileType;
 use rustix::io::Errno;
 
-use crate::error::{at, Error};
+use crate::error::{at, too_deep, Error};
 use crate::fsutil::{self, StatKey};
 use crate::manifest::SpecialKind;
-use crate::path::RelPath;
+use crate::path::{RelPath, MAX_PATH_LEN};
 
 /// What a scanned entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +61,21 @@ pub(crate) fn scan(dir: &Path, pool: &rayon::ThreadPool) -> Result<Scan, Error> 
         Err(e) => return Err(Error::io("open", dir, e)),
     };
     let root_stat = rustix::fs::fstat(&root).map_err(at("stat", dir))?;
-    let mut entries = pool.install(|| scan_dir(root.as_fd(), dir, None))?;
+    let mut entries = Vec::new();
+    let mut level: Vec<Option<RelPath>> = vec![None];
+    while !level.is_empty() {
+        let listed: Vec<Listed> = pool.install(|| {
+            level
+                .into_par_iter()
+                .map(|rel| scan_dir(root.as_fd(), dir, rel))
+                .collect::<Result<_, Error>>()
+        })?;
+        level = Vec::new();
+        for listed in listed {
+            entries.extend(listed.entries);
+            level.extend(listed.subdirs.into_iter().map(Some));
+        }
+    }
     entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(Scan {
         root,
@@ -64,15 +84,21 @@ pub(crate) fn scan(dir: &Path, pool: &rayon::ThreadPool) -> Result<Scan, Error> 
     })
 }
 
-/// The entries below `rel` (the root for `None`), its subdirectories scanned in parallel.
-fn scan_dir(
-    root: BorrowedFd<'_>,
-    dir: &Path,
-    rel: Option<RelPath>,
-) -> Result<Vec<ScanEntry>, Error> {
+/// One directory's entries, and its subdirectories (to list next).
+struct Listed {
+    entries: Vec<ScanEntry>,
+    subdirs: Vec<RelPath>,
+}
+
+/// The entries of the directory `rel` (the root for `None`).
+fn scan_dir(root: BorrowedFd<'_>, dir: &Path, rel: Option<RelPath>) -> Result<Listed, Error> {
+    let empty = || Listed {
+        entries: Vec::new(),
+        subdirs: Vec::new(),
+    };
     let dir_fd = match fsutil::open_dir_beneath(root, rel.as_ref()) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => return Ok(Vec::new()),
+        Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => return Ok(empty()),
         Err(e) => {
             return Err(match rel {
                 Some(path) => Error::Changed {
@@ -88,6 +114,9 @@ fn scan_dir(
     let mut subdirs = Vec::new();
     for (name, _) in fsutil::read_names(dir_fd.as_fd()).map_err(at("read", &dir_path))? {
         let path = match &rel {
+            Some(parent) if parent.as_bytes().len() + 1 + name.len() > MAX_PATH_LEN => {
+                return Err(too_deep(parent.as_bytes()))
+            }
             Some(parent) => parent.join(&name),
             None => RelPath::from_name(&name),
         };
@@ -129,13 +158,7 @@ fn scan_dir(
             path,
         });
     }
-    drop(dir_fd);
-    let nested: Vec<Vec<ScanEntry>> = subdirs
-        .into_par_iter()
-        .map(|sub| scan_dir(root, dir, Some(sub)))
-        .collect::<Result<_, Error>>()?;
-    entries.extend(nested.into_iter().flatten());
-    Ok(entries)
+    Ok(Listed { entries, subdirs })
 }
 
 fn display_path(root: &Path, rel: Option<&RelPath>) -> PathBuf {

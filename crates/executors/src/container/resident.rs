@@ -597,22 +597,10 @@ fn procs_in_tree(dir: &Path) -> io::Result<BTreeSet<u32>> {
 }
 
 /// Removes everything in `dir` (never following symbolic links), keeping `dir`. A missing
-/// `dir` is empty.
+/// `dir` is empty. The tree is the task's: removed iteratively at any depth with a bounded
+/// number of descriptors (std's `remove_dir_all` recurses, one descriptor per level).
 fn empty_dir(dir: &Path) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(entry.path())?;
-        } else {
-            std::fs::remove_file(entry.path())?;
-        }
-    }
-    Ok(())
+    conductor_workspace::remove_contents(dir).map_err(io::Error::other)
 }
 
 #[cfg(test)]
@@ -620,6 +608,32 @@ mod tests {
     use std::io::{Read, Write};
 
     use super::*;
+
+    #[test]
+    fn empty_dir_removes_a_deep_tree_on_a_small_stack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tmp");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("top"), b"x").unwrap();
+        // 10 000 levels, each made relative to the one above (no long path).
+        let mut current = std::fs::File::open(&dir).unwrap();
+        for _ in 0..10_000 {
+            let next = format!("/proc/self/fd/{}/d", current.as_raw_fd());
+            std::fs::create_dir(&next).unwrap();
+            current = std::fs::File::open(&next).unwrap();
+        }
+        drop(current);
+        let emptied = dir.clone();
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || empty_dir(&emptied))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        empty_dir(&tmp.path().join("missing")).unwrap();
+    }
 
     #[test]
     fn frames_count_bytes() {

@@ -360,10 +360,13 @@ impl Scheduler {
         let workspace_root = self.config.workspace_root.clone();
         // Unmounted first, or removing the workspaces would fail on their mountpoints.
         let _ = tokio::task::spawn_blocking(move || destroy_quota_images(&workspace_root)).await;
-        if let Err(error) = std::fs::remove_dir_all(&agents_dir) {
-            if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %agents_dir.display(), %error, "could not remove old workspaces");
-            }
+        let removed =
+            tokio::task::spawn_blocking(move || conductor_workspace::remove_tree(&agents_dir))
+                .await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not remove old workspaces"),
+            Err(error) => tracing::warn!(%error, "could not remove old workspaces"),
         }
         let stale = self.store.task_ids_with_status(TaskStatus::Running).await?;
         for id in &stale {

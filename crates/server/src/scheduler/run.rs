@@ -20,30 +20,6 @@ use tokio::time::Instant;
 
 use super::Scheduler;
 
-/// Bytes of the regular files under `dir` (symlinks not followed; entries that vanish while
-/// walking are skipped).
-pub(crate) fn dir_size(dir: &std::path::Path) -> std::io::Result<u64> {
-    let mut total = 0u64;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        let entries = match std::fs::read_dir(&path) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(error),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else if meta.is_file() {
-                total = total.saturating_add(meta.len());
-            }
-        }
-    }
-    Ok(total)
-}
-
 /// How a task's status reason starts when it filled its disk quota (its `failure_code` is
 /// [`FailureCode::DiskQuotaExceeded`]).
 pub const DISK_QUOTA_EXCEEDED: &str = "disk_quota_exceeded";
@@ -99,7 +75,9 @@ impl Scheduler {
                     }
                     return;
                 }
-                match tokio::task::spawn_blocking(move || dir_size(&dir)).await {
+                match tokio::task::spawn_blocking(move || conductor_workspace::tree_size(&dir))
+                    .await
+                {
                     Ok(Ok(bytes)) => {
                         let recorded = scheduler
                             .store
@@ -129,10 +107,9 @@ impl Scheduler {
                         tracing::warn!(image = %image.display(), %error, "could not remove a disk-quota image");
                     }
                 }
-                if let Err(error) = std::fs::remove_dir_all(&dir) {
-                    if error.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(path = %dir.display(), %error, "could not remove a workspace");
-                    }
+                // A task-made tree: removed at any depth (std's remove_dir_all recurses).
+                if let Err(error) = conductor_workspace::remove_tree(&dir) {
+                    tracing::warn!(path = %dir.display(), %error, "could not remove a workspace");
                 }
             });
         }

@@ -23,8 +23,9 @@ use tower::ServiceExt;
 /// `echo TEXT` prints TEXT, `env NAME` prints a variable, `interleave` prints lines on stdout and
 /// stderr in turn, `exit N` exits N,
 /// `sleep MS` sleeps (honouring timeout and cancel), `fail` cannot be run, `fill N` writes N
-/// bytes to `fill` in the workspace (exit 1 with the error when the write fails), anything else
-/// exits 0.
+/// bytes to `fill` in the workspace (exit 1 with the error when the write fails), `deep N`
+/// makes a chain of N directories `d/d/…` with a file `leaf` at the bottom in the workspace (as
+/// `for i in $(seq N); do mkdir d; cd d; done` would), anything else exits 0.
 #[derive(Debug, Default)]
 pub struct FakeExecutor {
     pub requests: Mutex<Vec<ExecutionRequest>>,
@@ -141,6 +142,10 @@ impl Executor for FakeExecutor {
                     }
                 }
             }
+            "deep" => {
+                deep_chain(&request.workspace, arg.parse().unwrap());
+                Ok(result(&request, 0))
+            }
             "fail" => Err(ExecutorError::Unavailable {
                 executor: "fake",
                 reason: "scripted failure".into(),
@@ -184,6 +189,23 @@ impl Executor for FakeExecutor {
             None => false,
         })
     }
+}
+
+/// `depth` nested directories `d` below `dir`, each made relative to the one above (through
+/// `/proc/self/fd`, so no path ever gets long), and a 5-byte `leaf` in the deepest.
+fn deep_chain(dir: &std::path::Path, depth: usize) {
+    use std::os::fd::AsRawFd;
+    let mut current = std::fs::File::open(dir).unwrap();
+    for _ in 0..depth {
+        let next = format!("/proc/self/fd/{}/d", current.as_raw_fd());
+        std::fs::create_dir(&next).unwrap();
+        current = std::fs::File::open(&next).unwrap();
+    }
+    std::fs::write(
+        format!("/proc/self/fd/{}/leaf", current.as_raw_fd()),
+        b"leaf\n",
+    )
+    .unwrap();
 }
 
 /// An app over a fresh tempdir database, a running scheduler and an admin token.

@@ -4,6 +4,7 @@
 mod archive;
 mod confine;
 mod dedup;
+mod deep;
 mod files;
 mod gc;
 mod git;
