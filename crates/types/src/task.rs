@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{ExecutionStats, NetworkPolicy, OutputStream, ParseIdError, ResourceLimits};
+use crate::{ExecutionStats, LimitName, NetworkPolicy, OutputStream, ParseIdError, ResourceLimits};
 
 /// Identifies one task for its whole life, across retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -316,10 +316,19 @@ pub struct TaskSpec {
     pub resources: ResourceLimits,
     /// Network access.
     pub network: NetworkPolicy,
-    /// Limit for the whole task.
-    #[serde(default, with = "optional_duration")]
+    /// Limit for the whole task; absent only on tasks stored before the server applied a
+    /// default timeout.
+    #[serde(
+        default,
+        with = "optional_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::duration_schema))]
     pub timeout: Option<Duration>,
+    /// The limits in `resources` and `timeout` that the server filled in from its defaults
+    /// (`[limits.default]`) because the request named none.
+    #[serde(default)]
+    pub defaults_applied: Vec<LimitName>,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
     /// Names of the secret variables (values are kept apart and never returned).
