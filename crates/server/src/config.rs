@@ -872,6 +872,57 @@ mod tests {
     }
 
     #[test]
+    fn limits_tables_resolve_over_the_builtin_defaults_and_bad_ones_name_the_key() {
+        let resolve_file = |text: &str| {
+            let file = RawConfig::from_toml(Path::new("/c.toml"), text).unwrap();
+            resolve(
+                Path::new("/h"),
+                Path::new("/c.toml"),
+                Layers {
+                    file: Some((PathBuf::from("/c.toml"), file)),
+                    ..Layers::default()
+                },
+            )
+        };
+        let builtin = resolve_file("").unwrap().serve.scheduler.limits;
+        assert_eq!(builtin, conductor_core::LimitPolicy::builtin());
+        let config =
+            resolve_file("[limits.default]\npids = 64\n[limits.max]\nmemory = \"8g\"\n").unwrap();
+        let limits = config.serve.scheduler.limits;
+        assert_eq!(
+            (
+                limits.default.pids,
+                limits.default.memory,
+                limits.max.memory
+            ),
+            (
+                Some(64),
+                builtin.default.memory,
+                Some(Bytes(8 * Bytes::GIB))
+            )
+        );
+        assert!(
+            config
+                .show()
+                .contains("[limits.max]\nmemory = 8589934592\n"),
+            "{}",
+            config.show()
+        );
+        let again = RawConfig::from_toml(Path::new("/x"), &config.to_toml(true)).unwrap();
+        assert_eq!(again, config.to_raw(true));
+        let err = resolve_file("[limits.max]\nmemory = \"1g\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key limits (from file /c.toml): [limits.default] memory is 2g, above [limits.max] memory = 1g"
+        );
+        let err = resolve_file("memory_budget = \"1g\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key limits (from file /c.toml): [limits.default] memory = 2g is above memory_budget = 1g: lower the default"
+        );
+    }
+
+    #[test]
     fn secrets_come_from_files_and_are_masked() {
         let read = |path: &Path| {
             assert_eq!(path, Path::new("/run/secrets/admin"));
