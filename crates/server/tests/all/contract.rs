@@ -251,3 +251,40 @@ async fn every_operation_documents_the_answers_of_the_layers_around_it() {
     }
     assert_eq!(missing, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_workspace_quota_is_bounded_like_a_tasks_disk() {
+    let app = TestApp::with(Options {
+        // Refused before any filesystem is made: no root needed.
+        disk_quotas: true,
+        limits: Some(LimitPolicy {
+            default: LimitSet::default(),
+            max: LimitSet {
+                disk: Some(Bytes(Bytes::GIB)),
+                ..LimitSet::default()
+            },
+        }),
+        ..Options::default()
+    })
+    .await;
+    let cases = [
+        (
+            r#"{"name": "w", "disk": 9223372036854775807}"#,
+            ("invalid_field", "disk: must be at most 64t"),
+        ),
+        (
+            r#"{"name": "w", "disk": "2g"}"#,
+            (
+                "limit_exceeded",
+                "resources.disk asks for 2g, above the server's maximum of 1g ([limits.max] disk)",
+            ),
+        ),
+    ];
+    for (body, (code, message)) in cases {
+        let (status, text) = app
+            .send(Method::POST, "/api/v1/workspaces", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {text}");
+        assert_eq!(error_of(&text), (code.to_owned(), message.to_owned()));
+    }
+}
