@@ -119,6 +119,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     };
     request.network = args.network.unwrap_or(chosen.default_network);
     request.timeout = args.timeout;
+    let unlimited = unlimited_note(&request);
 
     let (events, receiver) = mpsc::channel(64);
     let printer = tokio::spawn(print_events(receiver, !args.json));
@@ -128,8 +129,35 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     if args.json {
         let json = serde_json::to_string(&result).context("encoding the result as JSON")?;
         println!("{json}");
+    } else if let Some(note) = unlimited {
+        // After the command's own output, so its stderr reads as it wrote it.
+        eprintln!("{note}");
     }
     Ok(interrupted.unwrap_or(result.exit_code))
+}
+
+/// `conductor exec` applies no server defaults: it says which limits the command ran without
+/// (`--json` leaves it out: the caller passed the flags and reads one JSON object).
+fn unlimited_note(request: &ExecutionRequest) -> Option<String> {
+    let set = conductor_core::LimitSet {
+        memory: request.limits.memory,
+        cpus: request.limits.cpus,
+        pids: request.limits.pids,
+        // `exec` has no disk flag: the workspace is a host directory.
+        disk: Some(Bytes(0)),
+        timeout: request.timeout,
+    };
+    let unlimited = conductor_core::unlimited(&set);
+    if unlimited.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = unlimited.iter().map(|limit| limit.as_str()).collect();
+    let flags: Vec<String> = names.iter().map(|name| format!("--{name}")).collect();
+    Some(format!(
+        "conductor: note: ran without a limit on {} (set {})",
+        names.join(", "),
+        flags.join(", ")
+    ))
 }
 
 /// Runs the request; SIGINT or SIGTERM cancels it. Returns the result and, when a signal
@@ -282,5 +310,19 @@ mod tests {
         );
         assert!(Wrapper::try_parse_from(["exec", "--env", "novalue", "--", "true"]).is_err());
         assert!(Wrapper::try_parse_from(["exec", "--timeout", "0s", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn the_note_names_the_limits_left_unset() {
+        let mut request = ExecutionRequest::new(vec!["true".into()], "/".into());
+        request.limits.memory = Some(Bytes::mib(64));
+        assert_eq!(
+            unlimited_note(&request).as_deref(),
+            Some("conductor: note: ran without a limit on cpus, pids, timeout (set --cpus, --pids, --timeout)")
+        );
+        request.limits.cpus = Cpus::new(1.0).ok();
+        request.limits.pids = Some(10);
+        request.timeout = Some(Duration::from_secs(5));
+        assert_eq!(unlimited_note(&request), None);
     }
 }

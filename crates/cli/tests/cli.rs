@@ -28,7 +28,11 @@ fn host_exec_streams_output_and_exits_with_the_command_code() {
     ]);
     assert_eq!(
         (out.status.code(), text(&out.stdout), text(&out.stderr)),
-        (Some(7), "out\n".to_owned(), "err\n".to_owned())
+        (
+            Some(7),
+            "out\n".to_owned(),
+            "err\nconductor: note: ran without a limit on memory, cpus, pids, timeout (set --memory, --cpus, --pids, --timeout)\n".to_owned()
+        )
     );
 }
 
@@ -243,7 +247,10 @@ fn auto_runs_without_a_warning_where_namespaces_work() {
             "{stderr}"
         );
     } else {
-        assert_eq!(stderr, "");
+        assert_eq!(
+            stderr,
+            "conductor: note: ran without a limit on memory, cpus, pids, timeout (set --memory, --cpus, --pids, --timeout)\n"
+        );
     }
     assert_eq!(
         (out.status.code(), text(&out.stdout)),

@@ -645,3 +645,60 @@ fn the_cli_clones_a_repository_into_a_task_and_shows_its_diff() {
     assert!(diff.contains("+bye"), "{diff}");
     server.terminate();
 }
+
+/// `[limits.default]` reaches the task: a task naming no limit runs in a cgroup with the
+/// configured memory, pids and cpu values and a workspace of the default disk size, and its
+/// spec says which limits came from defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_default_limits_reach_the_tasks_cgroup_and_workspace() {
+    if !is_root() {
+        eprintln!("skipping: cgroup limits and disk quotas need root");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[limits.default]\nmemory = \"300m\"\npids = 77\ncpus = 0.5\ndisk = \"64m\"\ntimeout = \"90s\"\n",
+    )
+    .unwrap();
+    let server = Server::start(home.path(), 1);
+    let client = server.client();
+    let script = concat!(
+        "m=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3); ",
+        "p=$(grep ':pids:' /proc/self/cgroup | cut -d: -f3); ",
+        // `N:cpu:/path` or `N:cpu,cpuacct:/path`: the hierarchy's directory, then the path.
+        "l=$(grep -E ':cpu(,cpuacct)?:' /proc/self/cgroup); d=${l#*:}; d=${d%%:*}; c=${l##*:}; ",
+        "echo memory=$(cat /sys/fs/cgroup/memory$m/memory.limit_in_bytes); ",
+        "echo pids=$(cat /sys/fs/cgroup/pids$p/pids.max); ",
+        "echo cpu=$(cat /sys/fs/cgroup/$d$c/cpu.cfs_quota_us)/$(cat /sys/fs/cgroup/$d$c/cpu.cfs_period_us); ",
+        "echo disk=$(df -B1M --output=size . | tail -1 | tr -d ' ')"
+    );
+    let task = client.submit(command(script)).await;
+    let applied: Vec<&str> = task
+        .spec
+        .defaults_applied
+        .iter()
+        .map(|limit| limit.as_str())
+        .collect();
+    assert_eq!(applied, ["memory", "cpus", "pids", "disk", "timeout"]);
+    assert_eq!(task.spec.timeout, Some(Duration::from_secs(90)));
+    let task = client
+        .wait_until(task.id, |t| t.state.status.is_finished())
+        .await;
+    assert_eq!(task.state.status, TaskStatus::Succeeded, "{task:?}");
+    let logs = client.logs(task.id).await;
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            format!("memory={}", 300 * 1024 * 1024),
+            "pids=77".to_owned(),
+            "cpu=50000/100000".to_owned(),
+        ],
+        "{logs}"
+    );
+    // The workspace is a filesystem of the default size (less ext4's own overhead).
+    let disk: u64 = lines[3].strip_prefix("disk=").unwrap().parse().unwrap();
+    assert!((50..=64).contains(&disk), "{logs}");
+    server.terminate();
+}

@@ -6,6 +6,7 @@
 mod dispatch;
 mod executor;
 mod lifecycle;
+mod limits;
 mod plan;
 mod redact;
 mod services;
@@ -15,6 +16,7 @@ mod task;
 pub use dispatch::{dispatch, next_step, Assignment, Candidate, Capacity, Step};
 pub use executor::{EventSender, Executor, ExecutorError};
 pub use lifecycle::{apply, can_retry, Transition, TransitionError};
+pub use limits::{apply_limits, unlimited, LimitError, LimitPolicy, LimitSet};
 pub use plan::{
     check_supported, plan, HostContext, PlanError, PlanTarget, SANDBOX_PATH, SANDBOX_WORKSPACE,
 };

@@ -180,6 +180,7 @@ pub fn validate_request(
             resources,
             network,
             timeout: request.timeout,
+            defaults_applied: Vec::new(),
             env,
             secret_names: secrets.keys().cloned().collect(),
             workspace: request.workspace,
@@ -283,6 +284,28 @@ fn validate_resources(resources: &conductor_types::ResourceLimits) -> Result<(),
     }
     if resources.disk.is_some_and(|d| d.get() < Bytes::MIB) {
         return Err(SpecError::invalid("resources.disk", "must be at least 1m"));
+    }
+    let too_large = [
+        (
+            "resources.memory",
+            resources.memory,
+            conductor_types::MAX_MEMORY,
+        ),
+        ("resources.disk", resources.disk, conductor_types::MAX_DISK),
+    ];
+    for (field, value, max) in too_large {
+        if value.is_some_and(|v| v > max) {
+            return Err(SpecError::invalid(field, format!("must be at most {max}")));
+        }
+    }
+    if resources
+        .pids
+        .is_some_and(|p| p > conductor_types::MAX_PIDS)
+    {
+        return Err(SpecError::invalid(
+            "resources.pids",
+            format!("must be at most {}", conductor_types::MAX_PIDS),
+        ));
     }
     if let Some(bad) = resources.rlimits.iter().find(|r| r.soft > r.hard) {
         return Err(SpecError::invalid(
@@ -426,6 +449,7 @@ mod tests {
                     resources: ResourceLimits::default(),
                     network: NetworkPolicy::Full,
                     timeout: None,
+                    defaults_applied: Vec::new(),
                     env: BTreeMap::new(),
                     secret_names: vec![],
                     workspace: None,

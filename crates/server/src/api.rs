@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,8 +17,8 @@ use conductor_core::{
     can_retry, check_supported, validate_request, ExecutorError, TaskQuery, Transition,
 };
 use conductor_types::{
-    Agent, ApiErrorBody, CreatedToken, EventId, ExecutionRequest, Task, TaskEvent, TaskEventKind,
-    TaskId, TaskPage, TaskRequest, TaskStatus, Timestamp, TokenInfo,
+    Agent, ApiErrorBody, Capability, CreatedToken, EventId, ExecutionRequest, LimitName, Task,
+    TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest, TaskStatus, Timestamp, TokenInfo,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -77,6 +79,9 @@ pub async fn create_task(
         spec.workspace
             .clone_from(&scheduler.config().default_workspace);
     }
+    // Server limits: refuse what is above `[limits.max]`, fill in `[limits.default]`.
+    spec.defaults_applied =
+        apply_server_limits(&mut spec, scheduler.config(), resolved.executor.as_deref())?;
     if let Some(executor) = &resolved.executor {
         let mut probe = ExecutionRequest::new(vec!["true".into()], "/".into());
         probe.limits = spec.resources.clone();
@@ -177,6 +182,37 @@ pub async fn create_task(
         .into_response())
 }
 
+/// Applies the server's limit policy to `spec`: a default only where the task's executor (or, for
+/// the disk of a fresh workspace, the scheduler's quotas) can enforce it.
+fn apply_server_limits(
+    spec: &mut conductor_types::TaskSpec,
+    config: &crate::SchedulerConfig,
+    executor: Option<&dyn conductor_core::Executor>,
+) -> Result<Vec<LimitName>, AppError> {
+    let capabilities = executor.map(|e| e.capabilities());
+    let supports = |capability| {
+        capabilities
+            .as_ref()
+            .is_some_and(|c| c.supports(capability))
+    };
+    let fresh_workspace = spec.workspace.is_none();
+    let enforceable = |limit| match limit {
+        LimitName::Memory => supports(Capability::MemoryLimit),
+        LimitName::Cpus => supports(Capability::CpuLimit),
+        LimitName::Pids => supports(Capability::PidsLimit),
+        // A named workspace has its own quota, set when it was made.
+        LimitName::Disk => {
+            fresh_workspace && (config.disk_quotas || supports(Capability::DiskLimit))
+        }
+        LimitName::Timeout => true,
+    };
+    Ok(conductor_core::apply_limits(
+        spec,
+        &config.limits,
+        enforceable,
+    )?)
+}
+
 /// `POST /tasks`: the same as `POST /api/v1/tasks`, where seed 001's curl examples send it.
 #[utoipa::path(post, path = "/tasks", tag = "tasks", request_body = TaskRequest,
     responses((status = 201, description = "as POST /api/v1/tasks", body = Task), (status = 422, body = ApiErrorBody)))]
@@ -199,8 +235,10 @@ pub struct ListQuery {
     /// Only tasks with this label: `key` or `key=value`.
     label: Option<String>,
     /// Page size (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
 }
 
@@ -221,6 +259,18 @@ pub async fn list_tasks(
             code: "invalid_query",
             message: format!("status: {e}"),
         })?;
+    if let Some(limit) = params.limit.filter(|l| !(1..=500).contains(l)) {
+        return Err(AppError::BadRequest {
+            code: "invalid_query",
+            message: format!("limit: {limit} is not between 1 and 500"),
+        });
+    }
+    if let Some(cursor) = params.cursor.as_deref().filter(|c| !is_cursor(c)) {
+        return Err(AppError::BadRequest {
+            code: "invalid_cursor",
+            message: format!("cursor {cursor:?} is not a next_cursor of a previous page"),
+        });
+    }
     let label = params.label.map(|label| match label.split_once('=') {
         Some((key, value)) => (key.to_owned(), Some(value.to_owned())),
         None => (label, None),
@@ -232,6 +282,13 @@ pub async fn list_tasks(
         cursor: params.cursor,
     };
     Ok(Json(state.store().list_tasks(&query).await?))
+}
+
+/// A cursor as `next_cursor` writes it: a positive number of at most 18 digits.
+fn is_cursor(text: &str) -> bool {
+    (1..=18).contains(&text.len())
+        && !text.starts_with('0')
+        && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `GET /api/v1/tasks/{id}`.
@@ -404,6 +461,7 @@ fn follow_events(
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events after this id (as `Last-Event-ID`).
+    #[param(value_type = Option<i64>)]
     after: Option<EventId>,
 }
 
@@ -610,8 +668,8 @@ pub async fn live() -> Json<serde_json::Value> {
 /// `GET /api/v1/openapi.json`: the OpenAPI 3.1 document, generated from these handlers and the
 /// types they accept and return.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "this document")))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(<crate::openapi::ApiDoc as utoipa::OpenApi>::openapi())
+pub async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(crate::openapi::document())
 }
 
 /// A known path with a method it does not take.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use conductor_types::{parse_duration, Bytes};
 use serde::{Deserialize, Serialize};
 
+pub use crate::limits_config::{RawLimitSet, RawLimits};
 use crate::{SchedulerConfig, ServeConfig};
 
 /// The config file's name under `$CONDUCTOR_HOME`.
@@ -68,6 +69,10 @@ pub struct RawConfig {
     /// The named workspace tasks run in when they name none (default: a fresh one per task).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_workspace: Option<String>,
+    /// `[limits.default]` and `[limits.max]`: the limits of tasks that name none, and the most
+    /// a task may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RawLimits>,
     /// Settings of single environments (`[environments.python-dev]`), over the keys above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<String, RawEnvironment>,
@@ -402,6 +407,7 @@ impl RawConfig {
             warm_pool: higher.warm_pool.or(self.warm_pool),
             warm_reuse: higher.warm_reuse.or(self.warm_reuse),
             default_workspace: higher.default_workspace.or(self.default_workspace),
+            limits: higher.limits.or(self.limits),
             environments: {
                 let mut environments = self.environments;
                 environments.extend(higher.environments);
@@ -555,6 +561,19 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         .as_deref()
         .map(|text| parse_fallback(text).map_err(|reason| invalid("fallback", reason)))
         .transpose()?;
+    if let Some(limits) = &raw.limits {
+        serve.scheduler.limits =
+            crate::limits_config::resolve(limits).map_err(|reason| ConfigError::Invalid {
+                key: "limits",
+                origin: file_origin.clone(),
+                reason,
+            })?;
+    }
+    check_budgets(&serve.scheduler).map_err(|reason| ConfigError::Invalid {
+        key: "limits",
+        origin: file_origin.clone(),
+        reason,
+    })?;
     let mut environments = BTreeMap::new();
     for (name, environment) in &raw.environments {
         let parsed =
@@ -577,6 +596,24 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         environments,
         origins,
     })
+}
+
+/// A default limit above a budget would refuse every task that names none.
+fn check_budgets(scheduler: &SchedulerConfig) -> Result<(), String> {
+    let default = scheduler.limits.default;
+    if let (Some(budget), Some(memory)) = (scheduler.memory_budget, default.memory) {
+        if memory > budget {
+            return Err(format!("[limits.default] memory = {memory} is above memory_budget = {budget}: lower the default"));
+        }
+    }
+    if let (Some(budget), Some(cpus)) = (scheduler.cpus_budget, default.cpus) {
+        if cpus.get() > budget {
+            return Err(format!(
+                "[limits.default] cpus = {cpus} is above cpus_budget = {budget}: lower the default"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A fallback executor: a real one, not `auto`.
@@ -626,6 +663,7 @@ impl Config {
             warm_pool: Some(u16::try_from(self.warm_pool).unwrap_or(u16::MAX)),
             warm_reuse: Some(self.warm_reuse),
             default_workspace: scheduler.default_workspace.clone(),
+            limits: Some(crate::limits_config::to_raw(&scheduler.limits)),
             environments: self
                 .environments
                 .iter()
@@ -830,6 +868,57 @@ mod tests {
             err.to_string()
                 .contains("[environments.x]: \"vm\" is not an executor"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn limits_tables_resolve_over_the_builtin_defaults_and_bad_ones_name_the_key() {
+        let resolve_file = |text: &str| {
+            let file = RawConfig::from_toml(Path::new("/c.toml"), text).unwrap();
+            resolve(
+                Path::new("/h"),
+                Path::new("/c.toml"),
+                Layers {
+                    file: Some((PathBuf::from("/c.toml"), file)),
+                    ..Layers::default()
+                },
+            )
+        };
+        let builtin = resolve_file("").unwrap().serve.scheduler.limits;
+        assert_eq!(builtin, conductor_core::LimitPolicy::builtin());
+        let config =
+            resolve_file("[limits.default]\npids = 64\n[limits.max]\nmemory = \"8g\"\n").unwrap();
+        let limits = config.serve.scheduler.limits;
+        assert_eq!(
+            (
+                limits.default.pids,
+                limits.default.memory,
+                limits.max.memory
+            ),
+            (
+                Some(64),
+                builtin.default.memory,
+                Some(Bytes(8 * Bytes::GIB))
+            )
+        );
+        assert!(
+            config
+                .show()
+                .contains("[limits.max]\nmemory = 8589934592\n"),
+            "{}",
+            config.show()
+        );
+        let again = RawConfig::from_toml(Path::new("/x"), &config.to_toml(true)).unwrap();
+        assert_eq!(again, config.to_raw(true));
+        let err = resolve_file("[limits.max]\nmemory = \"1g\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key limits (from file /c.toml): [limits.default] memory is 2g, above [limits.max] memory = 1g"
+        );
+        let err = resolve_file("memory_budget = \"1g\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key limits (from file /c.toml): [limits.default] memory = 2g is above memory_budget = 1g: lower the default"
         );
     }
 

@@ -45,6 +45,12 @@ pub enum AppError {
         /// Which environment and why.
         message: String,
     },
+    /// A limit above the server's maximum (422 `limit_exceeded`).
+    #[error("{error}")]
+    LimitExceeded {
+        /// Which limit, what was asked and the maximum.
+        error: conductor_core::LimitError,
+    },
     /// A query parameter or path segment is wrong (400).
     #[error("{message}")]
     BadRequest {
@@ -96,6 +102,7 @@ impl AppError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dockerfile")
             }
             Self::EnvironmentConflict { .. } => (StatusCode::CONFLICT, "environment_conflict"),
+            Self::LimitExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -123,6 +130,12 @@ impl From<SpecError> for AppError {
                 message: error.reason,
             }
         }
+    }
+}
+
+impl From<conductor_core::LimitError> for AppError {
+    fn from(error: conductor_core::LimitError) -> Self {
+        Self::LimitExceeded { error }
     }
 }
 

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -89,6 +91,7 @@ pub struct UploadView {
 #[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
     /// For a directory: `json` (the listing, the default) or `tar` (the whole tree).
+    #[param(pattern = "^(json|tar)$")]
     format: Option<String>,
 }
 
@@ -98,6 +101,7 @@ pub struct DownloadQuery {
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// A file's permission bits in octal (default `644`).
+    #[param(pattern = "^[0-7]{1,4}$")]
     mode: Option<String>,
 }
 
@@ -132,7 +136,50 @@ fn confine_error(error: ConfineError, limit: u64) -> AppError {
         ConfineError::NotFound(_) => AppError::NotFound(error.to_string()),
         ConfineError::IsDirectory(_) => AppError::Conflict(error.to_string()),
         ConfineError::TooLarge { .. } => too_large(limit),
-        ConfineError::Io { .. } => AppError::Internal(error.to_string()),
+        ConfineError::Io { ref source, .. } => io_error(source, error.to_string()),
+    }
+}
+
+/// Longest name of one path component (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+/// Longest path (`PATH_MAX` less its NUL).
+const PATH_MAX: usize = 4095;
+
+/// Refuses a path the kernel would refuse as too long, before it reaches a system call.
+fn check_path(path: &str) -> Result<(), AppError> {
+    let invalid = |message: String| AppError::BadRequest {
+        code: "invalid_path",
+        message,
+    };
+    if path.len() > PATH_MAX {
+        return Err(invalid(format!(
+            "the path is {} bytes long: at most {PATH_MAX} bytes",
+            path.len()
+        )));
+    }
+    match path.split('/').find(|name| name.len() > NAME_MAX) {
+        Some(name) => Err(invalid(format!(
+            "the name {:?}… is {} bytes long: names are at most {NAME_MAX} bytes",
+            name.chars().take(16).collect::<String>(),
+            name.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A failed system call on a user path: the client's mistake where the kernel says so (a name
+/// too long, a file where a directory should be), else internal.
+fn io_error(source: &std::io::Error, message: String) -> AppError {
+    use std::io::ErrorKind;
+    match source.kind() {
+        ErrorKind::InvalidFilename => AppError::BadRequest {
+            code: "invalid_path",
+            message,
+        },
+        ErrorKind::NotADirectory | ErrorKind::IsADirectory | ErrorKind::DirectoryNotEmpty => {
+            AppError::Conflict(message)
+        }
+        _ => AppError::Internal(message),
     }
 }
 
@@ -153,7 +200,7 @@ fn file_error(error: FileError, limit: u64) -> AppError {
             field: "body".to_owned(),
             message: error.to_string(),
         },
-        FileError::Io { .. } => AppError::Internal(error.to_string()),
+        FileError::Io { ref source, .. } => io_error(source, error.to_string()),
     }
 }
 
@@ -162,7 +209,7 @@ fn write_error(error: std::io::Error, path: &str, limit: u64) -> AppError {
     if error.kind() == std::io::ErrorKind::FileTooLarge {
         return too_large(limit);
     }
-    AppError::Internal(format!("writing {path:?}: {error}"))
+    io_error(&error, format!("writing {path:?}: {error}"))
 }
 
 /// Streams what `work` writes (on the blocking pool) as a response body.
@@ -233,14 +280,25 @@ pub async fn get_root(
 /// JSON, or with `?format=tar` the directory as a tar stream.
 #[utoipa::path(get, path = "/api/v1/workspaces/{id}/files/{path}", tag = "files",
     params(("id" = String, Path, description = "workspace id (ws_…) or name"), ("path" = String, Path, description = "path in the workspace (empty: the root)"), DownloadQuery),
-    responses((status = 200, description = "a file's bytes (application/octet-stream), a directory's listing (JSON, ListingView) or tar (application/x-tar)", body = ListingView), (status = 400, description = "the path leads out of the workspace, or a bad query", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
+    responses((status = 200, description = "a file's bytes (application/octet-stream), a directory's listing (JSON, ListingView) or tar (application/x-tar)", content((ListingView = "application/json"), (Vec<u8> = "application/octet-stream"), (Vec<u8> = "application/x-tar"))), (status = 400, description = "the path leads out of the workspace, or a bad query", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
         (status = 404, body = ApiErrorBody), (status = 409, description = "neither a file nor a directory", body = ApiErrorBody)))]
 pub async fn get_file(
     State(state): State<AppState>,
     Path((id, path)): Path<(String, String)>,
     params: Result<Query<DownloadQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
+    check_path(&path)?;
     let params = query(params)?;
+    if let Some(format) = params
+        .format
+        .as_deref()
+        .filter(|f| !matches!(*f, "json" | "tar"))
+    {
+        return Err(AppError::BadRequest {
+            code: "invalid_query",
+            message: format!("format: {format:?} is not json or tar"),
+        });
+    }
     let root = workspace_dir(&state, &id).await?;
     let limit = state.upload_limit();
     let user = PathBuf::from(&path);
@@ -283,11 +341,12 @@ pub async fn get_file(
             )
                 .into_response())
         }
-        (FileKind::File | FileKind::Dir, Some(format)) => Err(AppError::BadRequest {
+        (FileKind::File, Some(format)) => Err(AppError::Conflict(format!(
+            "format {format:?} applies to directories: {path:?} is a file, downloaded as it is"
+        ))),
+        (FileKind::Dir, Some(format)) => Err(AppError::BadRequest {
             code: "invalid_query",
-            message: format!(
-                "format: {format:?} is not json or tar (and a file is downloaded as it is)"
-            ),
+            message: format!("format: {format:?} is not json or tar"),
         }),
         (kind, _) => Err(AppError::Conflict(format!(
             "path {path:?} is a {}, not a file or directory",
@@ -323,6 +382,7 @@ pub async fn put_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
+    check_path(&path)?;
     let params = query(params)?;
     let root = workspace_dir(&state, &id).await?;
     let limit = state.upload_limit();
@@ -355,8 +415,11 @@ pub async fn put_file(
         }
     } else {
         let mode = match &params.mode {
-            Some(text) => u32::from_str_radix(text, 8)
-                .ok()
+            Some(text) => (1..=4)
+                .contains(&text.len())
+                .then(|| u32::from_str_radix(text, 8).ok())
+                .flatten()
+                .filter(|_| text.bytes().all(|b| matches!(b, b'0'..=b'7')))
                 .filter(|m| *m <= 0o7777)
                 .ok_or_else(|| AppError::BadRequest {
                     code: "invalid_query",
@@ -419,6 +482,7 @@ pub async fn delete_file(
     Path((id, path)): Path<(String, String)>,
     params: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<StatusCode, AppError> {
+    check_path(&path)?;
     let recursive = query(params)?.recursive.unwrap_or(false);
     let root = workspace_dir(&state, &id).await?;
     let limit = state.upload_limit();

@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
+
+use crate::extract::Path as UrlPath;
 use axum::Json;
 use conductor_types::{ApiErrorBody, TaskId};
 use conductor_workspace::{ChangedFile, Checkout, FileChange, GitDiff, RefKind};

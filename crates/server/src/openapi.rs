@@ -1,6 +1,9 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
 //! schemas of the types they accept and return (`conductor-types` with its `openapi` feature).
 
+use std::sync::OnceLock;
+
+use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -63,5 +66,125 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// A task id (any spelling `uuid` parses with hyphens).
+const TASK_ID: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+/// A snapshot id: lowercase hyphenated, as it is a file name.
+const SNAPSHOT_ID: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+/// A workspace's id (`ws_` and 32 hex digits) or name.
+const WORKSPACE: &str = "^(ws_[0-9a-f]{32}|[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})$";
+/// A token's id.
+const TOKEN_ID: &str = "^tok_[0-9a-f]{12}$";
+
+/// The document served at `/api/v1/openapi.json`: [`ApiDoc`] completed with what every route
+/// shares (see [`complete`]).
+pub fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        complete(&mut document);
+        document
+    })
+}
+
+/// Adds to every operation the answers the layers around the handlers give — 400 (a path
+/// parameter, query or body that does not parse), 401 (no or a bad token), 404 (no such id),
+/// 413 (a body over the limit), 431 (headers over hyper's limit; no body) — and the patterns of
+/// the ids in paths, so that the document is exactly what the server accepts and answers.
+fn complete(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in item.values_mut() {
+            complete_operation(path, operation);
+        }
+    }
+}
+
+fn complete_operation(path: &str, operation: &mut Value) {
+    let public = operation.get("security") == Some(&json!([{}]));
+    let has_body = operation.get("requestBody").is_some();
+    if let Some(parameters) = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for parameter in parameters.iter_mut() {
+            constrain_parameter(path, parameter);
+            not_null(parameter);
+        }
+    }
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if !public {
+        add_error(
+            responses,
+            "400",
+            "a path parameter, query or body that does not parse",
+        );
+        add_error(responses, "401", "missing or invalid token");
+    }
+    if path.contains('{') {
+        add_error(responses, "404", "no such resource");
+    }
+    if has_body {
+        add_error(responses, "413", "body over the limit");
+    }
+    responses.entry("431").or_insert_with(|| {
+        json!({ "description": "request headers too large (answered before routing, without a body)" })
+    });
+}
+
+fn add_error(responses: &mut Map<String, Value>, status: &str, description: &str) {
+    responses.entry(status).or_insert_with(|| {
+        json!({
+            "description": description,
+            "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/ApiErrorBody" }
+            } }
+        })
+    });
+}
+
+/// The pattern of an id in a path, by route and parameter name.
+fn constrain_parameter(path: &str, parameter: &mut Value) {
+    if parameter.get("in") != Some(&json!("path")) {
+        return;
+    }
+    let pattern = match parameter.get("name").and_then(Value::as_str) {
+        Some("id") if path.starts_with("/api/v1/tasks/") => TASK_ID,
+        Some("id") if path.starts_with("/api/v1/workspaces/") => WORKSPACE,
+        Some("id") if path.starts_with("/api/v1/tokens/") => TOKEN_ID,
+        Some("sid") => SNAPSHOT_ID,
+        _ => return,
+    };
+    if let Some(schema) = parameter.get_mut("schema").and_then(Value::as_object_mut) {
+        schema.insert("pattern".to_owned(), json!(pattern));
+    }
+}
+
+/// A parameter is present or absent, never JSON `null`: utoipa writes `Option<T>` as
+/// `[T, "null"]`, which would invite the text `null`.
+fn not_null(parameter: &mut Value) {
+    let Some(schema) = parameter.get_mut("schema").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(types) = schema.get("type").and_then(Value::as_array) {
+        let kept: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+        let kept = match kept.as_slice() {
+            [one] => one.clone(),
+            _ => Value::Array(kept),
+        };
+        schema.insert("type".to_owned(), kept);
     }
 }

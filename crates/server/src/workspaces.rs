@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -366,6 +368,26 @@ fn new_workspace(
     }
 }
 
+/// A workspace quota is bounded as a task's disk is: by `MAX_DISK` and by `[limits.max] disk`.
+fn check_disk_maximum(state: &AppState, disk: Size) -> Result<(), AppError> {
+    if disk > conductor_types::MAX_DISK {
+        return Err(AppError::InvalidField {
+            field: "disk".to_owned(),
+            message: format!("must be at most {}", conductor_types::MAX_DISK),
+        });
+    }
+    match state.scheduler().config().limits.max.disk {
+        Some(max) if disk > max => Err(AppError::LimitExceeded {
+            error: conductor_core::LimitError {
+                limit: conductor_types::LimitName::Disk,
+                asked: disk.to_string(),
+                max: max.to_string(),
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Stores a new workspace and makes its directory (a quota filesystem when it has a `disk`);
 /// when the directory cannot be made, the record is removed again.
 async fn create_named(state: &AppState, new: Workspace) -> Result<Workspace, AppError> {
@@ -387,6 +409,7 @@ async fn create_named(state: &AppState, new: Workspace) -> Result<Workspace, App
                 ),
             });
         }
+        check_disk_maximum(state, disk)?;
     }
     state.store().create_workspace(&new).await?;
     let scheduler = state.scheduler();

@@ -22,7 +22,10 @@ mod workspace;
 pub use event::{ExecEvent, OutputStream};
 pub use ids::{ExecutionId, ParseIdError};
 pub use isolation::{Capability, ExecutorCapabilities, IsolationLevel};
-pub use limits::{Cpus, ParseCpusError, ResourceLimits, Rlimit, RlimitResource};
+pub use limits::{
+    Cpus, LimitName, ParseCpusError, ResourceLimits, Rlimit, RlimitResource, MAX_DISK, MAX_MEMORY,
+    MAX_PIDS,
+};
 pub use network::{NetworkPolicy, ParseNetworkError};
 pub use plan::{EtcFile, ExecPlan, Mount, SandboxLayout};
 pub use request::ExecutionRequest;

@@ -28,6 +28,70 @@ pub struct ResourceLimits {
     pub rlimits: Vec<Rlimit>,
 }
 
+/// Most memory a task may ask for: 4 TiB (more is a typo, and the kernel would refuse it late).
+pub const MAX_MEMORY: Bytes = Bytes(4 * 1024 * Bytes::GIB);
+/// Most disk a task may ask for: 64 TiB.
+pub const MAX_DISK: Bytes = Bytes(64 * 1024 * Bytes::GIB);
+/// Most pids a task may ask for: the kernel's `PID_MAX_LIMIT`.
+pub const MAX_PIDS: u32 = 4 * 1024 * 1024;
+
+/// One limit the server fills in from its defaults when a task names none (the task's
+/// `defaults_applied` lists them).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitName {
+    /// `resources.memory`.
+    Memory,
+    /// `resources.cpus`.
+    Cpus,
+    /// `resources.pids`.
+    Pids,
+    /// `resources.disk`.
+    Disk,
+    /// `timeout`.
+    Timeout,
+}
+
+impl LimitName {
+    /// Every limit, in the order they are listed.
+    pub const ALL: [LimitName; 5] = [
+        Self::Memory,
+        Self::Cpus,
+        Self::Pids,
+        Self::Disk,
+        Self::Timeout,
+    ];
+
+    /// The name in `defaults_applied` and in the config's `[limits.*]` tables.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Cpus => "cpus",
+            Self::Pids => "pids",
+            Self::Disk => "disk",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// The field of a task request that sets it.
+    pub const fn field(self) -> &'static str {
+        match self {
+            Self::Memory => "resources.memory",
+            Self::Cpus => "resources.cpus",
+            Self::Pids => "resources.pids",
+            Self::Disk => "resources.disk",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for LimitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A CPU allowance in cores: `0.5`, `2`, `1.25`. Always finite and greater than zero.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
 #[serde(transparent)]

@@ -41,7 +41,9 @@ pub fn duration_schema() -> RefOr<Schema> {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::Number)
-                .description(Some("seconds, more than zero")),
+                .exclusive_minimum(Some(0.0))
+                .maximum(Some(604_800.0))
+                .description(Some("seconds, more than zero and at most 7 days")),
         )
         .description(Some("A limit for the whole task"))
         .into()
@@ -59,6 +61,19 @@ impl PartialSchema for Bytes {
     }
 }
 impl ToSchema for Bytes {}
+
+/// A size the server accepts only between `min` and `max` bytes (as text, the same range).
+fn bounded_bytes(min: u64, max: u64) -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(integer("bytes").minimum(Some(min)).maximum(Some(max)))
+        .item(string(&format!(
+            "a size such as 512m or 2g (powers of 1024), from {} to {}",
+            Bytes(min),
+            Bytes(max)
+        )))
+        .description(Some("A number of bytes, or a size with a unit"))
+        .into()
+}
 
 impl PartialSchema for Cpus {
     fn schema() -> RefOr<Schema> {
@@ -133,12 +148,17 @@ impl PartialSchema for ResourceLimits {
         closed(ObjectBuilder::new())
             .description(Some("Resource limits; absent means no limit of our own"))
             .property("cpus", Cpus::schema())
-            .property("memory", Bytes::schema())
+            .property(
+                "memory",
+                bounded_bytes(4 * Bytes::MIB, crate::MAX_MEMORY.get()),
+            )
             .property(
                 "pids",
-                integer("most processes and threads alive at once").minimum(Some(1)),
+                integer("most processes and threads alive at once")
+                    .minimum(Some(1))
+                    .maximum(Some(crate::MAX_PIDS)),
             )
-            .property("disk", Bytes::schema())
+            .property("disk", bounded_bytes(Bytes::MIB, crate::MAX_DISK.get()))
             .property("rlimits", ArrayBuilder::new().items(Rlimit::schema()))
             .into()
     }

@@ -79,17 +79,21 @@ pub struct StreamSummary {
     pub spool_path: Option<PathBuf>,
 }
 
-/// Measurements of one execution. `None` means the executor could not measure it.
+/// Measurements of one execution. `None` (absent in JSON) means the executor could not measure it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionStats {
     /// Wall-clock time from start to exit.
     pub duration_ms: u64,
     /// User plus system CPU time of the whole tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_time_us: Option<u64>,
     /// Highest memory use of the whole tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
     /// Bytes read from block devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_read_bytes: Option<u64>,
     /// Bytes written to block devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_write_bytes: Option<u64>,
 }

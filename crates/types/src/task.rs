@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{ExecutionStats, NetworkPolicy, OutputStream, ParseIdError, ResourceLimits};
+use crate::{ExecutionStats, LimitName, NetworkPolicy, OutputStream, ParseIdError, ResourceLimits};
 
 /// Identifies one task for its whole life, across retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -198,12 +198,14 @@ pub struct TaskRequest {
     pub task_type: Option<TaskType>,
     /// Free text for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub description: Option<String>,
     /// Where to run; only `host` exists until environments do. Defaults to `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    /// Shell command lines, run in order in one workspace.
+    /// Shell command lines, run in order in one workspace (1 to 1000, each at most 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub commands: Option<Vec<String>>,
     /// Run the remaining commands after one fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -241,12 +243,14 @@ pub struct TaskRequest {
     /// Free-form `key: value` labels, filterable in `GET /api/v1/tasks?label=key=value`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    /// How many times a failed, timed-out or interrupted task is run again.
+    /// How many times a failed, timed-out or interrupted task is run again (at most 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 10))]
     pub retries: Option<u32>,
     /// Service sidecars (seed 001: `["postgres:14", "redis:7"]`), started on a private network
     /// before the commands, each reachable by its name; container executors only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 8))]
     pub services: Option<Vec<String>>,
     /// Environments defined by this request (seed 001's `environments: [{name, dockerfile}]`),
     /// for `environment` to name. The Dockerfile is translated at submission (a bad one is 422
@@ -316,10 +320,19 @@ pub struct TaskSpec {
     pub resources: ResourceLimits,
     /// Network access.
     pub network: NetworkPolicy,
-    /// Limit for the whole task.
-    #[serde(default, with = "optional_duration")]
+    /// Limit for the whole task; absent only on tasks stored before the server applied a
+    /// default timeout.
+    #[serde(
+        default,
+        with = "optional_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::duration_schema))]
     pub timeout: Option<Duration>,
+    /// The limits in `resources` and `timeout` that the server filled in from its defaults
+    /// (`[limits.default]`) because the request named none.
+    #[serde(default)]
+    pub defaults_applied: Vec<LimitName>,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
     /// Names of the secret variables (values are kept apart and never returned).

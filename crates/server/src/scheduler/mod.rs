@@ -57,6 +57,9 @@ pub struct SchedulerConfig {
     pub agent_tokens: BTreeMap<String, String>,
     /// The named workspace of tasks that name none (`None`: a fresh one per task).
     pub default_workspace: Option<String>,
+    /// `[limits.default]` and `[limits.max]`: what tasks that name no limit get, and the most
+    /// they may ask for (applied at submission).
+    pub limits: conductor_core::LimitPolicy,
     /// Environments beyond `executors`: defined in requests, or built after the start
     /// (`None`: only the server's own environments, and requests defining one are refused).
     pub environment_port: Option<Arc<dyn crate::environments::EnvironmentPort>>,
@@ -83,6 +86,7 @@ impl SchedulerConfig {
             memory_budget: None,
             agent_tokens: BTreeMap::new(),
             default_workspace: None,
+            limits: conductor_core::LimitPolicy::builtin(),
             environment_port: None,
         }
     }

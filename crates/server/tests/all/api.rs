@@ -649,6 +649,7 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "GitFileView",
             "GitSource",
             "InlineEnvironment",
+            "LimitName",
             "ListingView",
             "NetworkPolicy",
             "NewToken",

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
 
 mod api;
+mod contract;
 mod deep;
 mod environments;
 mod files;

@@ -230,6 +230,8 @@ pub struct Options {
     pub environment_port: Option<Arc<dyn conductor_server::EnvironmentPort>>,
     /// How often the loop reads the queue unprompted.
     pub poll_interval: Duration,
+    /// `[limits.*]` (default: the built-in policy).
+    pub limits: Option<conductor_core::LimitPolicy>,
 }
 
 impl Default for Options {
@@ -243,6 +245,7 @@ impl Default for Options {
             disk_quotas: false,
             environment_port: None,
             poll_interval: Duration::from_millis(50),
+            limits: None,
         }
     }
 }
@@ -268,6 +271,9 @@ impl TestApp {
         config.poll_interval = options.poll_interval;
         config.disk_quotas = options.disk_quotas;
         config.environment_port = options.environment_port;
+        if let Some(limits) = options.limits {
+            config.limits = limits;
+        }
         if let Some(limit) = options.stored_output_limit {
             config.stored_output_limit = limit;
         }
