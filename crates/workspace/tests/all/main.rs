@@ -7,6 +7,7 @@ mod dedup;
 mod files;
 mod gc;
 mod git;
+mod hostile;
 mod quota;
 mod restore;
 mod roundtrip;
