@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod files;
 mod gitdiff;
+pub mod hostdirs;
 mod metrics;
 pub mod openapi;
 mod scheduler;

@@ -129,10 +129,13 @@ impl Server {
         let home = &config.home;
         create_private_dir(home)?;
         let lock = lock_home(home)?;
-        std::fs::create_dir_all(&config.scheduler.workspace_root).map_err(io(format!(
-            "creating {}",
-            config.scheduler.workspace_root.display()
-        )))?;
+        let private = crate::hostdirs::private_dirs(home, &config.scheduler);
+        crate::hostdirs::make_private(&private).map_err(io("making the home's content private"))?;
+        match crate::hostdirs::clear_spools(home) {
+            Ok(0) => {}
+            Ok(count) => tracing::warn!(count, "removed output spools the previous run left"),
+            Err(error) => tracing::error!(%error, "could not remove the previous run's spools"),
+        }
         if let Some(sweep) = config.sweep.clone() {
             match tokio::task::spawn_blocking(move || sweep.sweep()).await {
                 Ok(Ok(removed)) => {

@@ -60,6 +60,11 @@ pub struct SchedulerConfig {
     /// Environments beyond `executors`: defined in requests, or built after the start
     /// (`None`: only the server's own environments, and requests defining one are refused).
     pub environment_port: Option<Arc<dyn crate::environments::EnvironmentPort>>,
+    /// The most bytes of files an imported snapshot may declare (`[workspaces] import_max`).
+    pub import_max: Bytes,
+    /// The most bytes of each stream an execution spools to disk (`[output] spool_limit`);
+    /// spools are deleted once the command's output is stored.
+    pub spool_limit: Bytes,
 }
 
 impl SchedulerConfig {
@@ -84,6 +89,8 @@ impl SchedulerConfig {
             agent_tokens: BTreeMap::new(),
             default_workspace: None,
             environment_port: None,
+            import_max: Bytes(conductor_workspace::DEFAULT_IMPORT_MAX),
+            spool_limit: ExecutionRequest::DEFAULT_SPOOL_LIMIT,
         }
     }
 }

@@ -413,6 +413,7 @@ impl Scheduler {
                 }
                 request.timeout = remaining;
                 request.output_limit = self.config.output_limit;
+                request.spool_limit = self.config.spool_limit;
                 let execution_id = request.id.clone();
                 {
                     let mut slots = self.lock();
@@ -438,6 +439,8 @@ impl Scheduler {
                 }
                 match outcome {
                     Ok(done) => {
+                        // Its output is stored (as events): the spool files have no reader.
+                        remove_spools(&done).await;
                         if done.executor != executor.name() {
                             tracing::warn!(task = %id, environment = %spec.environment, configured = executor.name(), ran = %done.executor, "ran on the fallback executor");
                         }
@@ -643,5 +646,22 @@ impl Scheduler {
             },
         )
         .await
+    }
+}
+
+/// Deletes an execution's spool files (and their directory, `<spool_dir>/<execution id>`).
+async fn remove_spools(done: &conductor_types::ExecutionResult) {
+    for path in [&done.stdout_info.spool_path, &done.stderr_info.spool_path]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(error) = tokio::fs::remove_file(path).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), %error, "removing a spool file");
+            }
+        }
+        if let Some(dir) = path.parent() {
+            let _ = tokio::fs::remove_dir(dir).await;
+        }
     }
 }

@@ -208,6 +208,8 @@ pub struct Options {
     pub environment_port: Option<Arc<dyn conductor_server::EnvironmentPort>>,
     /// How often the loop reads the queue unprompted.
     pub poll_interval: Duration,
+    /// `[workspaces] import_max` (the default when `None`).
+    pub import_max: Option<conductor_types::Bytes>,
 }
 
 impl Default for Options {
@@ -221,6 +223,7 @@ impl Default for Options {
             disk_quotas: false,
             environment_port: None,
             poll_interval: Duration::from_millis(50),
+            import_max: None,
         }
     }
 }
@@ -248,6 +251,9 @@ impl TestApp {
         config.environment_port = options.environment_port;
         if let Some(limit) = options.stored_output_limit {
             config.stored_output_limit = limit;
+        }
+        if let Some(limit) = options.import_max {
+            config.import_max = limit;
         }
         let executors: BTreeMap<String, Arc<dyn Executor>> =
             BTreeMap::from([("host".to_owned(), executor.clone() as Arc<dyn Executor>)]);

@@ -1,0 +1,150 @@
+//! The home's directories that hold task and API content — workspaces (and their `agents/`,
+//! `named/`, `quota/`, `named-quota/`, `diffs/`), snapshots, output spools — are the server
+//! user's alone: mode 0700, made so at every start (an older home is fixed), so no other local
+//! user reaches a workspace's files. Sandboxes do not need the way through: the namespace
+//! executor's helper (real root) mounts the workspace before it enters the user namespace, and
+//! container engines mount it from their daemon (root, or — rootless — the server's own user).
+//! Spools left by a previous run (killed before it could delete them) are removed here too.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::scheduler::SchedulerConfig;
+
+/// The executors' spool directory under `$CONDUCTOR_HOME` (`<home>/logs/<execution>/…`).
+pub const SPOOL_DIR: &str = "logs";
+
+/// Mode of every directory [`private_dirs`] names.
+pub const PRIVATE_MODE: u32 = 0o700;
+
+/// The directories made private at start, parents before children.
+pub fn private_dirs(home: &Path, config: &SchedulerConfig) -> Vec<PathBuf> {
+    let root = &config.workspace_root;
+    let mut dirs = vec![root.clone()];
+    dirs.extend(
+        ["agents", "named", "quota", "named-quota", "diffs"]
+            .iter()
+            .map(|sub| root.join(sub)),
+    );
+    dirs.push(config.snapshot_root.clone());
+    dirs.push(home.join(SPOOL_DIR));
+    dirs
+}
+
+/// Creates each of `dirs` (with missing parents) and sets it to [`PRIVATE_MODE`]; a symlink
+/// where a directory belongs is refused.
+pub fn make_private(dirs: &[PathBuf]) -> io::Result<()> {
+    for dir in dirs {
+        std::fs::create_dir_all(dir).map_err(|e| context(e, "creating", dir))?;
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| context(e, "reading", dir))?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not a directory (symlinks are not followed)",
+                    dir.display()
+                ),
+            ));
+        }
+        if meta.permissions().mode() & 0o7777 != PRIVATE_MODE {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_MODE))
+                .map_err(|e| context(e, "chmod 0700", dir))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything in the spool directory (what a killed run left). Returns how many
+/// entries were removed.
+pub fn clear_spools(home: &Path) -> io::Result<usize> {
+    let dir = home.join(SPOOL_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(context(e, "reading", &dir)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let path = entry.map_err(|e| context(e, "reading", &dir))?.path();
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        let result = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        result.map_err(|e| context(e, "removing", &path))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+fn context(error: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{what} {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn every_root_of_user_content_is_named() {
+        let config = SchedulerConfig {
+            snapshot_root: PathBuf::from("/h/snapshots"),
+            ..SchedulerConfig::new(PathBuf::from("/h/workspaces"))
+        };
+        let names: Vec<String> = private_dirs(Path::new("/h"), &config)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "/h/workspaces",
+                "/h/workspaces/agents",
+                "/h/workspaces/named",
+                "/h/workspaces/quota",
+                "/h/workspaces/named-quota",
+                "/h/workspaces/diffs",
+                "/h/snapshots",
+                "/h/logs",
+            ]
+        );
+    }
+
+    #[test]
+    fn existing_open_directories_are_closed_and_symlinks_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let fresh = tmp.path().join("a/b");
+        make_private(&[open.clone(), fresh.clone()]).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!((mode(&open), mode(&fresh)), (0o700, 0o700));
+
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let error = make_private(&[link]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn spools_left_behind_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(clear_spools(tmp.path()).unwrap(), 0);
+        let spool = tmp.path().join(SPOOL_DIR).join("exec-1");
+        std::fs::create_dir_all(&spool).unwrap();
+        std::fs::write(spool.join("stdout.log"), b"x").unwrap();
+        std::fs::write(tmp.path().join(SPOOL_DIR).join("stray"), b"y").unwrap();
+        assert_eq!(clear_spools(tmp.path()).unwrap(), 2);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join(SPOOL_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+}
