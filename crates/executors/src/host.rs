@@ -245,8 +245,7 @@ impl HostExecutor {
                 at_ms: now_ms(),
             })
             .await;
-        let output =
-            OutputCapture::start(stdout, stderr, &self.config.spool_dir, request, &events);
+        let output = OutputCapture::start(stdout, stderr, &self.config.spool_dir, request, &events);
 
         let (ending, exit, rusage_cpu_us) = tree
             .supervise(pgid, plan.timeout, registration.token())

@@ -162,6 +162,8 @@ impl Server {
         let shared: Arc<dyn Store> = Arc::new(store.clone());
         let scheduler = Scheduler::new(shared, executors, scheduler_config, EventBus::default());
         let recovered = scheduler.recover().await?;
+        // Recovery removed `agents/` (the previous run's fresh workspaces): private again.
+        crate::hostdirs::make_private(&private).map_err(io("making the home's content private"))?;
         // Named workspaces with a disk quota are mounted for as long as the server runs.
         crate::workspaces::mount_named_quotas(&scheduler).await;
         if !recovered.is_empty() {

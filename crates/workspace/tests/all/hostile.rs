@@ -381,3 +381,36 @@ fn sparse_files_are_stored_and_restored_sparse() {
     assert_eq!(back.iter().filter(|&&b| b != 0).count(), 9);
     store.verify_snapshot(snap.manifest.id).unwrap();
 }
+
+#[test]
+fn quota_filesystems_are_mounted_nosuid_and_nodev() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: quota filesystems are loop mounts and need root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    fs::create_dir(&ws).unwrap();
+    let quota = conductor_workspace::QuotaFs::create(
+        &tmp.path().join("ws.img"),
+        &ws,
+        conductor_workspace::MIN_QUOTA_BYTES,
+    )
+    .unwrap();
+    let point = fs::canonicalize(&ws).unwrap();
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let options: Vec<String> = table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (Path::new(fields[4]) == point).then(|| fields[5].to_owned())
+        })
+        .collect();
+    quota.destroy().unwrap();
+    assert_eq!(options.len(), 1, "{options:?}");
+    let flags: Vec<&str> = options[0].split(',').collect();
+    assert!(
+        flags.contains(&"nosuid") && flags.contains(&"nodev"),
+        "{options:?}"
+    );
+}
