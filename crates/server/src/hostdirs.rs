@@ -33,7 +33,8 @@ pub fn private_dirs(home: &Path, config: &SchedulerConfig) -> Vec<PathBuf> {
 }
 
 /// Creates each of `dirs` (with missing parents) and sets it to [`PRIVATE_MODE`]; a symlink
-/// where a directory belongs is refused.
+/// where a directory belongs is refused, and so is a shared directory (sticky bit, like
+/// `/tmp`: a `workspace_root` pointed at one must not close it to everyone else).
 pub fn make_private(dirs: &[PathBuf]) -> io::Result<()> {
     for dir in dirs {
         std::fs::create_dir_all(dir).map_err(|e| context(e, "creating", dir))?;
@@ -43,6 +44,15 @@ pub fn make_private(dirs: &[PathBuf]) -> io::Result<()> {
                 io::ErrorKind::InvalidInput,
                 format!(
                     "{} is not a directory (symlinks are not followed)",
+                    dir.display()
+                ),
+            ));
+        }
+        if meta.permissions().mode() & 0o1000 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a shared directory (sticky bit): give Conductor a directory of its own",
                     dir.display()
                 ),
             ));
@@ -119,7 +129,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let open = tmp.path().join("open");
         std::fs::create_dir(&open).unwrap();
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let fresh = tmp.path().join("a/b");
         make_private(&[open.clone(), fresh.clone()]).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
@@ -129,6 +139,13 @@ mod tests {
         std::os::unix::fs::symlink(&open, &link).unwrap();
         let error = make_private(&[link]).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let error = make_private(std::slice::from_ref(&shared)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(mode(&shared), 0o1777);
     }
 
     #[test]

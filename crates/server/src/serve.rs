@@ -155,6 +155,7 @@ impl Server {
         let admin_token_path =
             ensure_admin_token(&store, home, config.admin_token.as_deref()).await?;
         let mut scheduler_config = config.scheduler.clone();
+        scheduler_config.spool_dir = Some(home.join(crate::hostdirs::SPOOL_DIR));
         // Disk quotas are loop-mounted filesystems: root only.
         scheduler_config.disk_quotas |= nix::unistd::geteuid().is_root();
         scheduler_config.agent_tokens =

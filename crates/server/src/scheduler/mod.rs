@@ -65,6 +65,9 @@ pub struct SchedulerConfig {
     /// The most bytes of each stream an execution spools to disk (`[output] spool_limit`);
     /// spools are deleted once the command's output is stored.
     pub spool_limit: Bytes,
+    /// Where the executors spool (`$CONDUCTOR_HOME/logs`, set by `Server::start`): each
+    /// execution's `<spool_dir>/<execution id>` is removed after it, even when it failed.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl SchedulerConfig {
@@ -91,6 +94,7 @@ impl SchedulerConfig {
             environment_port: None,
             import_max: Bytes(conductor_workspace::DEFAULT_IMPORT_MAX),
             spool_limit: ExecutionRequest::DEFAULT_SPOOL_LIMIT,
+            spool_dir: None,
         }
     }
 }
