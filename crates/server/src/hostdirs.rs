@@ -3,7 +3,10 @@
 //! user's alone: mode 0700, made so at every start (an older home is fixed), so no other local
 //! user reaches a workspace's files. Sandboxes do not need the way through: the namespace
 //! executor's helper (real root) mounts the workspace before it enters the user namespace, and
-//! container engines mount it from their daemon (root, or — rootless — the server's own user).
+//! container engines mount it from their daemon (root, or a rootless engine of the server's own
+//! user). A rootless engine of another user (a root server with `CONDUCTOR_PODMAN_SOCKET` on a
+//! user's Podman) gets search permission only — never read, never through world bits — by a
+//! POSIX ACL entry (`user:UID:--x`, [`grant_search`]) on the home and these directories.
 //! Spools left by a previous run (killed before it could delete them) are removed here too.
 
 use std::io;
@@ -63,6 +66,64 @@ pub fn make_private(dirs: &[PathBuf]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Gives each of `users` search (`x`) permission on each of `dirs` through the directory's
+/// POSIX access ACL (`user:UID:--x` and a `--x` mask; owner, group and other stay as the mode
+/// says). Replaces the directory's access ACL: call it after the mode is set.
+pub fn grant_search(dirs: &[PathBuf], users: &[u32]) -> io::Result<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    for dir in dirs {
+        let mode = std::fs::symlink_metadata(dir)
+            .map_err(|e| context(e, "reading", dir))?
+            .permissions()
+            .mode();
+        let acl = search_acl(mode, users);
+        rustix::fs::setxattr(
+            dir.as_path(),
+            "system.posix_acl_access",
+            &acl,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| {
+            context(
+                e.into(),
+                "setting an ACL (does the file system support POSIX ACLs?) on",
+                dir,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The `system.posix_acl_access` value (version 2, entries sorted by tag then id) of a
+/// directory of `mode` whose named `users` may search it.
+pub fn search_acl(mode: u32, users: &[u32]) -> Vec<u8> {
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const NO_ID: u32 = u32::MAX;
+    const SEARCH: u16 = 1;
+    let bits = |shift: u32| ((mode >> shift) & 0o7) as u16;
+    let mut users = users.to_vec();
+    users.sort_unstable();
+    users.dedup();
+    let mut entries = vec![(USER_OBJ, bits(6), NO_ID)];
+    entries.extend(users.iter().map(|uid| (USER, SEARCH, *uid)));
+    entries.push((GROUP_OBJ, bits(3), NO_ID));
+    entries.push((MASK, bits(3) | SEARCH, NO_ID));
+    entries.push((OTHER, bits(0), NO_ID));
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    acl
 }
 
 /// Removes everything in the spool directory (what a killed run left). Returns how many
@@ -146,6 +207,64 @@ mod tests {
         let error = make_private(std::slice::from_ref(&shared)).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(mode(&shared), 0o1777);
+    }
+
+    #[test]
+    fn the_acl_names_each_user_with_search_only() {
+        let acl = search_acl(0o700, &[1001, 5, 1001]);
+        let entries: Vec<(u16, u16, u32)> = acl[4..]
+            .chunks(8)
+            .map(|e| {
+                (
+                    u16::from_le_bytes([e[0], e[1]]),
+                    u16::from_le_bytes([e[2], e[3]]),
+                    u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+                )
+            })
+            .collect();
+        assert_eq!(&acl[..4], &2u32.to_le_bytes());
+        assert_eq!(
+            entries,
+            [
+                (0x01, 7, u32::MAX),
+                (0x02, 1, 5),
+                (0x02, 1, 1001),
+                (0x04, 0, u32::MAX),
+                (0x10, 1, u32::MAX),
+                (0x20, 0, u32::MAX),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_granted_user_can_search_but_not_read_and_others_cannot_search() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: checking access as another user needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("private");
+        let inside = dir.join("ws");
+        std::fs::create_dir_all(&inside).unwrap();
+        make_private(std::slice::from_ref(&dir)).unwrap();
+        grant_search(std::slice::from_ref(&dir), &[4242]).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o710);
+        // As uid 4242 (and another, 4343), in a child process: stat through, list, stat.
+        let probe = |uid: u32| -> (bool, bool) {
+            let script = format!(
+                "setpriv --reuid={uid} --regid={uid} --clear-groups sh -c 'stat {} >/dev/null 2>&1 && echo search; ls {} >/dev/null 2>&1 && echo read; true'",
+                inside.display(),
+                dir.display()
+            );
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.contains("search"), text.contains("read"))
+        };
+        assert_eq!(probe(4242), (true, false));
+        assert_eq!(probe(4343), (false, false));
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Run at start, with the home directory locked and before any task runs.
     pub sweep: Option<Arc<dyn Sweep>>,
+    /// Users (a rootless container engine's) given search permission, by ACL, on the home and
+    /// its private content directories, so their engine can mount a workspace.
+    pub workspace_users: Vec<u32>,
 }
 
 impl ServeConfig {
@@ -64,6 +67,7 @@ impl ServeConfig {
             grace: Duration::from_secs(10),
             admin_token: None,
             sweep: None,
+            workspace_users: Vec::new(),
         }
     }
 }
@@ -130,7 +134,7 @@ impl Server {
         create_private_dir(home)?;
         let lock = lock_home(home)?;
         let private = crate::hostdirs::private_dirs(home, &config.scheduler);
-        crate::hostdirs::make_private(&private).map_err(io("making the home's content private"))?;
+        make_private(home, &private, &config.workspace_users)?;
         match crate::hostdirs::clear_spools(home) {
             Ok(0) => {}
             Ok(count) => tracing::warn!(count, "removed output spools the previous run left"),
@@ -164,7 +168,7 @@ impl Server {
         let scheduler = Scheduler::new(shared, executors, scheduler_config, EventBus::default());
         let recovered = scheduler.recover().await?;
         // Recovery removed `agents/` (the previous run's fresh workspaces): private again.
-        crate::hostdirs::make_private(&private).map_err(io("making the home's content private"))?;
+        make_private(home, &private, &config.workspace_users)?;
         // Named workspaces with a disk quota are mounted for as long as the server runs.
         crate::workspaces::mount_named_quotas(&scheduler).await;
         if !recovered.is_empty() {
@@ -275,6 +279,20 @@ fn lock_home(home: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>,
             },
         },
     )
+}
+
+/// [`crate::hostdirs::make_private`] on `dirs`, then search permission for `users` on them and
+/// on `home`.
+fn make_private(home: &std::path::Path, dirs: &[PathBuf], users: &[u32]) -> Result<(), ServeError> {
+    crate::hostdirs::make_private(dirs).map_err(io("making the home's content private"))?;
+    // The server's own user owns them already.
+    let me = nix::unistd::geteuid().as_raw();
+    let users: Vec<u32> = users.iter().copied().filter(|uid| *uid != me).collect();
+    let mut granted = vec![home.to_owned()];
+    granted.extend_from_slice(dirs);
+    crate::hostdirs::grant_search(&granted, &users).map_err(io(format!(
+        "giving uid {users:?} (a rootless container engine) search permission"
+    )))
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServeError> {
