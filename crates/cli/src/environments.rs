@@ -64,7 +64,9 @@ struct Factory {
 
 impl Factory {
     fn spool_dir(&self) -> PathBuf {
-        self.placement.home.join("logs")
+        self.placement
+            .home
+            .join(conductor_server::hostdirs::SPOOL_DIR)
     }
 
     fn host(&mut self) -> Arc<dyn Executor> {

@@ -65,6 +65,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..RawConfig::default()
     };
     let mut config = args.source.load(flags)?;
+    config.serve.workspace_users = rootless_engine_users();
     let cgroups = ServerCgroups::new(Path::new(CGROUP_ROOT), &config.home);
     let placement = Placement {
         home: config.home.clone(),
@@ -91,6 +92,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The server and its executors are gone: nothing runs in this run's cgroups any more.
     cgroups.remove_run();
     served.context("conductor serve")
+}
+
+/// The user of a rootless Podman this server would use (its socket is not root's): that engine
+/// mounts workspaces as its user, who needs search permission on the home's private directories
+/// (given by ACL at start, unless it is the server's own user).
+fn rootless_engine_users() -> Vec<u32> {
+    use conductor_executors::container::{ContainerConfig, EngineKind};
+    ContainerConfig::new(EngineKind::Podman, "")
+        .rootless
+        .map(|(uid, _)| uid)
+        .into_iter()
+        .collect()
 }
 
 async fn shutdown_signal() {

@@ -179,8 +179,7 @@ impl HostExecutor {
             stdout.map_err(|e| ExecutorError::io("watching stdout", e))?,
             stderr.map_err(|e| ExecutorError::io("watching stderr", e))?,
             &self.config.spool_dir,
-            &request.id,
-            request.output_limit,
+            request,
             &events,
         );
 
@@ -246,14 +245,7 @@ impl HostExecutor {
                 at_ms: now_ms(),
             })
             .await;
-        let output = OutputCapture::start(
-            stdout,
-            stderr,
-            &self.config.spool_dir,
-            &request.id,
-            request.output_limit,
-            &events,
-        );
+        let output = OutputCapture::start(stdout, stderr, &self.config.spool_dir, request, &events);
 
         let (ending, exit, rusage_cpu_us) = tree
             .supervise(pgid, plan.timeout, registration.token())
@@ -653,6 +645,7 @@ async fn exec_failure(
             total_bytes: message.len() as u64,
             truncated: false,
             spool_path: None,
+            spool_truncated: false,
         },
         text: message,
     };

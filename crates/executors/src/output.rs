@@ -1,5 +1,7 @@
 //! Output capture shared by all executors: forwards chunks as live events, keeps a bounded head of
-//! each stream in memory, and spools the whole stream to a file once it passes the limit.
+//! each stream in memory, and spools the stream to a file once it passes the limit — at most
+//! `spool_limit` bytes of it: past that the spool stops growing and the summary and the marker
+//! line say so, so a task writing gigabytes cannot fill the host's disk.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,8 +28,10 @@ pub struct CaptureConfig {
     pub stream: OutputStream,
     /// Bytes kept in memory.
     pub limit: Bytes,
-    /// The file the whole stream is spooled to once it passes `limit` (created on demand).
+    /// The file the stream is spooled to once it passes `limit` (created on demand).
     pub spool_path: PathBuf,
+    /// Bytes of the stream the spool file holds at most.
+    pub spool_limit: Bytes,
 }
 
 /// Milliseconds since the Unix epoch, for event timestamps.
@@ -48,7 +52,7 @@ pub async fn capture<R: AsyncRead + Unpin>(
     let limit = usize::try_from(config.limit.get()).unwrap_or(usize::MAX);
     let mut head = Vec::new();
     let mut total: u64 = 0;
-    let mut spool: Option<tokio::fs::File> = None;
+    let mut spool: Option<Spool> = None;
     let mut chunk = vec![0u8; CHUNK];
     let mut listening = true;
     loop {
@@ -67,27 +71,36 @@ pub async fn capture<R: AsyncRead + Unpin>(
             listening = events.send(event).await.is_ok();
         }
         match &mut spool {
-            Some(file) => file.write_all(data).await?,
+            Some(file) => file.write(data).await?,
             None if head.len() + n <= limit => head.extend_from_slice(data),
             None => {
-                let mut file = open_spool(&config.spool_path).await?;
-                file.write_all(&head).await?;
-                file.write_all(data).await?;
+                let mut file = Spool::open(&config.spool_path, config.spool_limit.get()).await?;
+                file.write(&head).await?;
+                file.write(data).await?;
                 let room = limit - head.len();
                 head.extend_from_slice(&data[..room]);
                 spool = Some(file);
             }
         }
     }
-    if let Some(mut file) = spool.take() {
-        file.flush().await?;
-    }
+    let (spooled, spool_truncated) = match spool.take() {
+        Some(mut file) => {
+            file.file.flush().await?;
+            (file.written, file.written < total)
+        }
+        None => (0, false),
+    };
     let truncated = total > head.len() as u64;
     let mut text = String::from_utf8_lossy(&head).into_owned();
     let spool_path = truncated.then(|| config.spool_path.clone());
     if truncated {
+        let whole = if spool_truncated {
+            format!("its first {spooled} bytes are")
+        } else {
+            "the whole stream is".to_owned()
+        };
         text.push_str(&format!(
-            "\n[conductor: output truncated: kept {} of {} bytes; the whole stream is in {}]\n",
+            "\n[conductor: output truncated: kept {} of {} bytes; {whole} in {}]\n",
             head.len(),
             total,
             config.spool_path.display()
@@ -99,8 +112,36 @@ pub async fn capture<R: AsyncRead + Unpin>(
             total_bytes: total,
             truncated,
             spool_path,
+            spool_truncated,
         },
     })
+}
+
+/// A spool file that takes at most `limit` bytes and drops the rest.
+struct Spool {
+    file: tokio::fs::File,
+    written: u64,
+    limit: u64,
+}
+
+impl Spool {
+    async fn open(path: &Path, limit: u64) -> std::io::Result<Self> {
+        Ok(Self {
+            file: open_spool(path).await?,
+            written: 0,
+            limit,
+        })
+    }
+
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let room = usize::try_from(self.limit.saturating_sub(self.written)).unwrap_or(usize::MAX);
+        let take = data.len().min(room);
+        if take > 0 {
+            self.file.write_all(&data[..take]).await?;
+            self.written += take as u64;
+        }
+        Ok(())
+    }
 }
 
 async fn open_spool(path: &Path) -> std::io::Result<tokio::fs::File> {
@@ -125,6 +166,7 @@ mod tests {
             stream: OutputStream::Stdout,
             limit: Bytes(limit),
             spool_path: dir.join("out.log"),
+            spool_limit: Bytes::mib(64),
         }
     }
 
@@ -142,7 +184,8 @@ mod tests {
                 summary: StreamSummary {
                     total_bytes: 6,
                     truncated: false,
-                    spool_path: None
+                    spool_path: None,
+                    spool_truncated: false,
                 },
             }
         );
@@ -172,7 +215,8 @@ mod tests {
             StreamSummary {
                 total_bytes: 200_000,
                 truncated: true,
-                spool_path: Some(spool.clone())
+                spool_path: Some(spool.clone()),
+                spool_truncated: false,
             }
         );
         assert_eq!(&captured.text.as_bytes()[..1000], &input[..1000]);
@@ -181,5 +225,33 @@ mod tests {
             spool.display()
         )));
         assert_eq!(std::fs::read(&spool).unwrap(), input);
+    }
+
+    #[tokio::test]
+    async fn the_spool_stops_at_its_limit_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let input: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        let config = CaptureConfig {
+            spool_limit: Bytes(100_000),
+            ..config(dir.path(), 1000)
+        };
+        let captured = capture(&input[..], config, tx).await.unwrap();
+        let spool = dir.path().join("out.log");
+        assert_eq!(
+            captured.summary,
+            StreamSummary {
+                total_bytes: 300_000,
+                truncated: true,
+                spool_path: Some(spool.clone()),
+                spool_truncated: true,
+            }
+        );
+        assert_eq!(std::fs::read(&spool).unwrap(), &input[..100_000]);
+        assert!(captured.text.ends_with(&format!(
+            "\n[conductor: output truncated: kept 1000 of 300000 bytes; its first 100000 bytes are in {}]\n",
+            spool.display()
+        )));
     }
 }

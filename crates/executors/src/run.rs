@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use conductor_core::{EventSender, ExecutorError};
 use conductor_sandbox::cgroup::CgroupStats;
-use conductor_types::{ExecutionId, ExecutionResult, ExecutionStats, IsolationLevel, OutputStream};
+use conductor_types::{
+    ExecutionId, ExecutionRequest, ExecutionResult, ExecutionStats, IsolationLevel, OutputStream,
+};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -325,13 +327,13 @@ pub struct OutputCapture {
 }
 
 impl OutputCapture {
-    /// Starts reading both streams; each spools to `<spool_dir>/<id>/<stream>.log` past `limit`.
+    /// Starts reading both streams; each spools to `<spool_dir>/<id>/<stream>.log` past the
+    /// request's `output_limit`, at most its `spool_limit` bytes.
     pub fn start<O, E>(
         stdout: O,
         stderr: E,
         spool_dir: &Path,
-        id: &ExecutionId,
-        limit: conductor_types::Bytes,
+        request: &ExecutionRequest,
         events: &EventSender,
     ) -> Self
     where
@@ -339,12 +341,13 @@ impl OutputCapture {
         E: AsyncRead + Unpin + Send + 'static,
     {
         let stop = CancellationToken::new();
-        let dir = spool_dir.join(id.to_string());
+        let dir = spool_dir.join(request.id.to_string());
         let spawn = |reader: StopReader<_>, stream, file: &str| {
             let config = CaptureConfig {
                 stream,
-                limit,
+                limit: request.output_limit,
                 spool_path: dir.join(file),
+                spool_limit: request.spool_limit,
             };
             tokio::spawn(capture(reader, config, events.clone()))
         };
@@ -591,14 +594,9 @@ mod tests {
         // Writers that never close: the pipes stay open, as with a process that escaped.
         let (stdout_writer, stdout) = tokio::io::duplex(64);
         let (stderr_writer, stderr) = tokio::io::duplex(64);
-        let capture = OutputCapture::start(
-            stdout,
-            stderr,
-            dir.path(),
-            &ExecutionId::random(),
-            Bytes(100),
-            &tx,
-        );
+        let mut request = ExecutionRequest::new(vec!["true".into()], dir.path().to_owned());
+        request.output_limit = Bytes(100);
+        let capture = OutputCapture::start(stdout, stderr, dir.path(), &request, &tx);
         let (out, err) = capture.finish(Duration::from_millis(50)).await.unwrap();
         drop((stdout_writer, stderr_writer));
         assert_eq!(out.summary, StreamSummary::default());

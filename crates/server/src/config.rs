@@ -76,6 +76,43 @@ pub struct RawConfig {
     /// Settings of single environments (`[environments.python-dev]`), over the keys above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<String, RawEnvironment>,
+    /// `[workspaces]`: bounds on workspace content coming in.
+    #[serde(default, skip_serializing_if = "RawWorkspaces::is_empty")]
+    pub workspaces: RawWorkspaces,
+    /// `[output]`: bounds on an execution's output on disk.
+    #[serde(default, skip_serializing_if = "RawOutput::is_empty")]
+    pub output: RawOutput,
+}
+
+/// `[workspaces]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkspaces {
+    /// The most bytes of files an imported snapshot may declare (`2g`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_max: Option<Bytes>,
+}
+
+impl RawWorkspaces {
+    fn is_empty(&self) -> bool {
+        self.import_max.is_none()
+    }
+}
+
+/// `[output]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    /// The most bytes of each stream an execution spools to disk (`64m`); the spool is deleted
+    /// once the task's output is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_limit: Option<Bytes>,
+}
+
+impl RawOutput {
+    fn is_empty(&self) -> bool {
+        self.spool_limit.is_none()
+    }
 }
 
 /// `[environments.NAME]` in the config file.
@@ -413,6 +450,12 @@ impl RawConfig {
                 environments.extend(higher.environments);
                 environments
             },
+            workspaces: RawWorkspaces {
+                import_max: higher.workspaces.import_max.or(self.workspaces.import_max),
+            },
+            output: RawOutput {
+                spool_limit: higher.output.spool_limit.or(self.output.spool_limit),
+            },
         }
     }
 }
@@ -539,6 +582,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         }
         scheduler.default_workspace = Some(name.clone());
     }
+    resolve_disk_bounds(&raw, &file_origin, &mut scheduler)?;
     serve.scheduler = scheduler;
     if let Some(token) = &raw.admin_token {
         if token.trim().len() < 16 {
@@ -616,6 +660,29 @@ fn check_budgets(scheduler: &SchedulerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// `[workspaces] import_max` and `[output] spool_limit` (file only), at least 1k each.
+fn resolve_disk_bounds(
+    raw: &RawConfig,
+    origin: &Origin,
+    scheduler: &mut SchedulerConfig,
+) -> Result<(), ConfigError> {
+    let at_least_1k = |key: &'static str, value: Option<Bytes>| match value {
+        Some(limit) if limit.get() < 1024 => Err(ConfigError::Invalid {
+            key,
+            origin: origin.clone(),
+            reason: "must be at least 1k".to_owned(),
+        }),
+        other => Ok(other),
+    };
+    if let Some(limit) = at_least_1k("workspaces.import_max", raw.workspaces.import_max)? {
+        scheduler.import_max = limit;
+    }
+    if let Some(limit) = at_least_1k("output.spool_limit", raw.output.spool_limit)? {
+        scheduler.spool_limit = limit;
+    }
+    Ok(())
+}
+
 /// A fallback executor: a real one, not `auto`.
 fn parse_fallback(text: &str) -> Result<ExecutorKind, String> {
     match text.parse::<ExecutorKind>()? {
@@ -669,6 +736,12 @@ impl Config {
                 .iter()
                 .map(|(name, own)| (name.clone(), own.to_raw()))
                 .collect(),
+            workspaces: RawWorkspaces {
+                import_max: Some(scheduler.import_max),
+            },
+            output: RawOutput {
+                spool_limit: Some(scheduler.spool_limit),
+            },
         }
     }
 
@@ -820,6 +893,50 @@ mod tests {
         );
         let err = resolve_env(&[("CONDUCTOR_FALLBACK", "auto")]).unwrap_err();
         assert!(err.to_string().contains("cannot be a fallback"), "{err}");
+    }
+
+    fn resolve_file(text: &str) -> Result<Config, ConfigError> {
+        let file = RawConfig::from_toml(Path::new("/c.toml"), text)?;
+        resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            Layers {
+                file: Some((PathBuf::from("/c.toml"), file)),
+                ..Layers::default()
+            },
+        )
+    }
+
+    #[test]
+    fn import_max_and_spool_limit_have_defaults_and_bounds() {
+        let defaults = resolve_file("").unwrap();
+        let scheduler = &defaults.serve.scheduler;
+        assert_eq!(
+            (scheduler.import_max, scheduler.spool_limit),
+            (Bytes(2 << 30), Bytes::mib(64))
+        );
+        let set =
+            resolve_file("[workspaces]\nimport_max = \"10g\"\n[output]\nspool_limit = \"1m\"\n")
+                .unwrap();
+        let scheduler = &set.serve.scheduler;
+        assert_eq!(
+            (scheduler.import_max, scheduler.spool_limit),
+            (Bytes(10 << 30), Bytes::mib(1))
+        );
+        let again = RawConfig::from_toml(Path::new("/x"), &set.to_toml(true)).unwrap();
+        assert_eq!(again, set.to_raw(true));
+        assert_eq!(
+            resolve_file("[output]\nspool_limit = \"10\"\n")
+                .unwrap_err()
+                .to_string(),
+            "config key output.spool_limit (from file /c.toml): must be at least 1k"
+        );
+        assert_eq!(
+            resolve_file("[workspaces]\nimport_max = \"0\"\n")
+                .unwrap_err()
+                .to_string(),
+            "config key workspaces.import_max (from file /c.toml): must be at least 1k"
+        );
     }
 
     #[test]

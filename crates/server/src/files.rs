@@ -100,7 +100,8 @@ pub struct DownloadQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
-    /// A file's permission bits in octal (default `644`).
+    /// A file's permission bits in octal (default `644`); set-uid, set-gid, sticky and
+    /// write-for-others bits are dropped (`6755` gives `755`).
     #[param(pattern = "^[0-7]{1,4}$")]
     mode: Option<String>,
 }

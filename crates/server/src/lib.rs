@@ -14,6 +14,7 @@ mod events;
 mod extract;
 mod files;
 mod gitdiff;
+pub mod hostdirs;
 mod limits_config;
 mod metrics;
 pub mod openapi;

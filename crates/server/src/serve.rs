@@ -51,6 +51,9 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Run at start, with the home directory locked and before any task runs.
     pub sweep: Option<Arc<dyn Sweep>>,
+    /// Users (a rootless container engine's) given search permission, by ACL, on the home and
+    /// its private content directories, so their engine can mount a workspace.
+    pub workspace_users: Vec<u32>,
 }
 
 impl ServeConfig {
@@ -65,6 +68,7 @@ impl ServeConfig {
             grace: Duration::from_secs(10),
             admin_token: None,
             sweep: None,
+            workspace_users: Vec::new(),
         }
     }
 }
@@ -131,10 +135,13 @@ impl Server {
         create_private_dir(home)?;
         let lock = lock_home(home)?;
         restrict_home(home)?;
-        std::fs::create_dir_all(&config.scheduler.workspace_root).map_err(io(format!(
-            "creating {}",
-            config.scheduler.workspace_root.display()
-        )))?;
+        let private = crate::hostdirs::private_dirs(home, &config.scheduler);
+        make_private(home, &private, &config.workspace_users)?;
+        match crate::hostdirs::clear_spools(home) {
+            Ok(0) => {}
+            Ok(count) => tracing::warn!(count, "removed output spools the previous run left"),
+            Err(error) => tracing::error!(%error, "could not remove the previous run's spools"),
+        }
         if let Some(sweep) = config.sweep.clone() {
             match tokio::task::spawn_blocking(move || sweep.sweep()).await {
                 Ok(Ok(removed)) => {
@@ -154,6 +161,7 @@ impl Server {
         let admin_token_path =
             ensure_admin_token(&store, home, config.admin_token.as_deref()).await?;
         let mut scheduler_config = config.scheduler.clone();
+        scheduler_config.spool_dir = Some(home.join(crate::hostdirs::SPOOL_DIR));
         // Disk quotas are loop-mounted filesystems: root only.
         scheduler_config.disk_quotas |= nix::unistd::geteuid().is_root();
         scheduler_config.agent_tokens =
@@ -161,6 +169,8 @@ impl Server {
         let shared: Arc<dyn Store> = Arc::new(store.clone());
         let scheduler = Scheduler::new(shared, executors, scheduler_config, EventBus::default());
         let recovered = scheduler.recover().await?;
+        // Recovery removed `agents/` (the previous run's fresh workspaces): private again.
+        make_private(home, &private, &config.workspace_users)?;
         // Named workspaces with a disk quota are mounted for as long as the server runs.
         crate::workspaces::mount_named_quotas(&scheduler).await;
         if !recovered.is_empty() {
@@ -317,6 +327,20 @@ fn restrict(path: &std::path::Path, keep: u32) -> Result<(), ServeError> {
             .map_err(io(format!("restricting {}", path.display())))?;
     }
     Ok(())
+}
+
+/// [`crate::hostdirs::make_private`] on `dirs`, then search permission for `users` on them and
+/// on `home`.
+fn make_private(home: &std::path::Path, dirs: &[PathBuf], users: &[u32]) -> Result<(), ServeError> {
+    crate::hostdirs::make_private(dirs).map_err(io("making the home's content private"))?;
+    // The server's own user owns them already.
+    let me = nix::unistd::geteuid().as_raw();
+    let users: Vec<u32> = users.iter().copied().filter(|uid| *uid != me).collect();
+    let mut granted = vec![home.to_owned()];
+    granted.extend_from_slice(dirs);
+    crate::hostdirs::grant_search(&granted, &users).map_err(io(format!(
+        "giving uid {users:?} (a rootless container engine) search permission"
+    )))
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServeError> {

@@ -207,6 +207,7 @@ fn store_error(op: Op, error: cw::Error) -> AppError {
         | E::CorruptBlob { .. }
         | E::BlobSize { .. }
         | E::MissingBlob(_)
+        | E::ImportTooLarge { .. }
             if op == Op::Import =>
         {
             AppError::InvalidField {
@@ -915,13 +916,17 @@ impl Read for ChunkReader {
 #[utoipa::path(post, path = "/api/v1/snapshots/import", tag = "snapshots", request_body(content = Vec<u8>, content_type = "application/zstd", description = "a snapshot exported by GET …/export"),
     responses((status = 201, body = SnapshotView), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
         (status = 409, description = "a snapshot with this id and other contents exists", body = ApiErrorBody),
-        (status = 422, description = "not a snapshot export, or damaged", body = ApiErrorBody)))]
+        (status = 422, description = "not a snapshot export, damaged, or declaring more bytes of files than `[workspaces] import_max`", body = ApiErrorBody)))]
 pub async fn import_snapshot(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<Response, AppError> {
     let store = snapshots(&state).await?;
-    let imported = with_body_reader(body, move |reader| store.import(reader)).await?;
+    let options = cw::ImportOptions {
+        max_bytes: state.scheduler().config().import_max.get(),
+    };
+    let imported =
+        with_body_reader(body, move |reader| store.import_with(reader, &options)).await?;
     let manifest = imported.map_err(|e| store_error(Op::Import, e))?;
     let view = SnapshotView::from(&SnapshotInfo::from(&manifest));
     Ok((StatusCode::CREATED, Json(view)).into_response())

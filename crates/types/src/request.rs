@@ -29,6 +29,9 @@ pub struct ExecutionRequest {
     pub timeout: Option<Duration>,
     /// Bytes of each of stdout and stderr kept in memory; the rest is spooled to a file.
     pub output_limit: Bytes,
+    /// Bytes of each of stdout and stderr spooled to a file at most; past it the spool stops
+    /// growing and the summary says so (`StreamSummary::spool_truncated`).
+    pub spool_limit: Bytes,
     /// Hostname inside the sandbox (default: `conductor-<short id>`).
     pub hostname: Option<String>,
     /// The private network of the task's services (`core::ServiceSet::network`): the sandbox
@@ -40,6 +43,8 @@ pub struct ExecutionRequest {
 impl ExecutionRequest {
     /// Default bytes of each stream kept in memory.
     pub const DEFAULT_OUTPUT_LIMIT: Bytes = Bytes::mib(1);
+    /// Default bytes of each stream spooled to disk.
+    pub const DEFAULT_SPOOL_LIMIT: Bytes = Bytes::mib(64);
 
     /// A request with a fresh id, no limits, no network and no inherited environment.
     pub fn new(argv: Vec<String>, workspace: PathBuf) -> Self {
@@ -54,6 +59,7 @@ impl ExecutionRequest {
             network: NetworkPolicy::None,
             timeout: None,
             output_limit: Self::DEFAULT_OUTPUT_LIMIT,
+            spool_limit: Self::DEFAULT_SPOOL_LIMIT,
             hostname: None,
             service_network: None,
         }

@@ -75,8 +75,11 @@ pub struct StreamSummary {
     pub total_bytes: u64,
     /// Whether the in-memory text is cut short.
     pub truncated: bool,
-    /// The file holding the whole stream, when truncated.
+    /// The file holding the stream (its first `spool_limit` bytes), when truncated.
     pub spool_path: Option<PathBuf>,
+    /// Whether the spool file stopped at the spool limit (it then holds only the stream's start).
+    #[serde(default)]
+    pub spool_truncated: bool,
 }
 
 /// Measurements of one execution. `None` (absent in JSON) means the executor could not measure it.

@@ -3,6 +3,9 @@
 //! (so the same snapshot always exports to the same bytes). Import accepts exactly that shape:
 //! any other entry — absolute, with `..`, a link, an unknown name, a blob the manifest does not
 //! reference — is refused, and every blob is hashed on the way in and must match its name.
+//! Before any blob is written, the bytes the manifest declares (the sum of its files' sizes: what
+//! a restore writes) must fit [`ImportOptions::max_bytes`], so a small archive that decompresses
+//! or restores to gigabytes is refused with nothing left behind.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -17,6 +20,37 @@ use crate::store::{parse_manifest, Store};
 const ZSTD_LEVEL: i32 = 3;
 /// The largest manifest an import accepts.
 const MAX_MANIFEST: u64 = 256 * 1024 * 1024;
+
+/// Default of [`ImportOptions::max_bytes`]: 2 GiB.
+pub const DEFAULT_IMPORT_MAX: u64 = 2 << 30;
+
+/// How [`Store::import_with`] bounds an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// The most bytes of file contents a manifest may declare (the sum of its files' sizes,
+    /// counted once per file even when files share a blob); more is [`Error::ImportTooLarge`].
+    pub max_bytes: u64,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_IMPORT_MAX,
+        }
+    }
+}
+
+/// The bytes of file contents a manifest declares: what restoring it writes.
+fn declared_bytes(manifest: &Manifest) -> u64 {
+    manifest
+        .entries
+        .iter()
+        .filter_map(|e| match e.node {
+            Node::File { size, .. } => Some(size),
+            _ => None,
+        })
+        .fold(0u64, u64::saturating_add)
+}
 
 /// A reader that hashes and counts what passes through.
 struct HashingReader<R> {
@@ -103,8 +137,19 @@ impl Store {
 
     /// Reads a snapshot exported by [`Store::export`] from `input` into this store and returns
     /// its manifest (same id). Importing a snapshot that is already here with the same contents
-    /// is a no-op; with different contents it is [`Error::SnapshotExists`].
+    /// is a no-op; with different contents it is [`Error::SnapshotExists`]. Bounded by
+    /// [`ImportOptions::default`].
     pub fn import<R: Read>(&self, input: R) -> Result<Manifest, Error> {
+        self.import_with(input, &ImportOptions::default())
+    }
+
+    /// [`Store::import`] bounded by `options`: a manifest declaring more than
+    /// `options.max_bytes` is refused before any blob is written.
+    pub fn import_with<R: Read>(
+        &self,
+        input: R,
+        options: &ImportOptions,
+    ) -> Result<Manifest, Error> {
         let _lock = self.lock_shared()?;
         let decoder = zstd::Decoder::new(input).map_err(archive_err)?;
         let mut archive = tar::Archive::new(decoder);
@@ -131,6 +176,13 @@ impl Store {
             .map_err(archive_err)?;
         drop(first);
         let manifest = parse_manifest(&manifest_bytes, &PathBuf::from("<archive>/manifest.json"))?;
+        let declared = declared_bytes(&manifest);
+        if declared > options.max_bytes {
+            return Err(Error::ImportTooLarge {
+                declared,
+                limit: options.max_bytes,
+            });
+        }
         let sizes = blob_sizes(&manifest);
         let mut pending = Vec::new();
         let result = self.import_blobs(entries, &sizes, &mut pending);

@@ -2,7 +2,8 @@
 //! bytes, sharded by the first two digits (`cas/ab/cdef…`). Blobs are read-only (0444) and
 //! immutable: one is written to `cas/tmp/` and renamed into place with `RENAME_NOREPLACE`, so
 //! its name never shows partial contents and identical bytes are stored once, whoever writes
-//! them.
+//! them. Blobs are written sparsely (`sparse`): zero blocks are holes, so a file that is mostly
+//! holes costs the store only its data.
 //!
 //! Durability: a blob is **published only once its bytes are durable**. Writers hand back
 //! [`Pending`] blobs; [`Cas::publish`] makes a batch durable — an `fsync` per blob for a few,
@@ -23,6 +24,7 @@ use rustix::io::Errno;
 use crate::error::{at, Error};
 use crate::fsutil;
 use crate::hash::Hash;
+use crate::sparse;
 
 /// Bytes read or written per system call when copying.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -46,10 +48,10 @@ pub(crate) struct BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
+        sparse::write(&self.file, buf)?;
+        self.hasher.update(buf);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -168,6 +170,11 @@ impl Cas {
                 len,
                 tmp: None,
             });
+        }
+        if let Err(e) = sparse::finish(&writer.file, len) {
+            let path = self.dir.join("tmp").join(&writer.name);
+            self.abort(writer);
+            return Err(Error::io("truncate", path, e));
         }
         if let Err(e) = rustix::fs::fchmod(&writer.file, Mode::from_raw_mode(0o444)) {
             let path = self.dir.join("tmp").join(&writer.name);

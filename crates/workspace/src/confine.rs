@@ -217,7 +217,8 @@ fn split(user: &UserPath) -> Result<(PathBuf, CString), ConfineError> {
 /// How [`AtomicWriter::create`] writes.
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
-    /// Permission bits of the new file (default 0o644).
+    /// Permission bits of the new file (default 0o644), through [`crate::sanitize_mode`]: set-id,
+    /// sticky and world-write bits are dropped.
     pub mode: u32,
     /// Create missing parent directories (0o755), confined like the path itself.
     pub create_parents: bool,
@@ -282,7 +283,7 @@ impl AtomicWriter {
             name,
             file: Some(file),
             display: user.display,
-            mode: options.mode & 0o7777,
+            mode: crate::mode::sanitize_mode(options.mode),
             written: 0,
             limit: options.max_bytes,
         })

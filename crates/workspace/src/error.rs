@@ -97,6 +97,16 @@ pub enum Error {
         /// The blob's length.
         actual: u64,
     },
+    /// An import whose manifest declares more bytes of files than the import limit.
+    #[error(
+        "the snapshot declares {declared} bytes of files, over the import limit of {limit} bytes"
+    )]
+    ImportTooLarge {
+        /// The sum of the manifest's file sizes.
+        declared: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// An archive entry whose path is absolute, has `..`, or is not one this format writes.
     #[error("archive entry {0:?} refused: only manifest.json and blobs/<hash> are allowed")]
     UnsafeArchivePath(String),

@@ -514,7 +514,7 @@ pub fn upload_tar<R: Read>(
             reason,
         };
         let rel = relative(Path::new(OsStr::from_bytes(&raw))).map_err(unsafe_entry)?;
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o1777;
+        let mode = crate::mode::sanitize_mode(entry.header().mode().unwrap_or(0o644));
         if rel.as_os_str().is_empty() {
             // `./` itself: the upload directory.
             if kind == tar::EntryType::Directory {

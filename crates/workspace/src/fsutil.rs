@@ -124,6 +124,12 @@ pub(crate) fn perm_bits(stat: &Stat) -> u32 {
     (stat.st_mode as u32) & 0o7777
 }
 
+/// The mode a snapshot records for a file or directory: its permission bits through
+/// [`crate::sanitize_mode`], so no set-id bit is ever recorded (nor restored).
+pub(crate) fn recorded_mode(stat: &Stat) -> u32 {
+    crate::mode::sanitize_mode(perm_bits(stat))
+}
+
 /// The file type of a stat.
 #[allow(clippy::unnecessary_cast)]
 pub(crate) fn file_type(stat: &Stat) -> FileType {

@@ -24,7 +24,9 @@
 //! API paths), `files` (listing, tar download/upload, delete), `quota` (loop-mounted ext4
 //! images), `git` (clone at a ref, diff against it), `policy` (cleanup policy and the
 //! sweeper's decision, pure), `walk` (removing and measuring trees at any depth, iteratively),
-//! `command` (running external tools), `manifest`/`path`/`hash` (the data).
+//! `command` (running external tools), `manifest`/`path`/`hash` (the data), `mode` (which
+//! permission bits user content keeps on the host), `sparse` (zero blocks stored and restored
+//! as holes).
 
 mod archive;
 mod cache;
@@ -40,15 +42,18 @@ pub mod git;
 mod hash;
 mod lock;
 mod manifest;
+mod mode;
 mod path;
 pub mod policy;
 pub mod quota;
 mod restore;
 mod scan;
 mod snapshot;
+mod sparse;
 mod store;
 mod walk;
 
+pub use archive::{ImportOptions, DEFAULT_IMPORT_MAX};
 pub use confine::{
     create_dir_in_workspace, open_in_workspace, remove_in_workspace, resolve_in_workspace,
     AtomicWriter, ConfineError, UploadOptions,
@@ -69,6 +74,7 @@ pub use manifest::{
     Entry, EntryType, Manifest, Node, ParseIdError, Skipped, SnapshotId, SnapshotInfo, SpecialKind,
     Summary, WorkspaceId, MANIFEST_VERSION,
 };
+pub use mode::{sanitize_mode, STRIPPED_BITS};
 pub use path::{InvalidPath, RelPath, MAX_PATH_LEN};
 pub use policy::{
     due, plan_sweep, CleanupPolicy, Due, ParsePolicyError, SweepCandidate, SweepPlan,

@@ -380,7 +380,7 @@ impl Manifest {
             match entry.node {
                 Node::File { size, .. } => {
                     summary.files += 1;
-                    summary.bytes += size;
+                    summary.bytes = summary.bytes.saturating_add(size);
                 }
                 Node::Dir => summary.dirs += 1,
                 Node::Symlink { .. } => summary.symlinks += 1,

@@ -8,9 +8,13 @@
 //! renamed over the old entry, so a reader sees the old or the new file, never half of one;
 //! blobs are copied (never linked), so later edits in the workspace cannot reach the store, and
 //! every blob is hashed while it is copied, so a corrupt blob fails the restore instead of
-//! landing in the workspace. Directory modes are applied last, deepest first, so read-only
+//! landing in the workspace; zero blocks are written as holes (`sparse`), so a sparse file comes
+//! back sparse. Directory modes are applied last, deepest first, so read-only
 //! directories can still be filled. Restored data is not fsynced: a workspace is not the
 //! store, and a crash mid-restore is repaired by restoring again.
+//!
+//! Modes go through [`sanitize_mode`] (an imported manifest may ask for any bits): no set-id,
+//! sticky or world-write bit is ever restored.
 //!
 //! Uid/gid, xattrs, hard links (each path becomes its own file), directory and symlink mtimes
 //! are not recorded.
@@ -28,7 +32,9 @@ use crate::cas::CHUNK;
 use crate::error::{at, Error};
 use crate::fsutil;
 use crate::manifest::{Entry, Manifest, Node, SnapshotId};
+use crate::mode::sanitize_mode;
 use crate::path::RelPath;
+use crate::sparse::{self, SparseSink};
 use crate::store::Store;
 
 /// Prefix of the temporary names restore writes in the target.
@@ -75,8 +81,11 @@ impl Store {
                 Error::io("open", target, e)
             }
         })?;
-        rustix::fs::fchmod(&root, Mode::from_raw_mode(0o700 | manifest.root_mode))
-            .map_err(at("chmod", target))?;
+        rustix::fs::fchmod(
+            &root,
+            Mode::from_raw_mode(0o700 | sanitize_mode(manifest.root_mode)),
+        )
+        .map_err(at("chmod", target))?;
 
         let mut children: BTreeMap<&[u8], BTreeMap<&[u8], &Entry>> = BTreeMap::new();
         children.insert(b"", BTreeMap::new());
@@ -181,12 +190,15 @@ impl Store {
                 let path = entry.path.under(target);
                 let fd = fsutil::open_dir_beneath(root.as_fd(), Some(&entry.path))
                     .map_err(at("open", &path))?;
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode))
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(sanitize_mode(entry.mode)))
                     .map_err(at("chmod", &path))?;
             }
         }
-        rustix::fs::fchmod(&root, Mode::from_raw_mode(manifest.root_mode))
-            .map_err(at("chmod", target))?;
+        rustix::fs::fchmod(
+            &root,
+            Mode::from_raw_mode(sanitize_mode(manifest.root_mode)),
+        )
+        .map_err(at("chmod", target))?;
         Ok(stats)
     }
 
@@ -211,14 +223,18 @@ impl Store {
                     hash,
                     mtime_ns,
                 } => {
-                    let (tmp, mut file) = fsutil::create_tmp_at(dir_fd.as_fd(), TMP_PREFIX, 0o600)
+                    let (tmp, file) = fsutil::create_tmp_at(dir_fd.as_fd(), TMP_PREFIX, 0o600)
                         .map_err(at("create", &path))?;
                     let result = self
                         .cas
-                        .copy_verified(hash, *size, &mut file, "restore", buf)
+                        .copy_verified(hash, *size, &mut SparseSink(&file), "restore", buf)
                         .and_then(|()| {
-                            rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode))
-                                .map_err(at("chmod", &path))?;
+                            sparse::finish(&file, *size).map_err(at("truncate", &path))?;
+                            rustix::fs::fchmod(
+                                &file,
+                                Mode::from_raw_mode(sanitize_mode(entry.mode)),
+                            )
+                            .map_err(at("chmod", &path))?;
                             let mtime = Timespec {
                                 tv_sec: mtime_ns.div_euclid(1_000_000_000),
                                 tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,

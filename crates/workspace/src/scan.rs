@@ -79,7 +79,7 @@ pub(crate) fn scan(dir: &Path, pool: &rayon::ThreadPool) -> Result<Scan, Error> 
     entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(Scan {
         root,
-        root_mode: fsutil::perm_bits(&root_stat),
+        root_mode: fsutil::recorded_mode(&root_stat),
         entries,
     })
 }
@@ -151,7 +151,7 @@ fn scan_dir(root: BorrowedFd<'_>, dir: &Path, rel: Option<RelPath>) -> Result<Li
             mode: if matches!(kind, ScanKind::Symlink(_)) {
                 0o777
             } else {
-                fsutil::perm_bits(&stat)
+                fsutil::recorded_mode(&stat)
             },
             key: StatKey::of(&stat),
             kind,

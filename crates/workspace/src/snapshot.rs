@@ -400,7 +400,7 @@ pub(crate) fn read_file(
             return Ok(Some(ReadFile {
                 hash,
                 key,
-                mode: fsutil::perm_bits(&before),
+                mode: fsutil::recorded_mode(&before),
                 blob,
             }));
         }
@@ -423,7 +423,7 @@ pub(crate) fn read_file(
                 return Ok(Some(ReadFile {
                     hash: Hash::from(hasher.finalize()),
                     key,
-                    mode: fsutil::perm_bits(&before),
+                    mode: fsutil::recorded_mode(&before),
                     blob: None,
                 }));
             }
@@ -456,7 +456,7 @@ pub(crate) fn read_file(
                 return Ok(Some(ReadFile {
                     hash: blob.hash,
                     key,
-                    mode: fsutil::perm_bits(&before),
+                    mode: fsutil::recorded_mode(&before),
                     blob: Some(blob),
                 }));
             }

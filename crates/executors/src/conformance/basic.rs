@@ -105,6 +105,7 @@ async fn output_and_events(executor: Arc<dyn Executor>, fixture: Fixture) -> Res
         total_bytes,
         truncated: false,
         spool_path: None,
+        spool_truncated: false,
     };
     expect_eq("stdout_info", summary(9), result.stdout_info.clone())?;
     expect_eq("stderr_info", summary(4), result.stderr_info.clone())?;
@@ -265,7 +266,9 @@ async fn large_output_streams(executor: Arc<dyn Executor>, fixture: Fixture) -> 
     // Reset the peak-RSS mark so VmHWM measures this case only.
     let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let rss_before = proc_status_bytes("VmRSS").ok_or("cannot read VmRSS")?;
-    let request = fixture.request(&["head", "-c", "100000000", "/dev/zero"]);
+    let mut request = fixture.request(&["head", "-c", "100000000", "/dev/zero"]);
+    // The whole stream fits the spool (its default cap, 64 MiB, is below it).
+    request.spool_limit = conductor_types::Bytes(TOTAL);
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let drain = tokio::spawn(async move {
         let mut bytes = 0u64;

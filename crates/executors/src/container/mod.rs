@@ -524,14 +524,7 @@ impl Inner {
                 at_ms: now_ms(),
             })
             .await;
-        OutputCapture::start(
-            stdout,
-            stderr,
-            &self.config.spool_dir,
-            &request.id,
-            request.output_limit,
-            events,
-        )
+        OutputCapture::start(stdout, stderr, &self.config.spool_dir, request, events)
     }
 
     /// SIGKILLs container `id` (a timeout or cancel): its init and everything in it end.

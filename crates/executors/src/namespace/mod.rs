@@ -275,14 +275,7 @@ impl NamespaceExecutor {
         let (stdout, stderr) = child
             .take_output()
             .map_err(|e| ExecutorError::io("watching the sandbox helper's output", e))?;
-        let output = OutputCapture::start(
-            stdout,
-            stderr,
-            &self.config.spool_dir,
-            &request.id,
-            request.output_limit,
-            &events,
-        );
+        let output = OutputCapture::start(stdout, stderr, &self.config.spool_dir, request, &events);
 
         let prelude = if cold {
             let prepared = self.create_cgroup(request, manager, limits).await;

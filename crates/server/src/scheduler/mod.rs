@@ -63,6 +63,14 @@ pub struct SchedulerConfig {
     /// Environments beyond `executors`: defined in requests, or built after the start
     /// (`None`: only the server's own environments, and requests defining one are refused).
     pub environment_port: Option<Arc<dyn crate::environments::EnvironmentPort>>,
+    /// The most bytes of files an imported snapshot may declare (`[workspaces] import_max`).
+    pub import_max: Bytes,
+    /// The most bytes of each stream an execution spools to disk (`[output] spool_limit`);
+    /// spools are deleted once the command's output is stored.
+    pub spool_limit: Bytes,
+    /// Where the executors spool (`$CONDUCTOR_HOME/logs`, set by `Server::start`): each
+    /// execution's `<spool_dir>/<execution id>` is removed after it, even when it failed.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl SchedulerConfig {
@@ -88,6 +96,9 @@ impl SchedulerConfig {
             default_workspace: None,
             limits: conductor_core::LimitPolicy::builtin(),
             environment_port: None,
+            import_max: Bytes(conductor_workspace::DEFAULT_IMPORT_MAX),
+            spool_limit: ExecutionRequest::DEFAULT_SPOOL_LIMIT,
+            spool_dir: None,
         }
     }
 }

@@ -390,11 +390,12 @@ impl Scheduler {
                 }
                 request.timeout = remaining;
                 request.output_limit = self.config.output_limit;
+                request.spool_limit = self.config.spool_limit;
                 let execution_id = request.id.clone();
                 {
                     let mut slots = self.lock();
                     if let Some(running) = slots.running.get_mut(&id) {
-                        running.execution = Some((execution_id, Arc::clone(&executor)));
+                        running.execution = Some((execution_id.clone(), Arc::clone(&executor)));
                     }
                 }
                 let (sender, receiver) = tokio::sync::mpsc::channel(OUTPUT_EVENT_BUFFER);
@@ -409,6 +410,13 @@ impl Scheduler {
                 };
                 let (outcome, forwarded) =
                     tokio::join!(executor.execute(request, sender), forwarder);
+                // Its output is stored (as events): the spool files have no reader.
+                remove_spools(
+                    self.config.spool_dir.as_deref(),
+                    &execution_id,
+                    outcome.as_ref().ok(),
+                )
+                .await;
                 forwarded?;
                 if let Some(running) = self.lock().running.get_mut(&id) {
                     running.execution = None;
@@ -620,5 +628,37 @@ impl Scheduler {
             },
         )
         .await
+    }
+}
+
+/// Deletes an execution's spool files: those its result names, and the whole
+/// `<spool_dir>/<execution id>` when the spool directory is known (also after a failed
+/// execution, which names none).
+async fn remove_spools(
+    spool_dir: Option<&std::path::Path>,
+    execution: &conductor_types::ExecutionId,
+    done: Option<&conductor_types::ExecutionResult>,
+) {
+    let mut named: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(done) = done {
+        named.extend(done.stdout_info.spool_path.iter().cloned());
+        named.extend(done.stderr_info.spool_path.iter().cloned());
+    }
+    for path in &named {
+        if let Err(error) = tokio::fs::remove_file(path).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), %error, "removing a spool file");
+            }
+        }
+        if let Some(dir) = path.parent() {
+            let _ = tokio::fs::remove_dir(dir).await;
+        }
+    }
+    if let Some(dir) = spool_dir.map(|dir| dir.join(execution.to_string())) {
+        if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %dir.display(), %error, "removing a spool directory");
+            }
+        }
     }
 }

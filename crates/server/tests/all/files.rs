@@ -32,6 +32,38 @@ fn put(body: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
+async fn a_set_id_or_world_writable_mode_is_never_given_to_an_uploaded_file() {
+    let (app, dir) = app_with_workspace(None).await;
+    for (name, asked, expected) in [
+        ("suid", "6755", 0o755),
+        ("all", "7777", 0o775),
+        ("sticky", "1666", 0o664),
+        ("plain", "640", 0o640),
+    ] {
+        let (status, _, body) = app
+            .send_typed(
+                Method::PUT,
+                &format!("/api/v1/workspaces/repo/files/{name}?mode={asked}"),
+                "application/octet-stream",
+                put("#!/bin/sh\n"),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let mode = std::fs::metadata(dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        assert_eq!(mode, expected, "{name}: asked {asked}");
+    }
+}
+
+#[tokio::test]
 async fn files_are_uploaded_atomically_downloaded_listed_and_deleted() {
     let (app, dir) = app_with_workspace(None).await;
     let uri = "/api/v1/workspaces/repo/files/src/main.py";

@@ -232,6 +232,8 @@ pub struct Options {
     pub poll_interval: Duration,
     /// `[limits.*]` (default: the built-in policy).
     pub limits: Option<conductor_core::LimitPolicy>,
+    /// `[workspaces] import_max` (the default when `None`).
+    pub import_max: Option<conductor_types::Bytes>,
 }
 
 impl Default for Options {
@@ -246,6 +248,7 @@ impl Default for Options {
             environment_port: None,
             poll_interval: Duration::from_millis(50),
             limits: None,
+            import_max: None,
         }
     }
 }
@@ -276,6 +279,9 @@ impl TestApp {
         }
         if let Some(limit) = options.stored_output_limit {
             config.stored_output_limit = limit;
+        }
+        if let Some(limit) = options.import_max {
+            config.import_max = limit;
         }
         let executors: BTreeMap<String, Arc<dyn Executor>> =
             BTreeMap::from([("host".to_owned(), executor.clone() as Arc<dyn Executor>)]);

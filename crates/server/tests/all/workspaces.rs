@@ -707,6 +707,73 @@ async fn a_snapshot_exported_from_one_server_imports_and_restores_on_another() {
 }
 
 #[tokio::test]
+async fn an_import_declaring_more_than_import_max_is_refused_and_leaves_nothing() {
+    // 8 MiB of zeros: a snapshot that exports to a few kilobytes (a decompression bomb, scaled).
+    let source = TestApp::new().await;
+    create(&source, r#"{"name": "bomb"}"#).await;
+    std::fs::File::create(dir_of(&source, "bomb").join("zeros"))
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let snap = snapshot(&source, "bomb", "bomb").await;
+    let sid = snap["id"].as_str().unwrap();
+    let (status, _, archive) = source
+        .send_bytes(
+            Method::GET,
+            &format!("/api/v1/workspaces/bomb/snapshots/{sid}/export"),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(archive.len() < 64 * 1024, "{} bytes", archive.len());
+
+    let target = TestApp::with(crate::support::Options {
+        import_max: Some(conductor_types::Bytes(4 << 20)),
+        ..Default::default()
+    })
+    .await;
+    let (status, _, body) = target
+        .send_bytes(Method::POST, "/api/v1/snapshots/import", archive.clone())
+        .await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert_eq!(
+        error_of(&text),
+        (
+            "invalid_field".to_owned(),
+            "body: the snapshot declares 8388608 bytes of files, over the import limit of 4194304 bytes".to_owned()
+        )
+    );
+    // Nothing was stored: no manifest, no blob, no temporary file.
+    let store = target.scheduler.config().snapshot_root.clone();
+    let files: Vec<PathBuf> = walk_files(&store);
+    assert_eq!(files, Vec::<PathBuf>::new());
+
+    // The source's own limit (the default, 2 GiB) takes it back.
+    let (status, _, _) = source
+        .send_bytes(Method::POST, "/api/v1/snapshots/import", archive)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+/// Every regular file below `dir` but the store lock.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != "store.lock") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test]
 async fn cleanup_policies_are_enforced_by_the_sweeper() {
     let app = TestApp::new().await;
     let once = create(&app, r#"{"name": "once", "cleanup": "delete"}"#).await;

@@ -8,6 +8,7 @@ mod deep;
 mod files;
 mod gc;
 mod git;
+mod hostile;
 mod quota;
 mod restore;
 mod roundtrip;
