@@ -896,6 +896,12 @@ impl Executor for ContainerExecutor {
                 what: "a rootfs directory (containers run an image: use --environment)".to_owned(),
             });
         }
+        if !request.read_only_paths.is_empty() {
+            return Err(ExecutorError::Unsupported {
+                executor: self.name(),
+                what: "read-only host paths".to_owned(),
+            });
+        }
         let plan = crate::run::plan_request(&request, PlanTarget::Sandbox)?;
         self.run(&request, &plan, events).await
     }
