@@ -71,6 +71,52 @@ pub struct RawConfig {
     /// Settings of single environments (`[environments.python-dev]`), over the keys above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<String, RawEnvironment>,
+    /// `[git]`: what tasks' `git` may clone.
+    #[serde(default, skip_serializing_if = "RawGit::is_empty")]
+    pub git: RawGit,
+}
+
+/// `[git]` in the config file (not settable from the environment).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGit {
+    /// Directories (absolute) local repositories may be cloned from; none by default, so
+    /// tasks clone URLs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_local: Option<Vec<PathBuf>>,
+}
+
+impl RawGit {
+    fn is_empty(&self) -> bool {
+        self.allow_local.is_none()
+    }
+
+    fn overlay(self, higher: RawGit) -> RawGit {
+        RawGit {
+            allow_local: higher.allow_local.or(self.allow_local),
+        }
+    }
+
+    /// The allowed directories: absolute, without `.` or `..` components.
+    fn resolve(&self) -> Result<Vec<PathBuf>, String> {
+        let dirs = self.allow_local.clone().unwrap_or_default();
+        for dir in &dirs {
+            let normal = dir.is_absolute()
+                && dir.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )
+                });
+            if !normal || dir == Path::new("/") {
+                return Err(format!(
+                    "{} is not an absolute directory below / without . or .. components",
+                    dir.display()
+                ));
+            }
+        }
+        Ok(dirs)
+    }
 }
 
 /// `[environments.NAME]` in the config file.
@@ -407,6 +453,7 @@ impl RawConfig {
                 environments.extend(higher.environments);
                 environments
             },
+            git: self.git.overlay(higher.git),
         }
     }
 }
@@ -533,6 +580,11 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         }
         scheduler.default_workspace = Some(name.clone());
     }
+    scheduler.git.allow_local = raw.git.resolve().map_err(|reason| ConfigError::Invalid {
+        key: "git.allow_local",
+        origin: file_origin.clone(),
+        reason,
+    })?;
     serve.scheduler = scheduler;
     if let Some(token) = &raw.admin_token {
         if token.trim().len() < 16 {
@@ -631,6 +683,9 @@ impl Config {
                 .iter()
                 .map(|(name, own)| (name.clone(), own.to_raw()))
                 .collect(),
+            git: RawGit {
+                allow_local: Some(scheduler.git.allow_local.clone()),
+            },
         }
     }
 
@@ -749,6 +804,38 @@ mod tests {
         assert!(err.to_string().contains("unknown field `agnets`"), "{err}");
         let err = RawConfig::from_toml(Path::new("/c.toml"), "body_limit = \"-5g\"\n").unwrap_err();
         assert!(err.to_string().contains("is negative"), "{err}");
+    }
+
+    #[test]
+    fn git_allow_local_is_empty_by_default_and_must_be_absolute() {
+        let resolve_file = |text: &str| {
+            let file = RawConfig::from_toml(Path::new("/c.toml"), text).unwrap();
+            resolve(
+                Path::new("/h"),
+                Path::new("/c.toml"),
+                Layers {
+                    file: Some((PathBuf::from("/c.toml"), file)),
+                    ..Layers::default()
+                },
+            )
+        };
+        let config = resolve_file("").unwrap();
+        assert!(config.serve.scheduler.git.allow_local.is_empty());
+        let config = resolve_file("[git]\nallow_local = [\"/srv/repos\"]\n").unwrap();
+        assert_eq!(
+            config.serve.scheduler.git.allow_local,
+            vec![PathBuf::from("/srv/repos")]
+        );
+        assert!(config
+            .to_toml(false)
+            .contains("[git]\nallow_local = [\"/srv/repos\"]"));
+        for bad in ["srv/repos", "/srv/../root", "/"] {
+            let err = resolve_file(&format!("[git]\nallow_local = [{bad:?}]\n")).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("config key git.allow_local (from file /c.toml): {bad} is not an absolute directory below / without . or .. components")
+            );
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum AppError {
         /// Which environment and why.
         message: String,
     },
+    /// A task's `git.repository` that may not be cloned here: a transport other than
+    /// https/http/git/ssh, or a local path outside `[git] allow_local` (422).
+    #[error("git.repository: {0}")]
+    RepositoryNotAllowed(String),
     /// A query parameter or path segment is wrong (400).
     #[error("{message}")]
     BadRequest {
@@ -96,6 +100,9 @@ impl AppError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dockerfile")
             }
             Self::EnvironmentConflict { .. } => (StatusCode::CONFLICT, "environment_conflict"),
+            Self::RepositoryNotAllowed(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "repository_not_allowed")
+            }
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

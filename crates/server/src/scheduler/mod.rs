@@ -60,6 +60,8 @@ pub struct SchedulerConfig {
     /// Environments beyond `executors`: defined in requests, or built after the start
     /// (`None`: only the server's own environments, and requests defining one are refused).
     pub environment_port: Option<Arc<dyn crate::environments::EnvironmentPort>>,
+    /// What tasks' `git` may clone, and the sandbox clones run in.
+    pub git: crate::gitdiff::GitConfig,
 }
 
 impl SchedulerConfig {
@@ -84,6 +86,7 @@ impl SchedulerConfig {
             agent_tokens: BTreeMap::new(),
             default_workspace: None,
             environment_port: None,
+            git: crate::gitdiff::GitConfig::default(),
         }
     }
 }
