@@ -635,11 +635,12 @@ fn clone_and_checkout(
     for protocol in REMOTE_PROTOCOLS {
         git = git.with_config(format!("protocol.{protocol}.allow=always"));
     }
+    let mut upload_pack = None;
     if at.local {
-        // An allowed local repository may belong to another user than the clone's.
-        git = git
-            .with_config("protocol.file.allow=always".to_owned())
-            .with_config("safe.directory=*".to_owned());
+        git = git.with_config("protocol.file.allow=always".to_owned());
+        // An allowed local repository may belong to another user than the clone's; git does
+        // not pass `-c` settings on to a local upload-pack.
+        upload_pack = Some("--upload-pack=git -c safe.directory='*' upload-pack");
     }
     let args: Vec<OsString> = [
         "clone",
@@ -649,9 +650,10 @@ fn clone_and_checkout(
         "--template=",
         "--origin",
         "origin",
-        "--",
     ]
     .iter()
+    .chain(&upload_pack)
+    .chain(&["--"])
     .map(OsString::from)
     .chain([OsString::from(&at.url), dest.as_os_str().to_owned()])
     .collect();
