@@ -63,9 +63,26 @@ pub enum RootError {
 
 /// Directories that are never a workspace, with everything inside them.
 const SYSTEM_TREES: &[&str] = &[
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin",
-    "/sys", "/usr", "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/mail",
-    "/var/backups", "/var/run", "/run",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib",
+    "/var/log",
+    "/var/cache",
+    "/var/spool",
+    "/var/mail",
+    "/var/backups",
+    "/var/run",
+    "/run",
 ];
 /// Directories that are never a workspace themselves (what they hold may be).
 const SYSTEM_DIRS: &[&str] = &[
@@ -114,9 +131,9 @@ fn unescape(field: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| {
-            bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b))
-        });
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match octal {
             Some(d) => {
                 let value = d.iter().fold(0u32, |v, b| v * 8 + u32::from(b - b'0'));
@@ -219,7 +236,12 @@ fn walk(
         let Some(parent) = top.dir.as_ref() else {
             return Err(HandoverError::Moved(path_of(root, &frames, None)));
         };
-        let child = match Dir::openat(Some(parent.as_raw_fd()), name.as_c_str(), DIR_FLAGS, Mode::empty()) {
+        let child = match Dir::openat(
+            Some(parent.as_raw_fd()),
+            name.as_c_str(),
+            DIR_FLAGS,
+            Mode::empty(),
+        ) {
             Ok(child) => child,
             // Removed or replaced meanwhile: not followed.
             Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
@@ -284,7 +306,8 @@ fn reopen_parent(frames: &mut [Frame], done: Option<&Frame>) -> Result<(), ()> {
         return Ok(());
     }
     let child = done.dir.as_ref().ok_or(())?;
-    let dir = Dir::openat(Some(child.as_raw_fd()), c"..", DIR_FLAGS, Mode::empty()).map_err(|_| ())?;
+    let dir =
+        Dir::openat(Some(child.as_raw_fd()), c"..", DIR_FLAGS, Mode::empty()).map_err(|_| ())?;
     let stat = fstat(dir.as_raw_fd()).map_err(|_| ())?;
     if (stat.st_dev, stat.st_ino) != (parent.dev, parent.ino) {
         return Err(());
@@ -416,8 +439,22 @@ mod tests {
         let mounts = [p("/"), p("/data")];
         let home = Some(Path::new("/home/ann"));
         for path in [
-            "/", "/etc", "/etc/ssl", "/usr", "/usr/local/x", "/bin", "/lib64", "/boot", "/proc/1",
-            "/sys", "/dev/shm", "/var", "/var/lib/docker", "/tmp", "/home", "/root",
+            "/",
+            "/etc",
+            "/etc/ssl",
+            "/usr",
+            "/usr/local/x",
+            "/bin",
+            "/lib64",
+            "/boot",
+            "/proc/1",
+            "/sys",
+            "/dev/shm",
+            "/var",
+            "/var/lib/docker",
+            "/tmp",
+            "/home",
+            "/root",
         ] {
             assert_eq!(
                 check_workspace_root(Path::new(path), home, &mounts),
@@ -433,8 +470,18 @@ mod tests {
             check_workspace_root(Path::new("/data"), home, &mounts),
             Err(RootError::MountPoint(p("/data")))
         );
-        for path in ["/home/ann/project", "/tmp/ws", "/var/tmp/ws", "/data/ws", "/srv/x"] {
-            assert_eq!(check_workspace_root(Path::new(path), home, &mounts), Ok(()), "{path}");
+        for path in [
+            "/home/ann/project",
+            "/tmp/ws",
+            "/var/tmp/ws",
+            "/data/ws",
+            "/srv/x",
+        ] {
+            assert_eq!(
+                check_workspace_root(Path::new(path), home, &mounts),
+                Ok(()),
+                "{path}"
+            );
         }
     }
 
