@@ -260,6 +260,94 @@ fn only_allowed_local_paths_and_network_transports_are_cloned() {
     }
 }
 
+/// Runs a clone's git commands on the host with `/workspace` mapped to the workspace, and
+/// records what it was asked to run.
+#[derive(Debug, Default)]
+struct Recorder {
+    calls: std::sync::Mutex<Vec<conductor_workspace::SandboxedGit>>,
+}
+
+impl conductor_workspace::GitSandbox for Recorder {
+    fn run(
+        &self,
+        git: &conductor_workspace::SandboxedGit,
+    ) -> Result<conductor_workspace::SandboxedOutput, String> {
+        self.calls.lock().unwrap().push(git.clone());
+        let workspace = git.workspace.to_str().unwrap();
+        let map = |text: &str| match text.strip_prefix("/workspace") {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{workspace}{rest}"),
+            _ => text.to_owned(),
+        };
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(&git.argv[0]);
+        cmd.args(git.argv[1..].iter().map(|arg| map(arg)))
+            .env_clear()
+            .current_dir(&git.workspace);
+        for (name, value) in &git.env {
+            match name.as_str() {
+                "HOME" => cmd.env(name, home.path()),
+                _ => cmd.env(name, map(value)),
+            };
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        Ok(conductor_workspace::SandboxedOutput {
+            exit_code: out.status.code().unwrap_or(128),
+            timed_out: false,
+            stdout: out.stdout,
+            stdout_truncated: false,
+            stderr: out.stderr,
+        })
+    }
+}
+
+#[test]
+fn a_sandboxed_clone_sees_only_the_workspace_and_the_repository_read_only() {
+    let o = origin();
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let options = GitOptions {
+        sandbox: Some(recorder.clone()),
+        ..o.options()
+    };
+    let ws = o.root.join("ws");
+    let checkout = clone_at(repo_arg(&o), Some("v1"), &ws, &options).unwrap();
+    assert_eq!(
+        (checkout.kind, checkout.commit),
+        (RefKind::Tag, o.c1.clone())
+    );
+    assert_eq!(fs::read(ws.join("a.txt")).unwrap(), b"one\n");
+    let calls = recorder.calls.lock().unwrap();
+    let repo = o.repo.canonicalize().unwrap();
+    let has = |argv: &[String], setting: &str| argv.iter().any(|a| a == setting);
+    for call in calls.iter() {
+        assert_eq!(call.workspace, ws);
+        assert_eq!(call.read_only, vec![repo.clone()]);
+        assert_eq!(call.env["HOME"], "/tmp");
+        assert!(
+            has(&call.argv, "core.hooksPath=/dev/null"),
+            "{:?}",
+            call.argv
+        );
+        assert!(has(&call.argv, "protocol.allow=never"), "{:?}", call.argv);
+        let host_path = ws.to_str().unwrap();
+        assert!(
+            !call
+                .argv
+                .iter()
+                .chain(call.env.values())
+                .any(|a| a.contains(host_path)),
+            "the sandbox was given a host path: {call:?}"
+        );
+    }
+    let clone = &calls[0];
+    assert_eq!(
+        &clone.argv[clone.argv.len() - 2..],
+        &[repo.to_str().unwrap().to_owned(), "/workspace".to_owned()]
+    );
+    assert!(has(&clone.argv, "protocol.file.allow=always"));
+    assert!(has(&clone.argv, "--template="));
+    assert!(has(&clone.argv, "--no-local"));
+}
+
 /// Makes the changes an agent might: edit, delete, add (untracked), ignored file, a commit.
 fn change(ws: &Path) {
     write(ws, "a.txt", b"one\ntwo\nthree\n");
