@@ -426,7 +426,7 @@ impl Ownership {
 mod tests {
     #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
 
@@ -547,7 +547,12 @@ mod tests {
         // Made by the sandbox meanwhile.
         std::fs::write(ws.join("a/new"), "n").unwrap();
         std::os::unix::fs::lchown(ws.join("a/new"), Some(4242), Some(4343)).unwrap();
+        std::fs::set_permissions(ws.join("a/new"), std::fs::Permissions::from_mode(0o6755))
+            .unwrap();
         assert_eq!(recorded.restore(&ws, 4242).unwrap(), 7);
+        // A set-id file the sandbox made is not set-id as the owner it is given back to.
+        let mode = std::fs::metadata(ws.join("a/new")).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
         for path in ["", "a", "a/b", "a/b/f", "a/link", "a/new"] {
             assert_eq!(owner(&ws.join(path)), (0, 0), "{path}");
         }
