@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! helper (root in the initial namespaces; writes the id maps, passes the spec on to init, hands
-//!  │      the workspace to the sandbox's root uid while init builds the root, then waits)
+//!  │      the workspace to the sandbox's root uid while init builds the root ([`crate::handover`]:
+//!  │      iterative, never following links, refusing files of several hard links), then waits)
 //!  └─ init: pid 1 of new user/pid/uts/ipc(/net) namespaces; once the spec comes, a new mount
 //!     │     namespace, the root, pivot (a warm one with a [`PrebuiltRoot`] does that before,
 //!     │     and then only attaches the workspace the helper cloned, writes the hostname and
