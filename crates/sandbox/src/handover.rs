@@ -7,7 +7,8 @@
 //! descriptors: upper levels are closed and reopened through `..`, checked to be the same
 //! directory), skips what is already owned, and refuses — before changing it — any file with
 //! more than one hard link: its other names may be outside the workspace (a host file the
-//! sandbox could then write). [`Ownership`] records a tree's owners and puts them back after
+//! sandbox could then write). Mount points inside the tree are left alone, with everything on
+//! them (another filesystem is not the workspace's). [`Ownership`] records a tree's owners and puts them back after
 //! the execution (`conductor exec --workspace`). [`check_workspace_root`] refuses directories
 //! whose hand-over would re-own the system (`/`, `/etc`, `/usr`, a home, a mount point).
 
@@ -20,7 +21,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
+use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 
 /// Why a workspace could not be handed over or back.
@@ -170,6 +171,7 @@ struct Frame {
     name: CString,
     dev: u64,
     ino: u64,
+    mnt_id: u64,
     subdirs: Vec<CString>,
 }
 
@@ -190,7 +192,49 @@ const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY
     .union(OFlag::O_CLOEXEC)
     .union(OFlag::O_RDONLY);
 
-fn is_dir(stat: &FileStat) -> bool {
+/// What the walk needs to know of an entry (`statx`, with the mount it is on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    st_uid: u32,
+    st_gid: u32,
+    st_mode: u32,
+    st_nlink: u64,
+    st_dev: u64,
+    st_ino: u64,
+    /// The mount's id (0 where the kernel does not say).
+    mnt_id: u64,
+}
+
+/// `statx` of `name` in `dir` (`""`: `dir` itself), never following a symlink.
+fn stat_at(dir: i32, name: &CStr) -> Result<Stat, Errno> {
+    let mut flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT;
+    if name.is_empty() {
+        flags |= libc::AT_EMPTY_PATH;
+    }
+    let mask = libc::STATX_BASIC_STATS | libc::STATX_MNT_ID;
+    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `name` is a NUL-terminated string and `buf` a writable statx buffer, both alive
+    // for the call.
+    let rc = unsafe { libc::statx(dir, name.as_ptr(), flags, mask, buf.as_mut_ptr()) };
+    Errno::result(rc)?;
+    // SAFETY: statx succeeded, so it filled the buffer (which was zeroed before anyway).
+    let buf = unsafe { buf.assume_init() };
+    Ok(Stat {
+        st_uid: buf.stx_uid,
+        st_gid: buf.stx_gid,
+        st_mode: u32::from(buf.stx_mode),
+        st_nlink: u64::from(buf.stx_nlink),
+        st_dev: (u64::from(buf.stx_dev_major) << 32) | u64::from(buf.stx_dev_minor),
+        st_ino: buf.stx_ino,
+        mnt_id: if buf.stx_mask & libc::STATX_MNT_ID != 0 {
+            buf.stx_mnt_id
+        } else {
+            0
+        },
+    })
+}
+
+fn is_dir(stat: &Stat) -> bool {
     stat.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
@@ -199,11 +243,11 @@ fn is_dir(stat: &FileStat) -> bool {
 /// entered.
 fn walk(
     root: &Path,
-    visit: &mut dyn FnMut(i32, &CStr, &FileStat) -> Result<(), Refusal>,
+    visit: &mut dyn FnMut(i32, &CStr, &Stat) -> Result<(), Refusal>,
 ) -> Result<(), HandoverError> {
     let sys = |path: PathBuf| move |errno: Errno| HandoverError::Sys { path, errno };
     let dir = Dir::open(root, DIR_FLAGS, Mode::empty()).map_err(sys(root.to_owned()))?;
-    let stat = fstat(dir.as_raw_fd()).map_err(sys(root.to_owned()))?;
+    let stat = stat_at(dir.as_raw_fd(), c"").map_err(sys(root.to_owned()))?;
     let attach = |frames: &[Frame], name: Option<&CStr>, refusal: Refusal| match refusal {
         Refusal::HardLink(links) => HandoverError::HardLink {
             path: path_of(root, frames, name),
@@ -220,6 +264,7 @@ fn walk(
         name: CString::default(),
         dev: stat.st_dev,
         ino: stat.st_ino,
+        mnt_id: stat.mnt_id,
         subdirs: Vec::new(),
     }];
     list(&mut frames, &mut *visit).map_err(|(name, r)| attach(&frames, name.as_deref(), r))?;
@@ -247,12 +292,18 @@ fn walk(
             Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
             Err(errno) => return Err(attach(&frames, Some(&name), errno.into())),
         };
-        let stat = fstat(child.as_raw_fd()).map_err(|e| attach(&frames, Some(&name), e.into()))?;
+        let stat =
+            stat_at(child.as_raw_fd(), c"").map_err(|e| attach(&frames, Some(&name), e.into()))?;
+        if stat.mnt_id != frames[0].mnt_id {
+            // Became a mount point meanwhile: another filesystem's files are not ours.
+            continue;
+        }
         frames.push(Frame {
             dir: Some(child),
             name,
             dev: stat.st_dev,
             ino: stat.st_ino,
+            mnt_id: stat.mnt_id,
             subdirs: Vec::new(),
         });
         if frames.len() > OPEN_DIRS {
@@ -266,8 +317,9 @@ fn walk(
 /// Visits every entry of the last frame's directory and notes its subdirectories.
 fn list(
     frames: &mut [Frame],
-    visit: &mut dyn FnMut(i32, &CStr, &FileStat) -> Result<(), Refusal>,
+    visit: &mut dyn FnMut(i32, &CStr, &Stat) -> Result<(), Refusal>,
 ) -> Result<(), (Option<CString>, Refusal)> {
+    let root_mount = frames.first().map_or(0, |root| root.mnt_id);
     let Some(frame) = frames.last_mut() else {
         return Ok(());
     };
@@ -282,12 +334,17 @@ fn list(
         .filter(|name| name.as_bytes() != b"." && name.as_bytes() != b"..")
         .collect();
     for name in names {
-        let stat = match fstatat(Some(fd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let stat = match stat_at(fd, name.as_c_str()) {
             Ok(stat) => stat,
             // Removed meanwhile.
             Err(Errno::ENOENT) => continue,
             Err(errno) => return Err((Some(name), errno.into())),
         };
+        // A mount point inside the tree (a bind mount of a host directory, say): neither it
+        // nor anything on it is handed over.
+        if stat.mnt_id != root_mount {
+            continue;
+        }
         visit(fd, &name, &stat).map_err(|r| (Some(name.clone()), r))?;
         if is_dir(&stat) {
             frame.subdirs.push(name);
@@ -308,7 +365,7 @@ fn reopen_parent(frames: &mut [Frame], done: Option<&Frame>) -> Result<(), ()> {
     let child = done.dir.as_ref().ok_or(())?;
     let dir =
         Dir::openat(Some(child.as_raw_fd()), c"..", DIR_FLAGS, Mode::empty()).map_err(|_| ())?;
-    let stat = fstat(dir.as_raw_fd()).map_err(|_| ())?;
+    let stat = stat_at(dir.as_raw_fd(), c"").map_err(|_| ())?;
     if (stat.st_dev, stat.st_ino) != (parent.dev, parent.ino) {
         return Err(());
     }
@@ -322,7 +379,7 @@ fn reopen_parent(frames: &mut [Frame], done: Option<&Frame>) -> Result<(), ()> {
 fn chown_entry(
     dir: i32,
     name: &CStr,
-    stat: &FileStat,
+    stat: &Stat,
     (uid, gid): (u32, u32),
     links_ok: bool,
 ) -> Result<bool, Refusal> {
@@ -337,7 +394,7 @@ fn chown_entry(
     };
     // SAFETY: `openat` just returned this descriptor, and nothing else owns it.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let now = fstat(fd.as_raw_fd())?;
+    let now = stat_at(fd.as_raw_fd(), c"")?;
     if !is_dir(&now) && now.st_nlink > 1 && !links_ok {
         return Err(Refusal::HardLink(now.st_nlink));
     }
@@ -559,6 +616,44 @@ mod tests {
         assert_eq!(owner(&ws.join("theirs")), (1001, 1002));
     }
 
+    /// Unmounts (lazily) when dropped, so a failed test leaves no mount behind.
+    struct Mounted(PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    #[test]
+    fn mounts_inside_the_tree_are_left_alone() {
+        if !root() {
+            eprintln!("skipping: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("file"), "host").unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(ws.join("mnt")).unwrap();
+        std::fs::write(ws.join("own"), "own").unwrap();
+        nix::mount::mount(
+            Some(&host),
+            &ws.join("mnt"),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        let _mounted = Mounted(ws.join("mnt"));
+        assert_eq!(hand_over(&ws, 4242, 4343).unwrap(), 2);
+        let owner = |path: &Path| std::fs::symlink_metadata(path).unwrap().uid();
+        assert_eq!(owner(&ws.join("own")), 4242);
+        assert_eq!(owner(&host), 0);
+        assert_eq!(owner(&host.join("file")), 0);
+    }
+
     #[test]
     fn a_ten_thousand_level_tree_is_handed_over_and_back() {
         if !root() {
@@ -585,10 +680,10 @@ mod tests {
         nix::unistd::close(file).unwrap();
         let recorded = Ownership::record(&ws).unwrap();
         assert_eq!(hand_over(&ws, 4242, 4343).unwrap(), 10_002);
-        let leaf = fstatat(Some(fd.as_raw_fd()), "leaf", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+        let leaf = stat_at(fd.as_raw_fd(), c"leaf").unwrap();
         assert_eq!((leaf.st_uid, leaf.st_gid), (4242, 4343));
         assert_eq!(recorded.restore(&ws, 4242).unwrap(), 10_002);
-        let leaf = fstatat(Some(fd.as_raw_fd()), "leaf", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+        let leaf = stat_at(fd.as_raw_fd(), c"leaf").unwrap();
         assert_eq!((leaf.st_uid, leaf.st_gid), (0, 0));
     }
 }
