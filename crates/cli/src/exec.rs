@@ -1,6 +1,12 @@
 //! `conductor exec`: runs one command in a sandbox right here, streams its output live (or
 //! prints the whole result as JSON), and exits with the command's exit code.
+//!
+//! A `--workspace` directory is handed to the sandbox's user for the run and given back its
+//! owners afterwards (`conductor_sandbox::handover`); system directories, the home directory
+//! and mount points are refused, and so is a file with several hard links (its other names
+//! may be outside the workspace).
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use conductor_core::{EventSender, Executor};
+use conductor_sandbox::handover::{check_workspace_root, mount_points, Ownership};
 use conductor_types::{
     parse_duration, Bytes, Cpus, ExecEvent, ExecutionRequest, ExecutionResult, NetworkPolicy,
     OutputStream, ResourceLimits,
@@ -91,6 +98,49 @@ pub fn main(args: ExecArgs) -> ExitCode {
 
 async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let (workspace, _temporary) = workspace(args.workspace.as_deref())?;
+    // A given directory gets its owners back after the run; a temporary one is removed.
+    let owners = match &args.workspace {
+        Some(_) => {
+            let path = workspace.clone();
+            let recorded = tokio::task::spawn_blocking(move || Ownership::record(&path))
+                .await
+                .context("recording the workspace's owners")?
+                .with_context(|| format!("--workspace {}", workspace.display()))?;
+            Some(recorded)
+        }
+        None => None,
+    };
+    let outcome = run(args, workspace.clone()).await;
+    if let Some(recorded) = owners {
+        give_back(recorded, workspace).await;
+    }
+    outcome
+}
+
+/// Puts the workspace's recorded owners back (a warning when that fails: the command's own
+/// outcome still counts).
+async fn give_back(recorded: Ownership, workspace: PathBuf) {
+    let path = workspace.clone();
+    let restored = tokio::task::spawn_blocking(move || {
+        // The root was handed to the sandbox's user, if to anyone.
+        let sandbox = std::fs::symlink_metadata(&path).map(|m| m.uid())?;
+        recorded
+            .restore(&path, sandbox)
+            .map_err(std::io::Error::other)
+    })
+    .await;
+    let error = match restored {
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    eprintln!(
+        "conductor: warning: could not give {} its owners back: {error}",
+        workspace.display()
+    );
+}
+
+async fn run(args: ExecArgs, workspace: PathBuf) -> anyhow::Result<i32> {
     let mut rootfs = args.rootfs.as_deref().map(existing_rootfs).transpose()?;
     let environment = match (&args.environment, args.executor.engine()) {
         (Some(name), _) => Some(crate::env::store()?.find_built(name)?),
@@ -229,6 +279,15 @@ fn workspace(given: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::
             let path = path
                 .canonicalize()
                 .with_context(|| format!("--workspace {}", path.display()))?;
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            let home = home
+                .as_deref()
+                .map(|h| h.canonicalize().unwrap_or(h.to_owned()));
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+                .map(|text| mount_points(&text))
+                .unwrap_or_default();
+            check_workspace_root(&path, home.as_deref(), &mounts)
+                .context("--workspace: refused")?;
             Ok((path, None))
         }
         None => {

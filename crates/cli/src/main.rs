@@ -11,6 +11,7 @@ mod env;
 mod environments;
 mod exec;
 mod executor;
+mod gitbox;
 mod helper;
 mod serve;
 mod sweep;

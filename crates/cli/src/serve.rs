@@ -72,6 +72,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cgroup_parent: cgroups.run_parent(),
         warm_helpers: config.serve.scheduler.agents,
     };
+    // Clones run in a namespace sandbox of their own, or not at all.
+    match crate::gitbox::NamespaceGit::new(cgroups.run_parent(), config.home.join("logs")).await {
+        Ok(sandbox) => config.serve.scheduler.git.sandbox = Some(Arc::new(sandbox)),
+        Err(reason) => tracing::warn!(
+            %reason,
+            "tasks naming a git repository will fail: their clones need the namespace sandbox"
+        ),
+    }
     let (executors, port) = environments::executors(&config, placement).await?;
     // Environments defined in requests, and built after this start, come through the port.
     config.serve.scheduler.environment_port = Some(port);

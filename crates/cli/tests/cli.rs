@@ -285,3 +285,137 @@ fn inherited_descriptors_stay_out_of_the_command() {
         );
     }
 }
+
+/// `conductor exec --executor namespace --workspace WS -- sh -c SCRIPT`, or `None` (a skip)
+/// where the namespace executor cannot hand a workspace over (not root, or no namespaces).
+fn namespace_exec_in(ws: &std::path::Path, script: &str) -> Option<Output> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: only root hands a workspace to the sandbox's user");
+        return None;
+    }
+    let out = conductor(&[
+        "exec",
+        "--executor",
+        "namespace",
+        "--workspace",
+        ws.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let stderr = text(&out.stderr);
+    if out.status.code() == Some(2) && stderr.contains("executor is unavailable") {
+        eprintln!("skipping: this machine cannot run the namespace executor: {stderr}");
+        return None;
+    }
+    Some(out)
+}
+
+fn owner(path: &std::path::Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.uid(), meta.gid())
+}
+
+#[test]
+fn exec_workspace_refuses_a_hard_link_to_a_file_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, "host file\n").unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::hard_link(&outside, ws.join("link")).unwrap();
+    let Some(out) = namespace_exec_in(&ws, "echo pwned > link") else {
+        return;
+    };
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: has 2 hard links",
+            ws.canonicalize().unwrap().join("link").display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host file\n");
+    assert_eq!(owner(&outside), (0, 0));
+    assert_eq!(owner(&ws), (0, 0));
+}
+
+#[test]
+fn exec_workspace_gets_its_owners_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("sub")).unwrap();
+    std::fs::write(ws.join("sub/mine"), "m").unwrap();
+    std::fs::write(ws.join("theirs"), "t").unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::lchown(ws.join("theirs"), Some(1001), Some(1002)).unwrap();
+    }
+    let Some(out) = namespace_exec_in(&ws, "echo x > sub/mine && echo n > new && mkdir d && id -u")
+    else {
+        return;
+    };
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "0\n".to_owned()),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(ws.join("sub/mine")).unwrap(), "x\n");
+    for path in ["", "sub", "sub/mine", "new", "d"] {
+        assert_eq!(owner(&ws.join(path)), (0, 0), "{path}");
+    }
+    assert_eq!(owner(&ws.join("theirs")), (1001, 1002));
+}
+
+#[test]
+fn exec_workspace_refuses_system_directories() {
+    for dir in ["/", "/etc", "/usr/lib", "/proc", "/var"] {
+        let out = conductor(&[
+            "exec",
+            "--executor",
+            "host",
+            "--workspace",
+            dir,
+            "--",
+            "true",
+        ]);
+        assert_eq!(
+            (out.status.code(), text(&out.stderr)),
+            (
+                Some(2),
+                format!("conductor: error: --workspace: refused: {dir}: a system directory cannot be a workspace (its files would be handed to the sandbox): use a directory of your own\n")
+            ),
+            "{dir}"
+        );
+    }
+}
+
+#[test]
+fn exec_workspace_ten_thousand_levels_deep_is_handed_over_and_back() {
+    use std::os::fd::AsRawFd;
+
+    use nix::dir::Dir;
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // Built through descriptors: the path is far past PATH_MAX.
+    let mut fd = Dir::open(&ws, flags, Mode::empty()).unwrap();
+    for _ in 0..10_000 {
+        nix::sys::stat::mkdirat(Some(fd.as_raw_fd()), "d", Mode::from_bits_truncate(0o755))
+            .unwrap();
+        fd = Dir::openat(Some(fd.as_raw_fd()), "d", flags, Mode::empty()).unwrap();
+    }
+    let Some(out) = namespace_exec_in(&ws, "test -d d/d/d") else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let deepest = nix::sys::stat::fstat(fd.as_raw_fd()).unwrap();
+    assert_eq!((deepest.st_uid, deepest.st_gid), (0, 0));
+}

@@ -599,7 +599,20 @@ fn the_cli_manages_workspaces_and_snapshots() {
 #[test]
 fn the_cli_clones_a_repository_into_a_task_and_shows_its_diff() {
     let home = tempfile::tempdir().unwrap();
-    let repo = home.path().join("repo");
+    // Local repositories only where `[git] allow_local` says, readable by the clone's
+    // unprivileged sandbox user.
+    let repos = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        repos.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("[git]\nallow_local = [{:?}]\n", repos.path()),
+    )
+    .unwrap();
+    let repo = repos.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     let git = |args: &[&str]| {
         let out = Command::new("git")

@@ -91,6 +91,9 @@ pub enum PlanError {
     /// A service reference no local service matches, or a service listed twice.
     #[error("{0}")]
     Services(String),
+    /// A read-only path that would cover one of the sandbox's own mounts.
+    #[error("read_only_paths: {0:?} would cover the sandbox's own /, /proc, /dev or /workspace")]
+    ReservedPath(PathBuf),
     /// A rootfs on an executor without its own root filesystem.
     #[error("a rootfs needs a sandbox executor; the host executor runs on the host's filesystem")]
     RootfsOnHost,
@@ -341,6 +344,18 @@ fn sandbox_layout(request: &ExecutionRequest) -> Result<SandboxLayout, PlanError
         size: TMP_SIZE,
         mode: 0o1777,
     });
+    for path in &request.read_only_paths {
+        require_absolute("read_only_paths", path)?;
+        let reserved = ["/proc", "/dev", SANDBOX_WORKSPACE];
+        if path == Path::new("/") || reserved.iter().any(|r| path.starts_with(r)) {
+            return Err(PlanError::ReservedPath(path.clone()));
+        }
+        mounts.push(Mount::ReadOnlyBind {
+            source: path.clone(),
+            target: path.clone(),
+            optional: false,
+        });
+    }
     mounts.push(Mount::ReadWriteBind {
         source: request.workspace.clone(),
         target: SANDBOX_WORKSPACE.into(),
@@ -481,6 +496,41 @@ mod tests {
                 "/etc/nsswitch.conf"
             ]
         );
+    }
+
+    #[test]
+    fn read_only_paths_are_bound_at_their_own_path_before_the_workspace() {
+        let mut req = request(&["true"]);
+        req.read_only_paths = vec![PathBuf::from("/srv/repos/a")];
+        let layout = sandbox_layout(&req).unwrap();
+        let n = layout.mounts.len();
+        assert_eq!(
+            &layout.mounts[n - 2..],
+            &[
+                Mount::ReadOnlyBind {
+                    source: "/srv/repos/a".into(),
+                    target: "/srv/repos/a".into(),
+                    optional: false,
+                },
+                Mount::ReadWriteBind {
+                    source: req.workspace.clone(),
+                    target: SANDBOX_WORKSPACE.into(),
+                },
+            ]
+        );
+        for bad in ["/", "/proc/1", "/workspace", "/dev"] {
+            req.read_only_paths = vec![PathBuf::from(bad)];
+            assert_eq!(
+                sandbox_layout(&req),
+                Err(PlanError::ReservedPath(PathBuf::from(bad))),
+                "{bad}"
+            );
+        }
+        req.read_only_paths = vec![PathBuf::from("repo")];
+        assert!(matches!(
+            sandbox_layout(&req),
+            Err(PlanError::NotAbsolute { .. })
+        ));
     }
 
     #[test]

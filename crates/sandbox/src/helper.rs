@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! helper (root in the initial namespaces; writes the id maps, passes the spec on to init, hands
-//!  │      the workspace to the sandbox's root uid while init builds the root, then waits)
+//!  │      the workspace to the sandbox's root uid while init builds the root ([`crate::handover`]:
+//!  │      iterative, never following links, refusing files of several hard links), then waits)
 //!  └─ init: pid 1 of new user/pid/uts/ipc(/net) namespaces; once the spec comes, a new mount
 //!     │     namespace, the root, pivot (a warm one with a [`PrebuiltRoot`] does that before,
 //!     │     and then only attaches the workspace the helper cloned, writes the hostname and
@@ -37,10 +38,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
-use nix::dir::Dir;
-use nix::fcntl::{AtFlags, OFlag};
 use nix::sched::CpuSet;
-use nix::sys::stat::{fstatat, Mode};
 
 use crate::command::{current_affinity, exec_failure_code, pin_to_cpu, Prepared};
 use crate::fds::{receive_fd, send_fd};
@@ -231,7 +229,8 @@ fn run(channel: &File) -> Result<i32, StageError> {
     // While init builds the sandbox, hand the workspace to the sandbox's root; the byte lets it
     // start the command.
     if let Some(owner) = &spec.workspace_owner {
-        chown_tree(&owner.path, owner.uid).map_err(|e| {
+        // Iterative, never following links, and refusing files linked from elsewhere.
+        crate::handover::hand_over(&owner.path, owner.uid, owner.uid).map_err(|e| {
             fail(StageError::new(
                 format!(
                     "giving the workspace {} to the sandbox's root (uid {})",
@@ -246,63 +245,6 @@ fn run(channel: &File) -> Result<i32, StageError> {
     drop(go_write);
     // Step back: init reports from here on.
     Ok(wait_for(child))
-}
-
-/// `chown -R uid:uid` without following symlinks, skipping what is already owned.
-///
-/// The walk goes from directory descriptor to directory descriptor (`O_NOFOLLOW`, `*at` calls),
-/// never by path: a workspace is writable by sandboxes, and one running in it could otherwise
-/// swap a directory for a symlink between the check and the use and have this (host root)
-/// process chown host files.
-fn chown_tree(path: &Path, uid: u32) -> nix::Result<()> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut dir = Dir::open(path, flags, Mode::empty())?;
-    let meta = nix::sys::stat::fstat(dir.as_raw_fd())?;
-    if meta.st_uid != uid || meta.st_gid != uid {
-        nix::unistd::fchown(
-            dir.as_raw_fd(),
-            Some(Uid::from_raw(uid)),
-            Some(Gid::from_raw(uid)),
-        )?;
-    }
-    chown_entries(&mut dir, uid)
-}
-
-fn chown_entries(dir: &mut Dir, uid: u32) -> nix::Result<()> {
-    let fd = dir.as_raw_fd();
-    let names: Vec<std::ffi::CString> = dir
-        .iter()
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name().to_owned())
-        .filter(|name| name.as_bytes() != b"." && name.as_bytes() != b"..")
-        .collect();
-    for name in names {
-        let meta = match fstatat(Some(fd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(meta) => meta,
-            // Removed meanwhile.
-            Err(Errno::ENOENT) => continue,
-            Err(e) => return Err(e),
-        };
-        if meta.st_uid != uid || meta.st_gid != uid {
-            nix::unistd::fchownat(
-                Some(fd),
-                name.as_c_str(),
-                Some(Uid::from_raw(uid)),
-                Some(Gid::from_raw(uid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )?;
-        }
-        if meta.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-            match Dir::openat(Some(fd), name.as_c_str(), flags, Mode::empty()) {
-                Ok(mut child) => chown_entries(&mut child, uid)?,
-                // Replaced by something else than a directory meanwhile: not followed.
-                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
 }
 
 fn wait_for(child: Pid) -> i32 {

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod cgroup;
 pub mod command;
 pub mod fds;
+pub mod handover;
 pub mod helper;
 pub mod idmap;
 pub mod mounts;

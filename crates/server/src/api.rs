@@ -55,7 +55,7 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
         (status = 403, description = "`environments` given with a token that is not an admin's (their builds run as root)", body = ApiErrorBody),
         (status = 409, description = "`environment_conflict`: an environment defined in `environments` has the name of an existing one with other content", body = ApiErrorBody),
         (status = 413, description = "body over the limit", body = ApiErrorBody),
-        (status = 422, description = "a field is invalid, unknown or not supported yet (the message names it); `invalid_dockerfile`: a Dockerfile in `environments` outside the supported subset (the message names the line)", body = ApiErrorBody)))]
+        (status = 422, description = "a field is invalid, unknown or not supported yet (the message names it); `invalid_dockerfile`: a Dockerfile in `environments` outside the supported subset (the message names the line); `repository_not_allowed`: `git.repository` uses a transport other than https, http, git or ssh, or is a local path outside `[git] allow_local`", body = ApiErrorBody)))]
 pub async fn create_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -74,6 +74,10 @@ pub async fn create_task(
     }
     let validated = validate_request(request, &known)?;
     let mut spec = validated.spec;
+    if let Some(git) = &spec.git {
+        conductor_workspace::check_source(&git.repository, &scheduler.config().git.allow_local)
+            .map_err(|e| AppError::RepositoryNotAllowed(e.to_string()))?;
+    }
     spec.inline_environment = resolved.inline;
     if spec.workspace.is_none() {
         spec.workspace

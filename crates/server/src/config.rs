@@ -82,6 +82,9 @@ pub struct RawConfig {
     /// `[output]`: bounds on an execution's output on disk.
     #[serde(default, skip_serializing_if = "RawOutput::is_empty")]
     pub output: RawOutput,
+    /// `[git]`: what tasks' `git` may clone.
+    #[serde(default, skip_serializing_if = "RawGit::is_empty")]
+    pub git: RawGit,
 }
 
 /// `[workspaces]` in the config file.
@@ -112,6 +115,49 @@ pub struct RawOutput {
 impl RawOutput {
     fn is_empty(&self) -> bool {
         self.spool_limit.is_none()
+    }
+}
+
+/// `[git]` in the config file (not settable from the environment).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGit {
+    /// Directories (absolute) local repositories may be cloned from; none by default, so
+    /// tasks clone URLs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_local: Option<Vec<PathBuf>>,
+}
+
+impl RawGit {
+    fn is_empty(&self) -> bool {
+        self.allow_local.is_none()
+    }
+
+    fn overlay(self, higher: RawGit) -> RawGit {
+        RawGit {
+            allow_local: higher.allow_local.or(self.allow_local),
+        }
+    }
+
+    /// The allowed directories: absolute, without `.` or `..` components.
+    fn resolve(&self) -> Result<Vec<PathBuf>, String> {
+        let dirs = self.allow_local.clone().unwrap_or_default();
+        for dir in &dirs {
+            let normal = dir.is_absolute()
+                && dir.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )
+                });
+            if !normal || dir == Path::new("/") {
+                return Err(format!(
+                    "{} is not an absolute directory below / without . or .. components",
+                    dir.display()
+                ));
+            }
+        }
+        Ok(dirs)
     }
 }
 
@@ -456,6 +502,7 @@ impl RawConfig {
             output: RawOutput {
                 spool_limit: higher.output.spool_limit.or(self.output.spool_limit),
             },
+            git: self.git.overlay(higher.git),
         }
     }
 }
@@ -583,6 +630,11 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         scheduler.default_workspace = Some(name.clone());
     }
     resolve_disk_bounds(&raw, &file_origin, &mut scheduler)?;
+    scheduler.git.allow_local = raw.git.resolve().map_err(|reason| ConfigError::Invalid {
+        key: "git.allow_local",
+        origin: file_origin.clone(),
+        reason,
+    })?;
     serve.scheduler = scheduler;
     if let Some(token) = &raw.admin_token {
         if token.trim().len() < 16 {
@@ -742,6 +794,9 @@ impl Config {
             output: RawOutput {
                 spool_limit: Some(scheduler.spool_limit),
             },
+            git: RawGit {
+                allow_local: Some(scheduler.git.allow_local.clone()),
+            },
         }
     }
 
@@ -860,6 +915,38 @@ mod tests {
         assert!(err.to_string().contains("unknown field `agnets`"), "{err}");
         let err = RawConfig::from_toml(Path::new("/c.toml"), "body_limit = \"-5g\"\n").unwrap_err();
         assert!(err.to_string().contains("is negative"), "{err}");
+    }
+
+    #[test]
+    fn git_allow_local_is_empty_by_default_and_must_be_absolute() {
+        let resolve_file = |text: &str| {
+            let file = RawConfig::from_toml(Path::new("/c.toml"), text).unwrap();
+            resolve(
+                Path::new("/h"),
+                Path::new("/c.toml"),
+                Layers {
+                    file: Some((PathBuf::from("/c.toml"), file)),
+                    ..Layers::default()
+                },
+            )
+        };
+        let config = resolve_file("").unwrap();
+        assert!(config.serve.scheduler.git.allow_local.is_empty());
+        let config = resolve_file("[git]\nallow_local = [\"/srv/repos\"]\n").unwrap();
+        assert_eq!(
+            config.serve.scheduler.git.allow_local,
+            vec![PathBuf::from("/srv/repos")]
+        );
+        assert!(config
+            .to_toml(false)
+            .contains("[git]\nallow_local = [\"/srv/repos\"]"));
+        for bad in ["srv/repos", "/srv/../root", "/"] {
+            let err = resolve_file(&format!("[git]\nallow_local = [{bad:?}]\n")).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("config key git.allow_local (from file /c.toml): {bad} is not an absolute directory below / without . or .. components")
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub enum AppError {
         /// Which limit, what was asked and the maximum.
         error: conductor_core::LimitError,
     },
+    /// A task's `git.repository` that may not be cloned here: a transport other than
+    /// https/http/git/ssh, or a local path outside `[git] allow_local` (422).
+    #[error("git.repository: {0}")]
+    RepositoryNotAllowed(String),
     /// A query parameter or path segment is wrong (400).
     #[error("{message}")]
     BadRequest {
@@ -103,6 +107,9 @@ impl AppError {
             }
             Self::EnvironmentConflict { .. } => (StatusCode::CONFLICT, "environment_conflict"),
             Self::LimitExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+            Self::RepositoryNotAllowed(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "repository_not_allowed")
+            }
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

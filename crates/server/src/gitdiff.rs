@@ -1,22 +1,52 @@
 //! What a task changed in the repository it cloned: the scheduler clones `git.repository` into
-//! the task's fresh workspace before the commands (`conductor_workspace::clone_at`) and, when
+//! the task's fresh workspace before the commands (`conductor_workspace::clone_at`, every git
+//! command in [`GitConfig::sandbox`], never on the host; a local path only under
+//! [`GitConfig::allow_local`], checked at submission too) and, when
 //! the commands are over and before the workspace is removed, records the workspace's diff
 //! against the checked-out commit (`diff_against`, which never runs anything from the
 //! workspace's `.git`) in `<workspace_root>/diffs/<task>.json`; `GET /api/v1/tasks/{id}/diff`
 //! returns it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::extract::State;
 
 use crate::extract::Path as UrlPath;
 use axum::Json;
 use conductor_types::{ApiErrorBody, TaskId};
-use conductor_workspace::{ChangedFile, Checkout, FileChange, GitDiff, RefKind};
+use conductor_workspace::{
+    ChangedFile, Checkout, FileChange, GitDiff, GitOptions, GitSandbox, RefKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::workspaces::blocking;
 use crate::{AppError, AppState};
+
+/// `[git]`: what tasks may clone, and where the clones run.
+#[derive(Debug, Clone, Default)]
+pub struct GitConfig {
+    /// Directories local repositories may be cloned from (`[git] allow_local`; none by
+    /// default).
+    pub allow_local: Vec<PathBuf>,
+    /// The sandbox every git command of a clone runs in; `None` (no sandbox here) fails
+    /// tasks that name a repository rather than clone on the host.
+    pub sandbox: Option<Arc<dyn GitSandbox>>,
+}
+
+impl GitConfig {
+    /// The options of a clone, or why none can run here.
+    pub(crate) fn clone_options(&self) -> Result<GitOptions, String> {
+        let sandbox = self.sandbox.clone().ok_or_else(|| {
+            "git clones run in a namespace sandbox, and none is available on this server (see its log at start)".to_owned()
+        })?;
+        Ok(GitOptions {
+            allow_local: self.allow_local.clone(),
+            sandbox: Some(sandbox),
+            ..GitOptions::default()
+        })
+    }
+}
 
 /// One changed path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -37,7 +37,7 @@ pub use environments::{DefineError, EnvironmentPort, Progress};
 pub use error::AppError;
 pub use events::EventBus;
 pub use files::{FileEntryView, ListingView, UploadView, DEFAULT_UPLOAD_LIMIT};
-pub use gitdiff::{GitFileView, TaskDiffView};
+pub use gitdiff::{GitConfig, GitFileView, TaskDiffView};
 pub use metrics::{Histogram, Metrics};
 pub use scheduler::{Scheduler, SchedulerConfig, WorkspaceReservation, DISK_QUOTA_EXCEEDED};
 pub use serve::{serve, ServeConfig, ServeError, Server, Sweep, DATABASE_FILE, DEFAULT_LISTEN};

@@ -21,6 +21,10 @@ pub struct ExecutionRequest {
     pub workspace: PathBuf,
     /// A root filesystem directory to use instead of the host's system directories.
     pub rootfs: Option<PathBuf>,
+    /// Host directories bound read-only at the same path in the sandbox (a local repository
+    /// a clone reads). Only the namespace executor takes them; the host executor sees the
+    /// host anyway; container executors refuse them.
+    pub read_only_paths: Vec<PathBuf>,
     /// Resource limits.
     pub limits: ResourceLimits,
     /// Network access.
@@ -55,6 +59,7 @@ impl ExecutionRequest {
             env_allowlist: Vec::new(),
             workspace,
             rootfs: None,
+            read_only_paths: Vec::new(),
             limits: ResourceLimits::default(),
             network: NetworkPolicy::None,
             timeout: None,

@@ -21,18 +21,28 @@
 //!
 //! Clones use `--no-local`: a local repository is read through the pack protocol, never
 //! hard-linked, so handing the workspace to the sandbox's user (`lchown`) cannot change the
-//! source repository's files.
+//! source repository's files. Only the repositories [`check_source`] allows are cloned (a
+//! local path only under [`GitOptions::allow_local`], checked again once resolved), with
+//! every transport but https, http, git, ssh (and `file` for an allowed local path) off. With
+//! [`GitOptions::sandbox`] every git command of the clone runs in that sandbox, never on the
+//! host; the server always sets one.
 
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::command::{self, Finished, RunError};
+use crate::gitsource::{
+    check_source, GitSandbox, GitSource, SandboxedGit, SourceError, REMOTE_PROTOCOLS,
+    SANDBOX_WORKSPACE,
+};
 
 /// How git is run.
 #[derive(Debug, Clone)]
@@ -49,6 +59,11 @@ pub struct GitOptions {
     pub scratch_dir: Option<PathBuf>,
     /// Extra environment for git (proxy settings, say); the environment is otherwise empty.
     pub env: Vec<(String, String)>,
+    /// Directories local repositories may be cloned from (default none: URLs only).
+    pub allow_local: Vec<PathBuf>,
+    /// Where a clone's git commands run; `None` runs them on the host, as this process (for
+    /// trusted callers and tests: the server always sets one).
+    pub sandbox: Option<Arc<dyn GitSandbox>>,
 }
 
 impl Default for GitOptions {
@@ -59,6 +74,8 @@ impl Default for GitOptions {
             max_patch_bytes: 16 * 1024 * 1024,
             scratch_dir: None,
             env: Vec::new(),
+            allow_local: Vec::new(),
+            sandbox: None,
         }
     }
 }
@@ -69,6 +86,9 @@ pub enum GitError {
     /// An empty repository argument, one starting with `-`, or with control characters.
     #[error("invalid repository {0:?}: a path or URL, not starting with `-`, without control characters")]
     InvalidRepository(String),
+    /// A transport or a local path that may not be cloned from.
+    #[error(transparent)]
+    Source(#[from] SourceError),
     /// An empty ref, one starting with `-`, or with whitespace or control characters.
     #[error(
         "invalid ref {0:?}: a branch, tag or commit name, not starting with `-`, without spaces"
@@ -225,17 +245,29 @@ const HARDENING: &[&str] = &[
     "core.fsmonitor=false",
     "core.untrackedCache=false",
     "core.symlinks=true",
+    "core.attributesFile=/dev/null",
+    "protocol.allow=never",
     "protocol.ext.allow=never",
     "credential.helper=",
     "submodule.recurse=false",
+    "fetch.recurseSubmodules=false",
 ];
+
+/// Where a [`Git`] runs its commands: a sandbox with the workspace (and a local repository).
+struct Boxed<'a> {
+    sandbox: &'a dyn GitSandbox,
+    workspace: PathBuf,
+    read_only: Vec<PathBuf>,
+}
 
 /// A git invocation: the program, the hardened config and the controlled environment.
 struct Git<'a> {
     options: &'a GitOptions,
     home: PathBuf,
     env: Vec<(&'static str, OsString)>,
+    config: Vec<String>,
     bare_off: bool,
+    boxed: Option<&'a Boxed<'a>>,
 }
 
 impl<'a> Git<'a> {
@@ -244,8 +276,16 @@ impl<'a> Git<'a> {
             options,
             home: home.to_path_buf(),
             env: Vec::new(),
+            config: Vec::new(),
             bare_off: false,
+            boxed: None,
         }
+    }
+
+    /// Runs every command in `boxed` (paths as the sandbox sees them).
+    fn boxed(mut self, boxed: Option<&'a Boxed<'a>>) -> Self {
+        self.boxed = boxed;
+        self
     }
 
     /// Runs against `git_dir` with `work_tree` (`core.bare=false` whatever the repository
@@ -262,8 +302,14 @@ impl<'a> Git<'a> {
         self
     }
 
-    fn command(&self, args: &[&str]) -> Command {
-        let mut env: Vec<(&str, OsString)> = vec![
+    fn with_config(mut self, setting: String) -> Self {
+        self.config.push(setting);
+        self
+    }
+
+    /// The environment (beyond `PATH` and `LC_ALL`) and the arguments after the program.
+    fn parts(&self, args: &[OsString]) -> (Vec<(String, OsString)>, Vec<OsString>) {
+        let mut env: Vec<(String, OsString)> = [
             ("HOME", self.home.clone().into()),
             ("GIT_CONFIG_NOSYSTEM", "1".into()),
             ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
@@ -271,28 +317,44 @@ impl<'a> Git<'a> {
             ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes".into()),
             ("GIT_OPTIONAL_LOCKS", "0".into()),
             ("GIT_ATTR_NOSYSTEM", "1".into()),
-        ];
-        env.extend(self.env.iter().cloned());
-        let mut cmd = command::command(&self.options.program, &env);
+            ("GIT_NO_REPLACE_OBJECTS", "1".into()),
+            ("GIT_PROTOCOL_FROM_USER", "0".into()),
+        ]
+        .into_iter()
+        .map(|(name, value): (&str, OsString)| (name.to_owned(), value))
+        .collect();
+        env.extend(self.env.iter().map(|(n, v)| ((*n).to_owned(), v.clone())));
         for (name, value) in &self.options.env {
-            cmd.env(name, value);
+            env.push((name.clone(), value.into()));
         }
-        for setting in HARDENING {
-            cmd.args(["-c", setting]);
+        let mut argv: Vec<OsString> = Vec::new();
+        let settings = HARDENING.iter().map(|s| (*s).to_owned());
+        for setting in settings.chain(self.config.iter().cloned()) {
+            argv.push("-c".into());
+            argv.push(setting.into());
         }
         if self.bare_off {
-            cmd.args(["-c", "core.bare=false"]);
+            argv.push("-c".into());
+            argv.push("core.bare=false".into());
         }
-        cmd.args(args);
-        cmd
+        argv.extend(args.iter().cloned());
+        (env, argv)
     }
 
-    fn run(
+    /// Runs `git args…` (on the host, or in the sandbox) to its end.
+    fn exec(
         &self,
         name: &'static str,
-        cmd: Command,
+        args: &[OsString],
         stdout_limit: u64,
     ) -> Result<Finished, GitError> {
+        let (env, argv) = self.parts(args);
+        if let Some(boxed) = self.boxed {
+            return self.exec_boxed(boxed, name, env, argv, stdout_limit);
+        }
+        let env: Vec<(&str, OsString)> = env.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let mut cmd = command::command(&self.options.program, &env);
+        cmd.args(argv);
         command::run(cmd, self.options.timeout, stdout_limit).map_err(|e| GitError::Run {
             command: name,
             detail: match e {
@@ -304,23 +366,81 @@ impl<'a> Git<'a> {
         })
     }
 
+    fn exec_boxed(
+        &self,
+        boxed: &Boxed<'_>,
+        name: &'static str,
+        env: Vec<(String, OsString)>,
+        argv: Vec<OsString>,
+        stdout_limit: u64,
+    ) -> Result<Finished, GitError> {
+        let text = |value: OsString| {
+            value.into_string().map_err(|value| GitError::Run {
+                command: name,
+                detail: format!("{value:?} is not UTF-8, which a sandbox's command must be"),
+            })
+        };
+        let mut env_text = std::collections::BTreeMap::new();
+        env_text.insert("PATH".to_owned(), command::SYSTEM_PATH.to_owned());
+        env_text.insert("LC_ALL".to_owned(), "C".to_owned());
+        for (key, value) in env {
+            env_text.insert(key, text(value)?);
+        }
+        let program = text(self.options.program.clone().into_os_string())?;
+        let mut args = vec![program];
+        for arg in argv {
+            args.push(text(arg)?);
+        }
+        let git = SandboxedGit {
+            argv: args,
+            env: env_text,
+            workspace: boxed.workspace.clone(),
+            read_only: boxed.read_only.clone(),
+            timeout: self.options.timeout,
+            stdout_limit,
+        };
+        let out = boxed.sandbox.run(&git).map_err(|detail| GitError::Run {
+            command: name,
+            detail: format!("in its sandbox: {detail}"),
+        })?;
+        if out.timed_out {
+            return Err(GitError::Run {
+                command: name,
+                detail: format!(
+                    "did not finish within {:?} and was killed",
+                    self.options.timeout
+                ),
+            });
+        }
+        Ok(Finished {
+            status: ExitStatus::from_raw((out.exit_code & 0xff) << 8),
+            stdout: out.stdout,
+            stdout_truncated: out.stdout_truncated,
+            stderr: out.stderr,
+        })
+    }
+
     /// Runs and requires success; returns stdout.
     fn ok(&self, name: &'static str, args: &[&str]) -> Result<Vec<u8>, GitError> {
-        let done = self.run(name, self.command(args), 1024 * 1024)?;
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let done = self.exec(name, &args, 1024 * 1024)?;
         Ok(succeeded(name, done)?.stdout)
     }
 
     /// `rev-parse --verify` of `spec^{commit}`: the full id, or `None`.
     fn commit_of(&self, spec: &str) -> Result<Option<String>, GitError> {
         let spec = format!("{spec}^{{commit}}");
-        let cmd = self.command(&[
+        let args: Vec<OsString> = [
             "rev-parse",
             "--verify",
             "--quiet",
             "--end-of-options",
             &spec,
-        ]);
-        let done = self.run("rev-parse", cmd, 4096)?;
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let done = self.exec("rev-parse", &args, 4096)?;
         let id = String::from_utf8_lossy(&done.stdout).trim().to_owned();
         Ok((done.status.success() && is_full_id(&id)).then_some(id))
     }
@@ -378,9 +498,10 @@ fn check_ref(reference: &str) -> Result<(), GitError> {
     Ok(())
 }
 
-/// Clones `repository` (a local path or URL) into `dest` (absent, or an empty directory) and
-/// checks out `reference` — a branch, a tag or a commit id, looked up in that order; `None`
-/// for the repository's default branch. Hooks never run; submodules are not cloned. On any
+/// Clones `repository` (a URL, or a local path under [`GitOptions::allow_local`]) into `dest`
+/// (absent, or an empty directory) and checks out `reference` — a branch, a tag or a commit
+/// id, looked up in that order; `None` for the repository's default branch. Hooks never run;
+/// submodules are not cloned; with [`GitOptions::sandbox`] nothing runs on the host. On any
 /// failure `dest` is left as it was found (absent or empty).
 pub fn clone_at(
     repository: &str,
@@ -392,6 +513,7 @@ pub fn clone_at(
     if let Some(reference) = reference {
         check_ref(reference)?;
     }
+    let source = resolve_source(repository, &options.allow_local)?;
     let existed = match fs::symlink_metadata(dest) {
         Ok(meta) if meta.is_dir() => {
             let mut entries = fs::read_dir(dest).map_err(|source| GitError::Io {
@@ -415,22 +537,123 @@ pub fn clone_at(
         }
     };
     let home = scratch(options, ".conductor-git-home-")?;
-    let result = clone_and_checkout(repository, reference, dest, options, home.path());
+    let result = match &options.sandbox {
+        Some(sandbox) => clone_boxed(repository, &source, reference, dest, options, sandbox),
+        None => {
+            let at = Clone {
+                repository,
+                url: source_url(repository, &source),
+                local: matches!(source, GitSource::Local(_)),
+                dest,
+            };
+            clone_and_checkout(&at, reference, &Git::new(options, home.path()))
+        }
+    };
     if result.is_err() {
         undo_clone(dest, existed);
     }
     result
 }
 
-fn clone_and_checkout(
+/// The repository checked by [`check_source`]; a local one resolved (symlinks followed) and
+/// checked again against the resolved allowed directories.
+fn resolve_source(repository: &str, allow_local: &[PathBuf]) -> Result<GitSource, GitError> {
+    let GitSource::Local(path) = check_source(repository, allow_local)? else {
+        return Ok(GitSource::Remote);
+    };
+    let real = fs::canonicalize(&path).map_err(|e| GitError::NotARepository {
+        repository: repository.to_owned(),
+        stderr: e.to_string(),
+    })?;
+    let allowed: Vec<PathBuf> = allow_local
+        .iter()
+        .filter_map(|dir| fs::canonicalize(dir).ok())
+        .collect();
+    match check_source(&real.to_string_lossy(), &allowed) {
+        Ok(GitSource::Local(real)) => Ok(GitSource::Local(real)),
+        Ok(GitSource::Remote) | Err(_) => Err(GitError::Source(SourceError::NotAllowed {
+            repository: format!("{repository} (resolved to {})", real.display()),
+            allowed: allow_local
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })),
+    }
+}
+
+fn source_url(repository: &str, source: &GitSource) -> String {
+    match source {
+        GitSource::Local(path) => path.to_string_lossy().into_owned(),
+        GitSource::Remote => repository.to_owned(),
+    }
+}
+
+/// A clone's source and destination as git sees them.
+struct Clone<'a> {
+    /// As given (for errors).
+    repository: &'a str,
+    /// What git is given.
+    url: String,
+    /// Whether it is an allowed local path (the `file` transport).
+    local: bool,
+    /// The destination.
+    dest: &'a Path,
+}
+
+/// [`clone_and_checkout`] with every git command in `sandbox`: the workspace (created when
+/// absent) is its `/workspace`, a local repository bound read-only.
+fn clone_boxed(
     repository: &str,
+    source: &GitSource,
     reference: Option<&str>,
     dest: &Path,
     options: &GitOptions,
-    home: &Path,
+    sandbox: &Arc<dyn GitSandbox>,
 ) -> Result<Checkout, GitError> {
-    let git = Git::new(options, home);
-    let mut cmd = git.command(&[
+    fs::create_dir_all(dest).map_err(|source| GitError::Io {
+        op: "create",
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    let boxed = Boxed {
+        sandbox: sandbox.as_ref(),
+        workspace: dest.to_path_buf(),
+        read_only: match source {
+            GitSource::Local(path) => vec![path.clone()],
+            GitSource::Remote => Vec::new(),
+        },
+    };
+    let at = Clone {
+        repository,
+        url: source_url(repository, source),
+        local: matches!(source, GitSource::Local(_)),
+        dest: Path::new(SANDBOX_WORKSPACE),
+    };
+    // The sandbox's own /tmp is the home.
+    let git = Git::new(options, Path::new("/tmp")).boxed(Some(&boxed));
+    clone_and_checkout(&at, reference, &git)
+}
+
+fn clone_and_checkout(
+    at: &Clone<'_>,
+    reference: Option<&str>,
+    base: &Git<'_>,
+) -> Result<Checkout, GitError> {
+    let (repository, dest) = (at.repository, at.dest);
+    let fresh = || Git::new(base.options, &base.home).boxed(base.boxed);
+    let mut git = fresh();
+    for protocol in REMOTE_PROTOCOLS {
+        git = git.with_config(format!("protocol.{protocol}.allow=always"));
+    }
+    let mut upload_pack = None;
+    if at.local {
+        git = git.with_config("protocol.file.allow=always".to_owned());
+        // An allowed local repository may belong to another user than the clone's; git does
+        // not pass `-c` settings on to a local upload-pack.
+        upload_pack = Some("--upload-pack=git -c safe.directory='*' upload-pack");
+    }
+    let args: Vec<OsString> = [
         "clone",
         "--quiet",
         "--no-checkout",
@@ -438,11 +661,14 @@ fn clone_and_checkout(
         "--template=",
         "--origin",
         "origin",
-        "--",
-        repository,
-    ]);
-    cmd.arg(dest);
-    let done = git.run("clone", cmd, 64 * 1024)?;
+    ]
+    .iter()
+    .chain(&upload_pack)
+    .chain(&["--"])
+    .map(OsString::from)
+    .chain([OsString::from(&at.url), dest.as_os_str().to_owned()])
+    .collect();
+    let done = git.exec("clone", &args, 64 * 1024)?;
     if !done.status.success() {
         let stderr = done.stderr_text();
         let not_a_repo = ["does not appear to be a git repository", "does not exist"]
@@ -461,7 +687,16 @@ fn clone_and_checkout(
         });
     }
 
-    let repo = Git::new(options, home).in_repo(&dest.join(".git"), dest);
+    let repo = fresh().in_repo(&dest.join(".git"), dest);
+    check_out(&repo, repository, reference)
+}
+
+/// Resolves `reference` (or the default branch) in the fresh clone and checks it out.
+fn check_out(
+    repo: &Git<'_>,
+    repository: &str,
+    reference: Option<&str>,
+) -> Result<Checkout, GitError> {
     let (name, kind, commit) = match reference {
         None => {
             let head = repo.ok(
@@ -478,7 +713,7 @@ fn clone_and_checkout(
                 })?;
             (name, RefKind::Branch, commit)
         }
-        Some(reference) => resolve(&repo, repository, reference)?,
+        Some(reference) => resolve(repo, repository, reference)?,
     };
     match kind {
         RefKind::Branch => {
@@ -579,9 +814,12 @@ pub fn diff_against(
         source,
     })?;
     let init = Git::new(options, &home);
-    let mut cmd = init.command(&["init", "--quiet", "--bare", "--template="]);
-    cmd.arg(&git_dir);
-    succeeded("init", init.run("init", cmd, 4096)?)?;
+    let args: Vec<OsString> = ["init", "--quiet", "--bare", "--template="]
+        .iter()
+        .map(OsString::from)
+        .chain([git_dir.clone().into_os_string()])
+        .collect();
+    succeeded("init", init.exec("init", &args, 4096)?)?;
     let alternates = git_dir.join("objects/info/alternates");
     let mut line = objects.into_os_string();
     line.push("\n");
@@ -604,7 +842,7 @@ pub fn diff_against(
     git.ok("read-tree", &["read-tree", "--end-of-options", base])?;
     git.ok("add", &["add", "--all", "--", "."])?;
 
-    let diff_args = [
+    let diff_args: Vec<OsString> = [
         "diff",
         "--cached",
         "--no-ext-diff",
@@ -614,10 +852,13 @@ pub fn diff_against(
         "--end-of-options",
         base,
         "--",
-    ];
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
     let done = succeeded(
         "diff",
-        git.run("diff", git.command(&diff_args), options.max_patch_bytes)?,
+        git.exec("diff", &diff_args, options.max_patch_bytes)?,
     )?;
     let patch = String::from_utf8_lossy(&done.stdout).into_owned();
     let truncated = done.stdout_truncated;

@@ -39,6 +39,7 @@ pub mod files;
 mod fsutil;
 mod gc;
 pub mod git;
+pub mod gitsource;
 mod hash;
 mod lock;
 mod manifest;
@@ -68,6 +69,10 @@ pub use gc::GcStats;
 pub use git::{
     clone_at, diff_against, ChangedFile, Checkout, FileChange, GitDiff, GitError, GitOptions,
     RefKind,
+};
+pub use gitsource::{
+    check_source, GitSandbox, GitSource, SandboxedGit, SandboxedOutput, SourceError,
+    SANDBOX_WORKSPACE,
 };
 pub use hash::{Hash, ParseHashError};
 pub use manifest::{

@@ -890,6 +890,12 @@ impl Executor for ContainerExecutor {
                 what: "a rootfs directory (containers run an image: use --environment)".to_owned(),
             });
         }
+        if !request.read_only_paths.is_empty() {
+            return Err(ExecutorError::Unsupported {
+                executor: self.name(),
+                what: "read-only host paths".to_owned(),
+            });
+        }
         let plan = crate::run::plan_request(&request, PlanTarget::Sandbox)?;
         self.run(&request, &plan, events).await
     }
@@ -1013,18 +1019,12 @@ fn rfc3339_nanos(text: &str) -> Option<i128> {
     Some(i128::from(seconds) * 1_000_000_000 + i128::from(nanos))
 }
 
-/// `lchown -R uid:gid`, skipping what is already owned; never follows symlinks.
+/// `lchown -R uid:gid` through descriptors, iteratively, never following symlinks, refusing
+/// files linked from elsewhere (`conductor_sandbox::handover`).
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.uid() != uid || meta.gid() != gid {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    }
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
+    conductor_sandbox::handover::hand_over(path, uid, gid)
+        .map(|_| ())
+        .map_err(io::Error::other)
 }
 
 /// The `nofile` and `nproc` limits of the engine serving `socket` (its pid from
@@ -1229,6 +1229,11 @@ mod tests {
             let meta = std::fs::symlink_metadata(dir.path().join(path)).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (4242, 4343), "{path}");
         }
+        assert_eq!(std::fs::metadata(outside.path()).unwrap().uid(), 0);
+        // A hard link to a file outside: refused, the file left as it was.
+        std::fs::hard_link(outside.path(), dir.path().join("sub/hard")).unwrap();
+        let err = chown_tree(dir.path(), 4242, 4343).unwrap_err();
+        assert!(err.to_string().contains("has 2 hard links"), "{err}");
         assert_eq!(std::fs::metadata(outside.path()).unwrap().uid(), 0);
     }
 }

@@ -71,6 +71,8 @@ pub struct SchedulerConfig {
     /// Where the executors spool (`$CONDUCTOR_HOME/logs`, set by `Server::start`): each
     /// execution's `<spool_dir>/<execution id>` is removed after it, even when it failed.
     pub spool_dir: Option<PathBuf>,
+    /// What tasks' `git` may clone, and the sandbox clones run in.
+    pub git: crate::gitdiff::GitConfig,
 }
 
 impl SchedulerConfig {
@@ -99,6 +101,7 @@ impl SchedulerConfig {
             import_max: Bytes(conductor_workspace::DEFAULT_IMPORT_MAX),
             spool_limit: ExecutionRequest::DEFAULT_SPOOL_LIMIT,
             spool_dir: None,
+            git: crate::gitdiff::GitConfig::default(),
         }
     }
 }

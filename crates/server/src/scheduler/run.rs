@@ -249,17 +249,19 @@ impl Scheduler {
         let checkout = match &spec.git {
             Some(git) => {
                 let (source, dest) = (git.clone(), workspace.clone());
+                let options = self.config.git.clone_options();
                 let cloned = tokio::task::spawn_blocking(move || {
                     clone_at(
                         &source.repository,
                         source.reference.as_deref(),
                         &dest,
-                        &GitOptions::default(),
+                        &options?,
                     )
+                    .map_err(|e| e.to_string())
                 })
                 .await
                 .map_err(|e| e.to_string())
-                .and_then(|cloned| cloned.map_err(|e| e.to_string()));
+                .and_then(|cloned| cloned);
                 match cloned {
                     Ok(checkout) => Some((git.repository.clone(), checkout)),
                     Err(error) => {

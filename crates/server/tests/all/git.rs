@@ -203,8 +203,52 @@ async fn clone_failures_and_bad_git_requests() {
             "{body}"
         );
     }
+    // Only network transports, and local paths under `[git] allow_local` (the test app lists
+    // its directory).
+    let outside = tempfile::tempdir().unwrap();
+    let refused = [
+        (
+            outside.path().display().to_string(),
+            format!(
+                "git.repository: {:?}: local repositories are cloned only from the directories [git] allow_local lists ({})",
+                outside.path().display().to_string(),
+                idle._dir.path().display()
+            ),
+        ),
+        (
+            format!("file://{}/r", idle._dir.path().display()),
+            format!(
+                "git.repository: {:?}: the file transport is not allowed: use an https, http, git or ssh URL",
+                format!("file://{}/r", idle._dir.path().display())
+            ),
+        ),
+        (
+            "ext::sh -c touch% /tmp/pwned".to_owned(),
+            "git.repository: \"ext::sh -c touch% /tmp/pwned\": the ext transport is not allowed: use an https, http, git or ssh URL".to_owned(),
+        ),
+        (
+            format!("{}/../r", idle._dir.path().display()),
+            format!(
+                "git.repository: {:?}: a local repository must be an absolute path without . or .. components",
+                format!("{}/../r", idle._dir.path().display())
+            ),
+        ),
+    ];
+    for (repository, message) in refused {
+        let body = json!({"commands": ["x"], "git": {"repository": repository}}).to_string();
+        let (status, text) = idle.send(Method::POST, "/api/v1/tasks", Some(&body)).await;
+        assert_eq!(
+            (status, error_of(&text)),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ("repository_not_allowed".to_owned(), message)
+            ),
+            "{body}"
+        );
+    }
+    let allowed = format!("{}/r", idle._dir.path().display());
     let queued = idle
-        .submit(r#"{"commands": ["x"], "git": {"repository": "/r"}}"#)
+        .submit(&json!({"commands": ["x"], "git": {"repository": allowed}}).to_string())
         .await;
     let (status, _) = idle
         .send(

@@ -253,6 +253,43 @@ impl Default for Options {
     }
 }
 
+/// Runs a clone's git commands on the host with `/workspace` replaced by the workspace: the
+/// scheduler's side of clones without a sandbox (the real one is tested in the cli crate).
+#[derive(Debug)]
+pub struct HostGit;
+
+impl conductor_workspace::GitSandbox for HostGit {
+    fn run(
+        &self,
+        git: &conductor_workspace::SandboxedGit,
+    ) -> Result<conductor_workspace::SandboxedOutput, String> {
+        let workspace = git.workspace.to_str().unwrap();
+        let map = |text: &str| match text.strip_prefix(conductor_workspace::SANDBOX_WORKSPACE) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{workspace}{rest}"),
+            _ => text.to_owned(),
+        };
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new(&git.argv[0]);
+        cmd.args(git.argv[1..].iter().map(|arg| map(arg)))
+            .env_clear()
+            .current_dir(&git.workspace);
+        for (name, value) in &git.env {
+            match name.as_str() {
+                "HOME" => cmd.env(name, home.path()),
+                _ => cmd.env(name, map(value)),
+            };
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        Ok(conductor_workspace::SandboxedOutput {
+            exit_code: out.status.code().unwrap_or(128),
+            timed_out: false,
+            stdout: out.stdout,
+            stdout_truncated: false,
+            stderr: out.stderr,
+        })
+    }
+}
+
 impl TestApp {
     pub async fn new() -> Self {
         Self::with(Options::default()).await
@@ -277,6 +314,10 @@ impl TestApp {
         if let Some(limits) = options.limits {
             config.limits = limits;
         }
+        config.git = conductor_server::GitConfig {
+            allow_local: vec![dir.path().to_path_buf()],
+            sandbox: Some(Arc::new(HostGit)),
+        };
         if let Some(limit) = options.stored_output_limit {
             config.stored_output_limit = limit;
         }

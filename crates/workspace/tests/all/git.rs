@@ -92,10 +92,20 @@ fn repo_arg(o: &Origin) -> &str {
     o.repo.to_str().unwrap()
 }
 
+impl Origin {
+    /// Options that allow local clones from this origin's temporary directory.
+    fn options(&self) -> GitOptions {
+        GitOptions {
+            allow_local: vec![self.root.clone()],
+            ..GitOptions::default()
+        }
+    }
+}
+
 #[test]
 fn clones_a_branch_a_tag_a_commit_or_the_default_branch() {
     let o = origin();
-    let options = GitOptions::default();
+    let options = o.options();
 
     let ws = o.root.join("ws-branch");
     let checkout = clone_at(repo_arg(&o), Some("feature"), &ws, &options).unwrap();
@@ -161,7 +171,7 @@ fn clones_a_branch_a_tag_a_commit_or_the_default_branch() {
 #[test]
 fn clone_errors_are_clear_and_leave_the_destination_as_found() {
     let o = origin();
-    let options = GitOptions::default();
+    let options = o.options();
 
     let absent = o.root.join("absent");
     let err = clone_at(repo_arg(&o), Some("no-such-ref"), &absent, &options).unwrap_err();
@@ -182,7 +192,8 @@ fn clone_errors_are_clear_and_leave_the_destination_as_found() {
     let err = clone_at(plain.to_str().unwrap(), None, &absent, &options).unwrap_err();
     assert!(matches!(err, GitError::NotARepository { .. }), "{err}");
     assert!(err.to_string().contains("not a git repository"), "{err}");
-    let err = clone_at("/nonexistent/repo", None, &absent, &options).unwrap_err();
+    let nonexistent = o.root.join("nonexistent");
+    let err = clone_at(nonexistent.to_str().unwrap(), None, &absent, &options).unwrap_err();
     assert!(matches!(err, GitError::NotARepository { .. }), "{err}");
     assert!(!absent.exists());
 
@@ -197,7 +208,7 @@ fn clone_errors_are_clear_and_leave_the_destination_as_found() {
 
     let quick = GitOptions {
         timeout: Duration::from_nanos(1),
-        ..GitOptions::default()
+        ..o.options()
     };
     let err = clone_at(repo_arg(&o), None, &absent, &quick).unwrap_err();
     assert!(
@@ -205,6 +216,136 @@ fn clone_errors_are_clear_and_leave_the_destination_as_found() {
         "{err}"
     );
     assert!(!absent.exists());
+}
+
+#[test]
+fn only_allowed_local_paths_and_network_transports_are_cloned() {
+    let o = origin();
+    let absent = o.root.join("absent");
+    let not_allowed = |err: &GitError| {
+        matches!(
+            err,
+            GitError::Source(conductor_workspace::SourceError::NotAllowed { .. })
+        )
+    };
+    // Not listed: refused before git runs.
+    let err = clone_at(repo_arg(&o), None, &absent, &GitOptions::default()).unwrap_err();
+    assert!(not_allowed(&err), "{err}");
+    assert!(err.to_string().contains("[git] allow_local"), "{err}");
+    // Listed, but a symlink in it leads out: refused once resolved.
+    let allowed = o.root.join("allowed");
+    fs::create_dir(&allowed).unwrap();
+    std::os::unix::fs::symlink(&o.repo, allowed.join("escape")).unwrap();
+    let options = GitOptions {
+        allow_local: vec![allowed.clone()],
+        ..GitOptions::default()
+    };
+    let escape = allowed.join("escape");
+    let err = clone_at(escape.to_str().unwrap(), None, &absent, &options).unwrap_err();
+    assert!(not_allowed(&err), "{err}");
+    assert!(!absent.exists());
+    // Transports that read host files or run programs, whatever allow_local says.
+    let file_url = format!("file://{}", o.repo.display());
+    let ext = format!("ext::git upload-pack {}", o.repo.display());
+    for repository in [file_url.as_str(), ext.as_str(), "fd::0"] {
+        let err = clone_at(repository, None, &absent, &o.options()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GitError::Source(conductor_workspace::SourceError::Transport { .. })
+            ),
+            "{repository}: {err}"
+        );
+        assert!(!absent.exists());
+    }
+}
+
+/// Runs a clone's git commands on the host with `/workspace` mapped to the workspace, and
+/// records what it was asked to run.
+#[derive(Debug, Default)]
+struct Recorder {
+    calls: std::sync::Mutex<Vec<conductor_workspace::SandboxedGit>>,
+}
+
+impl conductor_workspace::GitSandbox for Recorder {
+    fn run(
+        &self,
+        git: &conductor_workspace::SandboxedGit,
+    ) -> Result<conductor_workspace::SandboxedOutput, String> {
+        self.calls.lock().unwrap().push(git.clone());
+        let workspace = git.workspace.to_str().unwrap();
+        let map = |text: &str| match text.strip_prefix("/workspace") {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{workspace}{rest}"),
+            _ => text.to_owned(),
+        };
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(&git.argv[0]);
+        cmd.args(git.argv[1..].iter().map(|arg| map(arg)))
+            .env_clear()
+            .current_dir(&git.workspace);
+        for (name, value) in &git.env {
+            match name.as_str() {
+                "HOME" => cmd.env(name, home.path()),
+                _ => cmd.env(name, map(value)),
+            };
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        Ok(conductor_workspace::SandboxedOutput {
+            exit_code: out.status.code().unwrap_or(128),
+            timed_out: false,
+            stdout: out.stdout,
+            stdout_truncated: false,
+            stderr: out.stderr,
+        })
+    }
+}
+
+#[test]
+fn a_sandboxed_clone_sees_only_the_workspace_and_the_repository_read_only() {
+    let o = origin();
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let options = GitOptions {
+        sandbox: Some(recorder.clone()),
+        ..o.options()
+    };
+    let ws = o.root.join("ws");
+    let checkout = clone_at(repo_arg(&o), Some("v1"), &ws, &options).unwrap();
+    assert_eq!(
+        (checkout.kind, checkout.commit),
+        (RefKind::Tag, o.c1.clone())
+    );
+    assert_eq!(fs::read(ws.join("a.txt")).unwrap(), b"one\n");
+    let calls = recorder.calls.lock().unwrap();
+    let repo = o.repo.canonicalize().unwrap();
+    let has = |argv: &[String], setting: &str| argv.iter().any(|a| a == setting);
+    for call in calls.iter() {
+        assert_eq!(call.workspace, ws);
+        assert_eq!(call.read_only, vec![repo.clone()]);
+        assert_eq!(call.env["HOME"], "/tmp");
+        assert!(
+            has(&call.argv, "core.hooksPath=/dev/null"),
+            "{:?}",
+            call.argv
+        );
+        assert!(has(&call.argv, "protocol.allow=never"), "{:?}", call.argv);
+        let host_path = ws.to_str().unwrap();
+        assert!(
+            !call
+                .argv
+                .iter()
+                .chain(call.env.values())
+                .any(|a| a.contains(host_path)),
+            "the sandbox was given a host path: {call:?}"
+        );
+    }
+    let clone = &calls[0];
+    assert_eq!(
+        &clone.argv[clone.argv.len() - 2..],
+        &[repo.to_str().unwrap().to_owned(), "/workspace".to_owned()]
+    );
+    assert!(has(&clone.argv, "protocol.file.allow=always"));
+    assert!(has(&clone.argv, "--template="));
+    assert!(has(&clone.argv, "--no-local"));
 }
 
 /// Makes the changes an agent might: edit, delete, add (untracked), ignored file, a commit.
@@ -219,7 +360,7 @@ fn change(ws: &Path) {
 #[test]
 fn the_diff_has_edits_deletions_and_untracked_files_and_matches_git() {
     let o = origin();
-    let options = GitOptions::default();
+    let options = o.options();
     let ws = o.root.join("ws");
     let checkout = clone_at(repo_arg(&o), Some("main"), &ws, &options).unwrap();
     change(&ws);
@@ -280,6 +421,7 @@ fn the_diff_has_edits_deletions_and_untracked_files_and_matches_git() {
 
     // Bounded.
     let small = GitOptions {
+        allow_local: vec![o.root.clone()],
         max_patch_bytes: 100,
         ..GitOptions::default()
     };
@@ -298,7 +440,7 @@ fn the_diff_has_edits_deletions_and_untracked_files_and_matches_git() {
 #[test]
 fn the_diff_never_runs_what_the_workspace_repository_configures() {
     let o = origin();
-    let options = GitOptions::default();
+    let options = o.options();
     let ws = o.root.join("ws");
     let checkout = clone_at(repo_arg(&o), None, &ws, &options).unwrap();
     let marker = o.root.join("pwned");
@@ -359,7 +501,7 @@ fn the_diff_never_runs_what_the_workspace_repository_configures() {
 #[test]
 fn diff_works_on_a_workspace_owned_by_the_sandbox_user() {
     let o = origin();
-    let options = GitOptions::default();
+    let options = o.options();
     let ws = o.root.join("ws");
     let checkout = clone_at(repo_arg(&o), None, &ws, &options).unwrap();
     write(&ws, "a.txt", b"edited\n");
@@ -388,7 +530,7 @@ fn diff_works_on_a_workspace_owned_by_the_sandbox_user() {
 #[test]
 fn diff_errors_are_clear() {
     let o = origin();
-    let options = GitOptions::default();
+    let options = o.options();
     let ws = o.root.join("ws");
     clone_at(repo_arg(&o), None, &ws, &options).unwrap();
 
