@@ -8,9 +8,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use conductor_types::{parse_duration, Bytes};
+use conductor_types::{parse_duration, Bytes, ParseNetworkError};
 use serde::{Deserialize, Serialize};
 
+use crate::scheduler::DefaultNetwork;
 use crate::{SchedulerConfig, ServeConfig};
 
 /// The config file's name under `$CONDUCTOR_HOME`.
@@ -68,6 +69,10 @@ pub struct RawConfig {
     /// The named workspace tasks run in when they name none (default: a fresh one per task).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_workspace: Option<String>,
+    /// The network of tasks that name none: `none` (default), `localhost`, `full`, `host` or
+    /// `allowlist:HOST,…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_network: Option<String>,
     /// Settings of single environments (`[environments.python-dev]`), over the keys above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<String, RawEnvironment>,
@@ -89,6 +94,9 @@ pub struct RawEnvironment {
     /// Executions each of its warm containers serves, reset in between.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_reuse: Option<u32>,
+    /// The network of its tasks that name none (over the global `default_network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_network: Option<String>,
 }
 
 /// `[environments.NAME]`, parsed: what it sets over the global keys.
@@ -120,6 +128,7 @@ impl EnvironmentOverride {
             fallback: self.fallback.map(|kind| kind.as_str().to_owned()),
             warm_pool: self.warm_pool,
             warm_reuse: self.warm_reuse,
+            default_network: None,
         }
     }
 }
@@ -186,7 +195,7 @@ impl std::str::FromStr for ExecutorKind {
 }
 
 /// Every key, in file order, with whether it is a secret.
-pub const KEYS: [(&str, bool); 16] = [
+pub const KEYS: [(&str, bool); 17] = [
     ("listen", false),
     ("agents", false),
     ("concurrency", false),
@@ -203,6 +212,7 @@ pub const KEYS: [(&str, bool); 16] = [
     ("warm_pool", false),
     ("warm_reuse", false),
     ("default_workspace", false),
+    ("default_network", false),
 ];
 
 /// Where a setting came from.
@@ -352,6 +362,7 @@ impl RawConfig {
             "warm_pool" => self.warm_pool = Some(parse(value)?),
             "warm_reuse" => self.warm_reuse = Some(parse(value)?),
             "default_workspace" => self.default_workspace = Some(value.trim().to_owned()),
+            "default_network" => self.default_network = Some(value.trim().to_owned()),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -375,6 +386,7 @@ impl RawConfig {
             self.warm_pool.is_some(),
             self.warm_reuse.is_some(),
             self.default_workspace.is_some(),
+            self.default_network.is_some(),
         ];
         KEYS.iter()
             .zip(set)
@@ -402,6 +414,7 @@ impl RawConfig {
             warm_pool: higher.warm_pool.or(self.warm_pool),
             warm_reuse: higher.warm_reuse.or(self.warm_reuse),
             default_workspace: higher.default_workspace.or(self.default_workspace),
+            default_network: higher.default_network.or(self.default_network),
             environments: {
                 let mut environments = self.environments;
                 environments.extend(higher.environments);
@@ -533,6 +546,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         }
         scheduler.default_workspace = Some(name.clone());
     }
+    scheduler.default_network = default_networks(&raw, &origins["default_network"], &file_origin)?;
     serve.scheduler = scheduler;
     if let Some(token) = &raw.admin_token {
         if token.trim().len() < 16 {
@@ -577,6 +591,37 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         environments,
         origins,
     })
+}
+
+/// `default_network` and each `[environments.NAME] default_network`, parsed.
+fn default_networks(
+    raw: &RawConfig,
+    origin: &Origin,
+    file_origin: &Origin,
+) -> Result<DefaultNetwork, ConfigError> {
+    let mut networks = DefaultNetwork::default();
+    if let Some(text) = &raw.default_network {
+        networks.all = text
+            .parse()
+            .map_err(|e: ParseNetworkError| ConfigError::Invalid {
+                key: "default_network",
+                origin: origin.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    for (name, environment) in &raw.environments {
+        if let Some(text) = &environment.default_network {
+            let network = text
+                .parse()
+                .map_err(|e: ParseNetworkError| ConfigError::Invalid {
+                    key: "environments",
+                    origin: file_origin.clone(),
+                    reason: format!("[environments.{name}]: default_network: {e}"),
+                })?;
+            networks.environments.insert(name.clone(), network);
+        }
+    }
+    Ok(networks)
 }
 
 /// A fallback executor: a real one, not `auto`.
@@ -626,12 +671,23 @@ impl Config {
             warm_pool: Some(u16::try_from(self.warm_pool).unwrap_or(u16::MAX)),
             warm_reuse: Some(self.warm_reuse),
             default_workspace: scheduler.default_workspace.clone(),
-            environments: self
-                .environments
-                .iter()
-                .map(|(name, own)| (name.clone(), own.to_raw()))
-                .collect(),
+            default_network: Some(scheduler.default_network.all.to_string()),
+            environments: self.raw_environments(),
         }
+    }
+
+    /// `[environments.NAME]` tables: the overrides, and each environment's default network.
+    fn raw_environments(&self) -> BTreeMap<String, RawEnvironment> {
+        let networks = &self.serve.scheduler.default_network.environments;
+        let mut raw: BTreeMap<String, RawEnvironment> = self
+            .environments
+            .iter()
+            .map(|(name, own)| (name.clone(), own.to_raw()))
+            .collect();
+        for (name, network) in networks {
+            raw.entry(name.clone()).or_default().default_network = Some(network.to_string());
+        }
+        raw
     }
 
     /// TOML text of [`Config::to_raw`].

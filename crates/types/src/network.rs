@@ -16,8 +16,12 @@ pub enum NetworkPolicy {
     Localhost,
     /// Only the listed hosts (names or addresses).
     Allowlist(Vec<String>),
-    /// The host's network.
+    /// Outbound internet through a network namespace of its own (NAT): never the host's
+    /// loopback, abstract sockets or addresses, link-local metadata, or other sandboxes.
     Full,
+    /// The host's own network, unisolated: only the host executor gives it (it can enforce
+    /// nothing else); every sandboxing executor refuses it.
+    Host,
 }
 
 impl NetworkPolicy {
@@ -28,6 +32,7 @@ impl NetworkPolicy {
             Self::Localhost => "localhost",
             Self::Allowlist(_) => "allowlist",
             Self::Full => "full",
+            Self::Host => "host",
         }
     }
 }
@@ -43,7 +48,9 @@ impl fmt::Display for NetworkPolicy {
 
 /// A network policy the CLI did not understand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid network {input:?}: expected none, localhost, full or allowlist:HOST[,HOST…]")]
+#[error(
+    "invalid network {input:?}: expected none, localhost, full, host or allowlist:HOST[,HOST…]"
+)]
 pub struct ParseNetworkError {
     /// What was given.
     pub input: String,
@@ -59,7 +66,8 @@ impl FromStr for NetworkPolicy {
         match s.trim() {
             "none" => Ok(Self::None),
             "localhost" => Ok(Self::Localhost),
-            "full" | "host" => Ok(Self::Full),
+            "full" => Ok(Self::Full),
+            "host" => Ok(Self::Host),
             other => {
                 let hosts = other.strip_prefix("allowlist:").ok_or_else(err)?;
                 let hosts: Vec<String> = hosts
@@ -85,6 +93,8 @@ mod tests {
     fn parses_cli_forms() {
         assert_eq!("none".parse(), Ok(NetworkPolicy::None));
         assert_eq!("full".parse(), Ok(NetworkPolicy::Full));
+        // `host` was once an alias of `full`; `full` no longer shares the host's network.
+        assert_eq!("host".parse(), Ok(NetworkPolicy::Host));
         assert_eq!(
             "allowlist:a.example, b.example".parse(),
             Ok(NetworkPolicy::Allowlist(vec![

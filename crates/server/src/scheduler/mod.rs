@@ -20,7 +20,8 @@ use conductor_core::{
     can_retry, dispatch, Candidate, Capacity, Executor, Store, StoreError, Transition,
 };
 use conductor_types::{
-    Agent, AgentState, Bytes, ExecutionId, ExecutionRequest, Task, TaskId, TaskStatus, Timestamp,
+    Agent, AgentState, Bytes, ExecutionId, ExecutionRequest, NetworkPolicy, Task, TaskId,
+    TaskStatus, Timestamp,
 };
 use tokio::sync::{watch, Notify};
 
@@ -57,6 +58,8 @@ pub struct SchedulerConfig {
     pub agent_tokens: BTreeMap<String, String>,
     /// The named workspace of tasks that name none (`None`: a fresh one per task).
     pub default_workspace: Option<String>,
+    /// The network of tasks that name none (config `default_network`; `none` by default).
+    pub default_network: DefaultNetwork,
     /// Environments beyond `executors`: defined in requests, or built after the start
     /// (`None`: only the server's own environments, and requests defining one are refused).
     pub environment_port: Option<Arc<dyn crate::environments::EnvironmentPort>>,
@@ -83,8 +86,29 @@ impl SchedulerConfig {
             memory_budget: None,
             agent_tokens: BTreeMap::new(),
             default_workspace: None,
+            default_network: DefaultNetwork::default(),
             environment_port: None,
         }
+    }
+}
+
+/// The network a task gets when it names none: its environment's, else the server's; `none`
+/// unless configured (`full` is asked for explicitly).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DefaultNetwork {
+    /// The server's (`default_network`).
+    pub all: NetworkPolicy,
+    /// Per environment (`[environments.NAME] default_network`).
+    pub environments: BTreeMap<String, NetworkPolicy>,
+}
+
+impl DefaultNetwork {
+    /// The default network of `environment`'s tasks.
+    pub fn of(&self, environment: &str) -> NetworkPolicy {
+        self.environments
+            .get(environment)
+            .unwrap_or(&self.all)
+            .clone()
     }
 }
 

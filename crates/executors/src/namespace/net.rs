@@ -1,0 +1,743 @@
+//! Network `full` on the namespace executor (as root): outbound through a network namespace of
+//! the sandbox's own, never the host's.
+//!
+//! Each `full` execution gets a veth pair: the host end `cnd<slot>` holds the first address of
+//! a /30 of [`FullNetworkRange`] (10.200.0.0/16 by default), the other end goes into the
+//! sandbox's network namespace (the helper moves it, see
+//! [`conductor_sandbox::spec::SandboxInterface`]) as `eth0` with the second address and a
+//! default route through the host end. The slot is the interface's name, so two executors on
+//! one host (a server and a `conductor exec`) never share one: the kernel refuses the second
+//! `cnd<slot>`.
+//!
+//! Firewall rules, installed once (idempotently) when the executor starts, for every interface
+//! named `cnd+` (the container executors' `full` bridge is one too):
+//!
+//! - `INPUT -i cnd+ -j DROP` (IPv4 and IPv6): nothing on the host is reachable from a sandbox,
+//!   whatever the address (loopback, eth0's, docker0's, the server's own port);
+//! - `FORWARD`: answers back in; nothing between sandboxes, to link-local 169.254.0.0/16, or
+//!   to the container bridges (`docker0`, `br-+`, `podman+`, `cni-podman+`); the rest out;
+//!   no new connection in;
+//! - `nat POSTROUTING`: the range is masqueraded on its way out;
+//! - `net.ipv4.ip_forward = 1`.
+//!
+//! The deciding parts (addresses, names, rules, route overlap, resolver) are pure functions;
+//! [`HostNetwork`] runs `ip` and `iptables`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use conductor_sandbox::spec::SandboxInterface;
+
+/// Prefix of every interface Conductor makes for `full` (veths and container bridges).
+pub const INTERFACE_PREFIX: &str = "cnd";
+/// The container executors' `full` bridge (see `container::network`).
+pub const FULL_BRIDGE: &str = "cnd-full";
+
+const INPUT_CHAIN: &str = "CONDUCTOR-INPUT";
+const FORWARD_CHAIN: &str = "CONDUCTOR-FORWARD";
+const NAT_CHAIN: &str = "CONDUCTOR-POSTROUTING";
+/// Bridges a sandbox must not reach through the host: the container engines'.
+const CONTAINER_BRIDGES: [&str; 4] = ["docker0", "br-+", "podman+", "cni-podman+"];
+/// Link-local addresses, cloud metadata among them.
+const LINK_LOCAL: &str = "169.254.0.0/16";
+/// How many slots one execution may try before giving up.
+const MAX_TRIES: u32 = 64;
+
+/// A failure to set up or give `full`.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A tool is missing.
+    #[error("{tool} was not found in /usr/sbin, /sbin, /usr/bin or /bin: install {package}")]
+    MissingTool {
+        /// The binary.
+        tool: &'static str,
+        /// The Debian package that has it.
+        package: &'static str,
+    },
+    /// A command failed.
+    #[error("{command} failed: {reason}")]
+    Command {
+        /// What was run.
+        command: String,
+        /// Its status and stderr.
+        reason: String,
+    },
+    /// The range overlaps a route of the host.
+    #[error(
+        "the full network range {range} overlaps the host's route {route:?}: configure another private range"
+    )]
+    RangeInUse {
+        /// The configured range.
+        range: FullNetworkRange,
+        /// The route.
+        route: String,
+    },
+    /// Every slot tried was taken.
+    #[error("no free address in the full network range {0} (every slot tried is in use)")]
+    Exhausted(FullNetworkRange),
+    /// The host resolver is on its loopback, which a sandbox cannot reach.
+    #[error(
+        "the host's resolver ({servers}) is on its loopback, which a full sandbox cannot reach by design, and {fallback} has no other: list an upstream nameserver in /etc/resolv.conf"
+    )]
+    LoopbackResolver {
+        /// The nameservers found.
+        servers: String,
+        /// The file tried instead.
+        fallback: &'static str,
+    },
+}
+
+/// The private IPv4 range `full` sandboxes take their /30s from (`10.200.0.0/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullNetworkRange {
+    base: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Default for FullNetworkRange {
+    fn default() -> Self {
+        Self {
+            base: Ipv4Addr::new(10, 200, 0, 0),
+            prefix: 16,
+        }
+    }
+}
+
+impl fmt::Display for FullNetworkRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+impl FromStr for FullNetworkRange {
+    type Err = String;
+
+    /// `A.B.C.D/N` with N from 8 to 28 and no host bits set.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an IPv4 range such as 10.200.0.0/16 (/8 to /28)");
+        let (base, prefix) = s.trim().split_once('/').ok_or_else(bad)?;
+        let base: Ipv4Addr = base.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if !(8..=28).contains(&prefix) || u32::from(base) & !mask(prefix) != 0 {
+            return Err(bad());
+        }
+        Ok(Self { base, prefix })
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+impl FullNetworkRange {
+    /// How many /30s the range holds.
+    pub fn slots(&self) -> u32 {
+        1 << (30 - u32::from(self.prefix))
+    }
+
+    /// The host end's and the sandbox's addresses of `slot`.
+    pub fn addresses(&self, slot: u32) -> (Ipv4Addr, Ipv4Addr) {
+        let network = u32::from(self.base) + 4 * (slot % self.slots());
+        (Ipv4Addr::from(network + 1), Ipv4Addr::from(network + 2))
+    }
+
+    fn contains(&self, address: Ipv4Addr) -> bool {
+        u32::from(address) & mask(self.prefix) == u32::from(self.base)
+    }
+
+    /// Whether the range and `other/prefix` share an address.
+    fn overlaps(&self, other: Ipv4Addr, prefix: u8) -> bool {
+        let shorter = prefix.min(self.prefix);
+        u32::from(other) & mask(shorter) == u32::from(self.base) & mask(shorter)
+    }
+}
+
+/// The host end's name for `slot` (`cnd002a`; the sandbox's end is `cnd002ap` until moved).
+pub fn interface_name(slot: u32) -> String {
+    format!("{INTERFACE_PREFIX}{slot:04x}")
+}
+
+/// The first route in `ip -4 -o route show` output (not one of ours) that overlaps `range`.
+pub fn overlapping_route(range: &FullNetworkRange, routes: &str) -> Option<String> {
+    routes
+        .lines()
+        .filter(|line| !line.contains(&format!(" dev {INTERFACE_PREFIX}")))
+        .find(|line| {
+            let Some(destination) = line.split_whitespace().next() else {
+                return false;
+            };
+            let (address, prefix) = destination.split_once('/').unwrap_or((destination, "32"));
+            match (address.parse::<Ipv4Addr>(), prefix.parse::<u8>()) {
+                (Ok(address), Ok(prefix)) if prefix > 0 => range.overlaps(address, prefix),
+                _ => false,
+            }
+        })
+        .map(|line| line.trim().to_owned())
+}
+
+/// The names of interfaces in `ip -o link show type veth` output that a crashed execution
+/// left: host ends (`cnd1234`) whose other end never left the host.
+pub fn orphaned_interfaces(links: &str) -> Vec<String> {
+    links
+        .lines()
+        .filter_map(|line| {
+            let name = line.split(": ").nth(1)?;
+            let (name, peer) = name.split_once('@')?;
+            let ours = |n: &str| {
+                n.strip_prefix(INTERFACE_PREFIX)
+                    .is_some_and(|slot| slot.len() == 4 && u32::from_str_radix(slot, 16).is_ok())
+            };
+            (ours(name) && peer == format!("{name}p")).then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// The rules of one table's chain, in `iptables -S` form, and where it is jumped to from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRules {
+    /// `filter` or `nat`.
+    pub table: &'static str,
+    /// The built-in chain that jumps to it first.
+    pub from: &'static str,
+    /// The chain.
+    pub chain: &'static str,
+    /// Its rules, as `iptables -S CHAIN` prints them (without `-A CHAIN`).
+    pub rules: Vec<String>,
+}
+
+/// The IPv4 chains for `range` (see the module docs).
+pub fn ipv4_rules(range: &FullNetworkRange) -> Vec<ChainRules> {
+    let interfaces = format!("{INTERFACE_PREFIX}+");
+    let mut forward = vec![
+        format!("-o {interfaces} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
+        format!("-i {interfaces} -o {interfaces} -j DROP"),
+        format!("-d {LINK_LOCAL} -i {interfaces} -j DROP"),
+    ];
+    forward.extend(
+        CONTAINER_BRIDGES
+            .iter()
+            .map(|bridge| format!("-i {interfaces} -o {bridge} -j DROP")),
+    );
+    forward.push(format!("-i {interfaces} -j ACCEPT"));
+    forward.push(format!("-o {interfaces} -j DROP"));
+    vec![
+        ChainRules {
+            table: "filter",
+            from: "INPUT",
+            chain: INPUT_CHAIN,
+            rules: vec![format!("-i {interfaces} -j DROP")],
+        },
+        ChainRules {
+            table: "filter",
+            from: "FORWARD",
+            chain: FORWARD_CHAIN,
+            rules: forward,
+        },
+        ChainRules {
+            table: "nat",
+            from: "POSTROUTING",
+            chain: NAT_CHAIN,
+            rules: vec![format!("-s {range} ! -d {range} -j MASQUERADE")],
+        },
+    ]
+}
+
+/// The IPv6 chains: a sandbox has no IPv6 way out, and none to the host.
+pub fn ipv6_rules() -> Vec<ChainRules> {
+    let interfaces = format!("{INTERFACE_PREFIX}+");
+    vec![
+        ChainRules {
+            table: "filter",
+            from: "INPUT",
+            chain: INPUT_CHAIN,
+            rules: vec![format!("-i {interfaces} -j DROP")],
+        },
+        ChainRules {
+            table: "filter",
+            from: "FORWARD",
+            chain: FORWARD_CHAIN,
+            rules: vec![
+                format!("-i {interfaces} -j DROP"),
+                format!("-o {interfaces} -j DROP"),
+            ],
+        },
+    ]
+}
+
+/// Nameservers of a resolv.conf's text.
+pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Whether a resolv.conf lists a nameserver a sandbox can reach (not the host's loopback).
+pub fn has_usable_nameserver(resolv_conf: &str) -> bool {
+    nameservers(resolv_conf)
+        .iter()
+        .any(|server| !server.is_loopback())
+}
+
+/// Where systemd-resolved lists the upstream servers.
+pub const RESOLVED_UPSTREAMS: &str = "/run/systemd/resolve/resolv.conf";
+
+/// The resolv.conf a `full` sandbox on the host's directories gets: the host's, or when that
+/// points at the host's loopback (systemd-resolved, dnsmasq), the upstream servers'.
+pub fn sandbox_resolv_conf() -> Result<PathBuf, NetError> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if has_usable_nameserver(&host) {
+        return Ok(PathBuf::from("/etc/resolv.conf"));
+    }
+    let upstream = std::fs::read_to_string(RESOLVED_UPSTREAMS).unwrap_or_default();
+    if has_usable_nameserver(&upstream) {
+        return Ok(PathBuf::from(RESOLVED_UPSTREAMS));
+    }
+    Err(NetError::LoopbackResolver {
+        servers: nameservers(&host)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        fallback: RESOLVED_UPSTREAMS,
+    })
+}
+
+/// `full`'s host side: the tools, the range, and the next slot to try.
+#[derive(Debug)]
+pub struct HostNetwork {
+    ip: PathBuf,
+    range: FullNetworkRange,
+    next: AtomicU32,
+}
+
+/// One execution's veth; its host end is deleted when this is dropped (which also removes the
+/// sandbox's end, wherever it is).
+#[derive(Debug)]
+pub struct Veth {
+    ip: PathBuf,
+    name: String,
+    /// What the helper does with the other end.
+    pub interface: SandboxInterface,
+}
+
+impl HostNetwork {
+    /// Finds `ip` and `iptables`, refuses a range the host routes already, removes what a crash
+    /// left, turns forwarding on and installs the rules (see the module docs). Blocking.
+    pub fn setup(range: FullNetworkRange) -> Result<Self, NetError> {
+        let ip = find_tool("ip", "iproute2")?;
+        let iptables = find_tool("iptables", "iptables")?;
+        let routes = run(&ip, &["-4", "-o", "route", "show"])?;
+        if let Some(route) = overlapping_route(&range, &routes) {
+            return Err(NetError::RangeInUse { range, route });
+        }
+        let links = run(&ip, &["-o", "link", "show", "type", "veth"])?;
+        for orphan in orphaned_interfaces(&links) {
+            tracing::info!(interface = %orphan, "removing a veth a crashed execution left");
+            let _ = run(&ip, &["link", "del", &orphan]);
+        }
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1").map_err(|e| NetError::Command {
+            command: "writing /proc/sys/net/ipv4/ip_forward".to_owned(),
+            reason: e.to_string(),
+        })?;
+        install_rules(&iptables, &ipv4_rules(&range))?;
+        let seed = std::process::id().wrapping_mul(2_654_435_761);
+        Ok(Self {
+            ip,
+            range,
+            next: AtomicU32::new(seed),
+        })
+    }
+
+    /// The range in use.
+    pub fn range(&self) -> FullNetworkRange {
+        self.range
+    }
+
+    /// Makes a veth pair on a free slot, the host end addressed and up.
+    pub async fn create(&self) -> Result<Veth, NetError> {
+        for _ in 0..MAX_TRIES.min(self.range.slots()) {
+            let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.range.slots();
+            let name = interface_name(slot);
+            let peer = format!("{name}p");
+            let (gateway, address) = self.range.addresses(slot);
+            let batch = format!(
+                "link add {name} type veth peer name {peer}\n\
+                 link set dev {name} addrgenmode none\n\
+                 addr add {gateway}/30 dev {name}\n\
+                 link set dev {name} up\n"
+            );
+            match run_batch(&self.ip, &batch).await {
+                Ok(()) => {}
+                Err(NetError::Command { reason, .. }) if reason.contains("File exists") => continue,
+                Err(e) => {
+                    let _ = run_async(&self.ip, &["link", "del", &name]).await;
+                    return Err(e);
+                }
+            }
+            let veth = Veth {
+                ip: self.ip.clone(),
+                name: name.clone(),
+                interface: SandboxInterface {
+                    ip_binary: self.ip.clone(),
+                    peer,
+                    address,
+                    prefix: 30,
+                    gateway,
+                },
+            };
+            // No IPv6 on the host end at all (link-local included).
+            let sysctl = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+            if Path::new(&sysctl).exists() {
+                tokio::fs::write(&sysctl, b"1")
+                    .await
+                    .map_err(|e| NetError::Command {
+                        command: format!("writing {sysctl}"),
+                        reason: e.to_string(),
+                    })?;
+            }
+            return Ok(veth);
+        }
+        Err(NetError::Exhausted(self.range))
+    }
+
+    /// Whether `address` is one a `full` sandbox gets.
+    pub fn owns(&self, address: Ipv4Addr) -> bool {
+        self.range.contains(address)
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let (ip, name) = (self.ip.clone(), self.name.clone());
+        let remove = move || {
+            if let Err(e) = run(&ip, &["link", "del", &name]) {
+                tracing::warn!(error = %e, "removing the execution's veth");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(remove);
+            }
+            Err(_) => remove(),
+        }
+    }
+}
+
+/// Installs the filter rules of every `cnd+` interface (IPv4 and IPv6), not the NAT of the
+/// namespace executor's range: what the container executors' `full` bridge needs. Blocking.
+pub fn install_filter_rules() -> Result<(), NetError> {
+    let iptables = find_tool("iptables", "iptables")?;
+    let filter: Vec<ChainRules> = ipv4_rules(&FullNetworkRange::default())
+        .into_iter()
+        .filter(|chain| chain.table == "filter")
+        .collect();
+    install_rules(&iptables, &filter)
+}
+
+/// Installs `ipv4` and the IPv6 rules.
+fn install_rules(iptables: &Path, ipv4: &[ChainRules]) -> Result<(), NetError> {
+    for chain in ipv4 {
+        install(iptables, chain)?;
+    }
+    match find_tool("ip6tables", "iptables") {
+        Ok(ip6tables) => {
+            for chain in ipv6_rules() {
+                install(&ip6tables, &chain)?;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "no IPv6 rules: sandbox veths have IPv6 off"),
+    }
+    Ok(())
+}
+
+fn find_tool(tool: &'static str, package: &'static str) -> Result<PathBuf, NetError> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|path| path.is_file())
+        .ok_or(NetError::MissingTool { tool, package })
+}
+
+/// Creates `chain` in its table (or rewrites it when its rules differ) and makes the built-in
+/// chain jump to it first.
+fn install(iptables: &Path, chain: &ChainRules) -> Result<(), NetError> {
+    let table = ["-w", "-t", chain.table];
+    let with = |args: &[&str]| -> Vec<String> {
+        table.iter().chain(args).map(|s| (*s).to_owned()).collect()
+    };
+    let listed = run_owned(iptables, &with(&["-S", chain.chain]));
+    let expected: Vec<String> = chain
+        .rules
+        .iter()
+        .map(|rule| format!("-A {} {rule}", chain.chain))
+        .collect();
+    let current: Vec<String> = listed
+        .as_deref()
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.starts_with("-A "))
+        .map(str::to_owned)
+        .collect();
+    if listed.is_err() {
+        run_owned(iptables, &with(&["-N", chain.chain]))?;
+    }
+    if current != expected {
+        run_owned(iptables, &with(&["-F", chain.chain]))?;
+        for rule in &chain.rules {
+            let mut args = with(&["-A", chain.chain]);
+            args.extend(rule.split_whitespace().map(str::to_owned));
+            run_owned(iptables, &args)?;
+        }
+    }
+    jump_first(iptables, chain)
+}
+
+/// Makes `chain.from`'s first rule the jump to `chain.chain` (a container engine that started
+/// since may have put its own first), removing any other jump to it.
+fn jump_first(iptables: &Path, chain: &ChainRules) -> Result<(), NetError> {
+    let jump = format!("-A {} -j {}", chain.from, chain.chain);
+    let list = |iptables: &Path| -> Result<Vec<String>, NetError> {
+        Ok(run(iptables, &["-w", "-t", chain.table, "-S", chain.from])?
+            .lines()
+            .filter(|line| line.starts_with("-A "))
+            .map(str::to_owned)
+            .collect())
+    };
+    let rules = list(iptables)?;
+    if rules.first() == Some(&jump) && rules.iter().filter(|r| **r == jump).count() == 1 {
+        return Ok(());
+    }
+    let insert = [
+        "-w",
+        "-t",
+        chain.table,
+        "-I",
+        chain.from,
+        "1",
+        "-j",
+        chain.chain,
+    ];
+    run(iptables, &insert)?;
+    // Rule numbers count from 1; the one just inserted is number 1.
+    let later: Vec<usize> = list(iptables)?
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, rule)| **rule == jump)
+        .map(|(index, _)| index + 1)
+        .collect();
+    for number in later.into_iter().rev() {
+        let number = number.to_string();
+        run(
+            iptables,
+            &["-w", "-t", chain.table, "-D", chain.from, &number],
+        )?;
+    }
+    Ok(())
+}
+
+fn run(program: &Path, args: &[&str]) -> Result<String, NetError> {
+    let owned: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    run_owned(program, &owned)
+}
+
+fn run_owned(program: &Path, args: &[String]) -> Result<String, NetError> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .output()
+        .map_err(|e| command_error(program, args, e.to_string()))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(command_error(
+            program,
+            args,
+            format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        ))
+    }
+}
+
+async fn run_async(program: &Path, args: &[&str]) -> Result<(), NetError> {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .output()
+        .await
+        .map_err(|e| command_error(program, args, e.to_string()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(command_error(
+            program,
+            args,
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+async fn run_batch(ip: &Path, batch: &str) -> Result<(), NetError> {
+    use tokio::io::AsyncWriteExt;
+    let failed = |reason: String| NetError::Command {
+        command: format!(
+            "{} -batch ({})",
+            ip.display(),
+            batch.trim().replace('\n', "; ")
+        ),
+        reason,
+    };
+    let mut child = tokio::process::Command::new(ip)
+        .args(["-batch", "-"])
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(batch.as_bytes())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+fn command_error(program: &Path, args: &[impl AsRef<str>], reason: String) -> NetError {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    NetError::Command {
+        command: format!("{} {}", program.display(), args.join(" ")),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_and_give_a_30_per_slot() {
+        let range: FullNetworkRange = "10.200.0.0/16".parse().unwrap();
+        assert_eq!(range, FullNetworkRange::default());
+        assert_eq!(range.slots(), 16384);
+        assert_eq!(
+            range.addresses(0),
+            (Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 2))
+        );
+        assert_eq!(
+            range.addresses(16383),
+            (
+                Ipv4Addr::new(10, 200, 255, 253),
+                Ipv4Addr::new(10, 200, 255, 254)
+            )
+        );
+        assert_eq!(range.addresses(16384), range.addresses(0));
+        for bad in [
+            "10.200.0.1/16",
+            "10.200.0.0",
+            "10.200.0.0/30",
+            "x/16",
+            "10.0.0.0/4",
+        ] {
+            assert!(bad.parse::<FullNetworkRange>().is_err(), "{bad}");
+        }
+        assert_eq!(interface_name(42), "cnd002a");
+    }
+
+    #[test]
+    fn a_range_the_host_routes_is_refused() {
+        let range = FullNetworkRange::default();
+        let routes = "default via 192.0.2.1 dev eth0\n\
+                      172.17.0.0/16 dev docker0 proto kernel scope link src 172.17.0.1\n\
+                      10.200.0.0/30 dev cnd0000 proto kernel scope link src 10.200.0.1\n";
+        assert_eq!(overlapping_route(&range, routes), None);
+        let clash = format!("{routes}10.0.0.0/8 dev wg0 scope link\n");
+        assert_eq!(
+            overlapping_route(&range, &clash),
+            Some("10.0.0.0/8 dev wg0 scope link".to_owned())
+        );
+        let inside = "10.200.7.0/24 via 192.0.2.9 dev eth0\n";
+        assert!(overlapping_route(&range, inside).is_some());
+    }
+
+    #[test]
+    fn only_veths_that_never_left_the_host_are_orphans() {
+        let links = "7: cnd0001@cnd0001p: <BROADCAST,MULTICAST> mtu 1500\n\
+                     8: cnd0001p@cnd0001: <BROADCAST,MULTICAST> mtu 1500\n\
+                     9: cnd0002@if3: <BROADCAST,MULTICAST,UP> mtu 1500\n\
+                     10: veth12@if2: <BROADCAST> mtu 1500\n\
+                     11: cndzzzz@cndzzzzp: <BROADCAST> mtu 1500\n";
+        assert_eq!(orphaned_interfaces(links), vec!["cnd0001".to_owned()]);
+    }
+
+    #[test]
+    fn rules_drop_the_host_and_neighbours_and_masquerade_the_range() {
+        let rules = ipv4_rules(&FullNetworkRange::default());
+        assert_eq!(
+            rules,
+            vec![
+                ChainRules {
+                    table: "filter",
+                    from: "INPUT",
+                    chain: "CONDUCTOR-INPUT",
+                    rules: vec!["-i cnd+ -j DROP".to_owned()],
+                },
+                ChainRules {
+                    table: "filter",
+                    from: "FORWARD",
+                    chain: "CONDUCTOR-FORWARD",
+                    rules: [
+                        "-o cnd+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                        "-i cnd+ -o cnd+ -j DROP",
+                        "-d 169.254.0.0/16 -i cnd+ -j DROP",
+                        "-i cnd+ -o docker0 -j DROP",
+                        "-i cnd+ -o br-+ -j DROP",
+                        "-i cnd+ -o podman+ -j DROP",
+                        "-i cnd+ -o cni-podman+ -j DROP",
+                        "-i cnd+ -j ACCEPT",
+                        "-o cnd+ -j DROP",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                },
+                ChainRules {
+                    table: "nat",
+                    from: "POSTROUTING",
+                    chain: "CONDUCTOR-POSTROUTING",
+                    rules: vec!["-s 10.200.0.0/16 ! -d 10.200.0.0/16 -j MASQUERADE".to_owned()],
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_loopback_resolver_is_not_usable() {
+        assert!(!has_usable_nameserver(
+            "nameserver 127.0.0.53\noptions edns0\n"
+        ));
+        assert!(!has_usable_nameserver("# nothing\n"));
+        assert!(has_usable_nameserver(
+            "nameserver 127.0.0.53\nnameserver 10.255.255.53\n"
+        ));
+        assert!(!has_usable_nameserver("nameserver ::1\n"));
+    }
+}
