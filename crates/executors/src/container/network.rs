@@ -1,5 +1,5 @@
 //! Network `full` for containers: a bridge network Conductor makes, `conductor-full`, whose
-//! host interface is `cnd-full`, so the namespace executor's rules for every `cnd+` interface
+//! host interface is `cnd-docker` (or `cnd-podman`), so the namespace executor's rules for every `cnd+` interface
 //! hold for it too (see [`crate::namespace::net`]): nothing on the host is reachable from it
 //! (its gateway, docker0's address, the server's port, loopback), nor link-local metadata, nor
 //! the engines' other bridges, nor another container on it (`enable_icc=false` on Docker, and
@@ -12,16 +12,25 @@ use bollard::models::NetworkCreateRequest;
 use conductor_core::ExecutorError;
 
 use super::engine::{Engine, EngineKind};
-use crate::namespace::net::{install_filter_rules, FULL_BRIDGE};
+use crate::namespace::net::install_filter_rules;
 
 /// The network `full` containers join.
 pub const FULL_NETWORK: &str = "conductor-full";
+
+/// The host interface of `engine`'s [`FULL_NETWORK`] (one per engine: two bridges cannot
+/// share a name).
+pub fn bridge_name(engine: EngineKind) -> &'static str {
+    match engine {
+        EngineKind::Docker => "cnd-docker",
+        EngineKind::Podman => "cnd-podman",
+    }
+}
 
 /// The create body of [`FULL_NETWORK`].
 pub fn full_network_body(engine: EngineKind) -> NetworkCreateRequest {
     let mut options = HashMap::from([(
         "com.docker.network.bridge.name".to_owned(),
-        FULL_BRIDGE.to_owned(),
+        bridge_name(engine).to_owned(),
     )]);
     if engine == EngineKind::Docker {
         options.insert(
@@ -62,9 +71,8 @@ pub async fn ensure_full_network(engine: &Engine) -> Result<(), ExecutorError> {
                 .and_then(|options| options.get("com.docker.network.bridge.name"))
                 .cloned();
             let podman_bridge = bridge_interface(engine, FULL_NETWORK).await;
-            if bridge.as_deref() == Some(FULL_BRIDGE)
-                || podman_bridge.as_deref() == Some(FULL_BRIDGE)
-            {
+            let wanted = Some(bridge_name(engine.kind()));
+            if bridge.as_deref() == wanted || podman_bridge.as_deref() == wanted {
                 return Ok(());
             }
             Err(setup(format!(
@@ -124,7 +132,7 @@ mod tests {
             Some(HashMap::from([
                 (
                     "com.docker.network.bridge.name".to_owned(),
-                    "cnd-full".to_owned()
+                    "cnd-docker".to_owned()
                 ),
                 (
                     "com.docker.network.bridge.enable_icc".to_owned(),
@@ -137,7 +145,7 @@ mod tests {
             podman.options,
             Some(HashMap::from([(
                 "com.docker.network.bridge.name".to_owned(),
-                "cnd-full".to_owned()
+                "cnd-podman".to_owned()
             )]))
         );
     }

@@ -12,11 +12,13 @@
 //! Firewall rules, installed once (idempotently) when the executor starts, for every interface
 //! named `cnd+` (the container executors' `full` bridge is one too):
 //!
-//! - `INPUT -i cnd+ -j DROP` (IPv4 and IPv6): nothing on the host is reachable from a sandbox,
-//!   whatever the address (loopback, eth0's, docker0's, the server's own port);
-//! - `FORWARD`: answers back in; nothing between sandboxes, to link-local 169.254.0.0/16, or
-//!   to the container bridges (`docker0`, `br-+`, `podman+`, `cni-podman+`); the rest out;
-//!   no new connection in;
+//! - `INPUT -i cnd+ -j DROP` (`mangle` and `filter`, IPv4 and IPv6): nothing on the host is
+//!   reachable from a sandbox, whatever the address (loopback, eth0's, docker0's, the server's
+//!   own port);
+//! - `mangle FORWARD` drops: nothing between sandboxes, to link-local 169.254.0.0/16, or to the
+//!   container bridges (`docker0`, `br-+`, `podman+`, `cni-podman+`); no new connection in;
+//!   no IPv6 at all. In `mangle` because the engines put their `ACCEPT`s first in `filter`;
+//! - `filter FORWARD`: the rest out, answers back in (Docker makes the policy `DROP`);
 //! - `nat POSTROUTING`: the range is masqueraded on its way out;
 //! - `net.ipv4.ip_forward = 1`.
 //!
@@ -33,8 +35,6 @@ use conductor_sandbox::spec::SandboxInterface;
 
 /// Prefix of every interface Conductor makes for `full` (veths and container bridges).
 pub const INTERFACE_PREFIX: &str = "cnd";
-/// The container executors' `full` bridge (see `container::network`).
-pub const FULL_BRIDGE: &str = "cnd-full";
 
 const INPUT_CHAIN: &str = "CONDUCTOR-INPUT";
 const FORWARD_CHAIN: &str = "CONDUCTOR-FORWARD";
@@ -178,21 +178,43 @@ pub fn overlapping_route(range: &FullNetworkRange, routes: &str) -> Option<Strin
         .map(|line| line.trim().to_owned())
 }
 
-/// The names of interfaces in `ip -o link show type veth` output that a crashed execution
-/// left: host ends (`cnd1234`) whose other end never left the host.
-pub fn orphaned_interfaces(links: &str) -> Vec<String> {
+/// The alias a host end carries: the process that made it.
+fn owner_alias(pid: u32) -> String {
+    format!("conductor:{pid}")
+}
+
+/// The names of interfaces in `ip -o link show type veth` output that a crashed process left:
+/// host ends (`cnd1234`) whose alias names a process `alive` says is gone, or without an alias
+/// whose other end never left the host. Another live executor's are left alone.
+pub fn orphaned_interfaces(links: &str, alive: impl Fn(u32) -> bool) -> Vec<String> {
     links
         .lines()
         .filter_map(|line| {
             let name = line.split(": ").nth(1)?;
             let (name, peer) = name.split_once('@')?;
-            let ours = |n: &str| {
-                n.strip_prefix(INTERFACE_PREFIX)
-                    .is_some_and(|slot| slot.len() == 4 && u32::from_str_radix(slot, 16).is_ok())
+            let ours = name
+                .strip_prefix(INTERFACE_PREFIX)
+                .is_some_and(|slot| slot.len() == 4 && u32::from_str_radix(slot, 16).is_ok());
+            if !ours {
+                return None;
+            }
+            let owner = line
+                .split("alias conductor:")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            let orphan = match owner {
+                Some(pid) => !alive(pid),
+                None => peer == format!("{name}p"),
             };
-            (ours(name) && peer == format!("{name}p")).then(|| name.to_owned())
+            orphan.then(|| name.to_owned())
         })
         .collect()
+}
+
+/// Whether process `pid` exists.
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The rules of one table's chain, in `iptables -S` form, and where it is jumped to from.
@@ -208,33 +230,41 @@ pub struct ChainRules {
     pub rules: Vec<String>,
 }
 
-/// The IPv4 chains for `range` (see the module docs).
+/// The IPv4 chains for `range` (see the module docs). The drops are in the `mangle` table,
+/// which the engines leave alone: Docker and CNI put their own `ACCEPT`s first in `filter`'s
+/// `FORWARD`, whatever we did before, and a drop there could come too late.
 pub fn ipv4_rules(range: &FullNetworkRange) -> Vec<ChainRules> {
     let interfaces = format!("{INTERFACE_PREFIX}+");
-    let mut forward = vec![
-        format!("-o {interfaces} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
+    let mut drops = vec![
         format!("-i {interfaces} -o {interfaces} -j DROP"),
         format!("-d {LINK_LOCAL} -i {interfaces} -j DROP"),
     ];
-    forward.extend(
+    drops.extend(
         CONTAINER_BRIDGES
             .iter()
             .map(|bridge| format!("-i {interfaces} -o {bridge} -j DROP")),
     );
-    forward.push(format!("-i {interfaces} -j ACCEPT"));
-    forward.push(format!("-o {interfaces} -j DROP"));
+    drops.push(format!(
+        "-o {interfaces} -m conntrack --ctstate NEW -j DROP"
+    ));
     vec![
+        input_drop("mangle"),
         ChainRules {
-            table: "filter",
-            from: "INPUT",
-            chain: INPUT_CHAIN,
-            rules: vec![format!("-i {interfaces} -j DROP")],
+            table: "mangle",
+            from: "FORWARD",
+            chain: FORWARD_CHAIN,
+            rules: drops,
         },
+        input_drop("filter"),
+        // Docker makes `FORWARD`'s policy `DROP`: what the drops let through is accepted.
         ChainRules {
             table: "filter",
             from: "FORWARD",
             chain: FORWARD_CHAIN,
-            rules: forward,
+            rules: vec![
+                format!("-o {interfaces} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
+                format!("-i {interfaces} -j ACCEPT"),
+            ],
         },
         ChainRules {
             table: "nat",
@@ -245,18 +275,23 @@ pub fn ipv4_rules(range: &FullNetworkRange) -> Vec<ChainRules> {
     ]
 }
 
+/// Nothing from a sandbox is delivered to the host, in `table`'s `INPUT`.
+fn input_drop(table: &'static str) -> ChainRules {
+    ChainRules {
+        table,
+        from: "INPUT",
+        chain: INPUT_CHAIN,
+        rules: vec![format!("-i {INTERFACE_PREFIX}+ -j DROP")],
+    }
+}
+
 /// The IPv6 chains: a sandbox has no IPv6 way out, and none to the host.
 pub fn ipv6_rules() -> Vec<ChainRules> {
     let interfaces = format!("{INTERFACE_PREFIX}+");
     vec![
+        input_drop("mangle"),
         ChainRules {
-            table: "filter",
-            from: "INPUT",
-            chain: INPUT_CHAIN,
-            rules: vec![format!("-i {interfaces} -j DROP")],
-        },
-        ChainRules {
-            table: "filter",
+            table: "mangle",
             from: "FORWARD",
             chain: FORWARD_CHAIN,
             rules: vec![
@@ -336,7 +371,7 @@ impl HostNetwork {
             return Err(NetError::RangeInUse { range, route });
         }
         let links = run(&ip, &["-o", "link", "show", "type", "veth"])?;
-        for orphan in orphaned_interfaces(&links) {
+        for orphan in orphaned_interfaces(&links, process_alive) {
             tracing::info!(interface = %orphan, "removing a veth a crashed execution left");
             let _ = run(&ip, &["link", "del", &orphan]);
         }
@@ -365,8 +400,10 @@ impl HostNetwork {
             let name = interface_name(slot);
             let peer = format!("{name}p");
             let (gateway, address) = self.range.addresses(slot);
+            let alias = owner_alias(std::process::id());
             let batch = format!(
                 "link add {name} type veth peer name {peer}\n\
+                 link set dev {name} alias {alias}\n\
                  link set dev {name} addrgenmode none\n\
                  addr add {gateway}/30 dev {name}\n\
                  link set dev {name} up\n"
@@ -434,13 +471,15 @@ pub fn install_filter_rules() -> Result<(), NetError> {
     let iptables = find_tool("iptables", "iptables")?;
     let filter: Vec<ChainRules> = ipv4_rules(&FullNetworkRange::default())
         .into_iter()
-        .filter(|chain| chain.table == "filter")
+        .filter(|chain| chain.table != "nat")
         .collect();
     install_rules(&iptables, &filter)
 }
 
-/// Installs `ipv4` and the IPv6 rules.
+/// Installs `ipv4` and the IPv6 rules, one process at a time (a server and a `conductor exec`
+/// starting together would otherwise both rewrite a chain).
 fn install_rules(iptables: &Path, ipv4: &[ChainRules]) -> Result<(), NetError> {
+    let _lock = lock_rules()?;
     for chain in ipv4 {
         install(iptables, chain)?;
     }
@@ -453,6 +492,23 @@ fn install_rules(iptables: &Path, ipv4: &[ChainRules]) -> Result<(), NetError> {
         Err(e) => tracing::warn!(error = %e, "no IPv6 rules: sandbox veths have IPv6 off"),
     }
     Ok(())
+}
+
+/// An exclusive lock on `/run/conductor-firewall.lock`, held while rules are installed.
+fn lock_rules() -> Result<nix::fcntl::Flock<std::fs::File>, NetError> {
+    let path = Path::new("/run").join("conductor-firewall.lock");
+    let failed = |reason: String| NetError::Command {
+        command: format!("locking {}", path.display()),
+        reason,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| failed(e.to_string()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| failed(e.to_string()))
 }
 
 fn find_tool(tool: &'static str, package: &'static str) -> Result<PathBuf, NetError> {
@@ -680,41 +736,59 @@ mod tests {
     }
 
     #[test]
-    fn only_veths_that_never_left_the_host_are_orphans() {
+    fn only_veths_of_dead_processes_are_orphans() {
         let links = "7: cnd0001@cnd0001p: <BROADCAST,MULTICAST> mtu 1500\n\
                      8: cnd0001p@cnd0001: <BROADCAST,MULTICAST> mtu 1500\n\
-                     9: cnd0002@if3: <BROADCAST,MULTICAST,UP> mtu 1500\n\
-                     10: veth12@if2: <BROADCAST> mtu 1500\n\
-                     11: cndzzzz@cndzzzzp: <BROADCAST> mtu 1500\n";
-        assert_eq!(orphaned_interfaces(links), vec!["cnd0001".to_owned()]);
+                     9: cnd0002@if3: <UP> mtu 1500\\    link/ether 2e:fd\\    alias conductor:41\n\
+                     10: cnd0003@if5: <UP> mtu 1500\\    link/ether 2e:fd\\    alias conductor:77\n\
+                     11: cnd0004@cnd0004p: <UP> mtu 1500\\    alias conductor:77\n\
+                     12: cnd0005@if9: <UP> mtu 1500\n\
+                     13: veth12@if2: <BROADCAST> mtu 1500\\    alias conductor:41\n\
+                     14: cndzzzz@cndzzzzp: <BROADCAST> mtu 1500\n";
+        let alive = |pid| pid == 77;
+        assert_eq!(
+            orphaned_interfaces(links, alive),
+            vec!["cnd0001".to_owned(), "cnd0002".to_owned()]
+        );
     }
 
     #[test]
     fn rules_drop_the_host_and_neighbours_and_masquerade_the_range() {
         let rules = ipv4_rules(&FullNetworkRange::default());
+        let input = |table| ChainRules {
+            table,
+            from: "INPUT",
+            chain: "CONDUCTOR-INPUT",
+            rules: vec!["-i cnd+ -j DROP".to_owned()],
+        };
         assert_eq!(
             rules,
             vec![
+                input("mangle"),
                 ChainRules {
-                    table: "filter",
-                    from: "INPUT",
-                    chain: "CONDUCTOR-INPUT",
-                    rules: vec!["-i cnd+ -j DROP".to_owned()],
-                },
-                ChainRules {
-                    table: "filter",
+                    table: "mangle",
                     from: "FORWARD",
                     chain: "CONDUCTOR-FORWARD",
                     rules: [
-                        "-o cnd+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
                         "-i cnd+ -o cnd+ -j DROP",
                         "-d 169.254.0.0/16 -i cnd+ -j DROP",
                         "-i cnd+ -o docker0 -j DROP",
                         "-i cnd+ -o br-+ -j DROP",
                         "-i cnd+ -o podman+ -j DROP",
                         "-i cnd+ -o cni-podman+ -j DROP",
+                        "-o cnd+ -m conntrack --ctstate NEW -j DROP",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                },
+                input("filter"),
+                ChainRules {
+                    table: "filter",
+                    from: "FORWARD",
+                    chain: "CONDUCTOR-FORWARD",
+                    rules: [
+                        "-o cnd+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
                         "-i cnd+ -j ACCEPT",
-                        "-o cnd+ -j DROP",
                     ]
                     .map(str::to_owned)
                     .to_vec(),
