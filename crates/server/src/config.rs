@@ -722,6 +722,8 @@ impl Config {
 mod tests {
     use std::time::Duration;
 
+    use conductor_types::NetworkPolicy;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -838,6 +840,65 @@ mod tests {
         );
         let err = resolve_env(&[("CONDUCTOR_FALLBACK", "auto")]).unwrap_err();
         assert!(err.to_string().contains("cannot be a fallback"), "{err}");
+    }
+
+    #[test]
+    fn the_default_network_is_none_and_configurable_per_environment() {
+        let defaults = resolve(Path::new("/h"), Path::new("/c.toml"), Layers::default()).unwrap();
+        assert_eq!(
+            defaults.serve.scheduler.default_network,
+            DefaultNetwork::default()
+        );
+        assert_eq!(
+            defaults.serve.scheduler.default_network.of("host"),
+            NetworkPolicy::None
+        );
+
+        let text = "default_network = \"full\"\n[environments.host]\ndefault_network = \"host\"\n\
+                    [environments.web]\ndefault_network = \"allowlist:a.example,b.example\"\n";
+        let file = RawConfig::from_toml(Path::new("/c.toml"), text).unwrap();
+        let config = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            Layers {
+                file: Some((PathBuf::from("/c.toml"), file)),
+                ..Layers::default()
+            },
+        )
+        .unwrap();
+        let networks = &config.serve.scheduler.default_network;
+        assert_eq!(networks.of("host"), NetworkPolicy::Host);
+        assert_eq!(
+            networks.of("web"),
+            NetworkPolicy::Allowlist(vec!["a.example".into(), "b.example".into()])
+        );
+        assert_eq!(networks.of("python-dev"), NetworkPolicy::Full);
+        let again = RawConfig::from_toml(Path::new("/x"), &config.to_toml(true)).unwrap();
+        assert_eq!(again, config.to_raw(true));
+
+        let (env, names) =
+            RawConfig::from_env(&env(&[("CONDUCTOR_DEFAULT_NETWORK", "internet")]), no_files)
+                .unwrap();
+        let err = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            Layers {
+                env: (env, names),
+                ..Layers::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            ConfigError::Invalid {
+                key: "default_network",
+                origin: Origin::Env("CONDUCTOR_DEFAULT_NETWORK".into()),
+                reason: "invalid network \"internet\": expected none, localhost, full, host or \
+                         allowlist:HOST[,HOST…]"
+                    .into(),
+            }
+            .to_string()
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use conductor_core::{EventSender, Executor, ExecutorError, Store};
 use conductor_server::{app, AppState, EventBus, Scheduler, SchedulerConfig};
 use conductor_store::SqliteStore;
 use conductor_types::{
-    ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutorCapabilities,
+    Capability, ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutorCapabilities,
     IsolationLevel, OutputStream, Task, TaskId, TaskStatus,
 };
 use http_body_util::BodyExt;
@@ -52,7 +52,13 @@ impl Executor for FakeExecutor {
         ExecutorCapabilities {
             isolation_level: IsolationLevel::None,
             platform: "test".into(),
-            supported: BTreeSet::new(),
+            // It runs nothing real: every network policy but localhost and allowlist is
+            // "given", so tasks without one (network none) run and a refusal stays testable.
+            supported: BTreeSet::from([
+                Capability::NetworkNone,
+                Capability::NetworkFull,
+                Capability::NetworkHost,
+            ]),
         }
     }
 
@@ -208,6 +214,8 @@ pub struct Options {
     pub environment_port: Option<Arc<dyn conductor_server::EnvironmentPort>>,
     /// How often the loop reads the queue unprompted.
     pub poll_interval: Duration,
+    /// The network of tasks that name none.
+    pub default_network: conductor_server::DefaultNetwork,
 }
 
 impl Default for Options {
@@ -221,6 +229,7 @@ impl Default for Options {
             disk_quotas: false,
             environment_port: None,
             poll_interval: Duration::from_millis(50),
+            default_network: conductor_server::DefaultNetwork::default(),
         }
     }
 }
@@ -246,6 +255,7 @@ impl TestApp {
         config.poll_interval = options.poll_interval;
         config.disk_quotas = options.disk_quotas;
         config.environment_port = options.environment_port;
+        config.default_network = options.default_network;
         if let Some(limit) = options.stored_output_limit {
             config.stored_output_limit = limit;
         }
