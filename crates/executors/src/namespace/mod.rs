@@ -583,6 +583,12 @@ impl Executor for NamespaceExecutor {
                 ),
             });
         }
+        if let (NetworkPolicy::Full, Err(reason)) = (&request.network, &self.network) {
+            return Err(ExecutorError::Unsupported {
+                executor: NAME,
+                what: format!("network policy full here ({reason})"),
+            });
+        }
         check_supported(&request, NAME, &self.capabilities())?;
         let plan = self.plan(&request)?;
         self.run(&request, &plan, events).await
@@ -727,5 +733,22 @@ fn full_network(is_root: bool, range: FullNetworkRange) -> Result<FullNetwork, S
             tracing::warn!(error = %e, "the namespace executor cannot give network full");
             Err(e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rootless, a user-mode stack (slirp4netns, pasta) would still reach the host's own
+    /// addresses: `full` is refused with the reason rather than given half-way.
+    #[test]
+    fn rootless_full_is_refused_with_the_reason() {
+        let refused = full_network(false, FullNetworkRange::default()).unwrap_err();
+        assert_eq!(
+            refused,
+            "network full needs root (a veth and NAT on the host); rootless, a user-mode stack \
+             could not keep the host's own addresses out"
+        );
     }
 }
