@@ -117,10 +117,13 @@ pub struct NamespaceExecutor {
     network: Result<FullNetwork, String>,
 }
 
-/// What `full` executions need.
+/// What `full` executions need. The host side (rules, sweep) is set up by `warmup()` or the
+/// first `full` execution, not at creation: a `conductor exec` of another policy never touches
+/// the firewall.
 #[derive(Debug)]
 struct FullNetwork {
-    host: HostNetwork,
+    range: FullNetworkRange,
+    host: tokio::sync::OnceCell<Result<HostNetwork, String>>,
     /// The host's resolv.conf, or the upstream servers' when that points at its loopback.
     resolv_conf: Result<PathBuf, String>,
 }
@@ -193,7 +196,35 @@ impl NamespaceExecutor {
 
     /// Why `full` cannot be given here, when it cannot.
     pub fn full_network_unavailable(&self) -> Option<&str> {
-        self.network.as_ref().err().map(String::as_str)
+        match &self.network {
+            Err(reason) => Some(reason),
+            Ok(network) => match network.host.get() {
+                Some(Err(reason)) => Some(reason),
+                _ => None,
+            },
+        }
+    }
+
+    /// `full`'s host side, set up on first use (on the blocking pool).
+    async fn host_network(&self) -> Result<&HostNetwork, String> {
+        let network = self.network.as_ref().map_err(Clone::clone)?;
+        let range = network.range;
+        network
+            .host
+            .get_or_init(|| async move {
+                let setup = tokio::task::spawn_blocking(move || HostNetwork::setup(range)).await;
+                match setup {
+                    Ok(Ok(host)) => Ok(host),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the namespace executor cannot give network full");
+                        Err(e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The sandbox plan of `request`; a `full` one on the host's directories gets a resolver
@@ -377,21 +408,25 @@ impl NamespaceExecutor {
         })?;
         // `full`: a veth whose other end the helper moves into the sandbox; removed when this
         // execution ends, however it ends.
-        let veth = match (&plan.network, &self.network) {
-            (NetworkPolicy::Full, Ok(network)) => match network.host.create().await {
-                Ok(veth) => Some(veth),
-                Err(e) => {
-                    drop(channel);
-                    child.kill();
-                    let _ = child.wait().await;
-                    let _ = output.finish(OUTPUT_GRACE).await;
-                    return Err(ExecutorError::Setup {
-                        stage: "giving the sandbox network full".to_owned(),
-                        reason: e.to_string(),
-                    });
-                }
+        let veth = match &plan.network {
+            NetworkPolicy::Full => match self.host_network().await {
+                Ok(host) => host.create().await.map(Some).map_err(|e| e.to_string()),
+                Err(reason) => Err(reason),
             },
-            _ => None,
+            _ => Ok(None),
+        };
+        let veth = match veth {
+            Ok(veth) => veth,
+            Err(e) => {
+                drop(channel);
+                child.kill();
+                let _ = child.wait().await;
+                let _ = output.finish(OUTPUT_GRACE).await;
+                return Err(ExecutorError::Setup {
+                    stage: "giving the sandbox network full".to_owned(),
+                    reason: e,
+                });
+            }
         };
         spec.interface = veth.as_ref().map(|veth| veth.interface.clone());
         // As root, the helper gives the workspace to the sandbox's root uid (while init builds
@@ -551,8 +586,13 @@ impl Executor for NamespaceExecutor {
         }
     }
 
-    /// Starts the warm helpers in the background.
+    /// Sets `full`'s host side up (where it can be given), and starts the warm helpers in the
+    /// background.
     async fn warmup(&self) -> Result<(), ExecutorError> {
+        if self.network.is_ok() {
+            // A failure is logged, and a `full` execution says it.
+            let _ = self.host_network().await;
+        }
         let pools: Vec<Arc<WarmPool>> = self
             .pools
             .lock()
@@ -714,8 +754,9 @@ fn check_user_namespaces() -> Result<(), ExecutorError> {
     }
 }
 
-/// `full`'s host side, set up once: as root only (a user's namespace cannot route through the
-/// host, and a user-mode stack such as slirp4netns would still reach the host's own addresses).
+/// What `full` needs, known without touching the host: as root only (a user's namespace cannot
+/// route through the host, and a user-mode stack such as slirp4netns would still reach the
+/// host's own addresses), with `ip` and `iptables`.
 fn full_network(is_root: bool, range: FullNetworkRange) -> Result<FullNetwork, String> {
     if !is_root {
         return Err(
@@ -724,16 +765,12 @@ fn full_network(is_root: bool, range: FullNetworkRange) -> Result<FullNetwork, S
                 .to_owned(),
         );
     }
-    match HostNetwork::setup(range) {
-        Ok(host) => Ok(FullNetwork {
-            host,
-            resolv_conf: net::sandbox_resolv_conf().map_err(|e| e.to_string()),
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "the namespace executor cannot give network full");
-            Err(e.to_string())
-        }
-    }
+    net::check_tools().map_err(|e| e.to_string())?;
+    Ok(FullNetwork {
+        range,
+        host: tokio::sync::OnceCell::new(),
+        resolv_conf: net::sandbox_resolv_conf().map_err(|e| e.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -465,6 +465,13 @@ impl Drop for Veth {
     }
 }
 
+/// Whether the tools `full` runs are installed.
+pub fn check_tools() -> Result<(), NetError> {
+    find_tool("ip", "iproute2")?;
+    find_tool("iptables-restore", "iptables")?;
+    find_tool("iptables", "iptables").map(|_| ())
+}
+
 /// Installs the filter rules of every `cnd+` interface (IPv4 and IPv6), not the NAT of the
 /// namespace executor's range: what the container executors' `full` bridge needs. Blocking.
 pub fn install_filter_rules() -> Result<(), NetError> {
@@ -519,14 +526,11 @@ fn find_tool(tool: &'static str, package: &'static str) -> Result<PathBuf, NetEr
         .ok_or(NetError::MissingTool { tool, package })
 }
 
-/// Creates `chain` in its table (or rewrites it when its rules differ) and makes the built-in
-/// chain jump to it first.
+/// Creates `chain` in its table, or rewrites it when its rules differ (in one
+/// `iptables-restore --noflush`, so running sandboxes are never without them), and makes the
+/// built-in chain jump to it first.
 fn install(iptables: &Path, chain: &ChainRules) -> Result<(), NetError> {
-    let table = ["-w", "-t", chain.table];
-    let with = |args: &[&str]| -> Vec<String> {
-        table.iter().chain(args).map(|s| (*s).to_owned()).collect()
-    };
-    let listed = run_owned(iptables, &with(&["-S", chain.chain]));
+    let listed = run(iptables, &["-w", "-t", chain.table, "-S", chain.chain]);
     let expected: Vec<String> = chain
         .rules
         .iter()
@@ -539,16 +543,15 @@ fn install(iptables: &Path, chain: &ChainRules) -> Result<(), NetError> {
         .filter(|line| line.starts_with("-A "))
         .map(str::to_owned)
         .collect();
-    if listed.is_err() {
-        run_owned(iptables, &with(&["-N", chain.chain]))?;
-    }
     if current != expected {
-        run_owned(iptables, &with(&["-F", chain.chain]))?;
-        for rule in &chain.rules {
-            let mut args = with(&["-A", chain.chain]);
-            args.extend(rule.split_whitespace().map(str::to_owned));
-            run_owned(iptables, &args)?;
-        }
+        let restore = PathBuf::from(format!("{}-restore", iptables.display()));
+        let text = format!(
+            "*{}\n:{} - [0:0]\n{}\nCOMMIT\n",
+            chain.table,
+            chain.chain,
+            expected.join("\n")
+        );
+        run_with_input(&restore, &["-w", "--noflush"], &text)?;
     }
     jump_first(iptables, chain)
 }
@@ -600,6 +603,36 @@ fn jump_first(iptables: &Path, chain: &ChainRules) -> Result<(), NetError> {
 fn run(program: &Path, args: &[&str]) -> Result<String, NetError> {
     let owned: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     run_owned(program, &owned)
+}
+
+fn run_with_input(program: &Path, args: &[&str], input: &str) -> Result<(), NetError> {
+    use std::io::Write;
+    let failed = |reason: String| command_error(program, args, reason);
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| failed(e.to_string()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
 }
 
 fn run_owned(program: &Path, args: &[String]) -> Result<String, NetError> {
