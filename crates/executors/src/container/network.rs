@@ -1,6 +1,6 @@
 //! Network `full` for containers: a bridge network Conductor makes, `conductor-full`, whose
 //! host interface is `cnd-docker` (or `cnd-podman`), so the namespace executor's rules for every `cnd+` interface
-//! hold for it too (see [`crate::namespace::net`]): nothing on the host is reachable from it
+//! hold for it too (see [`crate::namespace::firewall`]): nothing on the host is reachable from it
 //! (its gateway, docker0's address, the server's port, loopback), nor link-local metadata, nor
 //! the engines' other bridges, nor another container on it (`enable_icc=false` on Docker, and
 //! `-i cnd+ -o cnd+ -j DROP` where bridged traffic meets iptables). The engine masquerades its
@@ -12,7 +12,7 @@ use bollard::models::NetworkCreateRequest;
 use conductor_core::ExecutorError;
 
 use super::engine::{Engine, EngineKind};
-use crate::namespace::net::install_filter_rules;
+use crate::namespace::firewall::install_filter_rules;
 
 /// The network `full` containers join.
 pub const FULL_NETWORK: &str = "conductor-full";

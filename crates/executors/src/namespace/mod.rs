@@ -48,6 +48,7 @@ use crate::output::now_ms;
 use crate::run::{supervise, Ending, Finished, Measurements, OutputCapture, ProcessExit, Registry};
 use crate::warm::{apply_limits, Launched, RootTemplate, WarmPool};
 
+pub mod firewall;
 pub mod net;
 
 pub use net::{FullNetworkRange, HostNetwork, NetError};
