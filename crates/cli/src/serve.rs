@@ -70,6 +70,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         home: config.home.clone(),
         cgroup_parent: cgroups.run_parent(),
         warm_helpers: config.serve.scheduler.agents,
+        full_network_range: config.full_network_range,
     };
     let (executors, port) = environments::executors(&config, placement).await?;
     // Environments defined in requests, and built after this start, come through the port.

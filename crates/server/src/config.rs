@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use conductor_types::{parse_duration, Bytes, ParseNetworkError};
+use conductor_types::{parse_duration, Bytes, FullNetworkRange, ParseNetworkError};
 use serde::{Deserialize, Serialize};
 
 use crate::scheduler::DefaultNetwork;
@@ -73,6 +73,10 @@ pub struct RawConfig {
     /// `allowlist:HOST,…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_network: Option<String>,
+    /// The private IPv4 range network `full` sandboxes of the namespace executor take their /30s
+    /// from (`10.200.0.0/16`); it must not overlap a route of the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_network_range: Option<String>,
     /// Settings of single environments (`[environments.python-dev]`), over the keys above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<String, RawEnvironment>,
@@ -195,7 +199,7 @@ impl std::str::FromStr for ExecutorKind {
 }
 
 /// Every key, in file order, with whether it is a secret.
-pub const KEYS: [(&str, bool); 17] = [
+pub const KEYS: [(&str, bool); 18] = [
     ("listen", false),
     ("agents", false),
     ("concurrency", false),
@@ -213,6 +217,7 @@ pub const KEYS: [(&str, bool); 17] = [
     ("warm_reuse", false),
     ("default_workspace", false),
     ("default_network", false),
+    ("full_network_range", false),
 ];
 
 /// Where a setting came from.
@@ -283,6 +288,8 @@ pub struct Config {
     pub warm_reuse: u32,
     /// Settings of single environments (see [`Config::environment`]).
     pub environments: BTreeMap<String, EnvironmentOverride>,
+    /// Where network `full` sandboxes of the namespace executor take their addresses.
+    pub full_network_range: FullNetworkRange,
     /// Origin of each key.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -363,6 +370,7 @@ impl RawConfig {
             "warm_reuse" => self.warm_reuse = Some(parse(value)?),
             "default_workspace" => self.default_workspace = Some(value.trim().to_owned()),
             "default_network" => self.default_network = Some(value.trim().to_owned()),
+            "full_network_range" => self.full_network_range = Some(value.trim().to_owned()),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -387,6 +395,7 @@ impl RawConfig {
             self.warm_reuse.is_some(),
             self.default_workspace.is_some(),
             self.default_network.is_some(),
+            self.full_network_range.is_some(),
         ];
         KEYS.iter()
             .zip(set)
@@ -415,6 +424,7 @@ impl RawConfig {
             warm_reuse: higher.warm_reuse.or(self.warm_reuse),
             default_workspace: higher.default_workspace.or(self.default_workspace),
             default_network: higher.default_network.or(self.default_network),
+            full_network_range: higher.full_network_range.or(self.full_network_range),
             environments: {
                 let mut environments = self.environments;
                 environments.extend(higher.environments);
@@ -569,6 +579,12 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         .as_deref()
         .map(|text| parse_fallback(text).map_err(|reason| invalid("fallback", reason)))
         .transpose()?;
+    let full_network_range = match &raw.full_network_range {
+        Some(text) => text
+            .parse()
+            .map_err(|reason| invalid("full_network_range", reason))?,
+        None => FullNetworkRange::default(),
+    };
     let mut environments = BTreeMap::new();
     for (name, environment) in &raw.environments {
         let parsed =
@@ -589,6 +605,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         warm_pool: usize::from(raw.warm_pool.unwrap_or(0)),
         warm_reuse: raw.warm_reuse.unwrap_or(0),
         environments,
+        full_network_range,
         origins,
     })
 }
@@ -672,6 +689,7 @@ impl Config {
             warm_reuse: Some(self.warm_reuse),
             default_workspace: scheduler.default_workspace.clone(),
             default_network: Some(scheduler.default_network.all.to_string()),
+            full_network_range: Some(self.full_network_range.to_string()),
             environments: self.raw_environments(),
         }
     }
@@ -875,6 +893,32 @@ mod tests {
         assert_eq!(networks.of("python-dev"), NetworkPolicy::Full);
         let again = RawConfig::from_toml(Path::new("/x"), &config.to_toml(true)).unwrap();
         assert_eq!(again, config.to_raw(true));
+        assert_eq!(config.full_network_range, FullNetworkRange::default());
+
+        let layers = |var: &str, value: &str| {
+            let (env, names) = RawConfig::from_env(&env(&[(var, value)]), no_files).unwrap();
+            Layers {
+                env: (env, names),
+                ..Layers::default()
+            }
+        };
+        let config = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            layers("CONDUCTOR_FULL_NETWORK_RANGE", "172.30.0.0/20"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.full_network_range,
+            "172.30.0.0/20".parse::<FullNetworkRange>().unwrap()
+        );
+        let err = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            layers("CONDUCTOR_FULL_NETWORK_RANGE", "10.0.0.1/8"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("full_network_range"), "{err}");
 
         let (env, names) =
             RawConfig::from_env(&env(&[("CONDUCTOR_DEFAULT_NETWORK", "internet")]), no_files)

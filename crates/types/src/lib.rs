@@ -23,7 +23,7 @@ pub use event::{ExecEvent, OutputStream};
 pub use ids::{ExecutionId, ParseIdError};
 pub use isolation::{Capability, ExecutorCapabilities, IsolationLevel};
 pub use limits::{Cpus, ParseCpusError, ResourceLimits, Rlimit, RlimitResource};
-pub use network::{NetworkPolicy, ParseNetworkError};
+pub use network::{FullNetworkRange, NetworkPolicy, ParseNetworkError};
 pub use plan::{EtcFile, ExecPlan, Mount, SandboxLayout};
 pub use request::ExecutionRequest;
 pub use result::{ExecutionResult, ExecutionStats, StreamSummary};

@@ -1,6 +1,7 @@
 //! What network a sandbox may reach.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,72 @@ impl FromStr for NetworkPolicy {
     }
 }
 
+/// The private IPv4 range `full` sandboxes take their /30s from (`10.200.0.0/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullNetworkRange {
+    base: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Default for FullNetworkRange {
+    fn default() -> Self {
+        Self {
+            base: Ipv4Addr::new(10, 200, 0, 0),
+            prefix: 16,
+        }
+    }
+}
+
+impl fmt::Display for FullNetworkRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+impl FromStr for FullNetworkRange {
+    type Err = String;
+
+    /// `A.B.C.D/N` with N from 8 to 28 and no host bits set.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an IPv4 range such as 10.200.0.0/16 (/8 to /28)");
+        let (base, prefix) = s.trim().split_once('/').ok_or_else(bad)?;
+        let base: Ipv4Addr = base.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if !(8..=28).contains(&prefix) || u32::from(base) & !mask(prefix) != 0 {
+            return Err(bad());
+        }
+        Ok(Self { base, prefix })
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+impl FullNetworkRange {
+    /// How many /30s the range holds.
+    pub fn slots(&self) -> u32 {
+        1 << (30 - u32::from(self.prefix))
+    }
+
+    /// The host end's and the sandbox's addresses of `slot`.
+    pub fn addresses(&self, slot: u32) -> (Ipv4Addr, Ipv4Addr) {
+        let network = u32::from(self.base) + 4 * (slot % self.slots());
+        (Ipv4Addr::from(network + 1), Ipv4Addr::from(network + 2))
+    }
+
+    /// Whether `address` is in the range.
+    pub fn contains(&self, address: Ipv4Addr) -> bool {
+        u32::from(address) & mask(self.prefix) == u32::from(self.base)
+    }
+
+    /// Whether the range and `other/prefix` share an address.
+    pub fn overlaps(&self, other: Ipv4Addr, prefix: u8) -> bool {
+        let shorter = prefix.min(self.prefix);
+        u32::from(other) & mask(shorter) == u32::from(self.base) & mask(shorter)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +171,32 @@ mod tests {
         );
         assert!("allowlist:".parse::<NetworkPolicy>().is_err());
         assert!("internet".parse::<NetworkPolicy>().is_err());
+    }
+
+    #[test]
+    fn full_network_ranges_parse_and_give_a_30_per_slot() {
+        let range: FullNetworkRange = "10.200.0.0/16".parse().unwrap();
+        assert_eq!(range, FullNetworkRange::default());
+        assert_eq!(range.to_string(), "10.200.0.0/16");
+        assert_eq!(range.slots(), 16384);
+        assert_eq!(
+            range.addresses(16383),
+            (
+                Ipv4Addr::new(10, 200, 255, 253),
+                Ipv4Addr::new(10, 200, 255, 254)
+            )
+        );
+        assert!(range.contains(Ipv4Addr::new(10, 200, 3, 4)));
+        assert!(!range.contains(Ipv4Addr::new(10, 201, 0, 1)));
+        for bad in [
+            "10.200.0.1/16",
+            "10.200.0.0",
+            "10.200.0.0/30",
+            "x/16",
+            "10.0.0.0/4",
+        ] {
+            assert!(bad.parse::<FullNetworkRange>().is_err(), "{bad}");
+        }
     }
 
     #[test]

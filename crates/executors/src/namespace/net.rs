@@ -25,13 +25,12 @@
 //! The deciding parts (addresses, names, rules, route overlap, resolver) are pure functions;
 //! [`HostNetwork`] runs `ip` and `iptables`.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use conductor_sandbox::spec::SandboxInterface;
+pub use conductor_types::FullNetworkRange;
 
 /// Prefix of every interface Conductor makes for `full` (veths and container bridges).
 pub const INTERFACE_PREFIX: &str = "cnd";
@@ -81,71 +80,6 @@ pub enum NetError {
         /// The file tried instead.
         fallback: &'static str,
     },
-}
-
-/// The private IPv4 range `full` sandboxes take their /30s from (`10.200.0.0/16`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FullNetworkRange {
-    base: Ipv4Addr,
-    prefix: u8,
-}
-
-impl Default for FullNetworkRange {
-    fn default() -> Self {
-        Self {
-            base: Ipv4Addr::new(10, 200, 0, 0),
-            prefix: 16,
-        }
-    }
-}
-
-impl fmt::Display for FullNetworkRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.base, self.prefix)
-    }
-}
-
-impl FromStr for FullNetworkRange {
-    type Err = String;
-
-    /// `A.B.C.D/N` with N from 8 to 28 and no host bits set.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is not an IPv4 range such as 10.200.0.0/16 (/8 to /28)");
-        let (base, prefix) = s.trim().split_once('/').ok_or_else(bad)?;
-        let base: Ipv4Addr = base.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if !(8..=28).contains(&prefix) || u32::from(base) & !mask(prefix) != 0 {
-            return Err(bad());
-        }
-        Ok(Self { base, prefix })
-    }
-}
-
-fn mask(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-impl FullNetworkRange {
-    /// How many /30s the range holds.
-    pub fn slots(&self) -> u32 {
-        1 << (30 - u32::from(self.prefix))
-    }
-
-    /// The host end's and the sandbox's addresses of `slot`.
-    pub fn addresses(&self, slot: u32) -> (Ipv4Addr, Ipv4Addr) {
-        let network = u32::from(self.base) + 4 * (slot % self.slots());
-        (Ipv4Addr::from(network + 1), Ipv4Addr::from(network + 2))
-    }
-
-    fn contains(&self, address: Ipv4Addr) -> bool {
-        u32::from(address) & mask(self.prefix) == u32::from(self.base)
-    }
-
-    /// Whether the range and `other/prefix` share an address.
-    fn overlaps(&self, other: Ipv4Addr, prefix: u8) -> bool {
-        let shorter = prefix.min(self.prefix);
-        u32::from(other) & mask(shorter) == u32::from(self.base) & mask(shorter)
-    }
 }
 
 /// The host end's name for `slot` (`cnd002a`; the sandbox's end is `cnd002ap` until moved).
