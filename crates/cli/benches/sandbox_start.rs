@@ -59,7 +59,7 @@ fn main() -> Result<(), String> {
             ..Default::default()
         };
         let host: Arc<dyn Executor> = Arc::new(HostExecutor::new(config));
-        let (_, run) = executor_variant(host, NetworkPolicy::Full, &runtime, workspace.path());
+        let (_, run) = executor_variant(host, NetworkPolicy::Host, &runtime, workspace.path());
         variants.push((label.to_owned(), run));
     }
     // Warm (the default: a helper with its cgroup and namespaces made ahead of time) and cold

@@ -278,7 +278,12 @@ async fn executor_alone(
             vec!["/bin/sh".into(), "-c".into(), command.into()],
             workspace.path().to_owned(),
         );
-        request.network = conductor_types::NetworkPolicy::Full;
+        // The host executor gives only the host's network; a sandbox gets none (as tasks do).
+        request.network = if executor.name() == "host" {
+            conductor_types::NetworkPolicy::Host
+        } else {
+            conductor_types::NetworkPolicy::None
+        };
         async move {
             let (events, mut receiver) = tokio::sync::mpsc::channel(16);
             let collect = async {
@@ -416,6 +421,11 @@ impl Server {
             .args(["--agents", &agents.to_string()])
             .env("CONDUCTOR_HOME", home)
             .env("CONDUCTOR_LOG", "error")
+            // Tasks default to network none, which the host executor cannot give.
+            .env(
+                "CONDUCTOR_DEFAULT_NETWORK",
+                if executor == "host" { "host" } else { "none" },
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -587,7 +597,8 @@ impl Executor for Instantly {
         ExecutorCapabilities {
             isolation_level: IsolationLevel::None,
             platform: "bench".into(),
-            supported: BTreeSet::new(),
+            // Starts nothing: takes the tasks' default network.
+            supported: BTreeSet::from([conductor_types::Capability::NetworkNone]),
         }
     }
 

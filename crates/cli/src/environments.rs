@@ -38,6 +38,8 @@ pub struct Placement {
     pub cgroup_parent: String,
     /// Warm helpers of the local executors.
     pub warm_helpers: usize,
+    /// Where the namespace executor's network `full` sandboxes take their addresses.
+    pub full_network_range: conductor_types::FullNetworkRange,
 }
 
 /// The service images of one engine, found (and imported) once for all its environments.
@@ -94,6 +96,7 @@ impl Factory {
             spool_dir: self.spool_dir(),
             warm_helpers: self.placement.warm_helpers.max(1),
             helper_path: crate::helper::helper_path(),
+            full_network: self.placement.full_network_range,
             ..NamespaceConfig::default()
         };
         let made = async {

@@ -43,8 +43,9 @@ pub struct ExecArgs {
     /// Wall-clock limit, such as 30s or 5m; past it the tree is killed and the exit code is 124.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Option<Duration>,
-    /// Network access: none, localhost, full or allowlist:HOST[,HOST…] (default: none in a
-    /// sandbox, full on the host).
+    /// Network access: none, localhost, full (outbound through a namespace of its own), host
+    /// (the host executor's only one) or allowlist:HOST[,HOST…] (default: none in a sandbox,
+    /// host on the host executor).
     #[arg(long, value_name = "POLICY")]
     network: Option<NetworkPolicy>,
     /// Existing directory to work in (default: a fresh temporary one, removed afterwards).

@@ -42,7 +42,7 @@ impl ExecutorChoice {
 pub struct Chosen {
     /// The executor.
     pub executor: Arc<dyn Executor>,
-    /// `none` for sandboxes, `full` for the host (which cannot enforce anything else).
+    /// `none` for sandboxes, `host` for the host executor (which cannot enforce anything else).
     pub default_network: NetworkPolicy,
 }
 
@@ -97,7 +97,7 @@ pub async fn choose(
             let network = if network_given {
                 ""
             } else {
-                ", and the network defaults to full"
+                ", and the network is the host's"
             };
             eprintln!(
                 "conductor: warning: {reason}; running on the host with process isolation only{network}"
@@ -116,7 +116,7 @@ fn host() -> Chosen {
     };
     Chosen {
         executor: Arc::new(HostExecutor::new(config)),
-        default_network: NetworkPolicy::Full,
+        default_network: NetworkPolicy::Host,
     }
 }
 

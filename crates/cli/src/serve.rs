@@ -71,6 +71,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         home: config.home.clone(),
         cgroup_parent: cgroups.run_parent(),
         warm_helpers: config.serve.scheduler.agents,
+        full_network_range: config.full_network_range,
     };
     // Clones run in a namespace sandbox of their own, or not at all.
     match crate::gitbox::NamespaceGit::new(cgroups.run_parent(), config.home.join("logs")).await {

@@ -76,7 +76,9 @@ pub struct SpecArgs {
     /// Disk quota of the workspace, e.g. 1g.
     #[arg(long)]
     disk: Option<conductor_types::Bytes>,
-    /// Network: none, full (default depends on the environment).
+    /// Network: none, full (outbound through a namespace of its own), host (the host
+    /// executor's only one), localhost or allowlist:HOST,… (default: none, or the server's
+    /// `default_network` for the environment).
     #[arg(long)]
     network: Option<conductor_types::NetworkPolicy>,
     /// Service sidecar such as postgres:14 or redis:7 (repeatable; docker and podman).

@@ -38,7 +38,7 @@ fn request(argv: &[&str], workspace: &std::path::Path) -> ExecutionRequest {
         argv.iter().map(|s| (*s).to_owned()).collect(),
         workspace.into(),
     );
-    request.network = NetworkPolicy::Full;
+    request.network = NetworkPolicy::Host;
     request
 }
 

@@ -24,7 +24,6 @@ pub use redact::{LineAssembler, OutputBudget, Redactor, REDACTED};
 pub use services::{RunningService, ServiceRunner, ServiceSet};
 pub use store::{Store, StoreError, TaskQuery};
 pub use task::{
-    command_argv, command_of, default_network, validate_request, validate_workspace_name,
-    SpecError, ValidatedTask, CWD_FILE, DEFAULT_ENVIRONMENT, MAX_COMMANDS, MAX_COMMAND_BYTES,
-    MAX_RETRIES, MAX_TIMEOUT,
+    command_argv, command_of, validate_request, validate_workspace_name, SpecError, ValidatedTask,
+    CWD_FILE, DEFAULT_ENVIRONMENT, MAX_COMMANDS, MAX_COMMAND_BYTES, MAX_RETRIES, MAX_TIMEOUT,
 };

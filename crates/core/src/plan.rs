@@ -150,7 +150,8 @@ pub fn check_supported(
         NetworkPolicy::Allowlist(_) => {
             Some((Capability::NetworkAllowlist, "network policy allowlist"))
         }
-        NetworkPolicy::Full => None,
+        NetworkPolicy::Full => Some((Capability::NetworkFull, "network policy full")),
+        NetworkPolicy::Host => Some((Capability::NetworkHost, "network policy host")),
     };
     let wanted = [
         limits.cpus.map(|_| (Capability::CpuLimit, "a cpu limit")),
@@ -636,10 +637,10 @@ mod tests {
         let caps = ExecutorCapabilities {
             isolation_level: IsolationLevel::ProcessOnly,
             platform: "linux".into(),
-            supported: BTreeSet::from([Capability::CpuLimit]),
+            supported: BTreeSet::from([Capability::CpuLimit, Capability::NetworkHost]),
         };
         let mut req = request(&["true"]);
-        req.network = NetworkPolicy::Full;
+        req.network = NetworkPolicy::Host;
         req.limits.cpus = Some(Cpus::new(0.5).unwrap());
         assert!(check_supported(&req, "host", &caps).is_ok());
         req.limits.memory = Some(Bytes::mib(64));
@@ -655,7 +656,14 @@ mod tests {
             err.to_string(),
             "network policy none is not supported yet by the host executor"
         );
+        // `full` is a namespace of its own: an executor that cannot build one refuses it.
         req.network = NetworkPolicy::Full;
+        let err = check_supported(&req, "host", &caps).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "network policy full is not supported yet by the host executor"
+        );
+        req.network = NetworkPolicy::Host;
         req.service_network = Some("conductor-task-t1".into());
         let err = check_supported(&req, "host", &caps).unwrap_err();
         assert_eq!(

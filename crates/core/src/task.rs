@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use conductor_types::{GitSource, NetworkPolicy, TaskRequest, TaskSpec, TaskType};
+use conductor_types::{GitSource, TaskRequest, TaskSpec, TaskType};
 
 /// The environment a task runs in when it names none.
 pub const DEFAULT_ENVIRONMENT: &str = "host";
@@ -167,9 +167,8 @@ pub fn validate_request(
             format!("must be at most {MAX_RETRIES}"),
         ));
     }
-    let network = request
-        .network
-        .unwrap_or_else(|| default_network(&environment));
+    // The server puts its configured default (`default_network`) in before; `none` otherwise.
+    let network = request.network.unwrap_or_default();
     Ok(ValidatedTask {
         spec: TaskSpec {
             task_type,
@@ -224,15 +223,6 @@ fn validate_services(services: Vec<String>) -> Result<Vec<String>, SpecError> {
         }
     }
     Ok(services)
-}
-
-/// The network a task gets when it asks for none: the host environment shares the host's.
-pub fn default_network(environment: &str) -> NetworkPolicy {
-    if environment == DEFAULT_ENVIRONMENT {
-        NetworkPolicy::Full
-    } else {
-        NetworkPolicy::None
-    }
 }
 
 fn quoted_list(items: &[&str]) -> String {
@@ -417,7 +407,7 @@ fn validate_label(key: &str, value: &str) -> Result<(), SpecError> {
 
 #[cfg(test)]
 mod tests {
-    use conductor_types::{Bytes, ResourceLimits};
+    use conductor_types::{Bytes, NetworkPolicy, ResourceLimits};
 
     use super::*;
 
@@ -447,7 +437,7 @@ mod tests {
                     commands: vec!["echo hi".into()],
                     continue_on_error: false,
                     resources: ResourceLimits::default(),
-                    network: NetworkPolicy::Full,
+                    network: NetworkPolicy::None,
                     timeout: None,
                     defaults_applied: Vec::new(),
                     env: BTreeMap::new(),

@@ -323,7 +323,8 @@ impl Executor for HostExecutor {
     }
 
     fn capabilities(&self) -> ExecutorCapabilities {
-        let mut supported = BTreeSet::new();
+        // The host's own network is the only one it can give: it enforces no other policy.
+        let mut supported = BTreeSet::from([Capability::NetworkHost]);
         if self.cgroups.is_ok() {
             supported.extend([
                 Capability::KillsProcessTree,
@@ -706,7 +707,7 @@ mod tests {
             argv.iter().map(|s| (*s).to_owned()).collect(),
             workspace.to_owned(),
         );
-        request.network = NetworkPolicy::Full;
+        request.network = NetworkPolicy::Host;
         request
     }
 
@@ -720,7 +721,7 @@ mod tests {
             ExecutorCapabilities {
                 isolation_level: IsolationLevel::ProcessOnly,
                 platform: "linux".to_owned(),
-                supported: BTreeSet::new(),
+                supported: BTreeSet::from([Capability::NetworkHost]),
             }
         );
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
@@ -756,6 +757,15 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "network policy none is not supported yet by the host executor"
+        );
+        // `full` is the host's network no more: the host executor cannot give it.
+        let mut full = request(dir.path(), &["true"]);
+        full.network = NetworkPolicy::Full;
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let error = executor.execute(full, tx).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "network policy full is not supported yet by the host executor"
         );
         let missing = request(&dir.path().join("missing"), &["true"]);
         let (tx, _rx) = tokio::sync::mpsc::channel(16);

@@ -8,7 +8,8 @@
 //! ```text
 //! helper (root in the initial namespaces; writes the id maps, passes the spec on to init, hands
 //!  │      the workspace to the sandbox's root uid while init builds the root ([`crate::handover`]:
-//!  │      iterative, never following links, refusing files of several hard links), then waits)
+//!  │      iterative, never following links, refusing files of several hard links), moves a
+//!  │      `full` sandbox's veth into init's network namespace and configures it, then waits)
 //!  └─ init: pid 1 of new user/pid/uts/ipc(/net) namespaces; once the spec comes, a new mount
 //!     │     namespace, the root, pivot (a warm one with a [`PrebuiltRoot`] does that before,
 //!     │     and then only attaches the workspace the helper cloned, writes the hostname and
@@ -237,6 +238,16 @@ fn run(channel: &File) -> Result<i32, StageError> {
                     owner.path.display(),
                     owner.uid
                 ),
+                e,
+            ))
+        })?;
+    }
+    // `full`: the veth the executor made goes into init's network namespace, configured,
+    // before the command may start.
+    if let Some(interface) = &spec.interface {
+        crate::net::attach_interface(interface, child.as_raw()).map_err(|e| {
+            fail(StageError::new(
+                format!("attaching the network interface {}", interface.peer),
                 e,
             ))
         })?;

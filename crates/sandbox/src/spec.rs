@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use conductor_types::{ExecPlan, Mount, NetworkPolicy, Rlimit, SandboxLayout};
+use conductor_types::{ExecPlan, Mount, Rlimit, SandboxLayout};
 use serde::{Deserialize, Serialize};
 
 /// Largest spec the helper accepts (argv and env included).
@@ -101,7 +101,8 @@ pub enum HelperMode {
     /// The namespace executor's: the helper creates the sandbox's namespaces and init, which
     /// builds the sandbox from the [`SandboxSpec`].
     Namespaces {
-        /// Whether to give the sandbox its own network namespace (everything but `Full`).
+        /// Whether to give the sandbox its own network namespace (always, since `full` is a
+        /// namespace of its own too; kept for helpers of an older executor).
         new_network: bool,
         /// First host uid/gid of the mapped range when the helper runs as root.
         uid_base: u32,
@@ -109,11 +110,12 @@ pub enum HelperMode {
 }
 
 impl Prelude {
-    /// The namespace-mode prelude for a plan.
-    pub fn for_plan(plan: &ExecPlan, cgroup_procs: Vec<PathBuf>, uid_base: u32) -> Self {
+    /// The namespace-mode prelude for a plan: every policy gets a network namespace of its own
+    /// (`full` gets a veth into it, see [`SandboxSpec::interface`]).
+    pub fn for_plan(_plan: &ExecPlan, cgroup_procs: Vec<PathBuf>, uid_base: u32) -> Self {
         Self {
             mode: HelperMode::Namespaces {
-                new_network: plan.network != NetworkPolicy::Full,
+                new_network: true,
                 uid_base,
             },
             cgroup_procs,
@@ -173,6 +175,27 @@ pub struct SandboxSpec {
     /// A host directory to give (recursively, `lchown`) to the sandbox's root before the
     /// command starts, so it can write there; set when the helper runs as root.
     pub workspace_owner: Option<WorkspaceOwner>,
+    /// The veth the helper moves into the sandbox's network namespace before the command
+    /// starts (network `full`: outbound through the host's NAT, see the namespace executor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<SandboxInterface>,
+}
+
+/// One end of a veth pair the executor made on the host: the helper moves it into the
+/// sandbox's network namespace, where it becomes `eth0` with `address/prefix` and a default
+/// route through `gateway` (the host end's address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInterface {
+    /// The `ip` binary (iproute2) that does it.
+    pub ip_binary: PathBuf,
+    /// The end's name on the host.
+    pub peer: String,
+    /// The sandbox's address.
+    pub address: std::net::Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The host end's address.
+    pub gateway: std::net::Ipv4Addr,
 }
 
 /// One execution on the host (the helper in [`HelperMode::Host`] becomes its command).
@@ -250,6 +273,7 @@ impl SandboxSpec {
             root_dir,
             seccomp: true,
             workspace_owner: None,
+            interface: None,
         })
     }
 
@@ -292,7 +316,7 @@ pub fn read_spec_bytes(reader: impl Read) -> Result<Vec<u8>, SpecError> {
 
 #[cfg(test)]
 mod tests {
-    use conductor_types::{Bytes, EtcFile, Mount, ResourceLimits, RlimitResource};
+    use conductor_types::{Bytes, EtcFile, Mount, NetworkPolicy, ResourceLimits, RlimitResource};
 
     use super::*;
 
@@ -345,6 +369,7 @@ mod tests {
                 root_dir: "/run/conductor/x".into(),
                 seccomp: true,
                 workspace_owner: None,
+                interface: None,
             }
         );
         let mut wire = Vec::new();
@@ -353,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn full_network_keeps_the_host_network_namespace() {
+    fn full_network_gets_a_network_namespace_of_its_own() {
         let procs = vec![PathBuf::from(
             "/sys/fs/cgroup/pids/conductor/x/cgroup.procs",
         )];
@@ -362,7 +387,7 @@ mod tests {
             full,
             Prelude {
                 mode: HelperMode::Namespaces {
-                    new_network: false,
+                    new_network: true,
                     uid_base: 7,
                 },
                 cgroup_procs: procs,

@@ -72,6 +72,13 @@ pub async fn create_task(
             known.push(name);
         }
     }
+    if request.network.is_none() {
+        let environment = request
+            .environment
+            .as_deref()
+            .unwrap_or(conductor_core::DEFAULT_ENVIRONMENT);
+        request.network = Some(scheduler.config().default_network.of(environment));
+    }
     let validated = validate_request(request, &known)?;
     let mut spec = validated.spec;
     if let Some(git) = &spec.git {

@@ -8,10 +8,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use conductor_types::{parse_duration, Bytes};
+use conductor_types::{parse_duration, Bytes, FullNetworkRange, ParseNetworkError};
 use serde::{Deserialize, Serialize};
 
 pub use crate::limits_config::{RawLimitSet, RawLimits};
+use crate::scheduler::DefaultNetwork;
 use crate::{SchedulerConfig, ServeConfig};
 
 /// The config file's name under `$CONDUCTOR_HOME`.
@@ -73,6 +74,14 @@ pub struct RawConfig {
     /// a task may ask for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<RawLimits>,
+    /// The network of tasks that name none: `none` (default), `localhost`, `full`, `host` or
+    /// `allowlist:HOST,…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_network: Option<String>,
+    /// The private IPv4 range network `full` sandboxes of the namespace executor take their /30s
+    /// from (`10.200.0.0/16`); it must not overlap a route of the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_network_range: Option<String>,
     /// Settings of single environments (`[environments.python-dev]`), over the keys above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<String, RawEnvironment>,
@@ -177,6 +186,9 @@ pub struct RawEnvironment {
     /// Executions each of its warm containers serves, reset in between.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_reuse: Option<u32>,
+    /// The network of its tasks that name none (over the global `default_network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_network: Option<String>,
 }
 
 /// `[environments.NAME]`, parsed: what it sets over the global keys.
@@ -208,6 +220,7 @@ impl EnvironmentOverride {
             fallback: self.fallback.map(|kind| kind.as_str().to_owned()),
             warm_pool: self.warm_pool,
             warm_reuse: self.warm_reuse,
+            default_network: None,
         }
     }
 }
@@ -274,7 +287,7 @@ impl std::str::FromStr for ExecutorKind {
 }
 
 /// Every key, in file order, with whether it is a secret.
-pub const KEYS: [(&str, bool); 16] = [
+pub const KEYS: [(&str, bool); 18] = [
     ("listen", false),
     ("agents", false),
     ("concurrency", false),
@@ -291,6 +304,8 @@ pub const KEYS: [(&str, bool); 16] = [
     ("warm_pool", false),
     ("warm_reuse", false),
     ("default_workspace", false),
+    ("default_network", false),
+    ("full_network_range", false),
 ];
 
 /// Where a setting came from.
@@ -361,6 +376,8 @@ pub struct Config {
     pub warm_reuse: u32,
     /// Settings of single environments (see [`Config::environment`]).
     pub environments: BTreeMap<String, EnvironmentOverride>,
+    /// Where network `full` sandboxes of the namespace executor take their addresses.
+    pub full_network_range: FullNetworkRange,
     /// Origin of each key.
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -440,6 +457,8 @@ impl RawConfig {
             "warm_pool" => self.warm_pool = Some(parse(value)?),
             "warm_reuse" => self.warm_reuse = Some(parse(value)?),
             "default_workspace" => self.default_workspace = Some(value.trim().to_owned()),
+            "default_network" => self.default_network = Some(value.trim().to_owned()),
+            "full_network_range" => self.full_network_range = Some(value.trim().to_owned()),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -463,6 +482,8 @@ impl RawConfig {
             self.warm_pool.is_some(),
             self.warm_reuse.is_some(),
             self.default_workspace.is_some(),
+            self.default_network.is_some(),
+            self.full_network_range.is_some(),
         ];
         KEYS.iter()
             .zip(set)
@@ -491,6 +512,8 @@ impl RawConfig {
             warm_reuse: higher.warm_reuse.or(self.warm_reuse),
             default_workspace: higher.default_workspace.or(self.default_workspace),
             limits: higher.limits.or(self.limits),
+            default_network: higher.default_network.or(self.default_network),
+            full_network_range: higher.full_network_range.or(self.full_network_range),
             environments: {
                 let mut environments = self.environments;
                 environments.extend(higher.environments);
@@ -635,6 +658,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         origin: file_origin.clone(),
         reason,
     })?;
+    scheduler.default_network = default_networks(&raw, &origins["default_network"], &file_origin)?;
     serve.scheduler = scheduler;
     if let Some(token) = &raw.admin_token {
         if token.trim().len() < 16 {
@@ -670,6 +694,12 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         origin: file_origin.clone(),
         reason,
     })?;
+    let full_network_range = match &raw.full_network_range {
+        Some(text) => text
+            .parse()
+            .map_err(|reason| invalid("full_network_range", reason))?,
+        None => FullNetworkRange::default(),
+    };
     let mut environments = BTreeMap::new();
     for (name, environment) in &raw.environments {
         let parsed =
@@ -690,6 +720,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         warm_pool: usize::from(raw.warm_pool.unwrap_or(0)),
         warm_reuse: raw.warm_reuse.unwrap_or(0),
         environments,
+        full_network_range,
         origins,
     })
 }
@@ -733,6 +764,37 @@ fn resolve_disk_bounds(
         scheduler.spool_limit = limit;
     }
     Ok(())
+}
+
+/// `default_network` and each `[environments.NAME] default_network`, parsed.
+fn default_networks(
+    raw: &RawConfig,
+    origin: &Origin,
+    file_origin: &Origin,
+) -> Result<DefaultNetwork, ConfigError> {
+    let mut networks = DefaultNetwork::default();
+    if let Some(text) = &raw.default_network {
+        networks.all = text
+            .parse()
+            .map_err(|e: ParseNetworkError| ConfigError::Invalid {
+                key: "default_network",
+                origin: origin.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    for (name, environment) in &raw.environments {
+        if let Some(text) = &environment.default_network {
+            let network = text
+                .parse()
+                .map_err(|e: ParseNetworkError| ConfigError::Invalid {
+                    key: "environments",
+                    origin: file_origin.clone(),
+                    reason: format!("[environments.{name}]: default_network: {e}"),
+                })?;
+            networks.environments.insert(name.clone(), network);
+        }
+    }
+    Ok(networks)
 }
 
 /// A fallback executor: a real one, not `auto`.
@@ -783,11 +845,9 @@ impl Config {
             warm_reuse: Some(self.warm_reuse),
             default_workspace: scheduler.default_workspace.clone(),
             limits: Some(crate::limits_config::to_raw(&scheduler.limits)),
-            environments: self
-                .environments
-                .iter()
-                .map(|(name, own)| (name.clone(), own.to_raw()))
-                .collect(),
+            default_network: Some(scheduler.default_network.all.to_string()),
+            full_network_range: Some(self.full_network_range.to_string()),
+            environments: self.raw_environments(),
             workspaces: RawWorkspaces {
                 import_max: Some(scheduler.import_max),
             },
@@ -798,6 +858,20 @@ impl Config {
                 allow_local: Some(scheduler.git.allow_local.clone()),
             },
         }
+    }
+
+    /// `[environments.NAME]` tables: the overrides, and each environment's default network.
+    fn raw_environments(&self) -> BTreeMap<String, RawEnvironment> {
+        let networks = &self.serve.scheduler.default_network.environments;
+        let mut raw: BTreeMap<String, RawEnvironment> = self
+            .environments
+            .iter()
+            .map(|(name, own)| (name.clone(), own.to_raw()))
+            .collect();
+        for (name, network) in networks {
+            raw.entry(name.clone()).or_default().default_network = Some(network.to_string());
+        }
+        raw
     }
 
     /// TOML text of [`Config::to_raw`].
@@ -831,6 +905,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use conductor_types::NetworkPolicy;
 
     use super::*;
 
@@ -1023,6 +1099,91 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "config key workspaces.import_max (from file /c.toml): must be at least 1k"
+        );
+    }
+
+    #[test]
+    fn the_default_network_is_none_and_configurable_per_environment() {
+        let defaults = resolve(Path::new("/h"), Path::new("/c.toml"), Layers::default()).unwrap();
+        assert_eq!(
+            defaults.serve.scheduler.default_network,
+            DefaultNetwork::default()
+        );
+        assert_eq!(
+            defaults.serve.scheduler.default_network.of("host"),
+            NetworkPolicy::None
+        );
+
+        let text = "default_network = \"full\"\n[environments.host]\ndefault_network = \"host\"\n\
+                    [environments.web]\ndefault_network = \"allowlist:a.example,b.example\"\n";
+        let file = RawConfig::from_toml(Path::new("/c.toml"), text).unwrap();
+        let config = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            Layers {
+                file: Some((PathBuf::from("/c.toml"), file)),
+                ..Layers::default()
+            },
+        )
+        .unwrap();
+        let networks = &config.serve.scheduler.default_network;
+        assert_eq!(networks.of("host"), NetworkPolicy::Host);
+        assert_eq!(
+            networks.of("web"),
+            NetworkPolicy::Allowlist(vec!["a.example".into(), "b.example".into()])
+        );
+        assert_eq!(networks.of("python-dev"), NetworkPolicy::Full);
+        let again = RawConfig::from_toml(Path::new("/x"), &config.to_toml(true)).unwrap();
+        assert_eq!(again, config.to_raw(true));
+        assert_eq!(config.full_network_range, FullNetworkRange::default());
+
+        let layers = |var: &str, value: &str| {
+            let (env, names) = RawConfig::from_env(&env(&[(var, value)]), no_files).unwrap();
+            Layers {
+                env: (env, names),
+                ..Layers::default()
+            }
+        };
+        let config = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            layers("CONDUCTOR_FULL_NETWORK_RANGE", "172.30.0.0/20"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.full_network_range,
+            "172.30.0.0/20".parse::<FullNetworkRange>().unwrap()
+        );
+        let err = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            layers("CONDUCTOR_FULL_NETWORK_RANGE", "10.0.0.1/8"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("full_network_range"), "{err}");
+
+        let (env, names) =
+            RawConfig::from_env(&env(&[("CONDUCTOR_DEFAULT_NETWORK", "internet")]), no_files)
+                .unwrap();
+        let err = resolve(
+            Path::new("/h"),
+            Path::new("/c.toml"),
+            Layers {
+                env: (env, names),
+                ..Layers::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            ConfigError::Invalid {
+                key: "default_network",
+                origin: Origin::Env("CONDUCTOR_DEFAULT_NETWORK".into()),
+                reason: "invalid network \"internet\": expected none, localhost, full, host or \
+                         allowlist:HOST[,HOST…]"
+                    .into(),
+            }
+            .to_string()
         );
     }
 

@@ -39,7 +39,9 @@ pub use events::EventBus;
 pub use files::{FileEntryView, ListingView, UploadView, DEFAULT_UPLOAD_LIMIT};
 pub use gitdiff::{GitConfig, GitFileView, TaskDiffView};
 pub use metrics::{Histogram, Metrics};
-pub use scheduler::{Scheduler, SchedulerConfig, WorkspaceReservation, DISK_QUOTA_EXCEEDED};
+pub use scheduler::{
+    DefaultNetwork, Scheduler, SchedulerConfig, WorkspaceReservation, DISK_QUOTA_EXCEEDED,
+};
 pub use serve::{serve, ServeConfig, ServeError, Server, Sweep, DATABASE_FILE, DEFAULT_LISTEN};
 pub use workspaces::{
     ChangeView, DiffView, EntryView, RestoreRequest, RestoreView, SnapshotRequest, SnapshotView,

@@ -52,6 +52,11 @@ pub enum Capability {
     NetworkLocalhost,
     /// `NetworkPolicy::Allowlist` is enforced.
     NetworkAllowlist,
+    /// `NetworkPolicy::Full` is enforced: outbound through a namespace of its own, never the
+    /// host's loopback or addresses, link-local metadata or other sandboxes.
+    NetworkFull,
+    /// `NetworkPolicy::Host`: the host's own network (the host executor's only policy).
+    NetworkHost,
     /// System directories are read-only.
     ReadOnlyRoot,
     /// Host files outside the workspace (such as the user's home) are not visible.

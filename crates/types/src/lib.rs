@@ -26,7 +26,7 @@ pub use limits::{
     Cpus, LimitName, ParseCpusError, ResourceLimits, Rlimit, RlimitResource, MAX_DISK, MAX_MEMORY,
     MAX_PIDS,
 };
-pub use network::{NetworkPolicy, ParseNetworkError};
+pub use network::{FullNetworkRange, NetworkPolicy, ParseNetworkError};
 pub use plan::{EtcFile, ExecPlan, Mount, SandboxLayout};
 pub use request::ExecutionRequest;
 pub use result::{ExecutionResult, ExecutionStats, StreamSummary};

@@ -168,7 +168,7 @@ impl ToSchema for ResourceLimits {}
 impl PartialSchema for NetworkPolicy {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
-            .item(string("policy").enum_values(Some(["none", "localhost", "full"])))
+            .item(string("policy").enum_values(Some(["none", "localhost", "full", "host"])))
             .item(
                 closed(ObjectBuilder::new())
                     .property(
@@ -178,7 +178,8 @@ impl PartialSchema for NetworkPolicy {
                     .required("allowlist"),
             )
             .description(Some(
-                "Network access: none, localhost, full, or {\"allowlist\": [hosts]}",
+                "Network access: none, localhost, full (outbound through a namespace of its own), \
+                 host (the host's own network, host executor only), or {\"allowlist\": [hosts]}",
             ))
             .into()
     }

@@ -29,11 +29,16 @@ impl Server {
     }
 
     /// With `vars` set in the server's environment.
+    /// A server on the host executor gets `default_network = "host"` (the only network that
+    /// executor gives; tasks default to `none`) unless `vars` say otherwise.
     pub fn start_env(home: &Path, agents: u16, flags: &[&str], vars: &[(&str, &str)]) -> Self {
+        let on_host = flags.windows(2).any(|pair| pair == ["--executor", "host"]);
+        let default_network = if on_host { "host" } else { "none" };
         let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
             .args(["serve", "--listen", "127.0.0.1:0", "--agents"])
             .arg(agents.to_string())
             .args(flags)
+            .env("CONDUCTOR_DEFAULT_NETWORK", default_network)
             .envs(vars.iter().copied())
             .env("CONDUCTOR_HOME", home)
             .env("CONDUCTOR_LOG", "warn")

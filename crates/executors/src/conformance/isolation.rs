@@ -20,6 +20,11 @@ pub(super) fn cases() -> Vec<Case> {
             run: |e, f| Box::pin(network_none(e, f)),
         },
         Case {
+            name: "network_full_is_not_the_hosts",
+            requires: &[Capability::NetworkFull],
+            run: |e, f| Box::pin(network_full_is_not_the_hosts(e, f)),
+        },
+        Case {
             name: "read_only_root",
             requires: &[Capability::ReadOnlyRoot],
             run: |e, f| Box::pin(read_only_root(e, f)),
@@ -84,6 +89,56 @@ async fn network_none(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(
     expect_refused(
         "connecting to the host's 127.0.0.1 under network none",
         &result,
+    )?;
+    match listener.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+        Ok((_, peer)) => Err(format!(
+            "probe listener: expected no connection, got one from {peer}"
+        )),
+        Err(e) => Err(format!(
+            "probe listener: expected no connection, got error {e}"
+        )),
+    }
+}
+
+/// Under `full`, a server listening on every host address is reached at none of them: not at
+/// 127.0.0.1, not at any address of the host's interfaces (eth0's, docker0's, a bridge's).
+async fn network_full_is_not_the_hosts(
+    executor: Arc<dyn Executor>,
+    fixture: Fixture,
+) -> Result<(), String> {
+    let listener =
+        TcpListener::bind("0.0.0.0:0").map_err(|e| format!("binding a probe listener: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("probe listener: {e}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("probe listener: {e}"))?
+        .port();
+    let mut addresses = vec!["127.0.0.1".to_owned()];
+    addresses.extend(
+        nix::ifaddrs::getifaddrs()
+            .map_err(|e| format!("listing the host's addresses: {e}"))?
+            .filter_map(|interface| interface.address?.as_sockaddr_in().map(|a| a.ip()))
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| ip.to_string()),
+    );
+    // Each in parallel (a dropped SYN would otherwise wait for the kernel's timeout), after a
+    // control: the sandbox's own loopback refuses, so the probe does see a connection's fate.
+    let script = format!(
+        "bash -c 'echo > /dev/tcp/127.0.0.1/9' 2>&1 | grep -q 'Connection refused' \
+         || echo 'the probe cannot connect anywhere'; for a in {}; do (timeout 3 bash -c \"echo hi > /dev/tcp/$a/{port}\" 2>/dev/null \
+         && echo \"reached $a\") & done; wait",
+        addresses.join(" ")
+    );
+    let mut request = fixture.request(&["bash", "-c", &script]);
+    request.network = NetworkPolicy::Full;
+    let (result, _) = run(&executor, request).await?;
+    expect_eq(
+        &format!("host addresses reached under network full (tried {addresses:?})"),
+        "",
+        result.stdout.as_str(),
     )?;
     match listener.accept() {
         Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),

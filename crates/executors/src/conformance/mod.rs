@@ -64,7 +64,7 @@ impl Case {
 pub struct Fixture {
     /// An existing, empty directory owned by the test; removed by the runner afterwards.
     pub workspace: PathBuf,
-    /// `none` where the executor enforces it, `full` otherwise (the host executor).
+    /// `none` where the executor enforces it, `host` otherwise (the host executor).
     pub network: NetworkPolicy,
 }
 
@@ -74,7 +74,7 @@ impl Fixture {
         let network = if capabilities.supports(Capability::NetworkNone) {
             NetworkPolicy::None
         } else {
-            NetworkPolicy::Full
+            NetworkPolicy::Host
         };
         Self { workspace, network }
     }

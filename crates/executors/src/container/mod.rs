@@ -64,6 +64,7 @@
 mod api;
 mod engine;
 mod guard;
+pub mod network;
 mod oom;
 mod pool;
 mod resident;
@@ -90,7 +91,7 @@ use conductor_core::{
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager, CgroupVersion};
 use conductor_types::{
     Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
-    ExecutorCapabilities, IsolationLevel, Rlimit, RlimitResource,
+    ExecutorCapabilities, IsolationLevel, NetworkPolicy, Rlimit, RlimitResource,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -211,6 +212,8 @@ pub(crate) struct Inner {
     pool_changed: tokio::sync::Notify,
     /// The `seccomp=` security option's value (see `seccomp`), shared with the services.
     seccomp: Arc<SeccompOption>,
+    /// The `full` network, made (with the host's rules) before the first `full` container.
+    full_network: tokio::sync::OnceCell<()>,
 }
 
 /// How the seccomp profile reaches the engine.
@@ -357,6 +360,7 @@ impl ContainerExecutor {
                 pool: std::sync::Mutex::new(warm::PoolState::default()),
                 pool_changed: tokio::sync::Notify::new(),
                 seccomp,
+                full_network: tokio::sync::OnceCell::new(),
             }),
             registry: Registry::new(),
         })
@@ -897,6 +901,13 @@ impl Executor for ContainerExecutor {
             });
         }
         let plan = crate::run::plan_request(&request, PlanTarget::Sandbox)?;
+        if plan.network == NetworkPolicy::Full {
+            let engine = &self.inner.engine;
+            self.inner
+                .full_network
+                .get_or_try_init(|| network::ensure_full_network(engine))
+                .await?;
+        }
         self.run(&request, &plan, events).await
     }
 
@@ -1109,6 +1120,10 @@ pub fn capabilities(config: &ContainerConfig) -> ExecutorCapabilities {
     ]);
     if config.user.0 != 0 {
         supported.insert(Capability::UserMapping);
+    }
+    // `full`'s bridge is kept off the host by rules only root can install.
+    if config.rootless.is_none() && nix::unistd::Uid::effective().is_root() {
+        supported.insert(Capability::NetworkFull);
     }
     if config.rootless.is_some() {
         // No cgroup of ours: nothing measured, and the engine enforces limits on v2 only.

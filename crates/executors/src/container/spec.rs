@@ -133,7 +133,7 @@ pub fn create_body(
     let network_mode = match (&plan.network, settings.service_network) {
         (NetworkPolicy::None, None) => "none",
         (NetworkPolicy::None, Some(network)) => network,
-        (NetworkPolicy::Full, None) => "bridge",
+        (NetworkPolicy::Full, None) => super::network::FULL_NETWORK,
         (NetworkPolicy::Full, Some(_)) => {
             return Err(unsupported(
                 "network policy full together with services".to_owned(),
@@ -526,7 +526,7 @@ mod tests {
             .unwrap()
             .host_config
             .unwrap();
-        assert_eq!(host_config.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(host_config.network_mode.as_deref(), Some("conductor-full"));
         let nofile = ResourcesUlimits {
             name: Some("nofile".into()),
             soft: Some(1024),

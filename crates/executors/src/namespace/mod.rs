@@ -1,6 +1,7 @@
 //! The Linux namespace executor: each command runs in fresh user, pid, mount, uts, ipc and
-//! (unless the network is `full`) network namespaces, on a read-only root assembled from the
-//! plan's mounts, with a cgroup, no capabilities, `no_new_privs` and a seccomp filter.
+//! network namespaces, on a read-only root assembled from the plan's mounts, with a cgroup, no
+//! capabilities, `no_new_privs` and a seccomp filter. Network `full` adds a veth out through the
+//! host's NAT (as root only; see [`net`]).
 //!
 //! The sandbox is built by the helper (`conductor __sandbox-init`, see
 //! [`conductor_sandbox::helper`]), a fresh single-threaded process, so nothing forks inside the
@@ -47,6 +48,11 @@ use crate::output::now_ms;
 use crate::run::{supervise, Ending, Finished, Measurements, OutputCapture, ProcessExit, Registry};
 use crate::warm::{apply_limits, Launched, RootTemplate, WarmPool};
 
+pub mod firewall;
+pub mod net;
+
+pub use net::{FullNetworkRange, HostNetwork, NetError};
+
 const NAME: &str = "namespace";
 /// How long output may keep flowing after the sandbox died before capture is cut off.
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
@@ -70,6 +76,8 @@ pub struct NamespaceConfig {
     /// (a network namespace of its own for every policy but `full`; the host's for `full`);
     /// 0 starts every helper on demand.
     pub warm_helpers: usize,
+    /// The private range `full` sandboxes take their /30s from (as root).
+    pub full_network: FullNetworkRange,
 }
 
 impl Default for NamespaceConfig {
@@ -88,6 +96,7 @@ impl Default for NamespaceConfig {
             spool_dir: temp.join(format!("conductor-spool{suffix}")),
             uid_base: DEFAULT_UID_BASE,
             warm_helpers: 1,
+            full_network: FullNetworkRange::default(),
         }
     }
 }
@@ -104,10 +113,24 @@ pub struct NamespaceExecutor {
     prebuild: bool,
     /// Warm helpers, per network mode and rootfs (their layouts differ).
     pools: Mutex<HashMap<PoolKey, Arc<WarmPool>>>,
+    /// `full`'s veths and rules, and the resolv.conf its sandboxes get; why not, when `full`
+    /// cannot be given (not root, no iptables, a range in use).
+    network: Result<FullNetwork, String>,
 }
 
-/// A pool's executions: whether they get a network namespace of their own, and their rootfs
-/// (`None`: the host's system directories).
+/// What `full` executions need. The host side (rules, sweep) is set up by `warmup()` or the
+/// first `full` execution, not at creation: a `conductor exec` of another policy never touches
+/// the firewall.
+#[derive(Debug)]
+struct FullNetwork {
+    range: FullNetworkRange,
+    host: tokio::sync::OnceCell<Result<HostNetwork, String>>,
+    /// The host's resolv.conf, or the upstream servers' when that points at its loopback.
+    resolv_conf: Result<PathBuf, String>,
+}
+
+/// A pool's executions: whether they are `full` (a veth and the host's resolv.conf), and their
+/// rootfs (`None`: the host's system directories).
 type PoolKey = (bool, Option<PathBuf>);
 
 impl NamespaceExecutor {
@@ -144,6 +167,7 @@ impl NamespaceExecutor {
             tracing::info!(%reason, "namespace executor runs without cgroups: no limits");
         }
         let prebuild = is_root && tree_cloning_supported();
+        let network = full_network(is_root, config.full_network);
         let executor = Self {
             config,
             cgroups,
@@ -151,24 +175,92 @@ impl NamespaceExecutor {
             pools: Mutex::new(HashMap::new()),
             is_root,
             registry: Registry::new(),
+            network,
         };
-        // Pools for the host's system directories, with a network namespace of their own (every
-        // policy but `full`) and on the host's network (`full`, the `host` environment's
-        // default); pools for a rootfs start with its first execution.
-        for network in [NetworkPolicy::None, NetworkPolicy::Full] {
+        // Pools for the host's system directories, without a way out (every policy but `full`)
+        // and with one (`full`, where it can be given); pools for a rootfs start with its first
+        // execution.
+        let mut networks = vec![NetworkPolicy::None];
+        if executor.network.is_ok() {
+            networks.push(NetworkPolicy::Full);
+        }
+        for network in networks {
             let mut request =
                 ExecutionRequest::new(vec!["true".into()], executor.config.run_dir.clone());
             request.network = network;
-            let plan = crate::run::plan_request(&request, PlanTarget::Sandbox)?;
-            executor.pool(&plan, None);
+            if let Ok(plan) = executor.plan(&request) {
+                executor.pool(&plan, None);
+            }
         }
         Ok(executor)
     }
 
+    /// Why `full` cannot be given here, when it cannot.
+    pub fn full_network_unavailable(&self) -> Option<&str> {
+        match &self.network {
+            Err(reason) => Some(reason),
+            Ok(network) => match network.host.get() {
+                Some(Err(reason)) => Some(reason),
+                _ => None,
+            },
+        }
+    }
+
+    /// `full`'s host side, set up on first use (on the blocking pool).
+    async fn host_network(&self) -> Result<&HostNetwork, String> {
+        let network = self.network.as_ref().map_err(Clone::clone)?;
+        let range = network.range;
+        network
+            .host
+            .get_or_init(|| async move {
+                let setup = tokio::task::spawn_blocking(move || HostNetwork::setup(range)).await;
+                match setup {
+                    Ok(Ok(host)) => Ok(host),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the namespace executor cannot give network full");
+                        Err(e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The sandbox plan of `request`; a `full` one on the host's directories gets a resolver
+    /// it can reach.
+    fn plan(&self, request: &ExecutionRequest) -> Result<ExecPlan, ExecutorError> {
+        let mut plan = crate::run::plan_request(request, PlanTarget::Sandbox)?;
+        if plan.network != NetworkPolicy::Full {
+            return Ok(plan);
+        }
+        let resolv_conf = match &self.network {
+            Ok(network) => network.resolv_conf.clone(),
+            Err(reason) => Err(reason.clone()),
+        }
+        .map_err(|reason| ExecutorError::Setup {
+            stage: "giving the sandbox network full".to_owned(),
+            reason,
+        })?;
+        for mount in plan
+            .sandbox
+            .iter_mut()
+            .flat_map(|layout| &mut layout.mounts)
+        {
+            if let conductor_types::Mount::ReadOnlyBind { source, target, .. } = mount {
+                if target.as_path() == Path::new("/etc/resolv.conf") {
+                    source.clone_from(&resolv_conf);
+                }
+            }
+        }
+        Ok(plan)
+    }
+
     /// The warm pool for executions like `plan` on `rootfs`, made on first use.
     fn pool(&self, plan: &ExecPlan, rootfs: Option<&Path>) -> Arc<WarmPool> {
-        let new_network = plan.network != NetworkPolicy::Full;
-        let key = (new_network, rootfs.map(Path::to_owned));
+        let full = plan.network == NetworkPolicy::Full;
+        let key = (full, rootfs.map(Path::to_owned));
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         let pool = pools.entry(key).or_insert_with(|| {
             let template = self.template(plan);
@@ -176,7 +268,7 @@ impl NamespaceExecutor {
                 self.config.helper_path.clone(),
                 self.cgroups.as_ref().ok().cloned(),
                 HelperMode::Namespaces {
-                    new_network,
+                    new_network: true,
                     uid_base: self.config.uid_base,
                 },
                 template,
@@ -308,6 +400,29 @@ impl NamespaceExecutor {
                 reason: e.to_string(),
             }
         })?;
+        // `full`: a veth whose other end the helper moves into the sandbox; removed when this
+        // execution ends, however it ends.
+        let veth = match &plan.network {
+            NetworkPolicy::Full => match self.host_network().await {
+                Ok(host) => host.create().await.map(Some).map_err(|e| e.to_string()),
+                Err(reason) => Err(reason),
+            },
+            _ => Ok(None),
+        };
+        let veth = match veth {
+            Ok(veth) => veth,
+            Err(e) => {
+                drop(channel);
+                child.kill();
+                let _ = child.wait().await;
+                let _ = output.finish(OUTPUT_GRACE).await;
+                return Err(ExecutorError::Setup {
+                    stage: "giving the sandbox network full".to_owned(),
+                    reason: e,
+                });
+            }
+        };
+        spec.interface = veth.as_ref().map(|veth| veth.interface.clone());
         // As root, the helper gives the workspace to the sandbox's root uid (while init builds
         // the root), so sandbox root can write it.
         spec.workspace_owner = self.is_root.then(|| WorkspaceOwner {
@@ -339,6 +454,7 @@ impl NamespaceExecutor {
         let channel = reports.await.unwrap_or_default();
         let (stdout, stderr) = output.finish(OUTPUT_GRACE).await?;
         let measurements = sandbox.finish();
+        drop(veth);
 
         let exit = match (ending, outcome(&channel)) {
             (Ending::TimedOut | Ending::Cancelled, _) => ProcessExit::Signal(libc::SIGKILL),
@@ -425,6 +541,9 @@ impl Executor for NamespaceExecutor {
             Capability::Seccomp,
             Capability::KillsProcessTree,
         ]);
+        if self.network.is_ok() {
+            supported.insert(Capability::NetworkFull);
+        }
         if let Ok(manager) = &self.cgroups {
             let controllers = manager.controllers();
             let has = |name: &str| controllers.contains(&name);
@@ -461,8 +580,13 @@ impl Executor for NamespaceExecutor {
         }
     }
 
-    /// Starts the warm helpers in the background.
+    /// Sets `full`'s host side up (where it can be given), and starts the warm helpers in the
+    /// background.
     async fn warmup(&self) -> Result<(), ExecutorError> {
+        if self.network.is_ok() {
+            // A failure is logged, and a `full` execution says it.
+            let _ = self.host_network().await;
+        }
         let pools: Vec<Arc<WarmPool>> = self
             .pools
             .lock()
@@ -493,8 +617,14 @@ impl Executor for NamespaceExecutor {
                 ),
             });
         }
+        if let (NetworkPolicy::Full, Err(reason)) = (&request.network, &self.network) {
+            return Err(ExecutorError::Unsupported {
+                executor: NAME,
+                what: format!("network policy full here ({reason})"),
+            });
+        }
         check_supported(&request, NAME, &self.capabilities())?;
-        let plan = crate::run::plan_request(&request, PlanTarget::Sandbox)?;
+        let plan = self.plan(&request)?;
         self.run(&request, &plan, events).await
     }
 
@@ -615,5 +745,41 @@ fn check_user_namespaces() -> Result<(), ExecutorError> {
             executor: NAME,
             reason: format!("user namespaces are not available ({path} is missing)"),
         }),
+    }
+}
+
+/// What `full` needs, known without touching the host: as root only (a user's namespace cannot
+/// route through the host, and a user-mode stack such as slirp4netns would still reach the
+/// host's own addresses), with `ip` and `iptables`.
+fn full_network(is_root: bool, range: FullNetworkRange) -> Result<FullNetwork, String> {
+    if !is_root {
+        return Err(
+            "network full needs root (a veth and NAT on the host); rootless, a \
+                    user-mode stack could not keep the host's own addresses out"
+                .to_owned(),
+        );
+    }
+    net::check_tools().map_err(|e| e.to_string())?;
+    Ok(FullNetwork {
+        range,
+        host: tokio::sync::OnceCell::new(),
+        resolv_conf: net::sandbox_resolv_conf().map_err(|e| e.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rootless, a user-mode stack (slirp4netns, pasta) would still reach the host's own
+    /// addresses: `full` is refused with the reason rather than given half-way.
+    #[test]
+    fn rootless_full_is_refused_with_the_reason() {
+        let refused = full_network(false, FullNetworkRange::default()).unwrap_err();
+        assert_eq!(
+            refused,
+            "network full needs root (a veth and NAT on the host); rootless, a user-mode stack \
+             could not keep the host's own addresses out"
+        );
     }
 }

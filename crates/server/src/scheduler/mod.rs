@@ -20,7 +20,8 @@ use conductor_core::{
     can_retry, dispatch, Candidate, Capacity, Executor, Store, StoreError, Transition,
 };
 use conductor_types::{
-    Agent, AgentState, Bytes, ExecutionId, ExecutionRequest, Task, TaskId, TaskStatus, Timestamp,
+    Agent, AgentState, Bytes, ExecutionId, ExecutionRequest, NetworkPolicy, Task, TaskId,
+    TaskStatus, Timestamp,
 };
 use tokio::sync::{watch, Notify};
 
@@ -60,6 +61,8 @@ pub struct SchedulerConfig {
     /// `[limits.default]` and `[limits.max]`: what tasks that name no limit get, and the most
     /// they may ask for (applied at submission).
     pub limits: conductor_core::LimitPolicy,
+    /// The network of tasks that name none (config `default_network`; `none` by default).
+    pub default_network: DefaultNetwork,
     /// Environments beyond `executors`: defined in requests, or built after the start
     /// (`None`: only the server's own environments, and requests defining one are refused).
     pub environment_port: Option<Arc<dyn crate::environments::EnvironmentPort>>,
@@ -97,12 +100,33 @@ impl SchedulerConfig {
             agent_tokens: BTreeMap::new(),
             default_workspace: None,
             limits: conductor_core::LimitPolicy::builtin(),
+            default_network: DefaultNetwork::default(),
             environment_port: None,
             import_max: Bytes(conductor_workspace::DEFAULT_IMPORT_MAX),
             spool_limit: ExecutionRequest::DEFAULT_SPOOL_LIMIT,
             spool_dir: None,
             git: crate::gitdiff::GitConfig::default(),
         }
+    }
+}
+
+/// The network a task gets when it names none: its environment's, else the server's; `none`
+/// unless configured (`full` is asked for explicitly).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DefaultNetwork {
+    /// The server's (`default_network`).
+    pub all: NetworkPolicy,
+    /// Per environment (`[environments.NAME] default_network`).
+    pub environments: BTreeMap<String, NetworkPolicy>,
+}
+
+impl DefaultNetwork {
+    /// The default network of `environment`'s tasks.
+    pub fn of(&self, environment: &str) -> NetworkPolicy {
+        self.environments
+            .get(environment)
+            .unwrap_or(&self.all)
+            .clone()
     }
 }
 

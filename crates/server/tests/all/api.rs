@@ -1,7 +1,7 @@
 //! The HTTP API: auth, validation errors, task lifecycle endpoints.
 
 use axum::http::{Method, StatusCode};
-use conductor_types::{Task, TaskPage, TaskStatus, TokenInfo};
+use conductor_types::{NetworkPolicy, Task, TaskPage, TaskStatus, TokenInfo};
 
 use crate::support::{error_of, Options, TestApp};
 
@@ -67,6 +67,40 @@ async fn submit_is_committed_and_runs_to_success() {
     assert_eq!((status, logs.as_str()), (StatusCode::OK, "hello world\n"));
 }
 
+/// Networking is off unless asked for: a task that names no network gets `none`, or the
+/// configured default of its environment (else the server's); one it names is kept.
+#[tokio::test]
+async fn tasks_default_to_network_none_unless_configured() {
+    let app = TestApp::new().await;
+    let task = app.submit(r#"{"commands": ["true"]}"#).await;
+    assert_eq!(task.spec.network, NetworkPolicy::None);
+    app.wait_for(task.id, TaskStatus::Succeeded).await;
+    let sent: Vec<NetworkPolicy> = app
+        .executor
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.network.clone())
+        .collect();
+    assert_eq!(sent, vec![NetworkPolicy::None]);
+
+    let app = TestApp::with(Options {
+        default_network: conductor_server::DefaultNetwork {
+            all: NetworkPolicy::Full,
+            environments: [("host".to_owned(), NetworkPolicy::Host)].into(),
+        },
+        ..Options::default()
+    })
+    .await;
+    let task = app.submit(r#"{"commands": ["true"]}"#).await;
+    assert_eq!(task.spec.network, NetworkPolicy::Host);
+    let task = app
+        .submit(r#"{"commands": ["true"], "network": "none"}"#)
+        .await;
+    assert_eq!(task.spec.network, NetworkPolicy::None);
+}
+
 #[tokio::test]
 async fn seed_001_requests_are_accepted_on_the_alias_and_environments_are_checked() {
     let app = TestApp::new().await;
@@ -108,7 +142,7 @@ async fn bad_input_gets_a_precise_error() {
         (r#"{"commands": []}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "commands: must list at least one command"),
         (r#"{"commands": ["ls"], "resources": {"memory": "-5g"}}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "resources.memory: size \"-5g\" is negative: sizes must be zero or more at line 1 column 51"),
         (r#"{"commands": ["ls"], "task_type": "agent"}"#, StatusCode::UNPROCESSABLE_ENTITY, "not_supported", "task_type: task_type \"agent\" is not supported yet: use \"isolated_execution\" or \"command\""),
-        (r#"{"commands": ["ls"], "network": "none"}"#, StatusCode::UNPROCESSABLE_ENTITY, "not_supported", "network: network policy none is not supported yet by the fake executor (environment \"host\")"),
+        (r#"{"commands": ["ls"], "network": "localhost"}"#, StatusCode::UNPROCESSABLE_ENTITY, "not_supported", "network: network policy localhost is not supported yet by the fake executor (environment \"host\")"),
         (r#"{"commands": ["ls"], "timeout": "soon"}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", ""),
         (&big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is larger than the limit of 256 bytes"),
     ];

@@ -12,7 +12,7 @@ use conductor_core::{EventSender, Executor, ExecutorError, Store};
 use conductor_server::{app, AppState, EventBus, Scheduler, SchedulerConfig};
 use conductor_store::SqliteStore;
 use conductor_types::{
-    ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutorCapabilities,
+    Capability, ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutorCapabilities,
     IsolationLevel, OutputStream, Task, TaskId, TaskStatus,
 };
 use http_body_util::BodyExt;
@@ -53,7 +53,13 @@ impl Executor for FakeExecutor {
         ExecutorCapabilities {
             isolation_level: IsolationLevel::None,
             platform: "test".into(),
-            supported: BTreeSet::new(),
+            // It runs nothing real: every network policy but localhost and allowlist is
+            // "given", so tasks without one (network none) run and a refusal stays testable.
+            supported: BTreeSet::from([
+                Capability::NetworkNone,
+                Capability::NetworkFull,
+                Capability::NetworkHost,
+            ]),
         }
     }
 
@@ -234,6 +240,8 @@ pub struct Options {
     pub limits: Option<conductor_core::LimitPolicy>,
     /// `[workspaces] import_max` (the default when `None`).
     pub import_max: Option<conductor_types::Bytes>,
+    /// The network of tasks that name none.
+    pub default_network: conductor_server::DefaultNetwork,
 }
 
 impl Default for Options {
@@ -249,6 +257,7 @@ impl Default for Options {
             poll_interval: Duration::from_millis(50),
             limits: None,
             import_max: None,
+            default_network: conductor_server::DefaultNetwork::default(),
         }
     }
 }
@@ -318,6 +327,7 @@ impl TestApp {
             allow_local: vec![dir.path().to_path_buf()],
             sandbox: Some(Arc::new(HostGit)),
         };
+        config.default_network = options.default_network;
         if let Some(limit) = options.stored_output_limit {
             config.stored_output_limit = limit;
         }
