@@ -355,7 +355,11 @@ fn deep_git_diff_is_correct_or_a_typed_error() {
     git(&["add", "-A"]);
     git(&["commit", "-q", "-m", "first"]);
     let ws = tmp.path().join("ws");
-    let options = GitOptions::default();
+    // The origin is a local path: it must be listed, as `[git] allow_local` would.
+    let options = GitOptions {
+        allow_local: vec![tmp.path().to_path_buf()],
+        ..GitOptions::default()
+    };
     let checkout = clone_at(origin.to_str().unwrap(), None, &ws, &options).unwrap();
     let bottom = chain(&ws, "d", DEPTH);
     put(&bottom, "leaf", b"x");
@@ -423,7 +427,10 @@ fn clone_of_a_too_deep_repository_fails_cleanly(parent: &Path) {
         origin.to_str().unwrap(),
         None,
         &dest,
-        &GitOptions::default(),
+        &GitOptions {
+            allow_local: vec![parent.to_path_buf()],
+            ..GitOptions::default()
+        },
     );
     match result {
         Err(GitError::IncompleteCheckout { path, missing, .. }) => {
