@@ -172,6 +172,11 @@ pub async fn create_task(
             crate::workspaces::resolve_for_task(&state, "workspace", &given, &caller.0.id, disk)
                 .await?;
         spec.workspace = Some(found.name);
+        // What bounds the task's disk is its workspace's quota: say so in the task.
+        if let (None, Some(quota)) = (spec.resources.disk, found.disk) {
+            spec.resources.disk = Some(quota);
+            spec.defaults_applied.push(conductor_types::LimitName::Disk);
+        }
     }
     let task = state
         .store()

@@ -389,9 +389,16 @@ fn check_disk_maximum(state: &AppState, disk: Size) -> Result<(), AppError> {
     }
 }
 
-/// Stores a new workspace and makes its directory (a quota filesystem when it has a `disk`);
-/// when the directory cannot be made, the record is removed again.
-async fn create_named(state: &AppState, new: Workspace) -> Result<Workspace, AppError> {
+/// Stores a new workspace and makes its directory (a quota filesystem when it has a `disk`, or
+/// when the server enforces quotas and has a default disk); when the directory cannot be made,
+/// the record is removed again.
+async fn create_named(state: &AppState, mut new: Workspace) -> Result<Workspace, AppError> {
+    let config = state.scheduler().config();
+    if new.disk.is_none() && config.disk_quotas {
+        // No workspace of a root server is unbounded: one created without a quota gets the
+        // default disk (`[limits.default] disk`), which its tasks then share.
+        new.disk = config.limits.default.disk;
+    }
     if let Some(disk) = new.disk {
         if !state.scheduler().config().disk_quotas {
             return Err(AppError::NotSupported {

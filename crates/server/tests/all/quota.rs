@@ -111,9 +111,13 @@ async fn a_task_that_fills_its_disk_quota_gets_enospc_and_disk_quota_exceeded() 
 
 #[tokio::test]
 async fn disk_quotas_are_refused_where_they_cannot_apply() {
+    // Without a default disk, a workspace created without a quota has none.
+    let mut limits = conductor_core::LimitPolicy::builtin();
+    limits.default.disk = None;
     let app = TestApp::with(Options {
         disk_quotas: true,
         run_loop: false,
+        limits: Some(limits),
         ..Options::default()
     })
     .await;
@@ -179,6 +183,58 @@ async fn disk_quotas_are_refused_where_they_cannot_apply() {
                     .into()
             )
         )
+    );
+}
+
+#[tokio::test]
+async fn a_named_workspace_made_without_a_quota_gets_the_default_disk_and_its_tasks_say_so() {
+    if let Some(reason) = missing_facility() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let mut limits = conductor_core::LimitPolicy::builtin();
+    limits.default.disk = Some(Bytes::mib(16));
+    let app = TestApp::with(Options {
+        disk_quotas: true,
+        limits: Some(limits),
+        ..Options::default()
+    })
+    .await;
+    // Made through the API without a `disk`, and made by a task's first use of a new name.
+    let (status, text) = app
+        .send(
+            Method::POST,
+            "/api/v1/workspaces",
+            Some(r#"{"name": "made"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let made: Workspace = serde_json::from_str(&text).unwrap();
+    assert_eq!(made.disk, Some(Bytes::mib(16)));
+    let task = app
+        .submit(r#"{"commands": ["fill 1000"], "workspace": "implicit"}"#)
+        .await;
+    assert_eq!(task.spec.resources.disk, Some(Bytes::mib(16)));
+    assert!(
+        task.spec
+            .defaults_applied
+            .contains(&conductor_types::LimitName::Disk),
+        "{:?}",
+        task.spec.defaults_applied
+    );
+    app.wait_for(task.id, TaskStatus::Succeeded).await;
+    for name in ["made", "implicit"] {
+        let dir = app._dir.path().join("workspaces/named").join(name);
+        assert!(mounted(&dir), "{name} is not its own filesystem");
+    }
+    // The quota holds: a task writing past it in the named workspace fails.
+    let full = app
+        .submit(r#"{"commands": ["fill 40000000"], "workspace": "made"}"#)
+        .await;
+    let done = app.wait_for(full.id, TaskStatus::Failed).await;
+    assert_eq!(
+        done.state.failure_code,
+        Some(FailureCode::DiskQuotaExceeded)
     );
 }
 
