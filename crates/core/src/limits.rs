@@ -51,6 +51,16 @@ impl LimitSet {
         }
     }
 
+    /// Whether `limit` has a value here.
+    pub fn is_given(&self, limit: LimitName) -> bool {
+        self.get(limit).is_some()
+    }
+
+    /// Takes `limit`'s value away (no default, or no maximum, for it).
+    pub fn clear(&mut self, limit: LimitName) {
+        self.take(&LimitSet::default(), limit);
+    }
+
     /// The limits `spec` asks for.
     pub fn of(spec: &TaskSpec) -> Self {
         Self {

@@ -8,9 +8,12 @@
 //! memory = "8g"      # [limits.default] leaves a limit out
 //! timeout = "6h"
 //! ```
+//!
+//! `none = ["disk"]` in `[limits.default]` takes the built-in default of those limits away: tasks
+//! that name none then run without them (on a root server, no quota image per fresh workspace).
 
 use conductor_core::{LimitPolicy, LimitSet, MAX_TIMEOUT};
-use conductor_types::{parse_duration, Bytes, Cpus, MAX_DISK, MAX_MEMORY, MAX_PIDS};
+use conductor_types::{parse_duration, Bytes, Cpus, LimitName, MAX_DISK, MAX_MEMORY, MAX_PIDS};
 use serde::{Deserialize, Serialize};
 
 /// `[limits]`.
@@ -44,6 +47,9 @@ pub struct RawLimitSet {
     /// Time for the whole task (`1h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// `[limits.default]` only: limits with no default at all (`["disk"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub none: Vec<LimitName>,
 }
 
 /// Resolves `raw` over the built-in policy; the error names the table and key.
@@ -59,8 +65,22 @@ pub fn resolve(raw: &RawLimits) -> Result<LimitPolicy, String> {
             disk: set.disk.or(builtin.disk),
             timeout: set.timeout.or(builtin.timeout),
         };
+        for name in &default.none {
+            if set.is_given(*name) {
+                return Err(format!(
+                    "[limits.default] {name} is both given and listed in none: keep one"
+                ));
+            }
+            policy.default.clear(*name);
+        }
     }
     if let Some(max) = &raw.max {
+        if !max.none.is_empty() {
+            return Err(
+                "[limits.max] none: only [limits.default] has it (a maximum left out is none)"
+                    .to_owned(),
+            );
+        }
         policy.max = parse_set("[limits.max]", max)?;
     }
     if let Some(error) = policy.inconsistent() {
@@ -121,10 +141,16 @@ pub fn to_raw(policy: &LimitPolicy) -> RawLimits {
         timeout: set
             .timeout
             .map(|t| humantime::format_duration(t).to_string()),
+        none: Vec::new(),
     };
     let max = set(&policy.max);
+    let mut default = set(&policy.default);
+    default.none = LimitName::ALL
+        .into_iter()
+        .filter(|name| !policy.default.is_given(*name))
+        .collect();
     RawLimits {
-        default: Some(set(&policy.default)),
+        default: Some(default),
         max: (max != RawLimitSet::default()).then_some(max),
     }
 }
@@ -160,6 +186,34 @@ mod tests {
             }
         );
         assert_eq!(resolve(&to_raw(&policy)).unwrap(), policy);
+    }
+
+    #[test]
+    fn none_takes_a_builtin_default_away_and_survives_a_round_trip() {
+        let policy = parse("[default]\nnone = [\"disk\", \"timeout\"]\n").unwrap();
+        assert_eq!(
+            policy.default,
+            LimitSet {
+                disk: None,
+                timeout: None,
+                ..LimitPolicy::builtin().default
+            }
+        );
+        let raw = to_raw(&policy);
+        assert_eq!(
+            raw.default.as_ref().map(|d| d.none.clone()),
+            Some(vec![LimitName::Disk, LimitName::Timeout])
+        );
+        assert_eq!(resolve(&raw).unwrap(), policy);
+        assert_eq!(
+            parse("[default]\ndisk = \"1g\"\nnone = [\"disk\"]\n").unwrap_err(),
+            "[limits.default] disk is both given and listed in none: keep one"
+        );
+        assert_eq!(
+            parse("[max]\nnone = [\"disk\"]\n").unwrap_err(),
+            "[limits.max] none: only [limits.default] has it (a maximum left out is none)"
+        );
+        assert!(parse("[default]\nnone = [\"swap\"]\n").is_err());
     }
 
     #[test]

@@ -294,8 +294,15 @@ impl Drop for Veth {
     fn drop(&mut self) {
         let (ip, name) = (self.ip.clone(), self.name.clone());
         let remove = move || {
+            // The pair usually went with the sandbox's network namespace: nothing to remove.
+            let present = || Path::new("/sys/class/net").join(&name).exists();
+            if !present() {
+                return;
+            }
             if let Err(e) = run(&ip, &["link", "del", &name]) {
-                tracing::warn!(error = %e, "removing the execution's veth");
+                if present() {
+                    tracing::warn!(error = %e, "removing the execution's veth");
+                }
             }
         };
         match tokio::runtime::Handle::try_current() {
