@@ -38,13 +38,19 @@ fn main() -> ExitCode {
         args.test_threads = Some(1);
     }
     let mut trials = Vec::new();
-    for target in executors() {
+    let targets = executors();
+    for target in &targets {
         for case in conformance::cases() {
-            trials.push(trial(&args, &target, case));
+            trials.push(trial(&args, target, case));
         }
     }
     for kind in [EngineKind::Docker, EngineKind::Podman] {
-        trials.extend(pool_trials(kind));
+        // The pool's own trials need the engine the cold target found (or did not).
+        let missing = targets.iter().find_map(|target| match target {
+            Target::Unavailable { name, reason } if name == kind.name() => Some(reason.clone()),
+            _ => None,
+        });
+        trials.extend(pool_trials(&args, kind, missing));
     }
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -330,15 +336,22 @@ fn selected(args: &Arguments, name: &str) -> bool {
 }
 
 /// The warm pool's own trials for `kind`: each execution gets a fresh container, and dropping
-/// the executor leaves no container, slot or cgroup behind.
-fn pool_trials(kind: EngineKind) -> Vec<Trial> {
+/// the executor leaves no container, slot or cgroup behind. Skipped, with the reason, where the engine does not answer (`missing`).
+fn pool_trials(args: &Arguments, kind: EngineKind, missing: Option<String>) -> Vec<Trial> {
     let fresh = format!(
         "{}-warm::pool_gives_a_fresh_container_each_time",
         kind.name()
     );
     let drop = format!("{}-warm::pool_leaves_nothing_after_drop", kind.name());
     let reused = format!("{}-reuse::reuse_resets_between_executions", kind.name());
-    let skip = std::env::var("CONDUCTOR_CONFORMANCE_CONTAINERS").as_deref() == Ok("0");
+    if let Some(reason) = &missing {
+        for name in [&fresh, &drop, &reused] {
+            if selected(args, name) {
+                eprintln!("skipping {name}: {reason}");
+            }
+        }
+    }
+    let skip = missing.is_some();
     vec![
         Trial::test(fresh, move || pool_case(kind, 2, 0, fresh_containers)).with_ignored_flag(skip),
         Trial::test(drop, move || pool_case(kind, 2, 0, nothing_left_after_drop))

@@ -558,7 +558,10 @@ fn cannot_build() -> Option<String> {
     if !is_root() {
         return Some("needs root".into());
     }
-    let envs = built_envs("minimal")?;
+    // Not built at all is a reason to skip too (`?` here read it as "can build").
+    let Some(envs) = built_envs("minimal") else {
+        return Some("environment minimal is not built: conductor env build minimal".into());
+    };
     (!envs.join(".base").is_dir()).then(|| "the base of environment minimal is not built".into())
 }
 
