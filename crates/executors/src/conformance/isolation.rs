@@ -72,9 +72,10 @@ pub(super) fn cases() -> Vec<Case> {
     ]
 }
 
-async fn network_none(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(), String> {
+/// A non-blocking TCP listener on `address` (port 0: any) and the port it got.
+fn probe_listener(address: &str) -> Result<(TcpListener, u16), String> {
     let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("binding a probe listener: {e}"))?;
+        TcpListener::bind(address).map_err(|e| format!("binding a probe listener: {e}"))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("probe listener: {e}"))?;
@@ -82,14 +83,11 @@ async fn network_none(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(
         .local_addr()
         .map_err(|e| format!("probe listener: {e}"))?
         .port();
-    let script = format!("echo hi > /dev/tcp/127.0.0.1/{port}");
-    let mut request = fixture.request(&["bash", "-c", &script]);
-    request.network = NetworkPolicy::None;
-    let (result, _) = run(&executor, request).await?;
-    expect_refused(
-        "connecting to the host's 127.0.0.1 under network none",
-        &result,
-    )?;
+    Ok((listener, port))
+}
+
+/// Ok when nothing connected to `listener`.
+fn no_connection(listener: &TcpListener) -> Result<(), String> {
     match listener.accept() {
         Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
         Ok((_, peer)) => Err(format!(
@@ -101,21 +99,26 @@ async fn network_none(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(
     }
 }
 
+async fn network_none(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(), String> {
+    let (listener, port) = probe_listener("127.0.0.1:0")?;
+    let script = format!("echo hi > /dev/tcp/127.0.0.1/{port}");
+    let mut request = fixture.request(&["bash", "-c", &script]);
+    request.network = NetworkPolicy::None;
+    let (result, _) = run(&executor, request).await?;
+    expect_refused(
+        "connecting to the host's 127.0.0.1 under network none",
+        &result,
+    )?;
+    no_connection(&listener)
+}
+
 /// Under `full`, a server listening on every host address is reached at none of them: not at
 /// 127.0.0.1, not at any address of the host's interfaces (eth0's, docker0's, a bridge's).
 async fn network_full_is_not_the_hosts(
     executor: Arc<dyn Executor>,
     fixture: Fixture,
 ) -> Result<(), String> {
-    let listener =
-        TcpListener::bind("0.0.0.0:0").map_err(|e| format!("binding a probe listener: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("probe listener: {e}"))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| format!("probe listener: {e}"))?
-        .port();
+    let (listener, port) = probe_listener("0.0.0.0:0")?;
     let mut addresses = vec!["127.0.0.1".to_owned()];
     addresses.extend(
         nix::ifaddrs::getifaddrs()
@@ -140,15 +143,7 @@ async fn network_full_is_not_the_hosts(
         "",
         result.stdout.as_str(),
     )?;
-    match listener.accept() {
-        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
-        Ok((_, peer)) => Err(format!(
-            "probe listener: expected no connection, got one from {peer}"
-        )),
-        Err(e) => Err(format!(
-            "probe listener: expected no connection, got error {e}"
-        )),
-    }
+    no_connection(&listener)
 }
 
 async fn read_only_root(executor: Arc<dyn Executor>, fixture: Fixture) -> Result<(), String> {

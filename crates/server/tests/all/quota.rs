@@ -23,6 +23,12 @@ fn missing_facility() -> Option<String> {
 }
 
 async fn quota_app() -> Option<TestApp> {
+    quota_app_with(Options::default()).await
+}
+
+/// A quota-enforcing app over `options`, or `None` (skipped, with the reason) where quotas
+/// cannot work.
+async fn quota_app_with(options: Options) -> Option<TestApp> {
     if let Some(reason) = missing_facility() {
         eprintln!("skipped: {reason}");
         return None;
@@ -30,7 +36,7 @@ async fn quota_app() -> Option<TestApp> {
     Some(
         TestApp::with(Options {
             disk_quotas: true,
-            ..Options::default()
+            ..options
         })
         .await,
     )
@@ -188,18 +194,16 @@ async fn disk_quotas_are_refused_where_they_cannot_apply() {
 
 #[tokio::test]
 async fn a_named_workspace_made_without_a_quota_gets_the_default_disk_and_its_tasks_say_so() {
-    if let Some(reason) = missing_facility() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
     let mut limits = conductor_core::LimitPolicy::builtin();
     limits.default.disk = Some(Bytes::mib(16));
-    let app = TestApp::with(Options {
-        disk_quotas: true,
+    let Some(app) = quota_app_with(Options {
         limits: Some(limits),
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     // Made through the API without a `disk`, and made by a task's first use of a new name.
     let (status, text) = app
         .send(
