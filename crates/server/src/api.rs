@@ -231,7 +231,9 @@ fn apply_server_limits(
 
 /// `POST /tasks`: the same as `POST /api/v1/tasks`, where seed 001's curl examples send it.
 #[utoipa::path(post, path = "/tasks", tag = "tasks", request_body = TaskRequest,
-    responses((status = 201, description = "as POST /api/v1/tasks", body = Task), (status = 422, body = ApiErrorBody)))]
+    responses((status = 201, description = "as POST /api/v1/tasks", body = Task), (status = 400, description = "as POST /api/v1/tasks", body = ApiErrorBody), (status = 401, description = "as POST /api/v1/tasks", body = ApiErrorBody),
+        (status = 403, description = "as POST /api/v1/tasks", body = ApiErrorBody), (status = 409, description = "as POST /api/v1/tasks", body = ApiErrorBody),
+        (status = 413, description = "as POST /api/v1/tasks", body = ApiErrorBody), (status = 422, description = "as POST /api/v1/tasks", body = ApiErrorBody)))]
 pub async fn create_task_alias(
     state: State<AppState>,
     caller: Extension<Caller>,
