@@ -4,6 +4,7 @@
 //! `30s`, CPU fractions) are parsed once, here, into newtypes, so the rest of the code never
 //! re-validates them.
 
+mod agent;
 mod event;
 mod ids;
 mod isolation;
@@ -19,6 +20,7 @@ mod task;
 mod time;
 mod workspace;
 
+pub use agent::{AgentEvent, AgentKind, AgentOutcome, AgentSpec, Budget, Usage};
 pub use event::{ExecEvent, OutputStream};
 pub use ids::{ExecutionId, ParseIdError};
 pub use isolation::{Capability, ExecutorCapabilities, IsolationLevel};

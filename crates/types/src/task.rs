@@ -425,11 +425,21 @@ pub enum FailureCode {
     ServicesFailed,
     /// The orchestrator itself failed while running it.
     OrchestratorError,
+    /// An agent task reached its token or cost budget.
+    BudgetExceeded,
+    /// An agent task stopped at its `max_turns`.
+    MaxTurns,
+    /// The model provider could not be reached (or kept answering 429/5xx).
+    UpstreamUnavailable,
+    /// The model provider refused the requests (a bad key, a 4xx).
+    UpstreamRejected,
+    /// The agent CLI exited without a result of its own.
+    AgentCrashed,
 }
 
 impl FailureCode {
     /// Every code.
-    pub const ALL: [FailureCode; 7] = [
+    pub const ALL: [FailureCode; 12] = [
         Self::DiskQuotaExceeded,
         Self::WorkspaceUnavailable,
         Self::GitCloneFailed,
@@ -437,6 +447,11 @@ impl FailureCode {
         Self::EnvironmentBuildFailed,
         Self::ServicesFailed,
         Self::OrchestratorError,
+        Self::BudgetExceeded,
+        Self::MaxTurns,
+        Self::UpstreamUnavailable,
+        Self::UpstreamRejected,
+        Self::AgentCrashed,
     ];
 
     /// The name the API uses.
@@ -449,6 +464,11 @@ impl FailureCode {
             Self::EnvironmentBuildFailed => "environment_build_failed",
             Self::ServicesFailed => "services_failed",
             Self::OrchestratorError => "orchestrator_error",
+            Self::BudgetExceeded => "budget_exceeded",
+            Self::MaxTurns => "max_turns",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamRejected => "upstream_rejected",
+            Self::AgentCrashed => "agent_crashed",
         }
     }
 }

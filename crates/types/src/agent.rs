@@ -1,0 +1,211 @@
+//! The vocabulary of agent tasks (issue 12): which coding agent runs, with what budget, what it
+//! used, and what it did, normalized across agent CLIs.
+
+use serde::{Deserialize, Serialize};
+
+/// Which agent CLI runs in the sandbox.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentKind {
+    /// Anthropic's Claude Code (`claude -p … --output-format stream-json`).
+    ClaudeCode,
+    /// OpenAI's Codex CLI (`codex exec --json`).
+    Codex,
+}
+
+impl AgentKind {
+    /// Every kind.
+    pub const ALL: [AgentKind; 2] = [Self::ClaudeCode, Self::Codex];
+
+    /// The name the API uses.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "claude-code",
+            Self::Codex => "codex",
+        }
+    }
+}
+
+/// What the agent is asked to do and how (`agent` in a task request).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Which agent CLI.
+    pub kind: AgentKind,
+    /// The user's message for this turn.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 262144))]
+    pub prompt: String,
+    /// Model name passed to the CLI (its own default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Upper bound on the agent's turns in this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub max_turns: Option<u32>,
+    /// Tools the agent may use without asking (Claude Code's `--allowedTools`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_tools: Option<Vec<String>>,
+    /// The CLI's permission mode (`default`, `acceptEdits`, `plan`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// Extra system prompt appended to the agent's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+}
+
+/// Spending limits of one task (`budget` in a task request). Absent fields are unbounded.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Input + output + cache-write tokens (cache reads count only in `usd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// Cost in US dollars of everything, cache reads included, at the configured prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<f64>,
+}
+
+/// What a task (or a session) used of the model provider, as counted by the gateway from the
+/// upstream's own responses.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Uncached input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read_input_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_creation_input_tokens: u64,
+    /// Requests forwarded to the upstream.
+    pub requests: u64,
+    /// Cost in US dollars at the configured prices.
+    pub cost_usd: f64,
+}
+
+impl Usage {
+    /// The tokens a `Budget::tokens` counts: input + output + cache writes.
+    pub fn budget_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cache_creation_input_tokens)
+    }
+
+    /// `self + other`, field by field.
+    pub fn add(&self, other: &Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            cache_read_input_tokens: self
+                .cache_read_input_tokens
+                .saturating_add(other.cache_read_input_tokens),
+            cache_creation_input_tokens: self
+                .cache_creation_input_tokens
+                .saturating_add(other.cache_creation_input_tokens),
+            requests: self.requests.saturating_add(other.requests),
+            cost_usd: self.cost_usd + other.cost_usd,
+        }
+    }
+}
+
+/// How an agent's run ended, as its CLI reported it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentOutcome {
+    /// The agent finished its work.
+    Success,
+    /// It stopped at its turn limit.
+    MaxTurns,
+    /// It stopped on an error (the model's, a tool's or its own).
+    Error,
+}
+
+/// One step of an agent's work, normalized across agent CLIs (the task's `agent_*` events).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// Text the assistant wrote.
+    AgentText {
+        /// The text.
+        text: String,
+    },
+    /// The agent called a tool.
+    AgentToolCall {
+        /// The CLI's id of the call (pairs it with its result).
+        id: String,
+        /// Tool name (`Bash`, `Write`, …).
+        tool: String,
+        /// The input, shortened for one line (a command, a path).
+        input: String,
+    },
+    /// A tool call's outcome.
+    AgentToolResult {
+        /// The id of the call.
+        id: String,
+        /// Whether the tool succeeded.
+        ok: bool,
+        /// The start of its output.
+        output: String,
+    },
+    /// Cumulative usage so far, as the agent CLI reports it.
+    AgentUsage {
+        /// Tokens so far (cost as the CLI estimates it; the task's `usage` is the gateway's).
+        usage: Usage,
+    },
+    /// The run ended.
+    AgentResult {
+        /// How.
+        outcome: AgentOutcome,
+        /// Turns the agent took.
+        turns: u32,
+        /// The final answer.
+        text: String,
+        /// The CLI's own session id, for resuming.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cli_session: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_events_have_the_api_names() {
+        for kind in AgentKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+        let event = AgentEvent::AgentToolCall {
+            id: "t1".into(),
+            tool: "Bash".into(),
+            input: "ls".into(),
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "agent_tool_call");
+        assert_eq!(serde_json::from_value::<AgentEvent>(json).unwrap(), event);
+    }
+
+    #[test]
+    fn budget_tokens_leave_cache_reads_out() {
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_read_input_tokens: 1000,
+            cache_creation_input_tokens: 7,
+            requests: 1,
+            cost_usd: 0.0,
+        };
+        assert_eq!(usage.budget_tokens(), 22);
+        assert_eq!(usage.add(&usage).budget_tokens(), 44);
+        let spec: Result<AgentSpec, _> =
+            serde_json::from_str(r#"{"kind":"claude-code","prompt":"hi","typo":1}"#);
+        assert!(spec.is_err());
+    }
+}
