@@ -145,7 +145,7 @@ pub enum AgentEvent {
     /// The agent called a tool.
     AgentToolCall {
         /// The CLI's id of the call (pairs it with its result).
-        id: String,
+        call_id: String,
         /// Tool name (`Bash`, `Write`, …).
         tool: String,
         /// The input, shortened for one line (a command, a path).
@@ -154,7 +154,7 @@ pub enum AgentEvent {
     /// A tool call's outcome.
     AgentToolResult {
         /// The id of the call.
-        id: String,
+        call_id: String,
         /// Whether the tool succeeded.
         ok: bool,
         /// The start of its output.
@@ -311,7 +311,7 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
         }
         let event = AgentEvent::AgentToolCall {
-            id: "t1".into(),
+            call_id: "t1".into(),
             tool: "Bash".into(),
             input: "ls".into(),
         };
@@ -335,6 +335,11 @@ mod tests {
             serde_json::from_str(r#"{"type":"command_started","index":0,"command":"x"}"#).unwrap();
         assert_eq!(state.name(), "command_started");
         assert!(serde_json::from_str::<crate::TaskEventKind>(r#"{"type":"nope"}"#).is_err());
+        let event: crate::TaskEvent = serde_json::from_str(
+            r#"{"id":7,"task_id":"67e55044-10b1-426f-9247-bb680e5fe0c8","at":"2026-12-07T00:00:00.000Z","type":"agent_text","text":"hi"}"#,
+        )
+        .unwrap();
+        assert_eq!(event.kind, kind);
     }
 
     #[test]
