@@ -1,5 +1,5 @@
-//! Claude Code (`@anthropic-ai/claude-code`): `claude -p PROMPT --output-format stream-json
-//! --verbose`, pointed at the gateway by `ANTHROPIC_BASE_URL` with the task's token as its API key,
+//! Claude Code (`@anthropic-ai/claude-code`): `claude -p --output-format stream-json --verbose
+//! … -- PROMPT`, pointed at the gateway by `ANTHROPIC_BASE_URL` with the task's token as its API key,
 //! its private state under `$HOME/.claude`, and everything that would call home turned off.
 
 mod parse;
@@ -31,11 +31,16 @@ impl AgentAdapter for ClaudeCode {
     }
 
     fn command(&self, spec: &AgentSpec, ctx: &AgentContext) -> AgentCommand {
-        let mut argv: Vec<String> = ["claude", "-p", spec.prompt.as_str()]
-            .into_iter()
-            .chain(["--output-format", "stream-json", "--verbose"])
-            .map(str::to_owned)
-            .collect();
+        let mut argv: Vec<String> = [
+            "claude",
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
         let mut flag = |name: &str, value: &str| {
             argv.push(name.to_owned());
             argv.push(value.to_owned());
@@ -58,6 +63,8 @@ impl AgentAdapter for ClaudeCode {
         if let Some(session) = &ctx.resume {
             flag("--resume", session);
         }
+        // Last, after `--`: a prompt starting with `-` must not read as an option.
+        flag("--", &spec.prompt);
         AgentCommand {
             argv,
             cwd: ctx.workdir.clone(),
@@ -94,4 +101,123 @@ fn environment(ctx: &AgentContext) -> Vec<(String, String)> {
         env.push(("IS_SANDBOX".to_owned(), "1".to_owned()));
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use conductor_types::AgentKind;
+
+    use super::*;
+    use crate::adapter::GatewayUrl;
+
+    fn ctx(run_as: RunAs, resume: Option<&str>) -> AgentContext {
+        AgentContext {
+            gateway: GatewayUrl::loopback(4100),
+            token: "ct_tok".into(),
+            home: "/home/conductor/".into(),
+            workdir: "/workspace".into(),
+            resume: resume.map(str::to_owned),
+            run_as,
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_full_spec_becomes_flags_and_the_gateway_env() {
+        let spec = AgentSpec {
+            kind: AgentKind::ClaudeCode,
+            prompt: "-fix it".into(),
+            model: Some("claude-sonnet-4-5".into()),
+            max_turns: Some(30),
+            allowed_tools: Some(strings(&["Read", "Bash(git *)"])),
+            permission_mode: Some("acceptEdits".into()),
+            system_prompt: Some("be brief".into()),
+        };
+        let command = ClaudeCode.command(&spec, &ctx(RunAs::User, Some("s-1")));
+        assert_eq!(
+            command.argv,
+            strings(&[
+                "claude",
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--permission-mode",
+                "acceptEdits",
+                "--allowedTools",
+                "Read,Bash(git *)",
+                "--max-turns",
+                "30",
+                "--model",
+                "claude-sonnet-4-5",
+                "--append-system-prompt",
+                "be brief",
+                "--resume",
+                "s-1",
+                "--",
+                "-fix it",
+            ])
+        );
+        let env: Vec<(&str, &str)> = command
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("ANTHROPIC_BASE_URL", "http://127.0.0.1:4100"),
+                ("ANTHROPIC_API_KEY", "ct_tok"),
+                ("HOME", "/home/conductor"),
+                ("CLAUDE_CONFIG_DIR", "/home/conductor/.claude"),
+                ("NO_PROXY", "127.0.0.1"),
+                ("no_proxy", "127.0.0.1"),
+                ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+                ("DISABLE_AUTOUPDATER", "1"),
+                ("DISABLE_UPDATES", "1"),
+                ("DISABLE_TELEMETRY", "1"),
+                ("DISABLE_ERROR_REPORTING", "1"),
+            ]
+        );
+        assert_eq!(command.cwd, "/workspace");
+        assert!(command.files.is_empty());
+    }
+
+    #[test]
+    fn a_bare_spec_leaves_the_cli_its_defaults_and_root_gets_the_sandbox_switch() {
+        let spec = AgentSpec {
+            kind: AgentKind::ClaudeCode,
+            prompt: "hi".into(),
+            model: None,
+            max_turns: None,
+            allowed_tools: None,
+            permission_mode: None,
+            system_prompt: None,
+        };
+        let command = ClaudeCode.command(&spec, &ctx(RunAs::Root, None));
+        assert_eq!(
+            command.argv,
+            strings(&[
+                "claude",
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--",
+                "hi"
+            ])
+        );
+        assert_eq!(command.env_var("IS_SANDBOX"), Some("1"));
+        assert_eq!(ClaudeCode.probe_argv(), strings(&["claude", "--version"]));
+        assert_eq!(ClaudeCode.kind(), AgentKind::ClaudeCode);
+        assert_eq!(
+            ClaudeCode
+                .redactor(&ctx(RunAs::Root, None))
+                .redact("key ct_tok"),
+            "key [redacted]"
+        );
+    }
 }

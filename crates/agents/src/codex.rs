@@ -115,3 +115,108 @@ fn toml_string(text: &str) -> String {
     // A JSON string is a valid TOML basic string for everything JSON escapes.
     serde_json::Value::String(text.to_owned()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use conductor_types::AgentKind;
+
+    use super::*;
+    use crate::adapter::{GatewayUrl, RunAs};
+
+    fn ctx(resume: Option<&str>) -> AgentContext {
+        AgentContext {
+            gateway: GatewayUrl::loopback(4200),
+            token: "ct_tok".into(),
+            home: "/home/conductor".into(),
+            workdir: "/workspace".into(),
+            resume: resume.map(str::to_owned),
+            run_as: RunAs::User,
+        }
+    }
+
+    fn spec(model: Option<&str>, system: Option<&str>) -> AgentSpec {
+        AgentSpec {
+            kind: AgentKind::Codex,
+            prompt: "fix it".into(),
+            model: model.map(str::to_owned),
+            max_turns: Some(5),
+            allowed_tools: None,
+            permission_mode: None,
+            system_prompt: system.map(str::to_owned),
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    const FLAGS: [&str; 3] = [
+        "--json",
+        "--skip-git-repo-check",
+        "--dangerously-bypass-approvals-and-sandbox",
+    ];
+
+    #[test]
+    fn a_first_turn_and_a_follow_up() {
+        let first = Codex.command(&spec(Some("gpt-5-codex"), Some("say \"hi\"")), &ctx(None));
+        let mut expected = strings(&["codex", "exec"]);
+        expected.extend(strings(&FLAGS));
+        expected.extend(strings(&[
+            "--model",
+            "gpt-5-codex",
+            "-c",
+            r#"developer_instructions="say \"hi\"""#,
+            "--",
+            "fix it",
+        ]));
+        assert_eq!(first.argv, expected);
+
+        let next = Codex.command(&spec(None, None), &ctx(Some("019a-thread")));
+        let mut expected = strings(&["codex", "exec", "resume", "019a-thread"]);
+        expected.extend(strings(&FLAGS));
+        expected.extend(strings(&["--", "fix it"]));
+        assert_eq!(next.argv, expected);
+        assert_eq!(next.cwd, "/workspace");
+    }
+
+    #[test]
+    fn the_gateway_is_the_only_provider_and_the_token_only_in_the_env() {
+        let command = Codex.command(&spec(None, None), &ctx(None));
+        let env: Vec<(&str, &str)> = command
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("HOME", "/home/conductor"),
+                ("CODEX_HOME", "/home/conductor/.codex"),
+                ("CONDUCTOR_GATEWAY_TOKEN", "ct_tok"),
+                ("NO_PROXY", "127.0.0.1"),
+                ("no_proxy", "127.0.0.1"),
+            ]
+        );
+        let [file] = command.files.as_slice() else {
+            panic!("one config file: {command:?}");
+        };
+        assert_eq!(file.path, ".codex/config.toml");
+        assert!(!file.contents.contains("ct_tok"));
+        let config: toml::Value = toml::from_str(&file.contents).unwrap();
+        let provider = &config["model_providers"]["conductor"];
+        assert_eq!(config["model_provider"].as_str(), Some("conductor"));
+        assert_eq!(config["sandbox_mode"].as_str(), Some("danger-full-access"));
+        assert_eq!(config["approval_policy"].as_str(), Some("never"));
+        assert_eq!(
+            provider["base_url"].as_str(),
+            Some("http://127.0.0.1:4200/v1")
+        );
+        assert_eq!(provider["wire_api"].as_str(), Some("responses"));
+        assert_eq!(
+            provider["env_key"].as_str(),
+            Some("CONDUCTOR_GATEWAY_TOKEN")
+        );
+        assert_eq!(provider["supports_websockets"].as_bool(), Some(false));
+        assert_eq!(Codex.probe_argv(), strings(&["codex", "--version"]));
+    }
+}

@@ -4,5 +4,6 @@
 
 mod claude_cli;
 mod codex_cli;
+mod fakes;
 mod fixtures;
 mod support;

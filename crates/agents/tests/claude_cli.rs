@@ -160,7 +160,7 @@ async fn claude_code_writes_edits_runs_and_resumes_against_the_fake() {
 
     // The follow-up resumes the session: the fake sees the earlier messages.
     ctx.resume = Some(session.clone());
-    let Some(second) = claude(&spec("anything else?", 10), &ctx, "claude-resume").await else {
+    let Some(second) = claude(&spec("--anything else?", 10), &ctx, "claude-resume").await else {
         return;
     };
     assert!(second.status.success(), "{second:?}");
@@ -180,6 +180,7 @@ async fn claude_code_writes_edits_runs_and_resumes_against_the_fake() {
     assert_eq!(resumed.kind, RequestKind::Turn(4));
     let sent = resumed.body["messages"].to_string();
     for earlier in [
+        "--anything else?",
         "write hello.txt",
         "toolu_msg_fake_2_1",
         "Done: hello.txt says hello world.",

@@ -135,7 +135,7 @@ async fn codex_runs_commands_and_resumes_against_the_fake() {
     };
 
     ctx.resume = cli_session.clone();
-    let Some(second) = codex(&spec("anything else?"), &ctx, home.path(), "codex-resume").await
+    let Some(second) = codex(&spec("--anything else?"), &ctx, home.path(), "codex-resume").await
     else {
         return;
     };
@@ -160,7 +160,7 @@ async fn codex_runs_commands_and_resumes_against_the_fake() {
         "write hello.txt",
         "Writing the file.",
         "hello world",
-        "anything else?",
+        "--anything else?",
     ] {
         assert!(sent.contains(earlier), "{earlier} was sent");
     }
