@@ -153,8 +153,10 @@ async fn claude_code_writes_edits_runs_and_resumes_against_the_fake() {
     let conversation = fake.conversation();
     let kinds: Vec<RequestKind> = conversation.iter().map(|r| r.kind).collect();
     assert_eq!(kinds, (0..4).map(RequestKind::Turn).collect::<Vec<_>>());
-    assert!(fake
-        .requests()
+    // With the adapter's quiet variables the CLI sends nothing but the conversation (without
+    // them it also sends `HEAD /api/hello`, which the fake answers as a side request).
+    assert_eq!(fake.requests(), conversation);
+    assert!(conversation
         .iter()
         .all(|r| r.header("x-api-key") == Some(TOKEN)));
 
