@@ -165,6 +165,10 @@ pub trait AgentAdapter: Send + Sync + fmt::Debug {
     /// A command that exits 0 when the CLI is installed in an environment (`claude --version`).
     fn probe_argv(&self) -> Vec<String>;
 
+    /// The preset environment that has the CLI (`conductor env build NAME`), for the message
+    /// that refuses a task whose environment lacks it.
+    fn preset(&self) -> &'static str;
+
     /// The secrets to cut out of the stored raw stream and logs of a turn run with `ctx`.
     fn redactor(&self, ctx: &AgentContext) -> Redactor {
         Redactor::new([ctx.token.clone()])
@@ -188,6 +192,16 @@ mod tests {
         let url = GatewayUrl::loopback(4100);
         assert_eq!(url.base(), "http://127.0.0.1:4100");
         assert_eq!(url.to_string(), url.base());
+    }
+
+    #[test]
+    fn each_kind_has_its_adapter_and_preset() {
+        for kind in AgentKind::ALL {
+            let agent = adapter(kind);
+            assert_eq!(agent.kind(), kind);
+            // The presets carry the kind's API name.
+            assert_eq!(agent.preset(), kind.as_str());
+        }
     }
 
     #[test]

@@ -80,6 +80,10 @@ impl AgentAdapter for ClaudeCode {
     fn probe_argv(&self) -> Vec<String> {
         vec!["claude".to_owned(), "--version".to_owned()]
     }
+
+    fn preset(&self) -> &'static str {
+        "claude-code"
+    }
 }
 
 fn environment(ctx: &AgentContext) -> Vec<(String, String)> {

@@ -78,6 +78,10 @@ impl AgentAdapter for Codex {
     fn probe_argv(&self) -> Vec<String> {
         vec!["codex".to_owned(), "--version".to_owned()]
     }
+
+    fn preset(&self) -> &'static str {
+        "codex"
+    }
 }
 
 /// `config.toml`: the gateway as the only provider, over HTTP, no approvals (nobody is there to

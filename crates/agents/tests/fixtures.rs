@@ -143,6 +143,8 @@ fn claude_code_tells_its_turn_limit_from_an_upstream_refusal() {
         ]
     );
     assert_eq!(refused.failure, Some(FailureCode::UpstreamRejected));
+    // The CLI's synthetic error message is no answered request.
+    assert_eq!(refused.usage, [Usage::default()]);
 }
 
 #[test]

@@ -75,7 +75,9 @@ impl ClaudeParser {
             })
             .collect();
         let id = message["id"].as_str().unwrap_or_default();
-        if !id.is_empty() && self.seen.insert(id.to_owned()) {
+        // The CLI reports an API error as a message of its own making: no request was answered.
+        let synthetic = message["model"] == "<synthetic>";
+        if !synthetic && !id.is_empty() && self.seen.insert(id.to_owned()) {
             let this = usage(&message["usage"], 0.0);
             self.usage = self.usage.add(&Usage {
                 requests: 1,
