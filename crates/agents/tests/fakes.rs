@@ -198,3 +198,36 @@ async fn the_openai_fake_streams_responses_with_calls_and_usage() {
     );
     assert_eq!(fake.conversation()[0].kind, RequestKind::Turn(0));
 }
+
+#[tokio::test]
+async fn a_failing_turn_answers_its_status_and_retry_after_then_the_next_turn_plays() {
+    let fake = AnthropicFake::start(Script::new([
+        Turn::failing(529, Some(2)),
+        Turn::text("After the retry."),
+    ]))
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/messages", fake.url());
+    let overloaded = client
+        .post(&url)
+        .json(&conversation_request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overloaded.status(), 529);
+    assert_eq!(overloaded.headers()["retry-after"], "2");
+    let body: Value = overloaded.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "overloaded_error");
+    let retried: Value = client
+        .post(&url)
+        .json(&conversation_request(false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retried["content"][0]["text"], "After the retry.");
+    assert_eq!(fake.turns_played(), 2);
+}

@@ -8,7 +8,9 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::script::{Block, Script, Turn, TurnUsage};
-use super::server::{json, sse, FakeError, FakeServer, Incoming, Protocol, RequestKind, Shared};
+use super::server::{
+    failure, json, sse, FakeError, FakeServer, Incoming, Protocol, RequestKind, Shared,
+};
 
 /// The text side requests get. Claude Code's title and topic calls expect JSON, so it is JSON.
 pub const SIDE_TEXT: &str = r#"{"title": "Fake session", "isNewTopic": false}"#;
@@ -43,11 +45,15 @@ pub(crate) fn answer(shared: &Shared, request: &Incoming) -> (RequestKind, Respo
         return (RequestKind::Side, message(&side, "msg_side", model, stream));
     }
     match shared.next_turn() {
-        Ok((index, turn)) => {
+        Some((index, turn)) => {
             let id = format!("msg_fake_{index}");
-            (RequestKind::Turn(index), message(turn, &id, model, stream))
+            let answer = match turn.failure {
+                Some(failed) => failure(failed, &error(failed.status)),
+                None => message(turn, &id, model, stream),
+            };
+            (RequestKind::Turn(index), answer)
         }
-        Err(()) => {
+        None => {
             let error = json!({"type": "error", "error": {
                 "type": "invalid_request_error",
                 "message": "fake upstream: the script has no more turns",
@@ -55,6 +61,19 @@ pub(crate) fn answer(shared: &Shared, request: &Incoming) -> (RequestKind, Respo
             (RequestKind::PastScript, json(400, &error))
         }
     }
+}
+
+/// Anthropic's error body for `status`.
+fn error(status: u16) -> Value {
+    let kind = match status {
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        500..=599 => "api_error",
+        _ => "invalid_request_error",
+    };
+    json!({"type": "error", "error": {"type": kind, "message": format!("fake upstream: {kind}")}})
 }
 
 fn declares_tools(body: &Value) -> bool {

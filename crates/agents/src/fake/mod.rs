@@ -12,5 +12,5 @@ mod server;
 
 pub use anthropic::AnthropicFake;
 pub use openai::OpenAiFake;
-pub use script::{Block, Script, Turn, TurnUsage};
+pub use script::{Block, Failure, Script, Turn, TurnUsage};
 pub use server::{FakeError, FakeServer, Recorded, RequestKind};

@@ -10,7 +10,9 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::script::{Block, Script, Turn, TurnUsage};
-use super::server::{json, sse, FakeError, FakeServer, Incoming, Protocol, RequestKind, Shared};
+use super::server::{
+    failure, json, sse, FakeError, FakeServer, Incoming, Protocol, RequestKind, Shared,
+};
 
 /// Starts fake OpenAI upstreams.
 #[derive(Debug)]
@@ -43,11 +45,19 @@ pub(crate) fn answer(shared: &Shared, request: &Incoming) -> (RequestKind, Respo
         return (RequestKind::Side, sse(&events(&side, "resp_side", model)));
     }
     match shared.next_turn() {
-        Ok((index, turn)) => {
+        Some((index, turn)) => {
             let id = format!("resp_fake_{index}");
-            (RequestKind::Turn(index), sse(&events(turn, &id, model)))
+            let answer = match turn.failure {
+                Some(failed) => {
+                    let body = json!({"error": {"type": "fake_error", "code": failed.status,
+                        "message": format!("fake upstream: status {}", failed.status)}});
+                    failure(failed, &body)
+                }
+                None => sse(&events(turn, &id, model)),
+            };
+            (RequestKind::Turn(index), answer)
         }
-        Err(()) => {
+        None => {
             let error = json!({"error": {
                 "type": "invalid_request_error", "code": "script_exhausted",
                 "message": "fake upstream: the script has no more turns",

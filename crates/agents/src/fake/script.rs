@@ -37,6 +37,17 @@ pub struct Turn {
     pub blocks: Vec<Block>,
     /// What it reports having used.
     pub usage: TurnUsage,
+    /// Instead of the message, an error answer (a 429 or 529 to retry, a 4xx refusal).
+    pub failure: Option<Failure>,
+}
+
+/// An error a turn answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// HTTP status.
+    pub status: u16,
+    /// The `retry-after` header, in seconds.
+    pub retry_after: Option<u32>,
 }
 
 impl Turn {
@@ -45,6 +56,7 @@ impl Turn {
         Self {
             blocks: vec![Block::Text(text.to_owned())],
             usage: TurnUsage::default(),
+            failure: None,
         }
     }
 
@@ -56,6 +68,20 @@ impl Turn {
                 input,
             }],
             usage: TurnUsage::default(),
+            failure: None,
+        }
+    }
+
+    /// A turn that answers HTTP `status` (with `retry-after` when given) instead of a message; a
+    /// client's retry gets the next turn.
+    pub fn failing(status: u16, retry_after: Option<u32>) -> Self {
+        Self {
+            blocks: Vec::new(),
+            usage: TurnUsage::default(),
+            failure: Some(Failure {
+                status,
+                retry_after,
+            }),
         }
     }
 

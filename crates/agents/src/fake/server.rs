@@ -11,7 +11,7 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::Value;
 
-use super::script::{Script, Turn};
+use super::script::{Failure, Script, Turn};
 
 /// A fake could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +91,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the next turn of the script (`Err(())` once it ran out).
-    pub(crate) fn next_turn(&self) -> Result<(usize, &Turn), ()> {
+    /// Takes the next turn of the script (`None` once it ran out).
+    pub(crate) fn next_turn(&self) -> Option<(usize, &Turn)> {
         let mut progress = self.progress();
         let index = progress.next_turn;
-        let turn = self.script.turns.get(index).ok_or(())?;
+        let turn = self.script.turns.get(index)?;
         progress.next_turn += 1;
-        Ok((index, turn))
+        Some((index, turn))
     }
 }
 
@@ -211,6 +211,17 @@ pub(crate) fn sse(events: &[(&str, Value)]) -> Response {
         text.push_str("\n\n");
     }
     response(200, "text/event-stream", text)
+}
+
+/// The error answer of a failing turn, with its `retry-after`.
+pub(crate) fn failure(failure: Failure, body: &Value) -> Response {
+    let mut answer = json(failure.status, body);
+    if let Some(seconds) = failure.retry_after {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, seconds.into());
+    }
+    answer
 }
 
 /// A JSON response.
