@@ -94,8 +94,9 @@ async fn codex_runs_commands_and_resumes_against_the_fake() {
         resume: None,
         run_as: RunAs::User,
     };
-    let Some(first) = codex(&spec("write hello.txt"), &ctx, home.path(), "codex-session").await
-    else {
+    let mut with_system = spec("write hello.txt");
+    with_system.system_prompt = Some("You work for Conductor's tests.".to_owned());
+    let Some(first) = codex(&with_system, &ctx, home.path(), "codex-session").await else {
         return;
     };
     assert!(first.status.success(), "{first:?}");
@@ -127,6 +128,10 @@ async fn codex_runs_commands_and_resumes_against_the_fake() {
         }]
     );
     let requests = fake.requests();
+    // The system prompt went in as developer instructions.
+    assert!(requests[0].body["input"]
+        .to_string()
+        .contains("You work for Conductor's tests."));
     assert!(requests
         .iter()
         .all(|r| r.header("authorization") == Some(&*format!("Bearer {TOKEN}"))));
