@@ -89,7 +89,9 @@ pub struct HomeFile {
     pub contents: String,
 }
 
-/// How to start the agent for one turn.
+/// How to start the agent for one turn: with stdin at `/dev/null`, as every executor does (Codex
+/// reads a piped stdin to its end before it starts, so an open pipe hangs it), stdout the stream
+/// for [`StreamParser`], stderr the CLI's diagnostics.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AgentCommand {
     /// The command line (`argv[0]` is looked up in the environment's `PATH`).
