@@ -62,7 +62,7 @@ async fn claude(spec: &AgentSpec, ctx: &AgentContext, label: &str) -> Option<Run
 
 fn call(id: &str, tool: &str, input: &str) -> AgentEvent {
     AgentEvent::AgentToolCall {
-        id: id.into(),
+        call_id: id.into(),
         tool: tool.into(),
         input: input.into(),
     }
@@ -70,7 +70,7 @@ fn call(id: &str, tool: &str, input: &str) -> AgentEvent {
 
 fn result(id: &str, output: &str) -> AgentEvent {
     AgentEvent::AgentToolResult {
-        id: id.into(),
+        call_id: id.into(),
         ok: true,
         output: output.into(),
     }

@@ -41,7 +41,7 @@ fn text(text: &str) -> AgentEvent {
 
 fn call(id: &str, tool: &str, input: &str) -> AgentEvent {
     AgentEvent::AgentToolCall {
-        id: id.into(),
+        call_id: id.into(),
         tool: tool.into(),
         input: input.into(),
     }
@@ -49,7 +49,7 @@ fn call(id: &str, tool: &str, input: &str) -> AgentEvent {
 
 fn result(id: &str, output: &str) -> AgentEvent {
     AgentEvent::AgentToolResult {
-        id: id.into(),
+        call_id: id.into(),
         ok: true,
         output: output.into(),
     }

@@ -102,9 +102,11 @@ pub fn shapes(events: &[AgentEvent], keep: &[&str]) -> Vec<AgentEvent> {
     events
         .iter()
         .map(|event| match event {
-            AgentEvent::AgentToolResult { id, ok, .. } if !keep.contains(&id.as_str()) => {
+            AgentEvent::AgentToolResult { call_id, ok, .. }
+                if !keep.contains(&call_id.as_str()) =>
+            {
                 AgentEvent::AgentToolResult {
-                    id: id.clone(),
+                    call_id: call_id.clone(),
                     ok: *ok,
                     output: String::from("…"),
                 }

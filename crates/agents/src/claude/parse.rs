@@ -67,7 +67,7 @@ impl ClaudeParser {
                     })
                 }
                 "tool_use" => Some(AgentEvent::AgentToolCall {
-                    id: block["id"].as_str().unwrap_or_default().to_owned(),
+                    call_id: block["id"].as_str().unwrap_or_default().to_owned(),
                     tool: block["name"].as_str().unwrap_or_default().to_owned(),
                     input: tool_input(&block["input"]),
                 }),
@@ -98,7 +98,7 @@ fn tool_results(message: &Value) -> Vec<AgentEvent> {
         .iter()
         .filter(|block| block["type"] == "tool_result")
         .map(|block| AgentEvent::AgentToolResult {
-            id: block["tool_use_id"].as_str().unwrap_or_default().to_owned(),
+            call_id: block["tool_use_id"].as_str().unwrap_or_default().to_owned(),
             ok: !block["is_error"].as_bool().unwrap_or(false),
             output: tool_output(&result_text(&block["content"])),
         })

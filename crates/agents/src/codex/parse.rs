@@ -87,7 +87,11 @@ impl CodexParser {
             return None;
         }
         self.tool_calls += 1;
-        Some(AgentEvent::AgentToolCall { id, tool, input })
+        Some(AgentEvent::AgentToolCall {
+            call_id: id,
+            tool,
+            input,
+        })
     }
 
     fn completed(&mut self, item: &Value) -> Vec<AgentEvent> {
@@ -180,7 +184,7 @@ fn outcome(item: &Value) -> Option<AgentEvent> {
             .to_owned(),
     };
     Some(AgentEvent::AgentToolResult {
-        id: item["id"].as_str().unwrap_or_default().to_owned(),
+        call_id: item["id"].as_str().unwrap_or_default().to_owned(),
         ok,
         output: tool_output(&output),
     })
