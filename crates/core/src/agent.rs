@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use conductor_types::{AgentKind, AgentSpec, Budget, TaskType};
+use conductor_types::{
+    AgentKind, AgentSpec, Budget, SessionId, Task, TaskId, TaskSpec, TaskStatus, TaskType,
+};
 
 use crate::task::SpecError;
 
@@ -314,6 +316,68 @@ pub fn default_environment(kind: AgentKind) -> &'static str {
     }
 }
 
+/// Why a follow-up message cannot become the next turn.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TurnError {
+    /// The task is not an agent task.
+    #[error("task {0} is not an agent task: only an agent session takes messages")]
+    NotAnAgentTask(TaskId),
+    /// A later turn exists: messages go to the session's latest turn.
+    #[error(
+        "task {task} is not the latest turn of session {session}: send the message to {latest}"
+    )]
+    NotLatestTurn {
+        /// The task the message was sent to.
+        task: TaskId,
+        /// Its session.
+        session: SessionId,
+        /// The session's latest turn.
+        latest: TaskId,
+    },
+    /// The turn has not finished yet.
+    #[error("task {0} is still {1}: wait until the turn has finished (or cancel it) before sending the next message")]
+    TurnInProgress(TaskId, TaskStatus),
+    /// The message is empty or too long.
+    #[error("content {0}")]
+    InvalidContent(&'static str),
+}
+
+/// The spec of the next turn of `parent`'s session: the same agent, workspace, environment and
+/// limits, `content` as the prompt, `parent` as its parent. `latest` is the session's latest turn.
+pub fn next_turn(parent: &Task, latest: TaskId, content: &str) -> Result<TaskSpec, TurnError> {
+    let (Some(agent), Some(session)) = (&parent.spec.agent, &parent.spec.session_id) else {
+        return Err(TurnError::NotAnAgentTask(parent.id));
+    };
+    if latest != parent.id {
+        return Err(TurnError::NotLatestTurn {
+            task: parent.id,
+            session: session.clone(),
+            latest,
+        });
+    }
+    if !parent.state.status.is_finished() {
+        return Err(TurnError::TurnInProgress(parent.id, parent.state.status));
+    }
+    if content.trim().is_empty() {
+        return Err(TurnError::InvalidContent("is empty"));
+    }
+    if content.len() > MAX_PROMPT_BYTES || content.contains('\0') {
+        return Err(TurnError::InvalidContent(
+            "is longer than 256 KiB or contains a NUL byte",
+        ));
+    }
+    let mut spec = parent.spec.clone();
+    spec.agent = Some(AgentSpec {
+        prompt: content.to_owned(),
+        ..agent.clone()
+    });
+    spec.parent_id = Some(parent.id);
+    // A follow-up continues in the session's workspace; a repository was cloned by the first turn.
+    spec.git = None;
+    spec.inline_environment = None;
+    Ok(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +464,56 @@ mod tests {
         assert!(PromptTemplates::with_overrides(&unknown).is_err());
         let no_placeholder = BTreeMap::from([("generic".to_owned(), "hi".to_owned())]);
         assert!(PromptTemplates::with_overrides(&no_placeholder).is_err());
+    }
+
+    fn finished_turn(status: TaskStatus) -> Task {
+        let request = conductor_types::TaskRequest {
+            task_type: Some(TaskType::Agent),
+            agent: Some(spec("first")),
+            ..conductor_types::TaskRequest::default()
+        };
+        let mut task_spec = crate::validate_request(request, &["claude-code"])
+            .unwrap()
+            .spec;
+        task_spec.session_id = Some(SessionId::random());
+        let mut state = conductor_types::TaskState::queued(conductor_types::Timestamp(1));
+        state.status = status;
+        Task {
+            id: TaskId::random(),
+            state,
+            spec: task_spec,
+            results: Vec::new(),
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn the_next_turn_goes_to_the_latest_finished_turn() {
+        let parent = finished_turn(TaskStatus::Succeeded);
+        let next = next_turn(&parent, parent.id, "now the README").unwrap();
+        assert_eq!(next.agent.as_ref().unwrap().prompt, "now the README");
+        assert_eq!(next.parent_id, Some(parent.id));
+        assert_eq!(next.session_id, parent.spec.session_id);
+        let later = TaskId::random();
+        assert!(matches!(
+            next_turn(&parent, later, "x"),
+            Err(TurnError::NotLatestTurn { latest, .. }) if latest == later
+        ));
+        let running = finished_turn(TaskStatus::Running);
+        assert!(matches!(
+            next_turn(&running, running.id, "x"),
+            Err(TurnError::TurnInProgress(_, TaskStatus::Running))
+        ));
+        assert!(matches!(
+            next_turn(&parent, parent.id, "  "),
+            Err(TurnError::InvalidContent(_))
+        ));
+        let mut command = finished_turn(TaskStatus::Failed);
+        command.spec.agent = None;
+        assert!(matches!(
+            next_turn(&command, command.id, "x"),
+            Err(TurnError::NotAnAgentTask(_))
+        ));
     }
 
     #[test]
