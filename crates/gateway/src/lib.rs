@@ -163,15 +163,19 @@ impl Gateway {
             .map_err(|source| GatewayError::Serve { path, source })
     }
 
-    /// Binds a Unix socket at `path` (replacing a stale one) and serves the router on it.
+    /// Binds a Unix socket at `path` (replacing a stale socket, never another file) and serves the router on it.
     pub async fn serve_unix(self: &Arc<Self>, path: &Path) -> Result<(), GatewayError> {
         let error = |source| GatewayError::Serve {
             path: path.display().to_string(),
             source,
         };
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(error(e)),
-            _ => {}
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                let exists = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+                return Err(error(exists));
+            }
+            std::fs::remove_file(path).map_err(error)?;
         }
         let listener = tokio::net::UnixListener::bind(path).map_err(error)?;
         axum::serve(listener, self.router()).await.map_err(error)
