@@ -29,6 +29,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Uri};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use conductor_types::{Budget, TaskId, Usage};
@@ -150,7 +151,8 @@ impl Gateway {
             .with_state(Arc::clone(self))
     }
 
-    /// Serves the router on `listener` until the future is dropped.
+    /// Serves the router on `listener` (with `TCP_NODELAY` on each connection) until the future
+    /// is dropped.
     pub async fn serve_listener(
         self: &Arc<Self>,
         listener: tokio::net::TcpListener,
@@ -158,6 +160,13 @@ impl Gateway {
         let path = listener
             .local_addr()
             .map_or_else(|_| "tcp".to_owned(), |a| a.to_string());
+        // Small SSE chunks must leave at once: with Nagle's algorithm on, each chunk after the
+        // first waits for the client's delayed ACK (~40 ms per streamed response).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "cannot set TCP_NODELAY on a gateway connection");
+            }
+        });
         axum::serve(listener, self.router())
             .await
             .map_err(|source| GatewayError::Serve { path, source })
