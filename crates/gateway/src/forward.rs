@@ -80,6 +80,21 @@ pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
     headers
 }
 
+/// The upstream's wish: `retry-after-ms` (OpenAI) in seconds, else `retry-after`.
+fn retry_after(headers: &HeaderMap) -> Option<String> {
+    let millis = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    if let Some(millis) = millis {
+        return Some((millis / 1000.0).to_string());
+    }
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// One request to send.
 #[derive(Debug)]
 pub struct Outgoing {
@@ -148,11 +163,7 @@ pub async fn send(sender: Sender<'_>, out: Outgoing) -> Sent {
                     retries,
                 };
             }
-            Ok(response) => response
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            Ok(response) => retry_after(response.headers()),
             Err(error) if last || !(error.is_connect() || error.is_timeout()) => {
                 sender.limiter.settle(slot, 0);
                 return Sent::Unreachable {
@@ -213,5 +224,15 @@ mod tests {
         let openai = upstream_headers(&incoming, Provider::OpenAi, &key);
         assert_eq!(openai["authorization"], "Bearer sk-real");
         assert!(openai.get("x-api-key").is_none());
+    }
+
+    #[test]
+    fn retry_after_ms_wins_over_retry_after() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers).as_deref(), Some("7"));
+        headers.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&headers).as_deref(), Some("1.5"));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 }

@@ -119,12 +119,12 @@ impl Grants {
                 if let Some(old_token) = old_token {
                     registry.by_token.remove(&old_token);
                 }
-                let mut state = grant.lock();
+                let state = grant.lock();
                 let used = state.ledger.used();
-                state.ledger = Ledger::new(budget);
-                state.ledger.settle((0, 0.0), &used);
+                let mut ledger = Ledger::new(budget);
+                ledger.record(&used);
                 TaskState {
-                    ledger: state.ledger.clone(),
+                    ledger,
                     report: state.report.clone(),
                 }
             }
@@ -235,7 +235,7 @@ mod tests {
             ..Usage::default()
         };
         if let Some(grant) = grants.find(first.token.expose()) {
-            grant.lock().ledger.settle((0, 0.0), &used);
+            grant.lock().ledger.record(&used);
         }
         let second = grants.grant(task, None, Budget::default(), Provider::Anthropic);
         assert!(grants.find(first.token.expose()).is_none());

@@ -251,12 +251,17 @@ fn stream_back(
 }
 
 /// Answers a path the gateway does not serve, without forwarding it.
+/// The error is shaped for the client the headers suggest: Anthropic's clients send
+/// `x-api-key` or `anthropic-version`, OpenAI's a bearer token alone.
 pub async fn not_served(
     axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let provider = if uri.path().starts_with("/v1/responses") || uri.path().contains("openai") {
+    let anthropic = headers.contains_key("x-api-key") || headers.contains_key("anthropic-version");
+    let bearer = headers.contains_key(header::AUTHORIZATION);
+    let provider = if bearer && !anthropic {
         Provider::OpenAi
     } else {
         Provider::Anthropic

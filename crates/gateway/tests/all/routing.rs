@@ -125,6 +125,20 @@ async fn paths_it_does_not_serve_are_answered_locally() {
         let error: serde_json::Value = response.json().await.unwrap();
         assert_eq!(error["error"]["type"], "not_found_error", "{path}");
     }
+    let codex = s
+        .client
+        .get(format!("{}/v1/models", s.url))
+        .bearer_auth(grant.token.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(codex.status(), 404);
+    let error: serde_json::Value = codex.json().await.unwrap();
+    assert_eq!(
+        error,
+        json!({"error":{"message":"/v1/models is not served by the conductor gateway",
+            "type":"not_found_error","code":"not_found_error"}})
+    );
     let get = s
         .client
         .get(format!("{}/v1/messages", s.url))
