@@ -1,12 +1,14 @@
 //! The connection to a container engine's Docker-compatible API (bollard), and what the
 //! executors and `conductor env` ask of it besides running containers: is it up, which cgroup
-//! driver it uses, is an image there, import a root filesystem as an image.
+//! driver it uses, is an image there, import a root filesystem as an image; and the engine
+//! process's own rlimits, which Podman's containers get.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use bollard::{ClientVersion, Docker};
+use conductor_types::{Rlimit, RlimitResource};
 use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
 
@@ -284,4 +286,37 @@ impl Engine {
             Err(e) => Err(self.api(format!("removing image {tag}"), e)),
         }
     }
+}
+
+/// The `nofile` and `nproc` limits of the engine serving `socket` (its pid from
+/// `SO_PEERCRED`): Podman's own defaults for them fail where its limits are lower, so the
+/// container gets the engine's limits instead. Empty when they cannot be read.
+pub(crate) fn engine_rlimits(socket: &Path) -> Vec<Rlimit> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return Vec::new();
+    };
+    let Ok(credentials) = getsockopt(&stream, PeerCredentials) else {
+        return Vec::new();
+    };
+    let pid = credentials.pid();
+    [
+        (RlimitResource::Nofile, libc::RLIMIT_NOFILE),
+        (RlimitResource::Nproc, libc::RLIMIT_NPROC),
+    ]
+    .into_iter()
+    .filter_map(|(resource, which)| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads pid's limit into a valid local; the new-limit pointer is null.
+        let rc = unsafe { libc::prlimit(pid, which, std::ptr::null(), &mut limit) };
+        (rc == 0).then_some(Rlimit {
+            resource,
+            soft: limit.rlim_cur,
+            hard: limit.rlim_max,
+        })
+    })
+    .collect()
 }
