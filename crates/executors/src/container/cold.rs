@@ -1,7 +1,6 @@
 //! A cold start: the execution's cgroup made, its container created (the create body from
 //! `spec`), attached to and started; and what a refused create means.
 
-use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 use conductor_core::ExecutorError;
 use conductor_types::{ExecPlan, ExecutionRequest};
 
@@ -55,19 +54,15 @@ impl Inner {
             host_config.memory_swap = memory;
         }
         self.seccomp.write().await?;
-        let docker = self.engine.client();
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&format!("conductor-{}", request.id))
-            .build();
-        let created = match docker.create_container(Some(options), body).await {
-            Ok(created) => created,
+        let name = format!("conductor-{}", request.id);
+        let id = match self.engine.create(&name, body).await {
+            Ok(id) => id,
             Err(e) => return Err(self.create_error(e).await),
         };
-        let id = created.id;
         guard.set_container(id.clone());
         let attached = self.attach(&id).await?;
-        docker
-            .start_container(&id, None)
+        self.engine
+            .start(&id)
             .await
             .map_err(|e| self.setup("starting the container", e))?;
         Ok(Launched {
@@ -84,17 +79,8 @@ impl Inner {
         &self,
         id: &str,
     ) -> Result<bollard::container::AttachContainerResults, ExecutorError> {
-        let attach = AttachContainerOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .stream(true)
-            // Attached before the command starts: nothing is missed, and replaying the log as
-            // well would duplicate what a fast command wrote.
-            .logs(false)
-            .build();
         self.engine
-            .client()
-            .attach_container(id, Some(attach))
+            .attach(id)
             .await
             .map_err(|e| self.setup("attaching to the container", e))
     }

@@ -1,12 +1,18 @@
 //! The connection to a container engine's Docker-compatible API (bollard), and what the
 //! executors and `conductor env` ask of it besides running containers: is it up, which cgroup
-//! driver it uses, is an image there, import a root filesystem as an image; and the engine
-//! process's own rlimits, which Podman's containers get.
+//! driver it uses, is an image there, import a root filesystem as an image; the container calls
+//! the executors make (create, start, attach, kill); and the engine process's own rlimits, which
+//! Podman's containers get.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::container::AttachContainerResults;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder,
+};
 use bollard::{ClientVersion, Docker};
 use conductor_types::{Rlimit, RlimitResource};
 use futures_util::StreamExt;
@@ -164,6 +170,46 @@ impl Engine {
     /// The API client.
     pub fn client(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Creates container `name` from `body`; its id.
+    pub(crate) async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, bollard::errors::Error> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = self.docker.create_container(Some(options), body).await?;
+        Ok(created.id)
+    }
+
+    /// Starts container `id`.
+    pub(crate) async fn start(&self, id: &str) -> Result<(), bollard::errors::Error> {
+        self.docker.start_container(id, None).await
+    }
+
+    /// Attaches to container `id`'s stdout and stderr from now on.
+    pub(crate) async fn attach(
+        &self,
+        id: &str,
+    ) -> Result<AttachContainerResults, bollard::errors::Error> {
+        let attach = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            // Attached before the command starts: nothing is missed, and replaying the log as
+            // well would duplicate what a fast command wrote.
+            .logs(false)
+            .build();
+        self.docker.attach_container(id, Some(attach)).await
+    }
+
+    /// SIGKILLs container `id`: its init and everything in it end.
+    pub(crate) async fn kill(&self, id: &str) -> Result<(), bollard::errors::Error> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        self.docker.kill_container(id, Some(options)).await
     }
 
     pub(crate) fn api(

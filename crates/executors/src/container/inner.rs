@@ -9,7 +9,6 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use bollard::query_parameters::KillContainerOptionsBuilder;
 use conductor_core::{EventSender, ExecutorError};
 use conductor_types::{ExecEvent, ExecPlan, ExecutionRequest, Rlimit};
 
@@ -83,10 +82,7 @@ impl Inner {
 
     /// SIGKILLs container `id` (a timeout or cancel): its init and everything in it end.
     pub(crate) async fn kill(&self, id: &str) {
-        let options = KillContainerOptionsBuilder::default()
-            .signal("SIGKILL")
-            .build();
-        if let Err(e) = self.engine.client().kill_container(id, Some(options)).await {
+        if let Err(e) = self.engine.kill(id).await {
             tracing::debug!(error = %e, "killing the container (it may have exited)");
         }
     }

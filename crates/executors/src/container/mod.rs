@@ -44,10 +44,6 @@
 //! signal N into 128 + N, so codes 129..=192 are reported as signal N (a command that itself
 //! exits with such a code cannot be told apart).
 //!
-//! **Seccomp.** Docker takes the profile's JSON in the `seccomp=` security option; Podman's
-//! compatible API (4.3) opens the option's value as a path, so for Podman the executor writes the
-//! profile to `seccomp_dir/profile-<hash>.json` (before each create, when missing) and passes that.
-//!
 //! **Services.** [`services::ContainerServices`] is the executor's `ServiceRunner`: a task's
 //! service sidecars (postgres, redis: images built by `conductor env build`) on an internal
 //! network of their own, which a request's `service_network` makes its container join instead
@@ -60,6 +56,16 @@
 //! state says so: Podman's `wait` also waits for its separate cleanup process, polling every
 //! 250 ms. With `warm_pool` > 0 a matching request takes a started container instead of
 //! creating one (see [`pool`]).
+//!
+//! **Files.** `mod.rs` wires the executor (connect, run, the `Executor` impl); `config` what it
+//! is set up with and declares; `inner` what the executor and its pool share; `cold` a cold
+//! start; `warm`, `idle`, `pool` the warm pool, what it holds and its slot directories;
+//! `resident`, `reuse` the reset-and-reuse containers; `scripts` the shell run inside
+//! containers; `spec` the create body (pure); `exit` seeing the end of an execution; `cgroup`
+//! the execution's cgroup; `owner`, `guard` ownership labels, the orphan sweep and removal;
+//! `engine`, `api` the engine's API (bollard, and raw calls bollard lacks); `seccomp`,
+//! `seccomp_option` the profile and how it reaches the engine; `network`, `services` the
+//! `full` network and service sidecars.
 
 mod api;
 mod cgroup;
@@ -102,7 +108,7 @@ pub use services::{ContainerServices, ServicesConfig};
 
 use cgroup::ExecutionCgroups;
 use exit::{demultiplex, engine_run_time, exit_of, OUTPUT_GRACE};
-use idle::{PoolState, WarmKind};
+use idle::{PoolState, Warm, WarmKind};
 use inner::{Inner, Launched};
 use owner::{own_owner_label, owner_alive};
 use seccomp_option::SeccompOption;
@@ -206,6 +212,24 @@ impl ContainerExecutor {
         self.inner.drain().await;
     }
 
+    /// Starts the command in the warm container `taken` for it, else (or if that fails) cold.
+    async fn launch(
+        &self,
+        taken: Option<Warm>,
+        request: &ExecutionRequest,
+        plan: &ExecPlan,
+    ) -> Result<Launched, ExecutorError> {
+        if let Some(warm) = taken {
+            match self.inner.launch_warm(warm, request, plan).await {
+                Ok(launched) => return Ok(launched),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a warm container failed; starting a cold one")
+                }
+            }
+        }
+        self.inner.launch_cold(request, plan).await
+    }
+
     async fn run(
         &self,
         request: &ExecutionRequest,
@@ -225,20 +249,7 @@ impl ContainerExecutor {
             return Inner::run_resident(inner, warm, request, plan, events, registration.token())
                 .await;
         }
-        let warm = match taken {
-            Some(warm) => match inner.launch_warm(warm, request, plan).await {
-                Ok(launched) => Some(launched),
-                Err(e) => {
-                    tracing::warn!(error = %e, "a warm container failed; starting a cold one");
-                    None
-                }
-            },
-            None => None,
-        };
-        let launched = match warm {
-            Some(launched) => launched,
-            None => inner.launch_cold(request, plan).await?,
-        };
+        let launched = self.launch(taken, request, plan).await?;
         let Launched {
             guard,
             id,

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use bollard::query_parameters::CreateContainerOptionsBuilder;
 use conductor_core::{plan, ExecutorError, HostContext, PlanError, PlanTarget};
 use conductor_sandbox::cgroup::CgroupLimits;
 use conductor_types::{ExecPlan, ExecutionId, ExecutionRequest, NetworkPolicy};
+use tokio::net::unix::pipe;
 
 use super::api;
 use super::guard::{remove_children, ContainerGuard};
@@ -180,26 +180,44 @@ impl Inner {
             false => None,
         };
         self.seccomp.write().await?;
-        let docker = self.engine.client();
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&format!("conductor-warm-{name}"))
-            .build();
-        let created = match docker.create_container(Some(options), body).await {
-            Ok(created) => created,
+        let id = match self
+            .engine
+            .create(&format!("conductor-warm-{name}"), body)
+            .await
+        {
+            Ok(id) => id,
             Err(e) => return Err(self.create_error(e).await),
         };
-        guard.set_container(created.id.clone());
-        docker
-            .start_container(&created.id, None)
+        guard.set_container(id.clone());
+        self.engine
+            .start(&id)
             .await
             .map_err(|e| self.setup("starting a warm container", e))?;
-        let kind = match status {
+        let kind = self.wait_ready(&guard, &id, &slot, status).await?;
+        Ok(Warm {
+            guard,
+            id,
+            oom,
+            kind,
+        })
+    }
+
+    /// What waits in the warm container `id` just started: its resident agent once it said it
+    /// is ready (`status` is its status FIFO), or the waiting shell's FIFO once it is open.
+    async fn wait_ready(
+        &self,
+        guard: &ContainerGuard,
+        id: &str,
+        slot: &Slot,
+        status: Option<pipe::Receiver>,
+    ) -> Result<WarmKind, ExecutorError> {
+        Ok(match status {
             Some(status) => {
-                let tree = cgroup_tree(&guard)
+                let tree = cgroup_tree(guard)
                     .ok_or_else(|| self.setup("arming a resident container", "no cgroup"))?;
                 let socket = self.engine.socket();
                 let init = async {
-                    api::container_state(socket, &created.id)
+                    api::container_state(socket, id)
                         .await
                         .ok()
                         .and_then(|state| state.pid)
@@ -211,16 +229,10 @@ impl Inner {
                 )
             }
             None => WarmKind::Once(
-                wait_for_reader(&slot)
+                wait_for_reader(slot)
                     .await
                     .map_err(|e| self.setup("waiting for a warm container's shell", e))?,
             ),
-        };
-        Ok(Warm {
-            guard,
-            id: created.id,
-            oom,
-            kind,
         })
     }
 
