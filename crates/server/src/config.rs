@@ -8,8 +8,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use conductor_types::{parse_duration, Bytes, FullNetworkRange, ParseNetworkError};
+use conductor_types::{
+    parse_duration, Bytes, FullNetworkRange, ParseExecutorKindError, ParseNetworkError,
+};
 use serde::{Deserialize, Serialize};
+
+/// The executor that runs tasks (the `executor` and `fallback` keys): the one enum of
+/// `conductor-types`, re-exported where it used to be defined (kept one release; import it from
+/// `conductor_types`).
+pub use conductor_types::ExecutorKind;
 
 pub use crate::limits_config::{RawLimitSet, RawLimits};
 use crate::scheduler::DefaultNetwork;
@@ -207,7 +214,7 @@ pub struct EnvironmentOverride {
 impl EnvironmentOverride {
     fn parse(raw: &RawEnvironment) -> Result<Self, String> {
         Ok(Self {
-            executor: raw.executor.as_deref().map(str::parse).transpose()?,
+            executor: raw.executor.as_deref().map(parse_executor).transpose()?,
             fallback: raw.fallback.as_deref().map(parse_fallback).transpose()?,
             warm_pool: raw.warm_pool,
             warm_reuse: raw.warm_reuse,
@@ -237,53 +244,6 @@ pub struct EnvironmentConfig {
     /// Executions a warm container serves, reset in between; 0 never reuses one (see the
     /// container executor's `resident` module).
     pub warm_reuse: u32,
-}
-
-/// The executor that runs tasks (the `executor` key).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ExecutorKind {
-    /// The namespace executor where this machine can run it, else the host executor (with a
-    /// warning), as `conductor exec` does.
-    #[default]
-    Auto,
-    /// Directly on the host: own session and cgroup, host filesystem and network.
-    Host,
-    /// Linux namespaces: own root filesystem, pids, hostname, user mapping, seccomp.
-    Namespace,
-    /// Docker containers of the environment's image.
-    Docker,
-    /// Podman containers of the environment's image.
-    Podman,
-}
-
-impl ExecutorKind {
-    /// The name in config files.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Host => "host",
-            Self::Namespace => "namespace",
-            Self::Docker => "docker",
-            Self::Podman => "podman",
-        }
-    }
-}
-
-impl std::str::FromStr for ExecutorKind {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim() {
-            "auto" => Ok(Self::Auto),
-            "host" => Ok(Self::Host),
-            "namespace" => Ok(Self::Namespace),
-            "docker" => Ok(Self::Docker),
-            "podman" => Ok(Self::Podman),
-            other => Err(format!(
-                "{other:?} is not an executor: use \"auto\", \"host\", \"namespace\", \"docker\" or \"podman\""
-            )),
-        }
-    }
 }
 
 /// Every key, in file order, with whether it is a secret.
@@ -671,9 +631,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
     let admin_token = raw.admin_token.map(|t| t.trim().to_owned());
     serve.admin_token.clone_from(&admin_token);
     let executor = match &raw.executor {
-        Some(text) => text
-            .parse::<ExecutorKind>()
-            .map_err(|reason| invalid("executor", reason))?,
+        Some(text) => parse_executor(text).map_err(|reason| invalid("executor", reason))?,
         None => ExecutorKind::default(),
     };
     let fallback = raw
@@ -797,9 +755,15 @@ fn default_networks(
     Ok(networks)
 }
 
+/// An executor key's value.
+fn parse_executor(text: &str) -> Result<ExecutorKind, String> {
+    text.parse()
+        .map_err(|e: ParseExecutorKindError| e.to_string())
+}
+
 /// A fallback executor: a real one, not `auto`.
 fn parse_fallback(text: &str) -> Result<ExecutorKind, String> {
-    match text.parse::<ExecutorKind>()? {
+    match parse_executor(text)? {
         ExecutorKind::Auto => Err("\"auto\" cannot be a fallback: name an executor".to_owned()),
         kind => Ok(kind),
     }

@@ -6,6 +6,7 @@
 
 mod agent;
 mod event;
+mod executor;
 mod ids;
 mod isolation;
 mod limits;
@@ -22,7 +23,8 @@ mod workspace;
 
 pub use agent::{AgentEvent, AgentKind, AgentOutcome, AgentSpec, Budget, Usage};
 pub use event::{ExecEvent, OutputStream};
-pub use ids::{ExecutionId, ParseIdError};
+pub use executor::{ExecutorKind, ParseExecutorKindError};
+pub use ids::{EventId, ExecutionId, ParseIdError, TaskId};
 pub use isolation::{Capability, ExecutorCapabilities, IsolationLevel};
 pub use limits::{
     Cpus, LimitName, ParseCpusError, ResourceLimits, Rlimit, RlimitResource, MAX_DISK, MAX_MEMORY,
@@ -35,9 +37,9 @@ pub use result::{ExecutionResult, ExecutionStats, StreamSummary};
 pub use size::{Bytes, ParseSizeError};
 pub use task::{
     Agent, AgentState, ApiError, ApiErrorBody, CommandResult, CreatedToken, EnvironmentDefinition,
-    EventId, FailureCode, GitSource, InlineEnvironment, ParseFailureCodeError, ParseStatusError,
-    Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest, TaskSpec, TaskState, TaskStatus,
-    TaskType, Timestamp, TokenInfo,
+    FailureCode, GitSource, InlineEnvironment, ParseFailureCodeError, ParseStatusError, Task,
+    TaskEvent, TaskEventKind, TaskPage, TaskRequest, TaskSpec, TaskState, TaskStatus, TaskType,
+    TokenInfo,
 };
-pub use time::{parse_duration, ParseDurationError};
+pub use time::{parse_duration, ParseDurationError, Timestamp};
 pub use workspace::{ParseWorkspaceIdError, Workspace, WorkspaceId, WorkspaceRequest};

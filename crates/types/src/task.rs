@@ -4,93 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::{ExecutionStats, LimitName, NetworkPolicy, OutputStream, ParseIdError, ResourceLimits};
-
-/// Identifies one task for its whole life, across retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TaskId(uuid::Uuid);
-
-impl TaskId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        Self(uuid::Uuid::new_v4())
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for TaskId {
-    type Err = ParseIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| ParseIdError {
-                input: s.to_owned(),
-            })
-    }
-}
-
-/// A point in time, in milliseconds since the Unix epoch. Serialises as RFC 3339
-/// (`2026-11-27T00:00:00.000Z`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// The current time. Only edges call this; core receives timestamps as arguments.
-    pub fn now() -> Self {
-        Self(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-        )
-    }
-
-    /// Milliseconds since the Unix epoch.
-    pub const fn millis(self) -> u64 {
-        self.0
-    }
-
-    /// Milliseconds from `earlier` to `self` (zero when `earlier` is later).
-    pub fn millis_since(self, earlier: Timestamp) -> u64 {
-        self.0.saturating_sub(earlier.0)
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let time = UNIX_EPOCH + Duration::from_millis(self.0);
-        humantime::format_rfc3339_millis(time).fmt(f)
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let time = humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)?;
-        let millis = time
-            .duration_since(UNIX_EPOCH)
-            .map_err(serde::de::Error::custom)?
-            .as_millis();
-        Ok(Self(millis as u64))
-    }
-}
+use crate::{
+    EventId, ExecutionStats, LimitName, NetworkPolicy, OutputStream, ResourceLimits, TaskId,
+    Timestamp,
+};
 
 /// Where a task is in its life. `queued → running → succeeded | failed | timed_out | cancelled |
 /// interrupted`; a queued task may also be cancelled, and a failed, timed-out or interrupted one
@@ -560,9 +481,6 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
-/// Identifies an event; increases monotonically across all tasks (SSE `id:` and `Last-Event-ID`).
-pub type EventId = i64;
-
 /// Something that happened to a task, in order.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -782,14 +700,6 @@ mod tests {
             "full".parse::<FailureCode>().unwrap_err().to_string(),
             "unknown failure code \"full\""
         );
-    }
-
-    #[test]
-    fn timestamps_serialise_as_rfc3339_and_back() {
-        let at = Timestamp(1_795_000_000_123);
-        let json = serde_json::to_string(&at).unwrap();
-        assert_eq!(json, "\"2026-11-18T11:06:40.123Z\"");
-        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), at);
     }
 
     #[test]
