@@ -56,7 +56,7 @@ pub struct AppState {
     scheduler: Arc<Scheduler>,
     body_limit: usize,
     /// The snapshot store at the scheduler's `snapshot_root`, opened on first use.
-    snapshots: Arc<tokio::sync::OnceCell<Arc<conductor_workspace::Store>>>,
+    snapshots: Arc<tokio::sync::OnceCell<Arc<conductor_workspace::SnapshotStore>>>,
     upload_limit: u64,
 }
 
@@ -98,7 +98,7 @@ impl AppState {
     }
 
     /// The snapshot store, once opened.
-    fn snapshot_store(&self) -> &tokio::sync::OnceCell<Arc<conductor_workspace::Store>> {
+    fn snapshot_store(&self) -> &tokio::sync::OnceCell<Arc<conductor_workspace::SnapshotStore>> {
         &self.snapshots
     }
 
