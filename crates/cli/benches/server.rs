@@ -418,7 +418,7 @@ impl Server {
     fn start(home: &Path, executor: &str, agents: usize) -> Result<Self, String> {
         let mut child = Command::new(conductor_binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--executor", executor])
-            .args(["--agents", &agents.to_string()])
+            .args(["--slots", &agents.to_string()])
             .env("CONDUCTOR_HOME", home)
             .env("CONDUCTOR_LOG", "error")
             // Tasks default to network none, which the host executor cannot give.
@@ -557,7 +557,7 @@ impl InProcess {
         let mut config = ServeConfig::new(home.to_owned());
         config.listen = ([127, 0, 0, 1], 0).into();
         config.scheduler = SchedulerConfig {
-            agents,
+            slots: agents,
             concurrency: agents,
             ..SchedulerConfig::new(home.join("workspaces"))
         };

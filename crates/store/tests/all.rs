@@ -10,7 +10,7 @@ use std::sync::Arc;
 use conductor_core::{validate_request, Candidate, Store, StoreError, TaskQuery, Transition};
 use conductor_store::{SqliteStore, SCHEMA_VERSION};
 use conductor_types::{
-    Agent, AgentState, CommandResult, ExecutionStats, OutputStream, TaskEventKind, TaskId,
+    CommandResult, ExecutionStats, OutputStream, Slot, SlotState, TaskEventKind, TaskId,
     TaskRequest, TaskSpec, TaskStatus, Timestamp, TokenInfo,
 };
 
@@ -37,7 +37,7 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
 
 fn start(at: u64) -> Transition {
     Transition::Start {
-        agent_id: "agent-1".into(),
+        slot_id: "agent-1".into(),
         at: Timestamp(at),
     }
 }
@@ -554,19 +554,19 @@ async fn the_last_result_and_the_end_are_recorded_together() {
 async fn agents_are_upserted() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
-    let mut agent = Agent {
+    let mut agent = Slot {
         id: "agent-1".into(),
-        state: AgentState::Idle,
+        state: SlotState::Idle,
         task_id: None,
         workspace_root: "/w".into(),
         token_id: None,
         updated_at: Timestamp(1),
     };
-    store.put_agent(&agent).await.unwrap();
-    agent.state = AgentState::Busy;
+    store.put_slot(&agent).await.unwrap();
+    agent.state = SlotState::Busy;
     agent.task_id = Some(TaskId::random());
-    store.put_agent(&agent).await.unwrap();
-    assert_eq!(store.agents().await.unwrap(), vec![agent]);
+    store.put_slot(&agent).await.unwrap();
+    assert_eq!(store.slots().await.unwrap(), vec![agent]);
 }
 
 /// Costs of the store operations on the dispatch path. Run: `cargo test --release -p

@@ -58,15 +58,18 @@ pub struct ParseIdError {
     pub input: String,
 }
 
+/// `text` as a UUID, or the error that names it.
+fn parse_uuid(text: &str) -> Result<uuid::Uuid, ParseIdError> {
+    uuid::Uuid::parse_str(text).map_err(|_| ParseIdError {
+        input: text.to_owned(),
+    })
+}
+
 impl FromStr for TaskId {
     type Err = ParseIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| ParseIdError {
-                input: s.to_owned(),
-            })
+        parse_uuid(s).map(Self)
     }
 }
 
@@ -74,11 +77,7 @@ impl FromStr for ExecutionId {
     type Err = ParseIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| ParseIdError {
-                input: s.to_owned(),
-            })
+        parse_uuid(s).map(Self)
     }
 }
 

@@ -35,9 +35,11 @@ pub use plan::{EtcFile, ExecPlan, Mount, SandboxLayout};
 pub use request::ExecutionRequest;
 pub use result::{ExecutionResult, ExecutionStats, StreamSummary};
 pub use size::{Bytes, ParseSizeError};
+#[allow(deprecated)]
+pub use task::{Agent, AgentState};
 pub use task::{
-    Agent, AgentState, ApiError, ApiErrorBody, CommandResult, CreatedToken, EnvironmentDefinition,
-    FailureCode, GitSource, InlineEnvironment, ParseFailureCodeError, ParseStatusError, Task,
+    ApiError, ApiErrorBody, CommandResult, CreatedToken, EnvironmentDefinition, FailureCode,
+    GitSource, InlineEnvironment, ParseFailureCodeError, ParseStatusError, Slot, SlotState, Task,
     TaskEvent, TaskEventKind, TaskPage, TaskRequest, TaskSpec, TaskState, TaskStatus, TaskType,
     TokenInfo,
 };

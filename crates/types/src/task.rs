@@ -20,9 +20,9 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
-    /// Accepted and waiting for an agent.
+    /// Accepted and waiting for a slot.
     Queued,
-    /// An agent is running its commands.
+    /// A slot is running its commands.
     Running,
     /// Every command ran and exited 0 (or failures were allowed by `continue_on_error`).
     Succeeded,
@@ -293,9 +293,11 @@ pub struct TaskState {
     pub failure_code: Option<FailureCode>,
     /// How many times it has been started (1 on the first run).
     pub attempt: u32,
-    /// The agent running it, or that ran it last.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_id: Option<String>,
+    /// The execution slot running it, or that ran it last. In JSON `slot_id`, and for one
+    /// release also under its old name `agent_id` (both written, either read).
+    #[serde(flatten, with = "slot_names")]
+    #[cfg_attr(feature = "openapi", schema(value_type = SlotNames))]
+    pub slot_id: Option<String>,
     /// The task's exit code: that of the failing command, or of the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -317,12 +319,46 @@ impl TaskState {
             status_reason: None,
             failure_code: None,
             attempt: 0,
-            agent_id: None,
+            slot_id: None,
             exit_code: None,
             queued_at: at,
             started_at: None,
             finished_at: None,
         }
+    }
+}
+
+/// A task's slot as JSON writes it: `slot_id`, and `agent_id` (its name before the execution
+/// slots were renamed; "agent" now means an AI coding agent) for one release.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SlotNames {
+    /// The execution slot running the task, or that ran it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slot_id: Option<String>,
+    /// The same as `slot_id` (deprecated: read `slot_id`).
+    #[cfg_attr(feature = "openapi", schema(deprecated))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
+}
+
+/// [`TaskState::slot_id`] through [`SlotNames`].
+mod slot_names {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::SlotNames;
+
+    pub fn serialize<S: Serializer>(slot: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        SlotNames {
+            slot_id: slot.clone(),
+            agent_id: slot.clone(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let names = SlotNames::deserialize(d)?;
+        Ok(names.slot_id.or(names.agent_id))
     }
 }
 
@@ -543,14 +579,15 @@ pub enum TaskEventKind {
     },
 }
 
-/// One execution slot of the orchestrator.
+/// One execution slot of the orchestrator: it runs one task at a time (`--slots N` of them).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Agent {
-    /// `agent-1`, `agent-2`, …
+pub struct Slot {
+    /// `agent-1`, `agent-2`, … (the ids, token files and workspace directories kept their
+    /// names from before the slots were renamed).
     pub id: String,
     /// Whether it is running a task.
-    pub state: AgentState,
+    pub state: SlotState,
     /// The task it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<TaskId>,
@@ -563,11 +600,15 @@ pub struct Agent {
     pub updated_at: Timestamp,
 }
 
-/// What an agent is doing.
+/// The old name of [`Slot`] (kept one release): "agent" now means an AI coding agent.
+#[deprecated(note = "renamed Slot")]
+pub type Agent = Slot;
+
+/// What a slot is doing.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AgentState {
+pub enum SlotState {
     /// Waiting for a task.
     Idle,
     /// Running a task.
@@ -576,7 +617,11 @@ pub enum AgentState {
     Offline,
 }
 
-impl AgentState {
+/// The old name of [`SlotState`] (kept one release).
+#[deprecated(note = "renamed SlotState")]
+pub type AgentState = SlotState;
+
+impl SlotState {
     /// The name the API uses.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -699,6 +744,37 @@ mod tests {
         assert_eq!(
             "full".parse::<FailureCode>().unwrap_err().to_string(),
             "unknown failure code \"full\""
+        );
+    }
+
+    #[test]
+    fn the_slot_is_written_under_both_names_and_read_from_either() {
+        let mut state = TaskState::queued(Timestamp(0));
+        state.slot_id = Some("agent-2".into());
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "status": "queued",
+                "attempt": 0,
+                "slot_id": "agent-2",
+                "agent_id": "agent-2",
+                "queued_at": "1970-01-01T00:00:00.000Z",
+            })
+        );
+        assert_eq!(serde_json::from_value::<TaskState>(json).unwrap(), state);
+        for only in ["slot_id", "agent_id"] {
+            let text = format!(
+                r#"{{"status":"queued","attempt":0,"{only}":"agent-2","queued_at":"1970-01-01T00:00:00.000Z"}}"#
+            );
+            assert_eq!(serde_json::from_str::<TaskState>(&text).unwrap(), state);
+        }
+        let unassigned = TaskState::queued(Timestamp(0));
+        let json = serde_json::to_value(&unassigned).unwrap();
+        assert_eq!(json.get("slot_id").or(json.get("agent_id")), None);
+        assert_eq!(
+            serde_json::from_value::<TaskState>(json).unwrap(),
+            unassigned
         );
     }
 

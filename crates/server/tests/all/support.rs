@@ -227,7 +227,7 @@ pub struct TestApp {
 }
 
 pub struct Options {
-    pub agents: usize,
+    pub slots: usize,
     pub stored_output_limit: Option<conductor_types::Bytes>,
     pub body_limit: usize,
     pub run_loop: bool,
@@ -247,7 +247,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            agents: 2,
+            slots: 2,
             stored_output_limit: None,
             body_limit: 64 * 1024,
             run_loop: true,
@@ -315,8 +315,8 @@ impl TestApp {
     pub async fn over(dir: tempfile::TempDir, store: Arc<dyn Store>, options: Options) -> Self {
         let executor = Arc::new(FakeExecutor::default());
         let mut config = SchedulerConfig::new(dir.path().join("workspaces"));
-        config.agents = options.agents;
-        config.concurrency = options.agents;
+        config.slots = options.slots;
+        config.concurrency = options.slots;
         config.poll_interval = options.poll_interval;
         config.disk_quotas = options.disk_quotas;
         config.environment_port = options.environment_port;
