@@ -288,3 +288,78 @@ fn deep_chain(dir: &Path, depth: usize) {
     )
     .unwrap();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(command: &str) -> ExecutionRequest {
+        ExecutionRequest::new(
+            conductor_core::command_argv(command, false),
+            std::env::temp_dir(),
+        )
+    }
+
+    async fn run(fake: &FakeExecutor, request: ExecutionRequest) -> (ExecutionResult, String) {
+        let (events, mut received) = tokio::sync::mpsc::channel(16);
+        let result = fake.execute(request, events).await.unwrap();
+        let mut output = String::new();
+        while let Ok(ExecEvent::Output { data, .. }) = received.try_recv() {
+            output.push_str(&String::from_utf8(data).unwrap());
+        }
+        (result, output)
+    }
+
+    #[tokio::test]
+    async fn scripts_print_exit_and_are_recorded() {
+        let fake = FakeExecutor::default();
+        let (done, output) = run(&fake, request("echo hello")).await;
+        assert_eq!((done.exit_code, output.as_str()), (0, "hello\n"));
+        let (done, _) = run(&fake, request("exit 3")).await;
+        assert_eq!(done.exit_code, 3);
+        assert_eq!(fake.calls(), 2);
+        assert_eq!(fake.requests.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_ends_at_its_timeout_or_when_cancelled() {
+        let fake = Arc::new(FakeExecutor::default());
+        let mut timed = request("sleep 60000");
+        timed.timeout = Some(Duration::from_millis(10));
+        let (done, _) = run(&fake, timed).await;
+        assert_eq!((done.exit_code, done.timed_out), (124, true));
+
+        let sleeping = request("sleep 60000");
+        let id = sleeping.id.clone();
+        let runner = Arc::clone(&fake);
+        let task = tokio::spawn(async move { run(&runner, sleeping).await.0 });
+        fake.called.notified().await;
+        tokio::task::yield_now().await;
+        assert!(fake.cancel(&id).await.unwrap());
+        let done = task.await.unwrap();
+        assert_eq!((done.exit_code, done.cancelled), (137, true));
+        // Over, so nothing is left to cancel.
+        assert!(!fake.cancel(&id).await.unwrap());
+        assert_eq!(fake.cancelled.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusing_fake_refuses_and_declares_what_it_was_given() {
+        let fake = FakeExecutor::new("refuses", [Capability::CpuLimit]).refusing("anything");
+        let (events, _received) = tokio::sync::mpsc::channel(1);
+        let err = fake.execute(request("true"), events).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            ExecutorError::Unsupported {
+                executor: "refuses",
+                what: "running anything".into(),
+            }
+            .to_string()
+        );
+        assert_eq!(
+            fake.capabilities().supported,
+            BTreeSet::from([Capability::CpuLimit])
+        );
+        assert_eq!(fake.calls(), 1);
+    }
+}
