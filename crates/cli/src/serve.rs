@@ -22,8 +22,8 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8081; env CONDUCTOR_LISTEN).
     #[arg(long)]
     listen: Option<String>,
-    /// Execution slots: tasks run at once at most (default 2; env CONDUCTOR_SLOTS). `--agents`,
-    /// the old name, still works for one release (hidden).
+    /// Execution slots, each running one task at a time (default 2; env CONDUCTOR_SLOTS).
+    /// `--agents`, the old name, still works for one release (hidden).
     #[arg(long, alias = "agents", value_name = "N")]
     slots: Option<u16>,
     /// Most tasks running at once (default: slots; env CONDUCTOR_CONCURRENCY).
@@ -128,5 +128,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn slots_are_set_by_their_flag_or_its_old_name() {
+        for flag in ["--slots", "--agents"] {
+            let args = Wrapper::try_parse_from(["serve", flag, "3"]).unwrap().serve;
+            assert_eq!(args.slots, Some(3), "{flag}");
+        }
     }
 }
