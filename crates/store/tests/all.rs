@@ -35,6 +35,13 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
         .unwrap()
 }
 
+/// A store over a fresh database in a tempdir of its own (kept for [`open`] to reopen it).
+async fn fresh() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    (dir, store)
+}
+
 fn start(at: u64) -> Transition {
     Transition::Start {
         slot_id: "agent-1".into(),
@@ -44,8 +51,7 @@ fn start(at: u64) -> Transition {
 
 #[tokio::test]
 async fn migrations_apply_once_and_reopen_keeps_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(5))
@@ -62,8 +68,7 @@ async fn migrations_apply_once_and_reopen_keeps_data() {
 
 #[tokio::test]
 async fn a_task_round_trips_with_events_results_and_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let id = TaskId::random();
     let spec = spec(&["echo hi", "false"], &[("team", "infra")]);
     let secrets = BTreeMap::from([("TOKEN".to_owned(), "s3cr3t".to_owned())]);
@@ -146,8 +151,7 @@ async fn a_task_round_trips_with_events_results_and_secrets() {
 
 #[tokio::test]
 async fn illegal_transitions_are_refused_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
@@ -209,8 +213,7 @@ async fn concurrent_starts_of_one_task_let_exactly_one_win() {
 
 #[tokio::test]
 async fn lists_filter_by_status_and_label_and_paginate() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let mut ids = Vec::new();
     for n in 0..7u64 {
         let team = if n % 2 == 0 { "infra" } else { "web" };
@@ -286,8 +289,7 @@ async fn lists_filter_by_status_and_label_and_paginate() {
 
 #[tokio::test]
 async fn the_queue_is_in_priority_then_age_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let mut ids = Vec::new();
     for (n, priority) in [0, 5, 0, 5].into_iter().enumerate() {
         let mut spec = spec(&["true"], &[]);
@@ -328,8 +330,7 @@ async fn the_queue_is_in_priority_then_age_order() {
 
 #[tokio::test]
 async fn only_finished_tasks_can_be_deleted_and_their_events_go_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
@@ -360,8 +361,7 @@ async fn only_finished_tasks_can_be_deleted_and_their_events_go_too() {
 
 #[tokio::test]
 async fn tokens_are_found_by_hash_and_revoked() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let info = TokenInfo {
         id: "tok1".into(),
         name: "ci".into(),
@@ -393,8 +393,7 @@ async fn tokens_are_found_by_hash_and_revoked() {
 /// once the cache entry is older than its TTL.
 #[tokio::test]
 async fn a_token_changed_elsewhere_is_seen_after_the_cache_ttl() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let other = open(&dir).await;
     let info = TokenInfo {
         id: "tok1".into(),
@@ -415,8 +414,7 @@ async fn a_token_changed_elsewhere_is_seen_after_the_cache_ttl() {
 /// The dispatcher's view of the queue is the queue's, field by field, in the same order.
 #[tokio::test]
 async fn queued_candidates_match_the_queued_tasks() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let requests = [
         r#"{"commands": ["true"]}"#,
         r#"{"commands": ["true"], "priority": 3, "resources": {"cpus": 1.5, "memory": "512m"}}"#,
@@ -486,8 +484,7 @@ fn finish(status: TaskStatus, exit_code: i32) -> Transition {
 /// task was cancelled meanwhile) the result is stored all the same.
 #[tokio::test]
 async fn the_last_result_and_the_end_are_recorded_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
@@ -552,8 +549,7 @@ async fn the_last_result_and_the_end_are_recorded_together() {
 
 #[tokio::test]
 async fn agents_are_upserted() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let mut agent = Slot {
         id: "agent-1".into(),
         state: SlotState::Idle,
@@ -574,8 +570,7 @@ async fn agents_are_upserted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run explicitly, in release"]
 async fn store_costs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let spec = spec(&["true"], &[]);
     let n = 500;
     let mut ids = Vec::new();
@@ -668,8 +663,7 @@ fn workspace(name: &str, at: u64) -> conductor_types::Workspace {
 
 #[tokio::test]
 async fn workspaces_are_unique_by_name_found_by_id_or_name_and_updated() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let repo = workspace("repo", 10);
     store.create_workspace(&repo).await.unwrap();
     let duplicate = store.create_workspace(&workspace("repo", 11)).await;
@@ -718,8 +712,7 @@ async fn workspaces_are_unique_by_name_found_by_id_or_name_and_updated() {
 
 #[tokio::test]
 async fn a_workspace_named_by_a_queued_or_running_task_cannot_be_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let repo = workspace("repo", 10);
     store.create_workspace(&repo).await.unwrap();
     let mut task_spec = spec(&["true"], &[]);
@@ -765,8 +758,7 @@ async fn a_workspace_named_by_a_queued_or_running_task_cannot_be_deleted() {
 
 #[tokio::test]
 async fn a_failure_code_is_stored_with_the_outcome_and_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
@@ -800,8 +792,7 @@ async fn a_failure_code_is_stored_with_the_outcome_and_survives_a_reopen() {
 /// queued at the same attempt.
 #[tokio::test]
 async fn a_known_queued_task_starts_as_a_transition_would_start_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let create = |id: TaskId| {
         let store = &store;
         async move {
