@@ -20,20 +20,17 @@
 //! `none,host,namespace`) picks the rows. CONDUCTOR_BENCH_BINARY runs another `conductor` binary
 //! (server and helper) than the one built with the bench, to compare two builds in one session.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use conductor_core::{EventSender, Executor, ExecutorError};
+use conductor_core::Executor;
 use conductor_server::{SchedulerConfig, ServeConfig};
-use conductor_types::{
-    ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutorCapabilities,
-    IsolationLevel, OutputStream,
-};
+use conductor_testkit::FakeExecutor;
+use conductor_types::{Capability, ExecEvent, ExecutionRequest};
 use serde_json::json;
 
 /// Targets of issue 3.
@@ -377,6 +374,11 @@ fn helper_binary() -> std::path::PathBuf {
     }
 }
 
+/// Starts nothing: takes the tasks' default network.
+fn instantly() -> Arc<dyn Executor> {
+    Arc::new(FakeExecutor::new("none", [Capability::NetworkNone]))
+}
+
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -418,7 +420,7 @@ impl Server {
     fn start(home: &Path, executor: &str, agents: usize) -> Result<Self, String> {
         let mut child = Command::new(conductor_binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--executor", executor])
-            .args(["--agents", &agents.to_string()])
+            .args(["--slots", &agents.to_string()])
             .env("CONDUCTOR_HOME", home)
             .env("CONDUCTOR_LOG", "error")
             // Tasks default to network none, which the host executor cannot give.
@@ -546,7 +548,8 @@ impl Client {
     }
 }
 
-/// The server in this process, over [`Instantly`].
+/// The server in this process, over a [`FakeExecutor`] that starts nothing (`date +%s%N`
+/// "prints" the instant `execute` was called; anything else just succeeds).
 struct InProcess {
     server: conductor_server::Server,
     endpoint: Endpoint,
@@ -557,12 +560,12 @@ impl InProcess {
         let mut config = ServeConfig::new(home.to_owned());
         config.listen = ([127, 0, 0, 1], 0).into();
         config.scheduler = SchedulerConfig {
-            agents,
+            slots: agents,
             concurrency: agents,
             ..SchedulerConfig::new(home.join("workspaces"))
         };
         let executors: BTreeMap<String, Arc<dyn Executor>> =
-            BTreeMap::from([("host".to_owned(), Arc::new(Instantly) as Arc<dyn Executor>)]);
+            BTreeMap::from([("host".to_owned(), instantly())]);
         let server = conductor_server::Server::start(config, executors)
             .await
             .map_err(|e| e.to_string())?;
@@ -575,65 +578,5 @@ impl InProcess {
             server,
             endpoint: Endpoint { url, token },
         })
-    }
-}
-
-/// Starts nothing: `date +%s%N` "prints" the instant `execute` was called; anything else just
-/// succeeds.
-#[derive(Debug)]
-struct Instantly;
-
-#[async_trait]
-impl Executor for Instantly {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-
-    fn isolation_level(&self) -> IsolationLevel {
-        IsolationLevel::None
-    }
-
-    fn capabilities(&self) -> ExecutorCapabilities {
-        ExecutorCapabilities {
-            isolation_level: IsolationLevel::None,
-            platform: "bench".into(),
-            // Starts nothing: takes the tasks' default network.
-            supported: BTreeSet::from([conductor_types::Capability::NetworkNone]),
-        }
-    }
-
-    async fn health_check(&self) -> Result<(), ExecutorError> {
-        Ok(())
-    }
-
-    async fn warmup(&self) -> Result<(), ExecutorError> {
-        Ok(())
-    }
-
-    async fn execute(
-        &self,
-        request: ExecutionRequest,
-        events: EventSender,
-    ) -> Result<ExecutionResult, ExecutorError> {
-        let called = now_ns();
-        if conductor_core::command_of(&request.argv) == Some("date +%s%N") {
-            let _ = events
-                .send(ExecEvent::Output {
-                    stream: OutputStream::Stdout,
-                    data: format!("{called}\n").into_bytes(),
-                    at_ms: 0,
-                })
-                .await;
-        }
-        Ok(ExecutionResult::exited(
-            request.id.clone(),
-            "none",
-            IsolationLevel::None,
-            0,
-        ))
-    }
-
-    async fn cancel(&self, _id: &ExecutionId) -> Result<bool, ExecutorError> {
-        Ok(false)
     }
 }

@@ -23,7 +23,8 @@ use conductor_executors::container::{
 use conductor_executors::environment::{Deferred, Fallback, InRootfs, Unavailable};
 use conductor_executors::host::{HostConfig, HostExecutor};
 use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
-use conductor_server::config::{Config, EnvironmentConfig, ExecutorKind};
+use conductor_server::config::{Config, EnvironmentConfig};
+use conductor_types::ExecutorKind;
 
 mod port;
 

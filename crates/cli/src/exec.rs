@@ -16,21 +16,21 @@ use anyhow::{bail, Context};
 use conductor_core::{EventSender, Executor};
 use conductor_sandbox::handover::{check_workspace_root, mount_points, Ownership};
 use conductor_types::{
-    parse_duration, Bytes, Cpus, ExecEvent, ExecutionRequest, ExecutionResult, NetworkPolicy,
-    OutputStream, ResourceLimits,
+    parse_duration, Bytes, Cpus, ExecEvent, ExecutionRequest, ExecutionResult, ExecutorKind,
+    NetworkPolicy, OutputStream, ResourceLimits,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::executor::{choose, ExecutorChoice};
+use crate::executor::{choose, engine, ExecutorKindParser};
 
 /// Flags of `conductor exec`.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
     /// Which executor runs the command.
-    #[arg(long, value_enum, default_value_t = ExecutorChoice::Auto)]
-    executor: ExecutorChoice,
+    #[arg(long, value_parser = ExecutorKindParser, default_value = "auto")]
+    executor: ExecutorKind,
     /// Memory limit, such as 256m or 2g.
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     memory: Option<Bytes>,
@@ -143,16 +143,16 @@ async fn give_back(recorded: Ownership, workspace: PathBuf) {
 
 async fn run(args: ExecArgs, workspace: PathBuf) -> anyhow::Result<i32> {
     let mut rootfs = args.rootfs.as_deref().map(existing_rootfs).transpose()?;
-    let environment = match (&args.environment, args.executor.engine()) {
+    let environment = match (&args.environment, engine(args.executor)) {
         (Some(name), _) => Some(crate::env::store()?.find_built(name)?),
         (None, Some(_)) => Some(crate::env::store()?.find_built("minimal")?),
         (None, None) => None,
     };
     if let Some(built) = &environment {
-        if args.executor == ExecutorChoice::Host {
+        if args.executor == ExecutorKind::Host {
             bail!("--environment needs a sandbox executor; the host executor runs on the host's filesystem");
         }
-        if args.executor.engine().is_none() {
+        if engine(args.executor).is_none() {
             rootfs = Some(built.rootfs());
         }
     }
@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(args.env, vec![("A".to_owned(), "b=c".to_owned())]);
         assert_eq!(args.env_allow, vec!["LANG".to_owned()]);
         assert_eq!(args.command, vec!["sh", "-c", "echo hi"]);
-        assert_eq!(args.executor, ExecutorChoice::Auto);
+        assert_eq!(args.executor, ExecutorKind::Auto);
     }
 
     #[test]

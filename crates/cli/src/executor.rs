@@ -2,38 +2,75 @@
 //! executor where this machine can run it and the host executor otherwise. Docker and Podman
 //! run an environment's image, imported on first use.
 
+use std::ffi::OsStr;
 use std::sync::Arc;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use conductor_core::Executor;
 use conductor_envs::BuiltEnv;
 use conductor_executors::container::{ContainerConfig, ContainerExecutor, Engine, EngineKind};
 use conductor_executors::host::{HostConfig, HostExecutor};
 use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
-use conductor_types::NetworkPolicy;
+use conductor_types::{ExecutorKind, NetworkPolicy};
 
-/// The `--executor` flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExecutorChoice {
-    /// The namespace executor where it works here, else the host executor (with a warning).
-    Auto,
-    /// Directly on the host: own session and cgroup, host filesystem and network.
-    Host,
-    /// Linux namespaces: own root filesystem, network, pids, hostname, user mapping, seccomp.
-    Namespace,
-    /// A Docker container of the environment's image (Docker Engine API on /run/docker.sock).
-    Docker,
-    /// A Podman container of the environment's image (Podman's API on /run/podman/podman.sock).
-    Podman,
+/// The `--executor` flag's values, with a line of help each: parses into the one
+/// [`ExecutorKind`] of `conductor-types` (which does not depend on clap).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecutorKindParser;
+
+impl ExecutorKindParser {
+    fn help(kind: ExecutorKind) -> &'static str {
+        match kind {
+            ExecutorKind::Auto => {
+                "The namespace executor where it works here, else the host executor (with a warning)"
+            }
+            ExecutorKind::Host => {
+                "Directly on the host: own session and cgroup, host filesystem and network"
+            }
+            ExecutorKind::Namespace => {
+                "Linux namespaces: own root filesystem, network, pids, hostname, user mapping, seccomp"
+            }
+            ExecutorKind::Docker => {
+                "A Docker container of the environment's image (Docker Engine API on /run/docker.sock)"
+            }
+            ExecutorKind::Podman => {
+                "A Podman container of the environment's image (Podman's API on /run/podman/podman.sock)"
+            }
+        }
+    }
+
+    fn values() -> impl Iterator<Item = PossibleValue> {
+        ExecutorKind::ALL
+            .into_iter()
+            .map(|kind| PossibleValue::new(kind.as_str()).help(Self::help(kind)))
+    }
 }
 
-impl ExecutorChoice {
-    /// The container engine this choice runs on, if any.
-    pub fn engine(self) -> Option<EngineKind> {
-        match self {
-            Self::Docker => Some(EngineKind::Docker),
-            Self::Podman => Some(EngineKind::Podman),
-            Self::Auto | Self::Host | Self::Namespace => None,
-        }
+impl TypedValueParser for ExecutorKindParser {
+    type Value = ExecutorKind;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<ExecutorKind, clap::Error> {
+        let name = PossibleValuesParser::new(Self::values()).parse_ref(cmd, arg, value)?;
+        name.parse()
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(Self::values()))
+    }
+}
+
+/// The container engine `kind` runs on, if any.
+pub fn engine(kind: ExecutorKind) -> Option<EngineKind> {
+    match kind {
+        ExecutorKind::Docker => Some(EngineKind::Docker),
+        ExecutorKind::Podman => Some(EngineKind::Podman),
+        ExecutorKind::Auto | ExecutorKind::Host | ExecutorKind::Namespace => None,
     }
 }
 
@@ -50,15 +87,13 @@ pub struct Chosen {
 /// then does not claim a default).
 /// `environment` is the built environment a container executor runs (required for them).
 pub async fn choose(
-    choice: ExecutorChoice,
+    choice: ExecutorKind,
     network_given: bool,
     environment: Option<&BuiltEnv>,
 ) -> anyhow::Result<Chosen> {
     match choice {
-        ExecutorChoice::Docker | ExecutorChoice::Podman => {
-            let kind = choice
-                .engine()
-                .ok_or_else(|| anyhow::anyhow!("not a container engine"))?;
+        ExecutorKind::Docker | ExecutorKind::Podman => {
+            let kind = engine(choice).ok_or_else(|| anyhow::anyhow!("not a container engine"))?;
             let environment = environment.ok_or_else(|| {
                 anyhow::anyhow!("the {} executor needs --environment", kind.name())
             })?;
@@ -72,8 +107,8 @@ pub async fn choose(
                 default_network: NetworkPolicy::None,
             })
         }
-        ExecutorChoice::Host => Ok(host()),
-        ExecutorChoice::Namespace => {
+        ExecutorKind::Host => Ok(host()),
+        ExecutorKind::Namespace => {
             let executor = namespace()?;
             executor.health_check().await?;
             Ok(Chosen {
@@ -81,7 +116,7 @@ pub async fn choose(
                 default_network: NetworkPolicy::None,
             })
         }
-        ExecutorChoice::Auto => {
+        ExecutorKind::Auto => {
             let reason = match namespace() {
                 Ok(executor) => match executor.health_check().await {
                     Ok(()) => {

@@ -56,7 +56,7 @@ struct Cli {
 enum Command {
     /// Run one command in a sandbox right here, without a server.
     Exec(exec::ExecArgs),
-    /// Run the orchestrator: HTTP API, scheduler and local agents (127.0.0.1:8081).
+    /// Run the orchestrator: HTTP API, scheduler and its execution slots (127.0.0.1:8081).
     Serve(serve::ServeArgs),
     /// Submit, list, inspect, follow and cancel tasks on a server.
     Task(task::TaskArgs),

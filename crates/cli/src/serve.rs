@@ -22,10 +22,11 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8081; env CONDUCTOR_LISTEN).
     #[arg(long)]
     listen: Option<String>,
-    /// Execution slots (default 2; env CONDUCTOR_AGENTS).
-    #[arg(long)]
-    agents: Option<u16>,
-    /// Most tasks running at once (default: agents; env CONDUCTOR_CONCURRENCY).
+    /// Execution slots, each running one task at a time (default 2; env CONDUCTOR_SLOTS).
+    /// `--agents`, the old name, still works for one release (hidden).
+    #[arg(long, alias = "agents", value_name = "N")]
+    slots: Option<u16>,
+    /// Most tasks running at once (default: slots; env CONDUCTOR_CONCURRENCY).
     #[arg(long)]
     concurrency: Option<u16>,
     /// Time running tasks get to finish at shutdown (default 10s; env CONDUCTOR_GRACE).
@@ -58,7 +59,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let flags = RawConfig {
         listen: args.listen,
-        agents: args.agents,
+        slots: args.slots,
         concurrency: args.concurrency,
         grace: args.grace,
         executor: args.executor,
@@ -70,7 +71,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let placement = Placement {
         home: config.home.clone(),
         cgroup_parent: cgroups.run_parent(),
-        warm_helpers: config.serve.scheduler.agents,
+        warm_helpers: config.serve.scheduler.slots,
         full_network_range: config.full_network_range,
     };
     // Clones run in a namespace sandbox of their own, or not at all.
@@ -127,5 +128,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn slots_are_set_by_their_flag_or_its_old_name() {
+        for flag in ["--slots", "--agents"] {
+            let args = Wrapper::try_parse_from(["serve", flag, "3"]).unwrap().serve;
+            assert_eq!(args.slots, Some(3), "{flag}");
+        }
     }
 }

@@ -4,10 +4,10 @@
 //! Each direction: the writer runs a script in the `minimal` environment (the namespace executor
 //! in its rootfs, the container executors in its image) that makes a regular file, a read-only
 //! file, an executable script, a symlink, an empty directory and a nested one; the workspace is
-//! snapshotted with `conductor_workspace::Store` and restored into a new directory; the reader
-//! runs the script there, `stat`s every entry from inside its sandbox, and writes into the tree
-//! (the restored tree is owned by whoever restored it, and each executor hands the workspace to
-//! its sandbox user before the run). What the reader sees must be what the writer saw.
+//! snapshotted with `conductor_workspace::SnapshotStore` and restored into a new directory; the
+//! reader runs the script there, `stat`s every entry from inside its sandbox, and writes into the
+//! tree (the restored tree is owned by whoever restored it, and each executor hands the workspace
+//! to its sandbox user before the run). What the reader sees must be what the writer saw.
 //!
 //! Skipped, with the reason printed, only when the namespace executor cannot run here, an engine
 //! does not answer, or the `minimal` environment is not built or imported
@@ -23,7 +23,7 @@ use conductor_envs::EnvStore;
 use conductor_executors::container::{ContainerConfig, ContainerExecutor, Engine, EngineKind};
 use conductor_executors::namespace::{NamespaceConfig, NamespaceExecutor};
 use conductor_types::{ExecutionRequest, ExecutionResult};
-use conductor_workspace::{SnapshotOptions, Store, WorkspaceId};
+use conductor_workspace::{SnapshotOptions, SnapshotStore, WorkspaceId};
 
 mod support;
 
@@ -143,7 +143,7 @@ async fn round_trip(writer: &Runner, reader: &Runner) {
         .await
         .stdout;
 
-    let store = Store::open(dir.path().join("snapshots")).unwrap();
+    let store = SnapshotStore::open(dir.path().join("snapshots")).unwrap();
     let workspace = WorkspaceId::new("written").unwrap();
     let snapshot = store
         .create_snapshot(

@@ -1,4 +1,4 @@
-//! Scheduler decisions: which queued tasks go to which free agents ([`dispatch`]), and what to do
+//! Scheduler decisions: which queued tasks go to which free slots ([`dispatch`]), and what to do
 //! after each command of a running task ([`next_step`]). Pure; the scheduler loop in the server
 //! gathers the inputs and carries out the answer.
 
@@ -26,8 +26,8 @@ pub struct Candidate {
 /// What is free right now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capacity {
-    /// Idle agents, in the order to use them.
-    pub free_agents: Vec<String>,
+    /// Idle slots, in the order to use them.
+    pub free_slots: Vec<String>,
     /// Tasks running now.
     pub running: usize,
     /// Most tasks running at once.
@@ -40,17 +40,17 @@ pub struct Capacity {
     pub busy_workspaces: BTreeSet<String>,
 }
 
-/// One decision: run this task on this agent.
+/// One decision: run this task on this slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     /// The task.
     pub task_id: TaskId,
-    /// The agent.
-    pub agent_id: String,
+    /// The slot.
+    pub slot_id: String,
 }
 
 /// Orders `candidates` by priority (higher first), then queue time, then id, and hands them to
-/// free agents while agents, the concurrency limit and the resource budget last. Strict order:
+/// free slots while slots, the concurrency limit and the resource budget last. Strict order:
 /// a task that does not fit the remaining budget blocks those behind it (no starvation of large
 /// tasks); the caller refuses tasks that could never fit at submission. A task whose named
 /// workspace is in use waits without blocking others.
@@ -65,11 +65,11 @@ pub fn dispatch(candidates: &[Candidate], capacity: &Capacity) -> Vec<Assignment
     let slots = capacity
         .concurrency_limit
         .saturating_sub(capacity.running)
-        .min(capacity.free_agents.len());
+        .min(capacity.free_slots.len());
     let mut cpus_free = capacity.cpus_free;
     let mut memory_free = capacity.memory_free;
     let mut busy = capacity.busy_workspaces.clone();
-    let mut agents = capacity.free_agents.iter();
+    let mut free = capacity.free_slots.iter();
     let mut assignments = Vec::new();
     for candidate in ordered {
         if assignments.len() >= slots {
@@ -92,7 +92,7 @@ pub fn dispatch(candidates: &[Candidate], capacity: &Capacity) -> Vec<Assignment
             (Some(free), Some(wanted)) => Some(free - wanted),
             (free, _) => free,
         };
-        let Some(agent) = agents.next() else { break };
+        let Some(slot) = free.next() else { break };
         cpus_free = cpus_left;
         memory_free = memory_left;
         if let Some(workspace) = &candidate.workspace {
@@ -100,7 +100,7 @@ pub fn dispatch(candidates: &[Candidate], capacity: &Capacity) -> Vec<Assignment
         }
         assignments.push(Assignment {
             task_id: candidate.id,
-            agent_id: agent.clone(),
+            slot_id: slot.clone(),
         });
     }
     assignments
@@ -191,9 +191,9 @@ mod tests {
         format!("00000000-0000-4000-8000-{n:012}").parse().unwrap()
     }
 
-    fn capacity(agents: usize, running: usize, limit: usize) -> Capacity {
+    fn capacity(slots: usize, running: usize, limit: usize) -> Capacity {
         Capacity {
-            free_agents: (1..=agents).map(|i| format!("agent-{i}")).collect(),
+            free_slots: (1..=slots).map(|i| format!("agent-{i}")).collect(),
             running,
             concurrency_limit: limit,
             cpus_free: None,
@@ -205,7 +205,7 @@ mod tests {
     fn assigned(assignments: &[Assignment]) -> Vec<(TaskId, &str)> {
         assignments
             .iter()
-            .map(|a| (a.task_id, a.agent_id.as_str()))
+            .map(|a| (a.task_id, a.slot_id.as_str()))
             .collect()
     }
 

@@ -14,6 +14,7 @@ mod services;
 mod store;
 mod task;
 
+pub use agent::{next_turn, PromptTemplates, TurnError};
 pub use dispatch::{dispatch, next_step, Assignment, Candidate, Capacity, Step};
 pub use executor::{EventSender, Executor, ExecutorError};
 pub use lifecycle::{apply, can_retry, Transition, TransitionError};
@@ -24,7 +25,6 @@ pub use plan::{
 pub use redact::{LineAssembler, OutputBudget, Redactor, REDACTED};
 pub use services::{RunningService, ServiceRunner, ServiceSet};
 pub use store::{Store, StoreError, TaskQuery};
-pub use agent::{next_turn, PromptTemplates, TurnError};
 pub use task::{
     command_argv, command_of, validate_request, validate_request_with, validate_workspace_name,
     SpecError, ValidatedTask, CWD_FILE, DEFAULT_ENVIRONMENT, MAX_COMMANDS, MAX_COMMAND_BYTES,

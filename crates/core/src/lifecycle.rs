@@ -16,10 +16,10 @@ use conductor_types::{FailureCode, TaskState, TaskStatus, Timestamp};
 /// A change to a task's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    /// An agent takes a queued task: `queued → running`, next attempt.
+    /// A slot takes a queued task: `queued → running`, next attempt.
     Start {
-        /// The agent.
-        agent_id: String,
+        /// The slot.
+        slot_id: String,
         /// When.
         at: Timestamp,
     },
@@ -102,10 +102,10 @@ pub fn apply(
     };
     let mut next = state.clone();
     match (state.status, transition) {
-        (Queued, Transition::Start { agent_id, at }) => {
+        (Queued, Transition::Start { slot_id, at }) => {
             next.status = Running;
             next.attempt += 1;
-            next.agent_id = Some(agent_id.clone());
+            next.slot_id = Some(slot_id.clone());
             next.started_at = Some(*at);
             next.finished_at = None;
             next.exit_code = None;
@@ -154,7 +154,7 @@ pub fn apply(
             next.started_at = None;
             next.finished_at = None;
             next.exit_code = None;
-            next.agent_id = None;
+            next.slot_id = None;
             // The reason it is being retried stays visible until it starts again.
         }
         _ => return Err(illegal(None)),
@@ -172,7 +172,7 @@ mod tests {
 
     fn start() -> Transition {
         Transition::Start {
-            agent_id: "agent-1".into(),
+            slot_id: "agent-1".into(),
             at: T1,
         }
     }
@@ -201,7 +201,7 @@ mod tests {
                 status_reason: None,
                 failure_code: None,
                 attempt: 1,
-                agent_id: Some("agent-1".into()),
+                slot_id: Some("agent-1".into()),
                 exit_code: None,
                 queued_at: T0,
                 started_at: Some(T1),
@@ -322,7 +322,7 @@ mod tests {
                 status_reason: Some("server restarted".into()),
                 failure_code: None,
                 attempt: 1,
-                agent_id: None,
+                slot_id: None,
                 exit_code: None,
                 queued_at: T0,
                 started_at: None,

@@ -1,4 +1,4 @@
-//! The storage contract: tasks, their command results and events, agents, API tokens and
+//! The storage contract: tasks, their command results and events, slots, API tokens and
 //! workspaces.
 //! SQLite implements it today (`conductor-store`); Postgres can follow without touching the
 //! scheduler or the API, which only see this trait.
@@ -8,7 +8,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use conductor_types::{
-    Agent, CommandResult, EventId, LlmRequest, Session, SessionId, Task, TaskEvent, TaskEventKind,
+    CommandResult, EventId, LlmRequest, Session, SessionId, Slot, Task, TaskEvent, TaskEventKind,
     TaskId, TaskPage, TaskSpec, TaskState, TaskStatus, Timestamp, TokenInfo, Usage, Workspace,
     WorkspaceId,
 };
@@ -85,6 +85,10 @@ pub enum StoreError {
 }
 
 /// Durable state of the orchestrator. Every method commits before it returns.
+///
+/// The one store the server calls plainly `Store`: the snapshot store is
+/// `conductor_workspace::SnapshotStore`, the environment store `conductor_envs::EnvStore`. Not
+/// `TaskStore`: it keeps tokens, secrets, slots and workspace records as well as tasks.
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
     /// Whether the database answers.
@@ -119,11 +123,11 @@ pub trait Store: Send + Sync + Debug {
     async fn start_known(
         &self,
         task: &Task,
-        agent_id: &str,
+        slot_id: &str,
         at: Timestamp,
     ) -> Result<Option<Task>, StoreError> {
         let start = Transition::Start {
-            agent_id: agent_id.to_owned(),
+            slot_id: slot_id.to_owned(),
             at,
         };
         self.transition(task.id, start).await.map(Some)
@@ -203,11 +207,11 @@ pub trait Store: Send + Sync + Debug {
         }
     }
 
-    /// Creates or updates an agent.
-    async fn put_agent(&self, agent: &Agent) -> Result<(), StoreError>;
+    /// Creates or updates a slot.
+    async fn put_slot(&self, slot: &Slot) -> Result<(), StoreError>;
 
-    /// Every agent, by id.
-    async fn agents(&self) -> Result<Vec<Agent>, StoreError>;
+    /// Every slot, by id.
+    async fn slots(&self) -> Result<Vec<Slot>, StoreError>;
 
     /// Stores a token's listing and the hash of its secret.
     async fn create_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StoreError>;

@@ -8,67 +8,30 @@
 //! killed.
 #![allow(clippy::print_stdout)] // the script reads the address from stdout
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use conductor_core::{EventSender, Executor, ExecutorError, Store};
+use conductor_core::{Executor, Store};
 use conductor_server::{app, auth, AppState, EventBus, Scheduler, SchedulerConfig};
-use conductor_types::{
-    Capability, ExecutionRequest, ExecutionResult, ExecutorCapabilities, IsolationLevel,
-};
+use conductor_testkit::FakeExecutor;
+use conductor_types::Capability;
 
 /// Declares every limit (so the server's defaults apply as on a real sandbox) and runs nothing.
-#[derive(Debug)]
-struct Refuses;
-
-#[async_trait]
-impl Executor for Refuses {
-    fn name(&self) -> &'static str {
-        "refuses"
-    }
-
-    fn isolation_level(&self) -> IsolationLevel {
-        IsolationLevel::None
-    }
-
-    fn capabilities(&self) -> ExecutorCapabilities {
-        ExecutorCapabilities {
-            isolation_level: IsolationLevel::None,
-            platform: "fuzz".into(),
-            supported: BTreeSet::from([
+fn refuses() -> Arc<dyn Executor> {
+    Arc::new(
+        FakeExecutor::new(
+            "refuses",
+            [
                 Capability::CpuLimit,
                 Capability::MemoryLimit,
                 Capability::PidsLimit,
                 Capability::NetworkNone,
                 Capability::NetworkLocalhost,
-            ]),
-        }
-    }
-
-    async fn health_check(&self) -> Result<(), ExecutorError> {
-        Ok(())
-    }
-
-    async fn warmup(&self) -> Result<(), ExecutorError> {
-        Ok(())
-    }
-
-    async fn execute(
-        &self,
-        _request: ExecutionRequest,
-        _events: EventSender,
-    ) -> Result<ExecutionResult, ExecutorError> {
-        Err(ExecutorError::Unsupported {
-            executor: "refuses",
-            what: "running anything (this server is for API fuzzing)".to_owned(),
-        })
-    }
-
-    async fn cancel(&self, _id: &conductor_types::ExecutionId) -> Result<bool, ExecutorError> {
-        Ok(false)
-    }
+            ],
+        )
+        .refusing("anything (this server is for API fuzzing)"),
+    )
 }
 
 #[tokio::main]
@@ -86,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(home.join("user.token"), &user.token)?;
     let store: Arc<dyn Store> = Arc::new(store);
     let executors: BTreeMap<String, Arc<dyn Executor>> =
-        BTreeMap::from([("host".to_owned(), Arc::new(Refuses) as Arc<dyn Executor>)]);
+        BTreeMap::from([("host".to_owned(), refuses())]);
     let config = SchedulerConfig::new(home.join("workspaces"));
     let scheduler = Scheduler::new(store, executors, config, EventBus::default());
     let router = app(AppState::new(

@@ -17,7 +17,7 @@ use conductor_core::{
     can_retry, check_supported, validate_request, ExecutorError, TaskQuery, Transition,
 };
 use conductor_types::{
-    Agent, ApiErrorBody, Capability, CreatedToken, EventId, ExecutionRequest, LimitName, Task,
+    ApiErrorBody, Capability, CreatedToken, EventId, ExecutionRequest, LimitName, Slot, Task,
     TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest, TaskStatus, Timestamp, TokenInfo,
 };
 use serde::Deserialize;
@@ -527,10 +527,18 @@ pub async fn events(
         .into_response())
 }
 
-/// `GET /api/v1/agents`.
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = Vec<Agent>), (status = 400, description = "malformed JSON, bad query or id", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody)))]
-pub async fn agents(State(state): State<AppState>) -> Result<Json<Vec<Agent>>, AppError> {
-    Ok(Json(state.scheduler().agents()))
+/// `GET /api/v1/slots`: the execution slots and what each is doing.
+#[utoipa::path(get, path = "/api/v1/slots", tag = "slots", responses((status = 200, body = Vec<Slot>), (status = 400, description = "malformed JSON, bad query or id", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody)))]
+pub async fn slots(State(state): State<AppState>) -> Result<Json<Vec<Slot>>, AppError> {
+    Ok(Json(state.scheduler().slots()))
+}
+
+/// `GET /api/v1/agents`: the old path of [`slots`], kept one release (deprecated in the
+/// OpenAPI document too; "agent" now means an AI coding agent).
+#[deprecated(note = "GET /api/v1/slots")]
+#[utoipa::path(get, path = "/api/v1/agents", tag = "slots", responses((status = 200, body = Vec<Slot>), (status = 400, description = "malformed JSON, bad query or id", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody)))]
+pub async fn agents(state: State<AppState>) -> Result<Json<Vec<Slot>>, AppError> {
+    slots(state).await
 }
 
 /// Body of `POST /api/v1/tokens`.

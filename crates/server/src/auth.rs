@@ -138,18 +138,18 @@ pub async fn ensure_admin_token(
 }
 
 /// Where agent `id`'s token is kept: `$CONDUCTOR_HOME/agents/<id>.token` (0600).
-pub fn agent_token_path(home: &Path, id: &str) -> PathBuf {
+pub fn slot_token_path(home: &Path, id: &str) -> PathBuf {
     home.join("agents").join(format!("{id}.token"))
 }
 
-/// Gives each agent (`agent-1` … `agent-N`) a token of its own: not an admin, stored hashed like
-/// any other, its secret in [`agent_token_path`] for whatever runs on the agent's behalf. A
+/// Gives each slot (`agent-1` … `agent-N`) a token of its own: not an admin, stored hashed like
+/// any other, its secret in [`slot_token_path`] for whatever runs on the slot's behalf. A
 /// token that is still valid is kept across restarts; a revoked or lost one is replaced.
-/// Returns the token ids by agent id.
-pub async fn ensure_agent_tokens(
+/// Returns the token ids by slot id.
+pub async fn ensure_slot_tokens(
     store: &dyn Store,
     home: &Path,
-    agents: usize,
+    slots: usize,
 ) -> Result<std::collections::BTreeMap<String, String>, AdminTokenError> {
     let dir = home.join("agents");
     let io = |action, path: &Path, source| AdminTokenError::Io {
@@ -163,9 +163,9 @@ pub async fn ensure_agent_tokens(
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(&dir).map_err(|e| io("creating", &dir, e))?;
     let mut ids = std::collections::BTreeMap::new();
-    for n in 1..=agents.max(1) {
+    for n in 1..=slots.max(1) {
         let id = format!("agent-{n}");
-        let path = agent_token_path(home, &id);
+        let path = slot_token_path(home, &id);
         let kept = match std::fs::read_to_string(&path) {
             Ok(text) => store
                 .token_by_hash(&hash_token(text.trim()))

@@ -8,8 +8,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use conductor_types::{parse_duration, Bytes, FullNetworkRange, ParseNetworkError};
+use conductor_types::{
+    parse_duration, Bytes, FullNetworkRange, ParseExecutorKindError, ParseNetworkError,
+};
 use serde::{Deserialize, Serialize};
+
+/// The executor that runs tasks (the `executor` and `fallback` keys): the one enum of
+/// `conductor-types`, re-exported where it used to be defined (kept one release; import it from
+/// `conductor_types`).
+pub use conductor_types::ExecutorKind;
 
 pub use crate::limits_config::{RawLimitSet, RawLimits};
 use crate::scheduler::DefaultNetwork;
@@ -25,10 +32,10 @@ pub struct RawConfig {
     /// Listen address (`127.0.0.1:8081`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
-    /// Execution slots (1–256).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agents: Option<u16>,
-    /// Most tasks running at once (default: agents).
+    /// Execution slots (1–256); read under its old name `agents` too (one release).
+    #[serde(default, alias = "agents", skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u16>,
+    /// Most tasks running at once (default: slots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u16>,
     /// Time running tasks get at shutdown (`10s`).
@@ -207,7 +214,7 @@ pub struct EnvironmentOverride {
 impl EnvironmentOverride {
     fn parse(raw: &RawEnvironment) -> Result<Self, String> {
         Ok(Self {
-            executor: raw.executor.as_deref().map(str::parse).transpose()?,
+            executor: raw.executor.as_deref().map(parse_executor).transpose()?,
             fallback: raw.fallback.as_deref().map(parse_fallback).transpose()?,
             warm_pool: raw.warm_pool,
             warm_reuse: raw.warm_reuse,
@@ -239,57 +246,27 @@ pub struct EnvironmentConfig {
     pub warm_reuse: u32,
 }
 
-/// The executor that runs tasks (the `executor` key).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ExecutorKind {
-    /// The namespace executor where this machine can run it, else the host executor (with a
-    /// warning), as `conductor exec` does.
-    #[default]
-    Auto,
-    /// Directly on the host: own session and cgroup, host filesystem and network.
-    Host,
-    /// Linux namespaces: own root filesystem, pids, hostname, user mapping, seccomp.
-    Namespace,
-    /// Docker containers of the environment's image.
-    Docker,
-    /// Podman containers of the environment's image.
-    Podman,
-}
+/// Keys renamed, with the old name still read (one release): the execution slots were called
+/// agents before "agent" came to mean an AI coding agent.
+const OLD_NAMES: [(&str, &str); 1] = [("slots", "agents")];
 
-impl ExecutorKind {
-    /// The name in config files.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Host => "host",
-            Self::Namespace => "namespace",
-            Self::Docker => "docker",
-            Self::Podman => "podman",
-        }
-    }
-}
-
-impl std::str::FromStr for ExecutorKind {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim() {
-            "auto" => Ok(Self::Auto),
-            "host" => Ok(Self::Host),
-            "namespace" => Ok(Self::Namespace),
-            "docker" => Ok(Self::Docker),
-            "podman" => Ok(Self::Podman),
-            other => Err(format!(
-                "{other:?} is not an executor: use \"auto\", \"host\", \"namespace\", \"docker\" or \"podman\""
-            )),
-        }
+/// `CONDUCTOR_<KEY>`, or the variable of the key's old name when only that one is set.
+fn env_name(key: &str, env: &BTreeMap<String, String>) -> String {
+    let name = format!("CONDUCTOR_{}", key.to_ascii_uppercase());
+    let old = OLD_NAMES
+        .iter()
+        .find(|(new, _)| *new == key)
+        .map(|(_, old)| format!("CONDUCTOR_{}", old.to_ascii_uppercase()));
+    match old {
+        Some(old) if !env.contains_key(&name) && env.contains_key(&old) => old,
+        _ => name,
     }
 }
 
 /// Every key, in file order, with whether it is a secret.
 pub const KEYS: [(&str, bool); 18] = [
     ("listen", false),
-    ("agents", false),
+    ("slots", false),
     ("concurrency", false),
     ("grace", false),
     ("body_limit", false),
@@ -400,7 +377,7 @@ impl RawConfig {
         let mut raw = RawConfig::default();
         let mut names = BTreeMap::new();
         for (key, secret) in KEYS {
-            let name = format!("CONDUCTOR_{}", key.to_ascii_uppercase());
+            let name = env_name(key, env);
             let file_name = format!("{name}_FILE");
             let value = match (
                 env.get(&name),
@@ -442,7 +419,7 @@ impl RawConfig {
         }
         match key {
             "listen" => self.listen = Some(value.to_owned()),
-            "agents" => self.agents = Some(parse(value)?),
+            "slots" | "agents" => self.slots = Some(parse(value)?),
             "concurrency" => self.concurrency = Some(parse(value)?),
             "grace" => self.grace = Some(value.to_owned()),
             "body_limit" => self.body_limit = Some(parse(value)?),
@@ -467,7 +444,7 @@ impl RawConfig {
     fn keys_set(&self) -> Vec<&'static str> {
         let set = [
             self.listen.is_some(),
-            self.agents.is_some(),
+            self.slots.is_some(),
             self.concurrency.is_some(),
             self.grace.is_some(),
             self.body_limit.is_some(),
@@ -496,7 +473,7 @@ impl RawConfig {
     pub fn overlay(self, higher: RawConfig) -> RawConfig {
         RawConfig {
             listen: higher.listen.or(self.listen),
-            agents: higher.agents.or(self.agents),
+            slots: higher.slots.or(self.slots),
             concurrency: higher.concurrency.or(self.concurrency),
             grace: higher.grace.or(self.grace),
             body_limit: higher.body_limit.or(self.body_limit),
@@ -583,14 +560,14 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
             )
         })?;
     }
-    let agents = raw.agents.unwrap_or(2);
-    if !(1..=256).contains(&agents) {
+    let slots = raw.slots.unwrap_or(2);
+    if !(1..=256).contains(&slots) {
         return Err(invalid(
-            "agents",
-            format!("{agents} is not between 1 and 256"),
+            "slots",
+            format!("{slots} is not between 1 and 256"),
         ));
     }
-    let concurrency = raw.concurrency.unwrap_or(agents);
+    let concurrency = raw.concurrency.unwrap_or(slots);
     if concurrency == 0 {
         return Err(invalid("concurrency", "must be at least 1".to_owned()));
     }
@@ -618,7 +595,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
             ),
         ));
     }
-    scheduler.agents = usize::from(agents);
+    scheduler.slots = usize::from(slots);
     scheduler.concurrency = usize::from(concurrency);
     if let Some(limit) = raw.output_limit {
         scheduler.output_limit = limit;
@@ -671,9 +648,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
     let admin_token = raw.admin_token.map(|t| t.trim().to_owned());
     serve.admin_token.clone_from(&admin_token);
     let executor = match &raw.executor {
-        Some(text) => text
-            .parse::<ExecutorKind>()
-            .map_err(|reason| invalid("executor", reason))?,
+        Some(text) => parse_executor(text).map_err(|reason| invalid("executor", reason))?,
         None => ExecutorKind::default(),
     };
     let fallback = raw
@@ -797,9 +772,15 @@ fn default_networks(
     Ok(networks)
 }
 
+/// An executor key's value.
+fn parse_executor(text: &str) -> Result<ExecutorKind, String> {
+    text.parse()
+        .map_err(|e: ParseExecutorKindError| e.to_string())
+}
+
 /// A fallback executor: a real one, not `auto`.
 fn parse_fallback(text: &str) -> Result<ExecutorKind, String> {
-    match text.parse::<ExecutorKind>()? {
+    match parse_executor(text)? {
         ExecutorKind::Auto => Err("\"auto\" cannot be a fallback: name an executor".to_owned()),
         kind => Ok(kind),
     }
@@ -823,7 +804,7 @@ impl Config {
         let scheduler = &self.serve.scheduler;
         RawConfig {
             listen: Some(self.serve.listen.to_string()),
-            agents: Some(u16::try_from(scheduler.agents).unwrap_or(u16::MAX)),
+            slots: Some(u16::try_from(scheduler.slots).unwrap_or(u16::MAX)),
             concurrency: Some(u16::try_from(scheduler.concurrency).unwrap_or(u16::MAX)),
             grace: Some(humantime::format_duration(self.serve.grace).to_string()),
             body_limit: Some(Bytes(self.serve.body_limit as u64)),
@@ -926,11 +907,11 @@ mod tests {
         let home = Path::new("/h");
         let file = RawConfig::from_toml(
             Path::new("/h/config.toml"),
-            "agents = 4\nlisten = \"127.0.0.1:9000\"\ngrace = \"30s\"\n",
+            "slots = 4\nlisten = \"127.0.0.1:9000\"\ngrace = \"30s\"\n",
         )
         .unwrap();
         let env_layer =
-            RawConfig::from_env(&env(&[("CONDUCTOR_AGENTS", "3"), ("OTHER", "x")]), no_files)
+            RawConfig::from_env(&env(&[("CONDUCTOR_SLOTS", "3"), ("OTHER", "x")]), no_files)
                 .unwrap();
         let flags = RawConfig {
             listen: Some("127.0.0.1:7000".into()),
@@ -946,7 +927,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(config.serve.scheduler.agents, 3);
+        assert_eq!(config.serve.scheduler.slots, 3);
         assert_eq!(config.serve.scheduler.concurrency, 3);
         assert_eq!(config.serve.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(config.serve.grace, Duration::from_secs(30));
@@ -955,8 +936,8 @@ mod tests {
             PathBuf::from("/h/workspaces")
         );
         assert_eq!(
-            config.origins["agents"],
-            Origin::Env("CONDUCTOR_AGENTS".into())
+            config.origins["slots"],
+            Origin::Env("CONDUCTOR_SLOTS".into())
         );
         assert_eq!(
             config.origins["grace"],
@@ -966,14 +947,39 @@ mod tests {
         assert_eq!(config.origins["body_limit"], Origin::Default);
     }
 
+    /// `agents`, the slots' old name, is still read from files, `CONDUCTOR_AGENTS` and `set`
+    /// (the new name wins where both are given); what is written back says `slots`.
+    #[test]
+    fn the_old_name_of_slots_is_still_read() {
+        let file = RawConfig::from_toml(Path::new("/c.toml"), "agents = 4\n").unwrap();
+        assert_eq!(file.slots, Some(4));
+        let (old, names) =
+            RawConfig::from_env(&env(&[("CONDUCTOR_AGENTS", "3")]), no_files).unwrap();
+        assert_eq!(
+            (old.slots, names["slots"].as_str()),
+            (Some(3), "CONDUCTOR_AGENTS")
+        );
+        let both = env(&[("CONDUCTOR_AGENTS", "3"), ("CONDUCTOR_SLOTS", "5")]);
+        let (new, names) = RawConfig::from_env(&both, no_files).unwrap();
+        assert_eq!(
+            (new.slots, names["slots"].as_str()),
+            (Some(5), "CONDUCTOR_SLOTS")
+        );
+        let mut set = RawConfig::default();
+        set.set("agents", "6").unwrap();
+        assert_eq!(set.slots, Some(6));
+        let written = toml::to_string(&file).unwrap();
+        assert_eq!(written.trim(), "slots = 4");
+    }
+
     #[test]
     fn bad_values_name_the_key_and_origin() {
-        let err = RawConfig::from_env(&env(&[("CONDUCTOR_AGENTS", "many")]), no_files).unwrap_err();
+        let err = RawConfig::from_env(&env(&[("CONDUCTOR_SLOTS", "many")]), no_files).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "config key agents (from env CONDUCTOR_AGENTS): invalid digit found in string"
+            "config key slots (from env CONDUCTOR_SLOTS): invalid digit found in string"
         );
-        let file = RawConfig::from_toml(Path::new("/c.toml"), "agents = 0\n").unwrap();
+        let file = RawConfig::from_toml(Path::new("/c.toml"), "slots = 0\n").unwrap();
         let err = resolve(
             Path::new("/h"),
             Path::new("/c.toml"),
@@ -985,7 +991,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "config key agents (from file /c.toml): 0 is not between 1 and 256"
+            "config key slots (from file /c.toml): 0 is not between 1 and 256"
         );
         let err = RawConfig::from_toml(Path::new("/c.toml"), "agnets = 2\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `agnets`"), "{err}");

@@ -1,5 +1,5 @@
 //! The Conductor orchestrator service: the HTTP API ([`app`]), bearer-token auth, and the
-//! scheduler loop that hands queued tasks to agents and runs them on executors.
+//! scheduler loop that hands queued tasks to execution slots and runs them on executors.
 //!
 //! Handlers only parse and translate; decisions live in `conductor-core`, state in a
 //! `conductor_core::Store`, and execution behind `conductor_core::Executor`.
@@ -56,7 +56,7 @@ pub struct AppState {
     scheduler: Arc<Scheduler>,
     body_limit: usize,
     /// The snapshot store at the scheduler's `snapshot_root`, opened on first use.
-    snapshots: Arc<tokio::sync::OnceCell<Arc<conductor_workspace::Store>>>,
+    snapshots: Arc<tokio::sync::OnceCell<Arc<conductor_workspace::SnapshotStore>>>,
     upload_limit: u64,
 }
 
@@ -98,7 +98,7 @@ impl AppState {
     }
 
     /// The snapshot store, once opened.
-    fn snapshot_store(&self) -> &tokio::sync::OnceCell<Arc<conductor_workspace::Store>> {
+    fn snapshot_store(&self) -> &tokio::sync::OnceCell<Arc<conductor_workspace::SnapshotStore>> {
         &self.snapshots
     }
 
@@ -106,6 +106,12 @@ impl AppState {
     pub fn body_limit(&self) -> usize {
         self.body_limit
     }
+}
+
+/// `GET /api/v1/agents`, the slots' old path (kept one release).
+#[allow(deprecated)]
+fn deprecated_agents_route() -> axum::routing::MethodRouter<AppState> {
+    get(api::agents)
 }
 
 /// The whole HTTP API. Everything but `/health`, `/ready` and `/live` needs a bearer token.
@@ -121,7 +127,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}/logs", get(api::logs))
         .route("/api/v1/tasks/{id}/events", get(api::events))
         .route("/api/v1/tasks/{id}/diff", get(gitdiff::task_diff))
-        .route("/api/v1/agents", get(api::agents))
+        .route("/api/v1/slots", get(api::slots))
+        .route("/api/v1/agents", deprecated_agents_route())
         .route("/metrics", get(api::metrics))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route(

@@ -110,11 +110,16 @@ impl Metrics {
         let queued = tasks.get(&TaskStatus::Queued).copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "# HELP conductor_queue_depth Tasks waiting for an agent.\n# TYPE conductor_queue_depth gauge\nconductor_queue_depth {queued}"
+            "# HELP conductor_queue_depth Tasks waiting for a slot.\n# TYPE conductor_queue_depth gauge\nconductor_queue_depth {queued}"
         );
         let _ = writeln!(
             out,
-            "# HELP conductor_agents_busy Agents running a task.\n# TYPE conductor_agents_busy gauge\nconductor_agents_busy {running_here}"
+            "# HELP conductor_slots_busy Slots running a task.\n# TYPE conductor_slots_busy gauge\nconductor_slots_busy {running_here}"
+        );
+        // The same under the slots' old name, kept one release.
+        let _ = writeln!(
+            out,
+            "# HELP conductor_agents_busy Deprecated: conductor_slots_busy.\n# TYPE conductor_agents_busy gauge\nconductor_agents_busy {running_here}"
         );
         out.push_str("# HELP conductor_task_dispatch_seconds From submission to start.\n# TYPE conductor_task_dispatch_seconds histogram\n");
         self.dispatch_latency

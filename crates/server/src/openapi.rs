@@ -10,6 +10,7 @@ use utoipa::{Modify, OpenApi};
 use crate::{api, files, gitdiff, workspaces};
 
 /// The whole API.
+#[allow(deprecated)] // lists GET /api/v1/agents, marked deprecated
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
@@ -26,6 +27,7 @@ use crate::{api, files, gitdiff, workspaces};
         api::logs,
         api::events,
         gitdiff::task_diff,
+        api::slots,
         api::agents,
         api::create_token,
         api::list_tokens,

@@ -15,7 +15,7 @@ use conductor_store::SqliteStore;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::auth::{ensure_admin_token, ensure_agent_tokens, AdminTokenError};
+use crate::auth::{ensure_admin_token, ensure_slot_tokens, AdminTokenError};
 use crate::{app, AppState, EventBus, Scheduler, SchedulerConfig, DEFAULT_BODY_LIMIT};
 
 /// The default listen address.
@@ -57,7 +57,7 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// Defaults for `home`: 127.0.0.1:8081, 2 agents, 1 MiB bodies, 10 s grace.
+    /// Defaults for `home`: 127.0.0.1:8081, 2 slots, 1 MiB bodies, 10 s grace.
     pub fn new(home: PathBuf) -> Self {
         let listen = SocketAddr::from(([127, 0, 0, 1], 8081));
         Self {
@@ -164,8 +164,8 @@ impl Server {
         scheduler_config.spool_dir = Some(home.join(crate::hostdirs::SPOOL_DIR));
         // Disk quotas are loop-mounted filesystems: root only.
         scheduler_config.disk_quotas |= nix::unistd::geteuid().is_root();
-        scheduler_config.agent_tokens =
-            ensure_agent_tokens(&store, home, scheduler_config.agents).await?;
+        scheduler_config.slot_tokens =
+            ensure_slot_tokens(&store, home, scheduler_config.slots).await?;
         let shared: Arc<dyn Store> = Arc::new(store.clone());
         let scheduler = Scheduler::new(shared, executors, scheduler_config, EventBus::default());
         let recovered = scheduler.recover().await?;
@@ -230,7 +230,7 @@ impl Server {
         &self.admin_token_path
     }
 
-    /// The scheduler (agents, running tasks).
+    /// The scheduler (slots, running tasks).
     pub fn scheduler(&self) -> &Arc<Scheduler> {
         &self.scheduler
     }

@@ -229,12 +229,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// The snapshot store, opened on first use.
-async fn snapshots(state: &AppState) -> Result<Arc<cw::Store>, AppError> {
+async fn snapshots(state: &AppState) -> Result<Arc<cw::SnapshotStore>, AppError> {
     let root = state.scheduler().config().snapshot_root.clone();
     state
         .snapshot_store()
         .get_or_try_init(|| async move {
-            blocking(move || cw::Store::open(&root))
+            blocking(move || cw::SnapshotStore::open(&root))
                 .await?
                 .map(Arc::new)
                 .map_err(|e| AppError::Internal(format!("opening the snapshot store: {e}")))
@@ -269,7 +269,7 @@ async fn snapshot_under(
     state: &AppState,
     workspace: &Workspace,
     sid: &str,
-) -> Result<(Arc<cw::Store>, SnapshotInfo), AppError> {
+) -> Result<(Arc<cw::SnapshotStore>, SnapshotInfo), AppError> {
     let sid = parse_snapshot_id(sid)?;
     let store = snapshots(state).await?;
     let reader = Arc::clone(&store);

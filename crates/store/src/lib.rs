@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use conductor_core::{apply, Candidate, Store, StoreError, TaskQuery, Transition, TransitionError};
 use conductor_types::{
-    Agent, CommandResult, EventId, LlmRequest, Session, SessionId, Task, TaskEvent, TaskEventKind,
+    CommandResult, EventId, LlmRequest, Session, SessionId, Slot, Task, TaskEvent, TaskEventKind,
     TaskId, TaskPage, TaskSpec, TaskState, TaskStatus, Timestamp, TokenInfo, Usage, Workspace,
     WorkspaceId,
 };
@@ -50,6 +50,7 @@ pub const MAX_PAGE: u32 = 500;
 const WORKSPACE_COLUMNS: &str =
     "id, name, cleanup, created_at, last_used_at, size_bytes, owner, disk_bytes";
 
+// `agent_id` is the slot (`TaskState::slot_id`): columns and the `agents` table kept their names.
 const TASK_COLUMNS: &str = "seq, id, status, status_reason, failure_code, attempt, agent_id, \
      exit_code, spec, queued_at, started_at, finished_at";
 
@@ -297,7 +298,7 @@ async fn transition_in(
     .bind(next.status_reason.as_deref())
     .bind(next.failure_code.map(|code| code.as_str()))
     .bind(next.attempt)
-    .bind(next.agent_id.as_deref())
+    .bind(next.slot_id.as_deref())
     .bind(next.exit_code)
     .bind(next.started_at.map(ms))
     .bind(next.finished_at.map(ms))
@@ -591,11 +592,11 @@ impl Store for SqliteStore {
     async fn start_known(
         &self,
         task: &Task,
-        agent_id: &str,
+        slot_id: &str,
         at: Timestamp,
     ) -> Result<Option<Task>, StoreError> {
         let start = Transition::Start {
-            agent_id: agent_id.to_owned(),
+            slot_id: slot_id.to_owned(),
             at,
         };
         let Ok(next) = apply(&task.state, &start, task.spec.retries) else {
@@ -618,7 +619,7 @@ impl Store for SqliteStore {
         )
         .bind(next.status.as_str())
         .bind(next.attempt)
-        .bind(next.agent_id.as_deref())
+        .bind(next.slot_id.as_deref())
         .bind(ms(at))
         .bind(task.id.to_string())
         .bind(task.state.attempt)
@@ -786,32 +787,32 @@ impl Store for SqliteStore {
         Ok(finished)
     }
 
-    async fn put_agent(&self, agent: &Agent) -> Result<(), StoreError> {
+    async fn put_slot(&self, slot: &Slot) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO agents (id, state, task_id, workspace_root, updated_at) \
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
              task_id = excluded.task_id, workspace_root = excluded.workspace_root, \
              updated_at = excluded.updated_at",
         )
-        .bind(&agent.id)
-        .bind(agent.state.as_str())
-        .bind(agent.task_id.map(|id| id.to_string()))
-        .bind(&agent.workspace_root)
-        .bind(ms(agent.updated_at))
+        .bind(&slot.id)
+        .bind(slot.state.as_str())
+        .bind(slot.task_id.map(|id| id.to_string()))
+        .bind(&slot.workspace_root)
+        .bind(ms(slot.updated_at))
         .execute(&mut *self.writer().await?)
         .await
-        .map_err(backend("saving an agent"))?;
+        .map_err(backend("saving a slot"))?;
         Ok(())
     }
 
-    async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+    async fn slots(&self) -> Result<Vec<Slot>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, state, task_id, workspace_root, updated_at FROM agents ORDER BY id",
         )
         .fetch_all(&self.reader)
         .await
-        .map_err(backend("listing agents"))?;
-        rows.iter().map(rows::agent).collect()
+        .map_err(backend("listing slots"))?;
+        rows.iter().map(rows::slot).collect()
     }
 
     async fn create_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use conductor_core::{Candidate, StoreError};
 use conductor_types::{
-    Agent, AgentState, Bytes, CommandResult, TaskEvent, TaskEventKind, TaskId, TaskSpec, TaskState,
+    Bytes, CommandResult, Slot, SlotState, TaskEvent, TaskEventKind, TaskId, TaskSpec, TaskState,
     TaskStatus, Timestamp, TokenInfo, Workspace,
 };
 use sqlx::sqlite::SqliteRow;
@@ -48,7 +48,8 @@ pub(crate) fn task(row: &SqliteRow) -> Result<(i64, TaskRow), StoreError> {
             .transpose()
             .map_err(|e| corrupt(format!("the failure code of task {id}"), e))?,
         attempt: get::<i64>(row, "attempt")?.max(0) as u32,
-        agent_id: get(row, "agent_id")?,
+        // The column kept its name from before the slots were renamed (no migration needed).
+        slot_id: get(row, "agent_id")?,
         exit_code: get(row, "exit_code")?,
         queued_at: time(get(row, "queued_at")?),
         started_at: get::<Option<i64>>(row, "started_at")?.map(time),
@@ -100,15 +101,15 @@ pub(crate) fn event(task_id: TaskId, row: &SqliteRow) -> Result<TaskEvent, Store
     })
 }
 
-/// An `agents` row.
-pub(crate) fn agent(row: &SqliteRow) -> Result<Agent, StoreError> {
+/// An `agents` row: a slot (the table kept its name from before the slots were renamed).
+pub(crate) fn slot(row: &SqliteRow) -> Result<Slot, StoreError> {
     let state = match get::<String>(row, "state")?.as_str() {
-        "idle" => AgentState::Idle,
-        "busy" => AgentState::Busy,
-        "offline" => AgentState::Offline,
+        "idle" => SlotState::Idle,
+        "busy" => SlotState::Busy,
+        "offline" => SlotState::Offline,
         other => return Err(corrupt("an agent state", other)),
     };
-    Ok(Agent {
+    Ok(Slot {
         id: get(row, "id")?,
         state,
         task_id: get::<Option<String>>(row, "task_id")?

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use conductor_core::{validate_request, Candidate, Store, StoreError, TaskQuery, Transition};
 use conductor_store::{SqliteStore, SCHEMA_VERSION};
 use conductor_types::{
-    Agent, AgentState, CommandResult, ExecutionStats, OutputStream, TaskEventKind, TaskId,
+    CommandResult, ExecutionStats, OutputStream, Slot, SlotState, TaskEventKind, TaskId,
     TaskRequest, TaskSpec, TaskStatus, Timestamp, TokenInfo,
 };
 
@@ -37,17 +37,23 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
         .unwrap()
 }
 
+/// A store over a fresh database in a tempdir of its own (kept for [`open`] to reopen it).
+async fn fresh() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    (dir, store)
+}
+
 fn start(at: u64) -> Transition {
     Transition::Start {
-        agent_id: "agent-1".into(),
+        slot_id: "agent-1".into(),
         at: Timestamp(at),
     }
 }
 
 #[tokio::test]
 async fn migrations_apply_once_and_reopen_keeps_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(5))
@@ -64,8 +70,7 @@ async fn migrations_apply_once_and_reopen_keeps_data() {
 
 #[tokio::test]
 async fn a_task_round_trips_with_events_results_and_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let id = TaskId::random();
     let spec = spec(&["echo hi", "false"], &[("team", "infra")]);
     let secrets = BTreeMap::from([("TOKEN".to_owned(), "s3cr3t".to_owned())]);
@@ -148,8 +153,7 @@ async fn a_task_round_trips_with_events_results_and_secrets() {
 
 #[tokio::test]
 async fn illegal_transitions_are_refused_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
@@ -211,8 +215,7 @@ async fn concurrent_starts_of_one_task_let_exactly_one_win() {
 
 #[tokio::test]
 async fn lists_filter_by_status_and_label_and_paginate() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let mut ids = Vec::new();
     for n in 0..7u64 {
         let team = if n % 2 == 0 { "infra" } else { "web" };
@@ -288,8 +291,7 @@ async fn lists_filter_by_status_and_label_and_paginate() {
 
 #[tokio::test]
 async fn the_queue_is_in_priority_then_age_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let mut ids = Vec::new();
     for (n, priority) in [0, 5, 0, 5].into_iter().enumerate() {
         let mut spec = spec(&["true"], &[]);
@@ -330,8 +332,7 @@ async fn the_queue_is_in_priority_then_age_order() {
 
 #[tokio::test]
 async fn only_finished_tasks_can_be_deleted_and_their_events_go_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
@@ -362,8 +363,7 @@ async fn only_finished_tasks_can_be_deleted_and_their_events_go_too() {
 
 #[tokio::test]
 async fn tokens_are_found_by_hash_and_revoked() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let info = TokenInfo {
         id: "tok1".into(),
         name: "ci".into(),
@@ -395,8 +395,7 @@ async fn tokens_are_found_by_hash_and_revoked() {
 /// once the cache entry is older than its TTL.
 #[tokio::test]
 async fn a_token_changed_elsewhere_is_seen_after_the_cache_ttl() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let other = open(&dir).await;
     let info = TokenInfo {
         id: "tok1".into(),
@@ -417,8 +416,7 @@ async fn a_token_changed_elsewhere_is_seen_after_the_cache_ttl() {
 /// The dispatcher's view of the queue is the queue's, field by field, in the same order.
 #[tokio::test]
 async fn queued_candidates_match_the_queued_tasks() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let requests = [
         r#"{"commands": ["true"]}"#,
         r#"{"commands": ["true"], "priority": 3, "resources": {"cpus": 1.5, "memory": "512m"}}"#,
@@ -488,8 +486,7 @@ fn finish(status: TaskStatus, exit_code: i32) -> Transition {
 /// task was cancelled meanwhile) the result is stored all the same.
 #[tokio::test]
 async fn the_last_result_and_the_end_are_recorded_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
@@ -554,21 +551,20 @@ async fn the_last_result_and_the_end_are_recorded_together() {
 
 #[tokio::test]
 async fn agents_are_upserted() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let mut agent = Agent {
+    let (_dir, store) = fresh().await;
+    let mut agent = Slot {
         id: "agent-1".into(),
-        state: AgentState::Idle,
+        state: SlotState::Idle,
         task_id: None,
         workspace_root: "/w".into(),
         token_id: None,
         updated_at: Timestamp(1),
     };
-    store.put_agent(&agent).await.unwrap();
-    agent.state = AgentState::Busy;
+    store.put_slot(&agent).await.unwrap();
+    agent.state = SlotState::Busy;
     agent.task_id = Some(TaskId::random());
-    store.put_agent(&agent).await.unwrap();
-    assert_eq!(store.agents().await.unwrap(), vec![agent]);
+    store.put_slot(&agent).await.unwrap();
+    assert_eq!(store.slots().await.unwrap(), vec![agent]);
 }
 
 /// Costs of the store operations on the dispatch path. Run: `cargo test --release -p
@@ -576,8 +572,7 @@ async fn agents_are_upserted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run explicitly, in release"]
 async fn store_costs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let spec = spec(&["true"], &[]);
     let n = 500;
     let mut ids = Vec::new();
@@ -670,8 +665,7 @@ fn workspace(name: &str, at: u64) -> conductor_types::Workspace {
 
 #[tokio::test]
 async fn workspaces_are_unique_by_name_found_by_id_or_name_and_updated() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let repo = workspace("repo", 10);
     store.create_workspace(&repo).await.unwrap();
     let duplicate = store.create_workspace(&workspace("repo", 11)).await;
@@ -720,8 +714,7 @@ async fn workspaces_are_unique_by_name_found_by_id_or_name_and_updated() {
 
 #[tokio::test]
 async fn a_workspace_named_by_a_queued_or_running_task_cannot_be_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (_dir, store) = fresh().await;
     let repo = workspace("repo", 10);
     store.create_workspace(&repo).await.unwrap();
     let mut task_spec = spec(&["true"], &[]);
@@ -767,8 +760,7 @@ async fn a_workspace_named_by_a_queued_or_running_task_cannot_be_deleted() {
 
 #[tokio::test]
 async fn a_failure_code_is_stored_with_the_outcome_and_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let id = TaskId::random();
     store
         .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(1))
@@ -802,8 +794,7 @@ async fn a_failure_code_is_stored_with_the_outcome_and_survives_a_reopen() {
 /// queued at the same attempt.
 #[tokio::test]
 async fn a_known_queued_task_starts_as_a_transition_would_start_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let (dir, store) = fresh().await;
     let create = |id: TaskId| {
         let store = &store;
         async move {

@@ -1,4 +1,5 @@
-//! Identifiers.
+//! Identifiers: of a task ([`TaskId`]), of one execution ([`ExecutionId`]), of an event in the
+//! global log ([`EventId`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,6 +29,27 @@ impl fmt::Display for ExecutionId {
     }
 }
 
+/// Identifies one task for its whole life, across retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(uuid::Uuid);
+
+impl TaskId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Identifies an event; increases monotonically across all tasks (SSE `id:` and `Last-Event-ID`).
+pub type EventId = i64;
+
 /// Error for an id that is not a UUID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid id {input:?}: expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8")]
@@ -36,15 +58,26 @@ pub struct ParseIdError {
     pub input: String,
 }
 
+/// `text` as a UUID, or the error that names it.
+fn parse_uuid(text: &str) -> Result<uuid::Uuid, ParseIdError> {
+    uuid::Uuid::parse_str(text).map_err(|_| ParseIdError {
+        input: text.to_owned(),
+    })
+}
+
+impl FromStr for TaskId {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_uuid(s).map(Self)
+    }
+}
+
 impl FromStr for ExecutionId {
     type Err = ParseIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| ParseIdError {
-                input: s.to_owned(),
-            })
+        parse_uuid(s).map(Self)
     }
 }
 

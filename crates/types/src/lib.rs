@@ -6,6 +6,7 @@
 
 mod agent;
 mod event;
+mod executor;
 mod ids;
 mod isolation;
 mod limits;
@@ -25,7 +26,8 @@ pub use agent::{
     Session, SessionId, Usage,
 };
 pub use event::{ExecEvent, OutputStream};
-pub use ids::{ExecutionId, ParseIdError};
+pub use executor::{ExecutorKind, ParseExecutorKindError};
+pub use ids::{EventId, ExecutionId, ParseIdError, TaskId};
 pub use isolation::{Capability, ExecutorCapabilities, IsolationLevel};
 pub use limits::{
     Cpus, LimitName, ParseCpusError, ResourceLimits, Rlimit, RlimitResource, MAX_DISK, MAX_MEMORY,
@@ -36,11 +38,13 @@ pub use plan::{EtcFile, ExecPlan, Mount, SandboxLayout};
 pub use request::ExecutionRequest;
 pub use result::{ExecutionResult, ExecutionStats, StreamSummary};
 pub use size::{Bytes, ParseSizeError};
+#[allow(deprecated)]
+pub use task::{Agent, AgentState};
 pub use task::{
-    Agent, AgentState, ApiError, ApiErrorBody, CommandResult, CreatedToken, EnvironmentDefinition,
-    EventId, FailureCode, GitSource, InlineEnvironment, ParseFailureCodeError, ParseStatusError,
-    Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest, TaskSpec, TaskState, TaskStatus,
-    TaskType, Timestamp, TokenInfo,
+    ApiError, ApiErrorBody, CommandResult, CreatedToken, EnvironmentDefinition, FailureCode,
+    GitSource, InlineEnvironment, ParseFailureCodeError, ParseStatusError, Slot, SlotState, Task,
+    TaskEvent, TaskEventKind, TaskPage, TaskRequest, TaskSpec, TaskState, TaskStatus, TaskType,
+    TokenInfo,
 };
-pub use time::{parse_duration, ParseDurationError};
+pub use time::{parse_duration, ParseDurationError, Timestamp};
 pub use workspace::{ParseWorkspaceIdError, Workspace, WorkspaceId, WorkspaceRequest};

@@ -4,96 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    AgentEvent, AgentSpec, Budget, ExecutionStats, LimitName, NetworkPolicy, OutputStream,
-    ParseIdError, ResourceLimits, SessionId, Usage,
+    AgentEvent, AgentSpec, Budget, EventId, ExecutionStats, LimitName, NetworkPolicy, OutputStream,
+    ResourceLimits, SessionId, TaskId, Timestamp, Usage,
 };
-
-/// Identifies one task for its whole life, across retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TaskId(uuid::Uuid);
-
-impl TaskId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        Self(uuid::Uuid::new_v4())
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for TaskId {
-    type Err = ParseIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| ParseIdError {
-                input: s.to_owned(),
-            })
-    }
-}
-
-/// A point in time, in milliseconds since the Unix epoch. Serialises as RFC 3339
-/// (`2026-11-27T00:00:00.000Z`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// The current time. Only edges call this; core receives timestamps as arguments.
-    pub fn now() -> Self {
-        Self(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-        )
-    }
-
-    /// Milliseconds since the Unix epoch.
-    pub const fn millis(self) -> u64 {
-        self.0
-    }
-
-    /// Milliseconds from `earlier` to `self` (zero when `earlier` is later).
-    pub fn millis_since(self, earlier: Timestamp) -> u64 {
-        self.0.saturating_sub(earlier.0)
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let time = UNIX_EPOCH + Duration::from_millis(self.0);
-        humantime::format_rfc3339_millis(time).fmt(f)
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let time = humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)?;
-        let millis = time
-            .duration_since(UNIX_EPOCH)
-            .map_err(serde::de::Error::custom)?
-            .as_millis();
-        Ok(Self(millis as u64))
-    }
-}
 
 /// Where a task is in its life. `queued → running → succeeded | failed | timed_out | cancelled |
 /// interrupted`; a queued task may also be cancelled, and a failed, timed-out or interrupted one
@@ -102,9 +20,9 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
-    /// Accepted and waiting for an agent.
+    /// Accepted and waiting for a slot.
     Queued,
-    /// An agent is running its commands.
+    /// A slot is running its commands.
     Running,
     /// Every command ran and exited 0 (or failures were allowed by `continue_on_error`).
     Succeeded,
@@ -421,9 +339,11 @@ pub struct TaskState {
     pub failure_code: Option<FailureCode>,
     /// How many times it has been started (1 on the first run).
     pub attempt: u32,
-    /// The agent running it, or that ran it last.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_id: Option<String>,
+    /// The execution slot running it, or that ran it last. In JSON `slot_id`, and for one
+    /// release also under its old name `agent_id` (both written, either read).
+    #[serde(flatten, with = "slot_names")]
+    #[cfg_attr(feature = "openapi", schema(value_type = SlotNames))]
+    pub slot_id: Option<String>,
     /// The task's exit code: that of the failing command, or of the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -445,12 +365,46 @@ impl TaskState {
             status_reason: None,
             failure_code: None,
             attempt: 0,
-            agent_id: None,
+            slot_id: None,
             exit_code: None,
             queued_at: at,
             started_at: None,
             finished_at: None,
         }
+    }
+}
+
+/// A task's slot as JSON writes it: `slot_id`, and `agent_id` (its name before the execution
+/// slots were renamed; "agent" now means an AI coding agent) for one release.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SlotNames {
+    /// The execution slot running the task, or that ran it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slot_id: Option<String>,
+    /// The same as `slot_id` (deprecated: read `slot_id`).
+    #[cfg_attr(feature = "openapi", schema(deprecated))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
+}
+
+/// [`TaskState::slot_id`] through [`SlotNames`].
+mod slot_names {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::SlotNames;
+
+    pub fn serialize<S: Serializer>(slot: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        SlotNames {
+            slot_id: slot.clone(),
+            agent_id: slot.clone(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let names = SlotNames::deserialize(d)?;
+        Ok(names.slot_id.or(names.agent_id))
     }
 }
 
@@ -612,9 +566,6 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
-/// Identifies an event; increases monotonically across all tasks (SSE `id:` and `Last-Event-ID`).
-pub type EventId = i64;
-
 /// Something that happened to a task, in order.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -695,14 +646,15 @@ impl TaskEventKind {
     }
 }
 
-/// One execution slot of the orchestrator.
+/// One execution slot of the orchestrator: it runs one task at a time (`--slots N` of them).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Agent {
-    /// `agent-1`, `agent-2`, …
+pub struct Slot {
+    /// `agent-1`, `agent-2`, … (the ids, token files and workspace directories kept their
+    /// names from before the slots were renamed).
     pub id: String,
     /// Whether it is running a task.
-    pub state: AgentState,
+    pub state: SlotState,
     /// The task it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<TaskId>,
@@ -715,11 +667,15 @@ pub struct Agent {
     pub updated_at: Timestamp,
 }
 
-/// What an agent is doing.
+/// The old name of [`Slot`] (kept one release): "agent" now means an AI coding agent.
+#[deprecated(note = "renamed Slot")]
+pub type Agent = Slot;
+
+/// What a slot is doing.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AgentState {
+pub enum SlotState {
     /// Waiting for a task.
     Idle,
     /// Running a task.
@@ -728,7 +684,11 @@ pub enum AgentState {
     Offline,
 }
 
-impl AgentState {
+/// The old name of [`SlotState`] (kept one release).
+#[deprecated(note = "renamed SlotState")]
+pub type AgentState = SlotState;
+
+impl SlotState {
     /// The name the API uses.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -855,11 +815,34 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_serialise_as_rfc3339_and_back() {
-        let at = Timestamp(1_795_000_000_123);
-        let json = serde_json::to_string(&at).unwrap();
-        assert_eq!(json, "\"2026-11-18T11:06:40.123Z\"");
-        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), at);
+    fn the_slot_is_written_under_both_names_and_read_from_either() {
+        let mut state = TaskState::queued(Timestamp(0));
+        state.slot_id = Some("agent-2".into());
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "status": "queued",
+                "attempt": 0,
+                "slot_id": "agent-2",
+                "agent_id": "agent-2",
+                "queued_at": "1970-01-01T00:00:00.000Z",
+            })
+        );
+        assert_eq!(serde_json::from_value::<TaskState>(json).unwrap(), state);
+        for only in ["slot_id", "agent_id"] {
+            let text = format!(
+                r#"{{"status":"queued","attempt":0,"{only}":"agent-2","queued_at":"1970-01-01T00:00:00.000Z"}}"#
+            );
+            assert_eq!(serde_json::from_str::<TaskState>(&text).unwrap(), state);
+        }
+        let unassigned = TaskState::queued(Timestamp(0));
+        let json = serde_json::to_value(&unassigned).unwrap();
+        assert_eq!(json.get("slot_id").or(json.get("agent_id")), None);
+        assert_eq!(
+            serde_json::from_value::<TaskState>(json).unwrap(),
+            unassigned
+        );
     }
 
     #[test]

@@ -1,6 +1,62 @@
-//! Durations written by humans (`30s`, `5m`, `1h 30m`, or plain seconds).
+//! Time: points in time ([`Timestamp`], RFC 3339 on the wire) and durations written by humans
+//! (`30s`, `5m`, `1h 30m`, or plain seconds).
 
-use std::time::Duration;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A point in time, in milliseconds since the Unix epoch. Serialises as RFC 3339
+/// (`2026-11-27T00:00:00.000Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The current time. Only edges call this; core receives timestamps as arguments.
+    pub fn now() -> Self {
+        Self(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        )
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn millis(self) -> u64 {
+        self.0
+    }
+
+    /// Milliseconds from `earlier` to `self` (zero when `earlier` is later).
+    pub fn millis_since(self, earlier: Timestamp) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = UNIX_EPOCH + Duration::from_millis(self.0);
+        humantime::format_rfc3339_millis(time).fmt(f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let time = humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)?;
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .map_err(serde::de::Error::custom)?
+            .as_millis();
+        Ok(Self(millis as u64))
+    }
+}
 
 /// Why a duration did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +94,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_serialise_as_rfc3339_and_back() {
+        let at = Timestamp(1_795_000_000_123);
+        let json = serde_json::to_string(&at).unwrap();
+        assert_eq!(json, "\"2026-11-18T11:06:40.123Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), at);
+    }
 
     #[test]
     fn parses_common_forms() {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use conductor_workspace::{SnapshotOptions, Store, StoreOptions, WorkspaceId};
+use conductor_workspace::{SnapshotOptions, SnapshotStore, SnapshotStoreOptions, WorkspaceId};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -61,7 +61,9 @@ fn main() {
     let tar_sync = time(|| sh(&format!("sync {}", q(&tarball))));
     let tar_size = fs::metadata(&tarball).unwrap().len();
 
-    let store = Store::open_with(work.path().join("store"), StoreOptions::default()).unwrap();
+    let store =
+        SnapshotStore::open_with(work.path().join("store"), SnapshotStoreOptions::default())
+            .unwrap();
     let ws = WorkspaceId::new("bench").unwrap();
     let mut first = None;
     sh("sync");
@@ -201,7 +203,9 @@ fn main() {
     fs::remove_file(&tarball).unwrap();
 
     // --- space: 10 snapshots of a slowly changing tree vs 10 tarballs ---------------------
-    let space_store = Store::open_with(work.path().join("space"), StoreOptions::default()).unwrap();
+    let space_store =
+        SnapshotStore::open_with(work.path().join("space"), SnapshotStoreOptions::default())
+            .unwrap();
     let mut tarballs = 0u64;
     let churn = (files / 100).max(1); // 1% of the files change between versions
     for version in 0..10u64 {

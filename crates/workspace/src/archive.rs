@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use crate::error::Error;
 use crate::hash::Hash;
 use crate::manifest::{Manifest, Node, SnapshotId};
-use crate::store::{parse_manifest, Store};
+use crate::store::{parse_manifest, SnapshotStore};
 
 /// zstd level for exports.
 const ZSTD_LEVEL: i32 = 3;
@@ -24,7 +24,7 @@ const MAX_MANIFEST: u64 = 256 * 1024 * 1024;
 /// Default of [`ImportOptions::max_bytes`]: 2 GiB.
 pub const DEFAULT_IMPORT_MAX: u64 = 2 << 30;
 
-/// How [`Store::import_with`] bounds an import.
+/// How [`SnapshotStore::import_with`] bounds an import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImportOptions {
     /// The most bytes of file contents a manifest may declare (the sum of its files' sizes,
@@ -84,7 +84,7 @@ fn blob_sizes(manifest: &Manifest) -> BTreeMap<Hash, u64> {
         .collect()
 }
 
-impl Store {
+impl SnapshotStore {
     /// Writes snapshot `id` to `out` as a `.tar.zst`, checking each blob's hash as it is read.
     /// Returns `out`.
     pub fn export<W: Write>(&self, id: SnapshotId, out: W) -> Result<W, Error> {
@@ -135,15 +135,15 @@ impl Store {
         encoder.finish().map_err(archive_err)
     }
 
-    /// Reads a snapshot exported by [`Store::export`] from `input` into this store and returns
-    /// its manifest (same id). Importing a snapshot that is already here with the same contents
-    /// is a no-op; with different contents it is [`Error::SnapshotExists`]. Bounded by
+    /// Reads a snapshot exported by [`SnapshotStore::export`] from `input` into this store and
+    /// returns its manifest (same id). Importing a snapshot that is already here with the same
+    /// contents is a no-op; with different contents it is [`Error::SnapshotExists`]. Bounded by
     /// [`ImportOptions::default`].
     pub fn import<R: Read>(&self, input: R) -> Result<Manifest, Error> {
         self.import_with(input, &ImportOptions::default())
     }
 
-    /// [`Store::import`] bounded by `options`: a manifest declaring more than
+    /// [`SnapshotStore::import`] bounded by `options`: a manifest declaring more than
     /// `options.max_bytes` is refused before any blob is written.
     pub fn import_with<R: Read>(
         &self,

@@ -15,7 +15,7 @@ use crate::manifest::{Entry, EntryType, Node, SnapshotId};
 use crate::path::RelPath;
 use crate::scan::{self, ScanKind};
 use crate::snapshot::{read_file, ReadMode};
-use crate::store::Store;
+use crate::store::SnapshotStore;
 
 /// What happened to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +157,7 @@ fn change(
     }
 }
 
-impl Store {
+impl SnapshotStore {
     /// The changes from snapshot `from` to `against` (another snapshot, or a directory now).
     ///
     /// Against a directory, files are hashed (nothing is stored) except those whose stat key

@@ -19,8 +19,9 @@
 //! garbage for the next run, nothing else. A crash mid-snapshot leaves unreferenced blobs and
 //! temp files (collected later) and no manifest, because the manifest is committed last, after
 //! its blobs were made durable and published (a blob is renamed into `cas/` only once its bytes
-//! are on disk, see `cas.rs`), so no manifest can name bytes a crash takes back. Deleting a snapshot fsyncs the manifest directory, so a
-//! deleted manifest cannot reappear after a crash with its blobs already collected.
+//! are on disk, see `cas.rs`), so no manifest can name bytes a crash takes back. Deleting a
+//! snapshot fsyncs the manifest directory, so a deleted manifest cannot reappear after a crash with
+//! its blobs already collected.
 
 use std::collections::HashSet;
 
@@ -28,7 +29,7 @@ use serde::Deserialize;
 
 use crate::error::{at, Error};
 use crate::hash::Hash;
-use crate::store::{parse_manifest, Store};
+use crate::store::{parse_manifest, SnapshotStore};
 
 /// What a GC run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,7 +58,7 @@ struct HashOnly {
     hash: Option<Hash>,
 }
 
-impl Store {
+impl SnapshotStore {
     /// Deletes every blob that no snapshot references, and temp files left by crashes. Waits
     /// for running snapshots, restores, exports and imports to finish, and makes new ones wait.
     pub fn gc(&self) -> Result<GcStats, Error> {

@@ -2,13 +2,13 @@
 //! stored once however many workspaces and snapshots hold them), snapshot manifests, exact
 //! restore, diff, garbage collection, `.tar.zst` export/import; path confinement and the file
 //! API's operations; disk quotas on loop-mounted images; git checkouts and diffs; the cleanup
-//! policy; removing and measuring trees at any depth. Pure library, Linux only, no server types: the server and CLI map their workspace
-//! records onto [`WorkspaceId`] and a directory.
+//! policy; removing and measuring trees at any depth. Pure library, Linux only, no server types:
+//! the server and CLI map their workspace records onto [`WorkspaceId`] and a directory.
 //!
 //! ```no_run
-//! use conductor_workspace::{DiffAgainst, SnapshotOptions, Store, WorkspaceId};
+//! use conductor_workspace::{DiffAgainst, SnapshotOptions, SnapshotStore, WorkspaceId};
 //! # fn main() -> Result<(), conductor_workspace::Error> {
-//! let store = Store::open("/home/me/.conductor")?;
+//! let store = SnapshotStore::open("/home/me/.conductor")?;
 //! let ws = WorkspaceId::new("ws-1").expect("valid id");
 //! let dir = std::path::Path::new("/home/me/.conductor/workspaces/ws-1");
 //! let snap = store.create_snapshot(&ws, dir, "before-deployment", &SnapshotOptions::default())?;
@@ -18,8 +18,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: `store` (the `Store`, layout, list/delete), `snapshot` (create; consistency
-//! under concurrent writers), `cache` (stat cache, racy-timestamp rule), `cas` (blobs),
+//! Module map: `store` (the [`SnapshotStore`], layout, list/delete), `snapshot` (create;
+//! consistency under concurrent writers), `cache` (stat cache, racy-timestamp rule), `cas` (blobs),
 //! `restore`, `diff`, `gc` (the lock argument), `archive` (export/import), `confine` (file
 //! API paths), `files` (listing, tar download/upload, delete), `quota` (loop-mounted ext4
 //! images), `git` (clone at a ref, diff against it), `policy` (cleanup policy and the
@@ -89,5 +89,14 @@ pub use restore::RestoreStats;
 pub use snapshot::{
     Snapshot, SnapshotOptions, SnapshotStats, SnapshotTimings, SpecialFiles, MAX_ATTEMPTS,
 };
-pub use store::{CasStats, Store, StoreOptions};
+pub use store::{CasStats, SnapshotStore, SnapshotStoreOptions};
+
+/// The old name of [`SnapshotStore`] (kept one release): the server has a task store
+/// (`conductor_core::Store`) and an environment store (`conductor_envs::EnvStore`) too.
+#[deprecated(note = "renamed SnapshotStore")]
+pub type Store = SnapshotStore;
+
+/// The old name of [`SnapshotStoreOptions`] (kept one release).
+#[deprecated(note = "renamed SnapshotStoreOptions")]
+pub type StoreOptions = SnapshotStoreOptions;
 pub use walk::{remove_contents, remove_tree, tree_size, TreeError};

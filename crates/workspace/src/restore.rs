@@ -35,7 +35,7 @@ use crate::manifest::{Entry, Manifest, Node, SnapshotId};
 use crate::mode::sanitize_mode;
 use crate::path::RelPath;
 use crate::sparse::{self, SparseSink};
-use crate::store::Store;
+use crate::store::SnapshotStore;
 
 /// Prefix of the temporary names restore writes in the target.
 pub(crate) const TMP_PREFIX: &str = ".conductor-restore-";
@@ -58,7 +58,7 @@ pub struct RestoreStats {
     pub bytes: u64,
 }
 
-impl Store {
+impl SnapshotStore {
     /// Restores snapshot `id` into `target` (created if missing; the same workspace or another
     /// directory). Holds the store lock shared.
     pub fn restore(&self, id: SnapshotId, target: &Path) -> Result<RestoreStats, Error> {

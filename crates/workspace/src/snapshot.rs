@@ -11,10 +11,10 @@
 //! writes that the timestamps can see. The snapshot as a whole is *not* a single point in time
 //! across files: a task writing `a` then `b` may be captured with the new `b` and the old `a`.
 //! For a point-in-time view of a running task the caller freezes the task's cgroup
-//! (`cgroup.freeze` / the v1 freezer) for the duration of [`Store::create_snapshot`] and thaws it
-//! afterwards; the executor owns the cgroup, and an incremental snapshot keeps the freeze to
-//! tens of milliseconds. We do not copy-on-read the whole tree because it would cost a full
-//! copy of every file on every snapshot, which is what the stat cache exists to avoid.
+//! (`cgroup.freeze` / the v1 freezer) for the duration of [`SnapshotStore::create_snapshot`] and
+//! thaws it afterwards; the executor owns the cgroup, and an incremental snapshot keeps the
+//! freeze to tens of milliseconds. We do not copy-on-read the whole tree because it would cost a
+//! full copy of every file on every snapshot, which is what the stat cache exists to avoid.
 //!
 //! # Safety of the walk
 //!
@@ -41,7 +41,7 @@ use crate::fsutil::{self, StatKey};
 use crate::hash::Hash;
 use crate::manifest::{Entry, Manifest, Node, Skipped, SnapshotId, WorkspaceId, MANIFEST_VERSION};
 use crate::scan::{self, ScanEntry, ScanKind};
-use crate::store::Store;
+use crate::store::SnapshotStore;
 
 /// How many times a file that changes while being copied is tried.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -56,7 +56,7 @@ pub enum SpecialFiles {
     Skip,
 }
 
-/// Options for [`Store::create_snapshot`].
+/// Options for [`SnapshotStore::create_snapshot`].
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotOptions {
     /// Fifos, sockets and devices.
@@ -119,7 +119,7 @@ pub(crate) enum ReadMode {
     HashOnly,
 }
 
-impl Store {
+impl SnapshotStore {
     /// Snapshots the directory `dir` of workspace `workspace` as `name`.
     ///
     /// Holds the store lock shared, so it runs alongside other snapshots and restores but never
@@ -351,7 +351,7 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 /// Reads one regular file beneath `root`, hashing it and (in `Store` mode) copying it into the
 /// CAS, retrying while it changes underneath. `None`: the file vanished.
 pub(crate) fn read_file(
-    store: &Store,
+    store: &SnapshotStore,
     root: BorrowedFd<'_>,
     entry: &ScanEntry,
     buf: &mut [u8],

@@ -1,6 +1,6 @@
-//! `Store`: the snapshot store under one root directory, and the operations that only read or
-//! delete manifests. Creation is in `snapshot.rs`, restore in `restore.rs`, diff in `diff.rs`,
-//! garbage collection in `gc.rs`, export/import in `archive.rs`.
+//! [`SnapshotStore`]: the snapshot store under one root directory, and the operations that only
+//! read or delete manifests. Creation is in `snapshot.rs`, restore in `restore.rs`, diff in
+//! `diff.rs`, garbage collection in `gc.rs`, export/import in `archive.rs`.
 //!
 //! Layout:
 //!
@@ -28,12 +28,12 @@ use crate::manifest::{Manifest, SnapshotId, SnapshotInfo, Summary, WorkspaceId};
 
 /// How a store works.
 #[derive(Debug, Clone)]
-pub struct StoreOptions {
+pub struct SnapshotStoreOptions {
     /// Threads that hash, copy and verify files (default: the available cores, at most 8).
     pub threads: usize,
 }
 
-impl Default for StoreOptions {
+impl Default for SnapshotStoreOptions {
     fn default() -> Self {
         Self {
             threads: std::thread::available_parallelism()
@@ -47,7 +47,7 @@ impl Default for StoreOptions {
 /// share between threads and to open from several processes at once: the store lock orders
 /// snapshot creation against garbage collection.
 #[derive(Debug)]
-pub struct Store {
+pub struct SnapshotStore {
     pub(crate) root: PathBuf,
     pub(crate) cas: Cas,
     pub(crate) snapshots: PathBuf,
@@ -75,14 +75,17 @@ struct ManifestHeader {
     summary: Summary,
 }
 
-impl Store {
+impl SnapshotStore {
     /// Opens the store at `root`, creating its directories.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
-        Self::open_with(root, StoreOptions::default())
+        Self::open_with(root, SnapshotStoreOptions::default())
     }
 
     /// Opens the store at `root` with `options`.
-    pub fn open_with(root: impl Into<PathBuf>, options: StoreOptions) -> Result<Self, Error> {
+    pub fn open_with(
+        root: impl Into<PathBuf>,
+        options: SnapshotStoreOptions,
+    ) -> Result<Self, Error> {
         let root = root.into();
         let snapshots = root.join("snapshots");
         let cache = root.join("cache");
@@ -175,7 +178,7 @@ impl Store {
         })
     }
 
-    /// Writes manifest JSON durably (see [`Store::commit_manifest`]).
+    /// Writes manifest JSON durably (see [`SnapshotStore::commit_manifest`]).
     pub(crate) fn commit_manifest_bytes(&self, id: SnapshotId, bytes: &[u8]) -> Result<(), Error> {
         fsutil::write_atomic(&self.snapshots, &format!("{id}.json"), bytes, true)
             .map_err(at("write", self.manifest_path(id)))
@@ -233,7 +236,7 @@ impl Store {
 
     /// Deletes snapshot `id`'s manifest (durably: the directory is fsynced, so a later GC can
     /// never free blobs of a manifest that comes back after a crash). Its blobs stay until
-    /// [`Store::gc`].
+    /// [`SnapshotStore::gc`].
     pub fn delete_snapshot(&self, id: SnapshotId) -> Result<(), Error> {
         let path = self.manifest_path(id);
         match std::fs::remove_file(&path) {

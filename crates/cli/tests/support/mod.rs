@@ -35,7 +35,7 @@ impl Server {
         let on_host = flags.windows(2).any(|pair| pair == ["--executor", "host"]);
         let default_network = if on_host { "host" } else { "none" };
         let mut child = Command::new(env!("CARGO_BIN_EXE_conductor"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--agents"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--slots"])
             .arg(agents.to_string())
             .args(flags)
             .env("CONDUCTOR_DEFAULT_NETWORK", default_network)

@@ -20,8 +20,8 @@ use conductor_core::{
     can_retry, dispatch, Candidate, Capacity, Executor, Store, StoreError, Transition,
 };
 use conductor_types::{
-    Agent, AgentState, Bytes, ExecutionId, ExecutionRequest, NetworkPolicy, Task, TaskId,
-    TaskStatus, Timestamp,
+    Bytes, ExecutionId, ExecutionRequest, NetworkPolicy, Slot, SlotState, Task, TaskId, TaskStatus,
+    Timestamp,
 };
 use tokio::sync::{watch, Notify};
 
@@ -31,9 +31,10 @@ use crate::metrics::Metrics;
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Execution slots (agents): `agent-1` … `agent-N`.
-    pub agents: usize,
-    /// Most tasks running at once (at most `agents` take effect).
+    /// Execution slots: `agent-1` … `agent-N` (ids, token files and workspace directories kept
+    /// the slots' old name).
+    pub slots: usize,
+    /// Most tasks running at once (at most `slots` take effect).
     pub concurrency: usize,
     /// Where workspaces live: `agents/<agent>/<task id>` (fresh, removed after the task) and
     /// `named/<name>`.
@@ -54,8 +55,8 @@ pub struct SchedulerConfig {
     pub cpus_budget: Option<f64>,
     /// Memory handed out to running tasks at most (`None`: not budgeted).
     pub memory_budget: Option<Bytes>,
-    /// Each agent's own token id (see `auth::ensure_agent_tokens`), listed with the agent.
-    pub agent_tokens: BTreeMap<String, String>,
+    /// Each agent's own token id (see `auth::ensure_slot_tokens`), listed with the agent.
+    pub slot_tokens: BTreeMap<String, String>,
     /// The named workspace of tasks that name none (`None`: a fresh one per task).
     pub default_workspace: Option<String>,
     /// `[limits.default]` and `[limits.max]`: what tasks that name no limit get, and the most
@@ -89,7 +90,7 @@ impl SchedulerConfig {
         Self {
             snapshot_root,
             disk_quotas: false,
-            agents: 2,
+            slots: 2,
             concurrency: 2,
             workspace_root,
             output_limit: ExecutionRequest::DEFAULT_OUTPUT_LIMIT,
@@ -97,7 +98,7 @@ impl SchedulerConfig {
             poll_interval: Duration::from_secs(1),
             cpus_budget: None,
             memory_budget: None,
-            agent_tokens: BTreeMap::new(),
+            slot_tokens: BTreeMap::new(),
             default_workspace: None,
             limits: conductor_core::LimitPolicy::builtin(),
             default_network: DefaultNetwork::default(),
@@ -156,7 +157,7 @@ fn destroy_quota_images(workspace_root: &std::path::Path) {
                 continue;
             };
             let mountpoint =
-                agent_root(workspace_root, &agent.file_name().to_string_lossy()).join(task);
+                slot_root(workspace_root, &agent.file_name().to_string_lossy()).join(task);
             let destroyed = conductor_workspace::QuotaFs::open(&path, &mountpoint)
                 .and_then(conductor_workspace::QuotaFs::destroy);
             if let Err(error) = destroyed {
@@ -167,7 +168,7 @@ fn destroy_quota_images(workspace_root: &std::path::Path) {
 }
 
 /// `<workspace_root>/agents/<id>`: agent `id`'s own workspace root.
-fn agent_root(workspace_root: &std::path::Path, id: &str) -> PathBuf {
+fn slot_root(workspace_root: &std::path::Path, id: &str) -> PathBuf {
     workspace_root.join("agents").join(id)
 }
 
@@ -177,7 +178,7 @@ type CurrentExecution = Option<(ExecutionId, Arc<dyn Executor>)>;
 /// A task an agent is running.
 #[derive(Debug)]
 struct Running {
-    agent_id: String,
+    slot_id: String,
     execution: CurrentExecution,
     cancelled: bool,
     interrupted: bool,
@@ -195,7 +196,7 @@ struct Slots {
     stopping: bool,
     /// Live agent states (the store gets them at start and stop only: they are this
     /// process's slots, and writing each change would cost two writes per task).
-    agents: BTreeMap<String, Agent>,
+    agents: BTreeMap<String, Slot>,
     /// The queue, when this process knows all of it.
     queue: QueueView,
 }
@@ -280,22 +281,20 @@ impl Scheduler {
         config: SchedulerConfig,
         events: EventBus,
     ) -> Arc<Self> {
-        let agents = (1..=config.agents.max(1))
+        let agents = (1..=config.slots.max(1))
             .rev()
             .map(|n| format!("agent-{n}"))
             .collect();
         let now = Timestamp::now();
-        let live = (1..=config.agents.max(1))
+        let live = (1..=config.slots.max(1))
             .map(|n| {
                 let id = format!("agent-{n}");
-                let agent = Agent {
+                let agent = Slot {
                     id: id.clone(),
-                    state: AgentState::Idle,
+                    state: SlotState::Idle,
                     task_id: None,
-                    workspace_root: agent_root(&config.workspace_root, &id)
-                        .display()
-                        .to_string(),
-                    token_id: config.agent_tokens.get(&id).cloned(),
+                    workspace_root: slot_root(&config.workspace_root, &id).display().to_string(),
+                    token_id: config.slot_tokens.get(&id).cloned(),
                     updated_at: now,
                 };
                 (id, agent)
@@ -394,7 +393,7 @@ impl Scheduler {
         let now = Timestamp::now();
         let agents: Vec<String> = self.lock().idle.clone();
         for id in agents {
-            self.put_agent(&id, AgentState::Idle, None).await?;
+            self.put_slot(&id, SlotState::Idle, None).await?;
         }
         // No task runs yet: fresh workspaces still on disk were left by tasks the previous run
         // did not finish or had not removed yet. A retried task starts in a new, empty one.
@@ -469,7 +468,7 @@ impl Scheduler {
             let used_cpus: f64 = slots.running.values().filter_map(|r| r.cpus).sum();
             let used_memory: u64 = slots.running.values().filter_map(|r| r.memory).sum();
             Capacity {
-                free_agents: slots.idle.iter().rev().cloned().collect(),
+                free_slots: slots.idle.iter().rev().cloned().collect(),
                 running: slots.running.len(),
                 concurrency_limit: self.config.concurrency.max(1),
                 cpus_free: self.config.cpus_budget.map(|b| (b - used_cpus).max(0.0)),
@@ -485,7 +484,7 @@ impl Scheduler {
                     .collect(),
             }
         };
-        let fetch = (capacity.free_agents.len() as u32).saturating_mul(4) + 16;
+        let fetch = (capacity.free_slots.len() as u32).saturating_mul(4) + 16;
         let known = {
             let queue = &mut self.lock().queue;
             // No more than a read would return: a longer queue is read a page at a time (and
@@ -522,7 +521,7 @@ impl Scheduler {
                 if slots.stopping {
                     return Ok(());
                 }
-                slots.idle.retain(|a| *a != assignment.agent_id);
+                slots.idle.retain(|a| *a != assignment.slot_id);
                 // Started or refused below: in either case no longer queued.
                 slots
                     .queue
@@ -532,7 +531,7 @@ impl Scheduler {
                 slots.running.insert(
                     assignment.task_id,
                     Running {
-                        agent_id: assignment.agent_id.clone(),
+                        slot_id: assignment.slot_id.clone(),
                         execution: None,
                         cancelled: false,
                         interrupted: false,
@@ -547,7 +546,7 @@ impl Scheduler {
             let started = match &submitted {
                 Some(task) => self
                     .store
-                    .start_known(task, &assignment.agent_id, at)
+                    .start_known(task, &assignment.slot_id, at)
                     .await
                     .transpose(),
                 None => None,
@@ -557,7 +556,7 @@ impl Scheduler {
                 // Not held, or no longer as held: the store reads it (and says what changed).
                 None => {
                     let start = Transition::Start {
-                        agent_id: assignment.agent_id.clone(),
+                        slot_id: assignment.slot_id.clone(),
                         at,
                     };
                     self.store.transition(assignment.task_id, start).await
@@ -592,27 +591,27 @@ impl Scheduler {
     fn release(&self, id: TaskId) -> Option<String> {
         let mut slots = self.lock();
         let running = slots.running.remove(&id)?;
-        slots.idle.push(running.agent_id.clone());
+        slots.idle.push(running.slot_id.clone());
         let idle = slots.idle.len();
         drop(slots);
         self.idle_changed.send_replace(idle);
         self.wake();
-        Some(running.agent_id)
+        Some(running.slot_id)
     }
 
-    async fn put_agent(
+    async fn put_slot(
         &self,
         id: &str,
-        state: AgentState,
+        state: SlotState,
         task_id: Option<TaskId>,
     ) -> Result<(), StoreError> {
         self.store
-            .put_agent(&Agent {
+            .put_slot(&Slot {
                 id: id.to_owned(),
                 state,
                 task_id,
-                workspace_root: self.agent_root(id).display().to_string(),
-                token_id: self.config.agent_tokens.get(id).cloned(),
+                workspace_root: self.slot_root(id).display().to_string(),
+                token_id: self.config.slot_tokens.get(id).cloned(),
                 updated_at: Timestamp::now(),
             })
             .await
@@ -738,12 +737,12 @@ impl Scheduler {
     }
 
     /// Where agent `id` keeps the fresh workspaces of its tasks.
-    fn agent_root(&self, id: &str) -> PathBuf {
-        agent_root(&self.config.workspace_root, id)
+    fn slot_root(&self, id: &str) -> PathBuf {
+        slot_root(&self.config.workspace_root, id)
     }
 
     /// Records an agent's state change (in memory; see [`Slots::agents`]).
-    fn record_agent(&self, id: &str, state: AgentState, task_id: Option<TaskId>) {
+    fn record_slot(&self, id: &str, state: SlotState, task_id: Option<TaskId>) {
         if let Some(agent) = self.lock().agents.get_mut(id) {
             agent.state = state;
             agent.task_id = task_id;
@@ -752,7 +751,7 @@ impl Scheduler {
     }
 
     /// Every agent as it is now.
-    pub fn agents(&self) -> Vec<Agent> {
+    pub fn slots(&self) -> Vec<Slot> {
         self.lock().agents.values().cloned().collect()
     }
 
@@ -780,7 +779,7 @@ impl Scheduler {
     pub async fn shutdown(&self, grace: Duration) {
         self.lock().stopping = true;
         self.wake();
-        let total = self.config.agents.max(1);
+        let total = self.config.slots.max(1);
         let mut idle = self.idle_changed.subscribe();
         let all_idle = async {
             loop {
@@ -829,8 +828,8 @@ impl Scheduler {
         }
         let agents: Vec<String> = (1..=total).map(|n| format!("agent-{n}")).collect();
         for agent in agents {
-            self.record_agent(&agent, AgentState::Offline, None);
-            let _ = self.put_agent(&agent, AgentState::Offline, None).await;
+            self.record_slot(&agent, SlotState::Offline, None);
+            let _ = self.put_slot(&agent, SlotState::Offline, None).await;
         }
     }
 }

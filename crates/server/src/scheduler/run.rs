@@ -12,8 +12,8 @@ use conductor_core::{
     Transition, CWD_FILE,
 };
 use conductor_types::{
-    AgentState, CommandResult, ExecEvent, ExecutionRequest, ExecutionStats, FailureCode,
-    OutputStream, Task, TaskEventKind, TaskId, TaskStatus, Timestamp,
+    CommandResult, ExecEvent, ExecutionRequest, ExecutionStats, FailureCode, OutputStream,
+    SlotState, Task, TaskEventKind, TaskId, TaskStatus, Timestamp,
 };
 use conductor_workspace::{clone_at, diff_against, Checkout, GitOptions, QuotaFs};
 use tokio::time::Instant;
@@ -32,8 +32,8 @@ const MAX_LINE: usize = 16 * 1024;
 impl Scheduler {
     pub(super) async fn run_task(self: Arc<Self>, task: Task) {
         let id = task.id;
-        let agent = task.state.agent_id.clone().unwrap_or_default();
-        self.record_agent(&agent, AgentState::Busy, Some(id));
+        let agent = task.state.slot_id.clone().unwrap_or_default();
+        self.record_slot(&agent, SlotState::Busy, Some(id));
         if let Err(error) = self.drive(&task).await {
             tracing::error!(task = %id, %error, "running a task failed");
             let interrupted = self.lock().running.get(&id).is_some_and(|r| r.interrupted);
@@ -51,7 +51,7 @@ impl Scheduler {
             }
         }
         if let Some(agent) = self.release(id) {
-            self.record_agent(&agent, AgentState::Idle, None);
+            self.record_slot(&agent, SlotState::Idle, None);
         }
         // A fresh workspace is the task's alone (named after it): the agent need not wait for
         // its removal, which can take milliseconds on a filesystem that discards freed blocks.
@@ -121,7 +121,7 @@ impl Scheduler {
         match &task.spec.workspace {
             Some(name) => self.named_workspace_dir(name),
             None => self
-                .agent_root(task.state.agent_id.as_deref().unwrap_or("unassigned"))
+                .slot_root(task.state.slot_id.as_deref().unwrap_or("unassigned"))
                 .join(task.id.to_string()),
         }
     }
@@ -130,7 +130,7 @@ impl Scheduler {
     fn quota_image(&self, task: &Task) -> PathBuf {
         super::quota_image(
             &self.config.workspace_root,
-            task.state.agent_id.as_deref().unwrap_or("unassigned"),
+            task.state.slot_id.as_deref().unwrap_or("unassigned"),
             task.id,
         )
     }

@@ -197,7 +197,7 @@ async fn bad_input_gets_a_precise_error() {
 #[tokio::test]
 async fn cancelling_queued_running_and_finished_tasks() {
     let app = TestApp::with(Options {
-        agents: 1,
+        slots: 1,
         ..Options::default()
     })
     .await;
@@ -482,11 +482,11 @@ async fn logs_keep_the_order_lines_were_read_in_across_both_streams() {
 }
 
 #[tokio::test]
-async fn agents_are_listed() {
+async fn slots_are_listed() {
     let app = TestApp::new().await;
-    let (status, text) = app.send(Method::GET, "/api/v1/agents", None).await;
+    let (status, text) = app.send(Method::GET, "/api/v1/slots", None).await;
     assert_eq!(status, StatusCode::OK);
-    let agents: Vec<conductor_types::Agent> = serde_json::from_str(&text).unwrap();
+    let agents: Vec<conductor_types::Slot> = serde_json::from_str(&text).unwrap();
     let root = app._dir.path().join("workspaces/agents");
     let listed: Vec<_> = agents
         .iter()
@@ -496,21 +496,31 @@ async fn agents_are_listed() {
         .into_iter()
         .map(|id| {
             let root = root.join(id).display().to_string();
-            (id, conductor_types::AgentState::Idle, None, root)
+            (id, conductor_types::SlotState::Idle, None, root)
         })
         .collect();
     assert_eq!(listed, expected);
 
-    // A running task shows on its agent, and its fresh workspace is under that agent's root.
+    // A running task shows on its slot, and its fresh workspace is under that slot's root.
     let task = app.submit(r#"{"commands": ["sleep 60000"]}"#).await;
     let running = app.wait_for(task.id, TaskStatus::Running).await;
-    let agent_id = running.state.agent_id.clone().unwrap();
-    let (_, text) = app.send(Method::GET, "/api/v1/agents", None).await;
-    let agents: Vec<conductor_types::Agent> = serde_json::from_str(&text).unwrap();
-    let agent = agents.iter().find(|a| a.id == agent_id).unwrap();
+    let slot_id = running.state.slot_id.clone().unwrap();
+    let (_, text) = app.send(Method::GET, "/api/v1/slots", None).await;
+    // The old path answers the same, one release; the task says its slot under both names.
+    assert_eq!(app.send(Method::GET, "/api/v1/agents", None).await.1, text);
+    let (_, task_json) = app
+        .send(Method::GET, &format!("/api/v1/tasks/{}", task.id), None)
+        .await;
+    let task_json: serde_json::Value = serde_json::from_str(&task_json).unwrap();
+    assert_eq!(
+        (&task_json["slot_id"], &task_json["agent_id"]),
+        (&serde_json::json!(slot_id), &serde_json::json!(slot_id))
+    );
+    let agents: Vec<conductor_types::Slot> = serde_json::from_str(&text).unwrap();
+    let agent = agents.iter().find(|a| a.id == slot_id).unwrap();
     assert_eq!(
         (agent.state, agent.task_id),
-        (conductor_types::AgentState::Busy, Some(task.id))
+        (conductor_types::SlotState::Busy, Some(task.id))
     );
     let request = app.executor.requests.lock().unwrap()[0].clone();
     assert_eq!(
@@ -541,6 +551,8 @@ async fn metrics_count_tasks_requests_and_latencies() {
         "conductor_tasks{state=\"succeeded\"} 1",
         "conductor_tasks{state=\"queued\"} 0",
         "conductor_queue_depth 0",
+        "conductor_slots_busy 0",
+        "conductor_agents_busy 0",
         "conductor_task_dispatch_seconds_count 1",
         "conductor_task_run_seconds_count 1",
         "conductor_http_requests_total{method=\"POST\",route=\"/api/v1/tasks\",status=\"201\"} 1",
@@ -595,6 +607,7 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "DELETE /api/v1/workspaces/{id}/snapshots/{sid}",
             "GET /api/v1/agents",
             "GET /api/v1/openapi.json",
+            "GET /api/v1/slots",
             "GET /api/v1/tasks",
             "GET /api/v1/tasks/{id}",
             "GET /api/v1/tasks/{id}/diff",
@@ -634,6 +647,15 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
         codes
     };
     assert_eq!(statuses("/tasks"), statuses("/api/v1/tasks"));
+    // The slots' old path is documented as what it is: deprecated, answering as the new one.
+    assert_eq!(
+        doc["paths"]["/api/v1/agents"]["get"]["deprecated"],
+        serde_json::json!(true)
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/agents"]["get"]["responses"],
+        doc["paths"]["/api/v1/slots"]["get"]["responses"]
+    );
     // Every documented path answers something other than "no such endpoint".
     for entry in &paths {
         let (method, path) = entry.split_once(' ').unwrap();
@@ -680,12 +702,10 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
     assert_eq!(
         schemas,
         vec![
-            "Agent",
             "AgentEvent",
             "AgentKind",
             "AgentOutcome",
             "AgentSpec",
-            "AgentState",
             "ApiError",
             "ApiErrorBody",
             "Budget",
@@ -710,6 +730,9 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "RestoreRequest",
             "RestoreView",
             "SessionId",
+            "Slot",
+            "SlotNames",
+            "SlotState",
             "SnapshotRequest",
             "SnapshotView",
             "Task",
@@ -759,28 +782,24 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
         ("TaskState", "failure_code"),
         ("TaskSpec", "inline_environment"),
     ] {
-        assert!(
-            schemas[schema]["properties"][property].is_object(),
-            "{schema}.{property}: {}",
-            schemas[schema]
-        );
+        // Directly, or in the object of an `allOf` (a type with flattened fields).
+        let documented = std::iter::once(&schemas[schema])
+            .chain(schemas[schema]["allOf"].as_array().into_iter().flatten())
+            .any(|part| part["properties"][property].is_object());
+        assert!(documented, "{schema}.{property}: {}", schemas[schema]);
     }
+    // The slot under its name and, deprecated, its old one.
+    let slot_names = &schemas["SlotNames"]["properties"];
+    assert_eq!(
+        (
+            &slot_names["slot_id"]["deprecated"],
+            &slot_names["agent_id"]["deprecated"]
+        ),
+        (&serde_json::Value::Null, &serde_json::json!(true))
+    );
     assert_eq!(
         schemas["FailureCode"]["enum"],
-        serde_json::json!([
-            "disk_quota_exceeded",
-            "workspace_unavailable",
-            "git_clone_failed",
-            "environment_missing",
-            "environment_build_failed",
-            "services_failed",
-            "orchestrator_error",
-            "budget_exceeded",
-            "max_turns",
-            "upstream_unavailable",
-            "upstream_rejected",
-            "agent_crashed"
-        ])
+        serde_json::json!(conductor_types::FailureCode::ALL.map(|code| code.as_str()))
     );
     assert_eq!(properties("RestoreRequest"), vec!["target"]);
     assert_eq!(

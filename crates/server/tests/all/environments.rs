@@ -404,7 +404,7 @@ async fn a_task_cancelled_while_its_environment_builds_stops_and_the_build_goes_
     // The agent is free again well before the build ends.
     let started = std::time::Instant::now();
     loop {
-        let agents = app.scheduler.agents();
+        let agents = app.scheduler.slots();
         if agents.iter().all(|a| a.task_id.is_none()) {
             break;
         }

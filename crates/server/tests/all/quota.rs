@@ -93,7 +93,7 @@ async fn a_task_that_fills_its_disk_quota_gets_enospc_and_disk_quota_exceeded() 
         ._dir
         .path()
         .join("workspaces/quota")
-        .join(done.state.agent_id.clone().unwrap())
+        .join(done.state.slot_id.clone().unwrap())
         .join(format!("{}.img", task.id));
     for _ in 0..500 {
         if !image.exists() && !request.workspace.exists() {

@@ -128,7 +128,7 @@ async fn failed_tasks_are_retried_while_retries_last() {
 #[tokio::test]
 async fn higher_priority_runs_first() {
     let app = TestApp::with(Options {
-        agents: 1,
+        slots: 1,
         run_loop: false,
         ..Options::default()
     })
@@ -179,7 +179,7 @@ async fn restart_interrupts_running_tasks_retries_them_and_runs_the_queue() {
             .transition(
                 id,
                 Transition::Start {
-                    agent_id: "agent-1".into(),
+                    slot_id: "agent-1".into(),
                     at: Timestamp::now(),
                 },
             )
@@ -214,17 +214,17 @@ async fn shutdown_interrupts_what_does_not_finish_within_the_grace_period() {
         task.state.status_reason.as_deref(),
         Some("the server shut down and the task did not finish within the 0s grace period")
     );
-    let agents = app.store.agents().await.unwrap();
+    let agents = app.store.slots().await.unwrap();
     assert!(agents
         .iter()
-        .all(|a| a.state == conductor_types::AgentState::Offline));
+        .all(|a| a.state == conductor_types::SlotState::Offline));
 }
 
 #[tokio::test]
 async fn many_tasks_complete_exactly_once() {
     let app = Arc::new(
         TestApp::with(Options {
-            agents: 4,
+            slots: 4,
             ..Options::default()
         })
         .await,
@@ -278,7 +278,7 @@ async fn named_workspaces_persist_and_fresh_ones_are_removed() {
     assert!(workspace_of("echo a").ends_with("named/repo"));
     assert!(workspace_of("echo a").is_dir());
     let fresh = app.task(fresh.id).await;
-    let agent = fresh.state.agent_id.clone().unwrap();
+    let agent = fresh.state.slot_id.clone().unwrap();
     assert!(workspace_of("echo c").ends_with(format!("agents/{agent}/{}", fresh.id)));
     for _ in 0..100 {
         if !workspace_of("echo c").exists() {
@@ -320,7 +320,7 @@ async fn stored_output_is_capped_per_attempt() {
 #[tokio::test]
 async fn every_submitted_task_runs_without_the_poll() {
     let app = TestApp::with(Options {
-        agents: 1,
+        slots: 1,
         poll_interval: std::time::Duration::from_secs(3600),
         ..Options::default()
     })

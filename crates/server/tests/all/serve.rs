@@ -67,12 +67,12 @@ async fn agents_have_their_own_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let server = Server::start(config(&home), executors()).await.unwrap();
-    let agents = server.scheduler().agents();
+    let agents = server.scheduler().slots();
     assert_eq!(agents.len(), 2);
     let store = server.store();
     let mut ids = Vec::new();
     for agent in &agents {
-        let path = conductor_server::auth::agent_token_path(&home, &agent.id);
+        let path = conductor_server::auth::slot_token_path(&home, &agent.id);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{}", path.display());
         let secret = std::fs::read_to_string(&path).unwrap();
@@ -95,7 +95,7 @@ async fn agents_have_their_own_tokens() {
     let again = Server::start(config(&home), executors()).await.unwrap();
     let now: Vec<_> = again
         .scheduler()
-        .agents()
+        .slots()
         .into_iter()
         .map(|a| a.token_id.unwrap())
         .collect();

@@ -10,7 +10,7 @@ use crate::support::{self, bytes, read_tree, write};
 fn exported(
     tmp: &std::path::Path,
 ) -> (
-    conductor_workspace::Store,
+    conductor_workspace::SnapshotStore,
     conductor_workspace::Manifest,
     Vec<u8>,
 ) {

@@ -260,50 +260,10 @@ fn only_allowed_local_paths_and_network_transports_are_cloned() {
     }
 }
 
-/// Runs a clone's git commands on the host with `/workspace` mapped to the workspace, and
-/// records what it was asked to run.
-#[derive(Debug, Default)]
-struct Recorder {
-    calls: std::sync::Mutex<Vec<conductor_workspace::SandboxedGit>>,
-}
-
-impl conductor_workspace::GitSandbox for Recorder {
-    fn run(
-        &self,
-        git: &conductor_workspace::SandboxedGit,
-    ) -> Result<conductor_workspace::SandboxedOutput, String> {
-        self.calls.lock().unwrap().push(git.clone());
-        let workspace = git.workspace.to_str().unwrap();
-        let map = |text: &str| match text.strip_prefix("/workspace") {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{workspace}{rest}"),
-            _ => text.to_owned(),
-        };
-        let home = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(&git.argv[0]);
-        cmd.args(git.argv[1..].iter().map(|arg| map(arg)))
-            .env_clear()
-            .current_dir(&git.workspace);
-        for (name, value) in &git.env {
-            match name.as_str() {
-                "HOME" => cmd.env(name, home.path()),
-                _ => cmd.env(name, map(value)),
-            };
-        }
-        let out = cmd.output().map_err(|e| e.to_string())?;
-        Ok(conductor_workspace::SandboxedOutput {
-            exit_code: out.status.code().unwrap_or(128),
-            timed_out: false,
-            stdout: out.stdout,
-            stdout_truncated: false,
-            stderr: out.stderr,
-        })
-    }
-}
-
 #[test]
 fn a_sandboxed_clone_sees_only_the_workspace_and_the_repository_read_only() {
     let o = origin();
-    let recorder = std::sync::Arc::new(Recorder::default());
+    let recorder = std::sync::Arc::new(conductor_testkit::HostGit::default());
     let options = GitOptions {
         sandbox: Some(recorder.clone()),
         ..o.options()

@@ -232,7 +232,7 @@ fn file_sizes(manifest: &Manifest) -> Vec<u64> {
 }
 
 /// Nothing but the store's own empty directories.
-fn assert_empty_store(store: &conductor_workspace::Store) {
+fn assert_empty_store(store: &conductor_workspace::SnapshotStore) {
     assert_eq!(store.list_snapshots(None).unwrap(), vec![]);
     assert_eq!(store.cas_stats().unwrap().blobs, 0);
     let tmp = store.root().join("cas/tmp");

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use conductor_workspace::{Store, StoreOptions, WorkspaceId};
+use conductor_workspace::{SnapshotStore, SnapshotStoreOptions, WorkspaceId};
 
 /// What a tree holds, as compared by tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +89,8 @@ pub fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-pub fn store(dir: &Path) -> Store {
-    Store::open_with(dir, StoreOptions { threads: 2 }).unwrap()
+pub fn store(dir: &Path) -> SnapshotStore {
+    SnapshotStore::open_with(dir, SnapshotStoreOptions { threads: 2 }).unwrap()
 }
 
 pub fn ws(id: &str) -> WorkspaceId {
