@@ -168,9 +168,10 @@ pub async fn create_task(
     // Resolved last, so a refused request creates nothing.
     if let Some(given) = spec.workspace.take() {
         let disk = spec.resources.disk.filter(|_| config.disk_quotas);
-        let found =
-            crate::workspaces::resolve_for_task(&state, "workspace", &given, &caller.0.id, disk)
-                .await?;
+        let found = scheduler
+            .workspaces()
+            .resolve_for_task("workspace", &given, &caller.0.id, disk)
+            .await?;
         spec.workspace = Some(found.name);
         // What bounds the task's disk is its workspace's quota: say so in the task.
         if let (None, Some(quota)) = (spec.resources.disk, found.disk) {

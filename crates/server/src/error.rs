@@ -7,6 +7,8 @@ use axum::Json;
 use conductor_core::{SpecError, StoreError};
 use conductor_types::{ApiError, ApiErrorBody};
 
+use crate::workspaces::domain::WorkspaceError;
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -163,6 +165,22 @@ impl From<StoreError> for AppError {
             StoreError::Backend { .. } | StoreError::Corrupt { .. } => {
                 Self::Internal(error.to_string())
             }
+        }
+    }
+}
+
+impl From<WorkspaceError> for AppError {
+    fn from(error: WorkspaceError) -> Self {
+        match error {
+            WorkspaceError::InvalidField { field, message } => {
+                Self::InvalidField { field, message }
+            }
+            WorkspaceError::NotSupported { field, message } => {
+                Self::NotSupported { field, message }
+            }
+            WorkspaceError::LimitExceeded(error) => Self::LimitExceeded { error },
+            WorkspaceError::Store(error) => error.into(),
+            setup @ WorkspaceError::Setup { .. } => Self::Internal(setup.to_string()),
         }
     }
 }

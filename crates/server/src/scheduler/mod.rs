@@ -27,6 +27,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::workspaces::domain::Workspaces;
 
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
@@ -620,7 +621,17 @@ impl Scheduler {
 
     /// The directory of the named workspace `name`: `<workspace_root>/named/<name>`.
     pub fn named_workspace_dir(&self, name: &str) -> PathBuf {
-        self.config.workspace_root.join("named").join(name)
+        self.workspaces().dirs().dir(name)
+    }
+
+    /// The named workspaces (records, directories, quotas) of this server.
+    pub(crate) fn workspaces(&self) -> Workspaces<'_> {
+        Workspaces::new(
+            self.store.as_ref(),
+            &self.config.workspace_root,
+            self.config.disk_quotas,
+            &self.config.limits,
+        )
     }
 
     /// Holds the named workspace `name` for the API until the reservation is dropped: no task
@@ -705,7 +716,7 @@ impl Scheduler {
                 Err(other) => return Err(other),
             }
             // Its disk quota (if any) unmounted and destroyed, then its directory removed.
-            if let Err(error) = crate::workspaces::remove_named_dir(self, &ws.name).await {
+            if let Err(error) = self.workspaces().remove_dir(&ws.name).await {
                 tracing::warn!(workspace = %ws.name, %error, "could not remove a swept workspace's directory");
             }
             tracing::info!(workspace = %ws.name, policy = %ws.cleanup, "removed a workspace by its cleanup policy");

@@ -228,10 +228,7 @@ impl Scheduler {
         // before the sandbox is built; the API made sure the task's `resources.disk` fits it.
         let quota = match (&spec.workspace, quota) {
             (Some(name), None) => match self.store.find_workspace(name).await? {
-                Some(named) => match (
-                    named.disk,
-                    crate::workspaces::prepare_dir(self, &named).await,
-                ) {
+                Some(named) => match (named.disk, self.workspaces().prepare_dir(&named).await) {
                     (Some(disk), Ok(Some(fs))) => Some((fs, disk)),
                     (_, Ok(_)) => None,
                     (_, Err(error)) => {
