@@ -5,7 +5,7 @@
 //! first command, and environments built (`conductor env build`) after the server started,
 //! found when a task names them.
 //!
-//! [`resolve_request`] is the submission side; `scheduler/prepare.rs` the run side.
+//! [`resolve_request`] is the submission side; `scheduler/builds.rs` the run side.
 
 use std::sync::Arc;
 

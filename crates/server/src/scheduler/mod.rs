@@ -1,11 +1,11 @@
 //! The scheduler loop: the I/O half of scheduling. It asks core which queued tasks go to which
-//! agents ([`conductor_core::dispatch`]), starts them through the store's state machine, runs each
+//! execution slots ([`conductor_core::dispatch`]), starts them through the store's state machine, runs each
 //! task's commands on its environment's executor (deciding each next step with
 //! [`conductor_core::next_step`]), stores output (redacted) and results as events, and handles
-//! cancel, restart recovery and graceful shutdown. `run.rs` holds what happens to one task once an
-//! agent has it.
+//! cancel, restart recovery and graceful shutdown. `run/` holds what happens to one task once a
+//! slot has it, as named stages; `admission.rs` what a task must pass to be queued.
 
-mod prepare;
+mod builds;
 mod run;
 mod services;
 
@@ -32,17 +32,17 @@ use crate::workspaces::domain::Workspaces;
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Execution slots (agents): `agent-1` … `agent-N`.
+    /// Execution slots (the API still calls them agents): `agent-1` … `agent-N`.
     pub agents: usize,
-    /// Most tasks running at once (at most `agents` take effect).
+    /// Most tasks running at once (at most `agents` slots take effect).
     pub concurrency: usize,
-    /// Where workspaces live: `agents/<agent>/<task id>` (fresh, removed after the task) and
+    /// Where workspaces live: `agents/<slot>/<task id>` (fresh, removed after the task) and
     /// `named/<name>`.
     pub workspace_root: PathBuf,
     /// Root of the snapshot store (content-addressed blobs and manifests): `$CONDUCTOR_HOME/snapshots`.
     pub snapshot_root: PathBuf,
     /// Whether the scheduler enforces `resources.disk` itself: a task's fresh workspace is a
-    /// loop-mounted ext4 image of that size (`quota/<agent>/<task>.img`), so the task gets
+    /// loop-mounted ext4 image of that size (`quota/<slot>/<task>.img`), so the task gets
     /// `ENOSPC` and `disk_quota_exceeded`. Needs root; `Server::start` turns it on as root.
     pub disk_quotas: bool,
     /// Bytes of each stream an executor keeps in memory before spooling.
@@ -55,7 +55,7 @@ pub struct SchedulerConfig {
     pub cpus_budget: Option<f64>,
     /// Memory handed out to running tasks at most (`None`: not budgeted).
     pub memory_budget: Option<Bytes>,
-    /// Each agent's own token id (see `auth::ensure_agent_tokens`), listed with the agent.
+    /// Each slot's own token id (see `auth::ensure_agent_tokens`), listed with the slot.
     pub agent_tokens: BTreeMap<String, String>,
     /// The named workspace of tasks that name none (`None`: a fresh one per task).
     pub default_workspace: Option<String>,
@@ -80,7 +80,7 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// Defaults for workspaces under `workspace_root`: 2 agents, concurrency 2.
+    /// Defaults for workspaces under `workspace_root`: 2 slots, concurrency 2.
     pub fn new(workspace_root: PathBuf) -> Self {
         // Beside the workspace root (`$CONDUCTOR_HOME/snapshots` for the default layout).
         let snapshot_root = workspace_root.parent().map_or_else(
@@ -131,12 +131,12 @@ impl DefaultNetwork {
     }
 }
 
-/// `<workspace_root>/quota/<agent>/<task>.img`: the disk-quota image of a task's fresh
-/// workspace `<workspace_root>/agents/<agent>/<task>`.
-fn quota_image(workspace_root: &std::path::Path, agent: &str, task: TaskId) -> PathBuf {
+/// `<workspace_root>/quota/<slot>/<task>.img`: the disk-quota image of a task's fresh
+/// workspace `<workspace_root>/agents/<slot>/<task>`.
+fn quota_image(workspace_root: &std::path::Path, slot: &str, task: TaskId) -> PathBuf {
     workspace_root
         .join("quota")
-        .join(agent)
+        .join(slot)
         .join(format!("{task}.img"))
 }
 
@@ -144,11 +144,11 @@ fn quota_image(workspace_root: &std::path::Path, agent: &str, task: TaskId) -> P
 /// before the fresh workspaces they were mounted on are removed.
 fn destroy_quota_images(workspace_root: &std::path::Path) {
     let root = workspace_root.join("quota");
-    let Ok(agents) = std::fs::read_dir(&root) else {
+    let Ok(slots) = std::fs::read_dir(&root) else {
         return;
     };
-    for agent in agents.flatten() {
-        let Ok(images) = std::fs::read_dir(agent.path()) else {
+    for slot in slots.flatten() {
+        let Ok(images) = std::fs::read_dir(slot.path()) else {
             continue;
         };
         for image in images.flatten() {
@@ -157,7 +157,7 @@ fn destroy_quota_images(workspace_root: &std::path::Path) {
                 continue;
             };
             let mountpoint =
-                agent_root(workspace_root, &agent.file_name().to_string_lossy()).join(task);
+                slot_root(workspace_root, &slot.file_name().to_string_lossy()).join(task);
             let destroyed = conductor_workspace::QuotaFs::open(&path, &mountpoint)
                 .and_then(conductor_workspace::QuotaFs::destroy);
             if let Err(error) = destroyed {
@@ -167,18 +167,18 @@ fn destroy_quota_images(workspace_root: &std::path::Path) {
     }
 }
 
-/// `<workspace_root>/agents/<id>`: agent `id`'s own workspace root.
-fn agent_root(workspace_root: &std::path::Path, id: &str) -> PathBuf {
+/// `<workspace_root>/agents/<id>`: slot `id`'s own workspace root.
+fn slot_root(workspace_root: &std::path::Path, id: &str) -> PathBuf {
     workspace_root.join("agents").join(id)
 }
 
-/// The execution a running task is in, and the executor that can cancel it.
-type CurrentExecution = Option<(ExecutionId, Arc<dyn Executor>)>;
+/// The execution a running task is in, and the step that can cancel it.
+type CurrentExecution = Option<(ExecutionId, Arc<dyn run::RunStep>)>;
 
-/// A task an agent is running.
+/// A task a slot is running.
 #[derive(Debug)]
 struct Running {
-    agent_id: String,
+    slot: String,
     execution: CurrentExecution,
     cancelled: bool,
     interrupted: bool,
@@ -194,17 +194,17 @@ struct Slots {
     /// Named workspaces held by the API (restore, delete): no task starts in them meanwhile.
     reserved: HashSet<String>,
     stopping: bool,
-    /// Live agent states (the store gets them at start and stop only: they are this
+    /// Live slot states (the store gets them at start and stop only: they are this
     /// process's slots, and writing each change would cost two writes per task).
-    agents: BTreeMap<String, Agent>,
+    states: BTreeMap<String, Agent>,
     /// The queue, when this process knows all of it.
     queue: QueueView,
 }
 
 /// What the dispatcher knows of the queue without reading the store. After a read that found
 /// the whole queue, tasks submitted through the API are added here ([`Scheduler::submitted`]),
-/// so a task submitted to a server with a free agent starts without a queue read. Anything else
-/// that may queue a task (a retry, recovery, a freed agent or workspace, the poll) forgets it,
+/// so a task submitted to a server with a free slot starts without a queue read. Anything else
+/// that may queue a task (a retry, recovery, a freed slot or workspace, the poll) forgets it,
 /// and the next dispatch reads the store. A task cancelled meanwhile may still be listed: its
 /// `Start` transition is refused, as after a read.
 #[derive(Debug, Default)]
@@ -258,7 +258,7 @@ impl Drop for WorkspaceReservation {
     }
 }
 
-/// Runs queued tasks on agents. Cheap to share (`Arc`).
+/// Runs queued tasks on execution slots. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct Scheduler {
     store: Arc<dyn Store>,
@@ -270,7 +270,7 @@ pub struct Scheduler {
     idle_changed: watch::Sender<usize>,
     metrics: Metrics,
     /// Builds of request-defined environments in progress.
-    builds: Arc<prepare::Builds>,
+    builds: Arc<builds::Builds>,
 }
 
 impl Scheduler {
@@ -281,7 +281,7 @@ impl Scheduler {
         config: SchedulerConfig,
         events: EventBus,
     ) -> Arc<Self> {
-        let agents = (1..=config.agents.max(1))
+        let idle = (1..=config.agents.max(1))
             .rev()
             .map(|n| format!("agent-{n}"))
             .collect();
@@ -289,17 +289,15 @@ impl Scheduler {
         let live = (1..=config.agents.max(1))
             .map(|n| {
                 let id = format!("agent-{n}");
-                let agent = Agent {
+                let slot = Agent {
                     id: id.clone(),
                     state: AgentState::Idle,
                     task_id: None,
-                    workspace_root: agent_root(&config.workspace_root, &id)
-                        .display()
-                        .to_string(),
+                    workspace_root: slot_root(&config.workspace_root, &id).display().to_string(),
                     token_id: config.agent_tokens.get(&id).cloned(),
                     updated_at: now,
                 };
-                (id, agent)
+                (id, slot)
             })
             .collect();
         Arc::new(Self {
@@ -309,11 +307,11 @@ impl Scheduler {
             events,
             wake: Notify::new(),
             slots: Mutex::new(Slots {
-                idle: agents,
+                idle,
                 running: HashMap::new(),
                 reserved: HashSet::new(),
                 stopping: false,
-                agents: live,
+                states: live,
                 queue: QueueView::default(),
             }),
             idle_changed: watch::channel(0).0,
@@ -389,23 +387,22 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
-    /// Records the agents as idle and ends tasks a previous run left `running`: they become
+    /// Records the slots as idle and ends tasks a previous run left `running`: they become
     /// `interrupted` with the reason, and go back to the queue when their retries allow.
     pub async fn recover(&self) -> Result<Vec<TaskId>, StoreError> {
         let now = Timestamp::now();
-        let agents: Vec<String> = self.lock().idle.clone();
-        for id in agents {
-            self.put_agent(&id, AgentState::Idle, None).await?;
+        let slots: Vec<String> = self.lock().idle.clone();
+        for id in slots {
+            self.put_slot(&id, AgentState::Idle, None).await?;
         }
         // No task runs yet: fresh workspaces still on disk were left by tasks the previous run
         // did not finish or had not removed yet. A retried task starts in a new, empty one.
-        let agents_dir = self.config.workspace_root.join("agents");
+        let slots_dir = self.config.workspace_root.join("agents");
         let workspace_root = self.config.workspace_root.clone();
         // Unmounted first, or removing the workspaces would fail on their mountpoints.
         let _ = tokio::task::spawn_blocking(move || destroy_quota_images(&workspace_root)).await;
         let removed =
-            tokio::task::spawn_blocking(move || conductor_workspace::remove_tree(&agents_dir))
-                .await;
+            tokio::task::spawn_blocking(move || conductor_workspace::remove_tree(&slots_dir)).await;
         match removed {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "could not remove old workspaces"),
@@ -533,7 +530,7 @@ impl Scheduler {
                 slots.running.insert(
                     assignment.task_id,
                     Running {
-                        agent_id: assignment.agent_id.clone(),
+                        slot: assignment.agent_id.clone(),
                         execution: None,
                         cancelled: false,
                         interrupted: false,
@@ -589,19 +586,20 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Frees the task's agent; returns it.
+    /// Frees the task's slot; returns it.
     fn release(&self, id: TaskId) -> Option<String> {
         let mut slots = self.lock();
         let running = slots.running.remove(&id)?;
-        slots.idle.push(running.agent_id.clone());
+        slots.idle.push(running.slot.clone());
         let idle = slots.idle.len();
         drop(slots);
         self.idle_changed.send_replace(idle);
         self.wake();
-        Some(running.agent_id)
+        Some(running.slot)
     }
 
-    async fn put_agent(
+    /// Writes a slot's state to the store (at start and stop).
+    async fn put_slot(
         &self,
         id: &str,
         state: AgentState,
@@ -612,7 +610,7 @@ impl Scheduler {
                 id: id.to_owned(),
                 state,
                 task_id,
-                workspace_root: self.agent_root(id).display().to_string(),
+                workspace_root: self.slot_root(id).display().to_string(),
                 token_id: self.config.agent_tokens.get(id).cloned(),
                 updated_at: Timestamp::now(),
             })
@@ -748,23 +746,23 @@ impl Scheduler {
         }
     }
 
-    /// Where agent `id` keeps the fresh workspaces of its tasks.
-    fn agent_root(&self, id: &str) -> PathBuf {
-        agent_root(&self.config.workspace_root, id)
+    /// Where slot `id` keeps the fresh workspaces of its tasks.
+    fn slot_root(&self, id: &str) -> PathBuf {
+        slot_root(&self.config.workspace_root, id)
     }
 
-    /// Records an agent's state change (in memory; see [`Slots::agents`]).
-    fn record_agent(&self, id: &str, state: AgentState, task_id: Option<TaskId>) {
-        if let Some(agent) = self.lock().agents.get_mut(id) {
-            agent.state = state;
-            agent.task_id = task_id;
-            agent.updated_at = Timestamp::now();
+    /// Records a slot's state change (in memory; see [`Slots::states`]).
+    fn record_slot(&self, id: &str, state: AgentState, task_id: Option<TaskId>) {
+        if let Some(slot) = self.lock().states.get_mut(id) {
+            slot.state = state;
+            slot.task_id = task_id;
+            slot.updated_at = Timestamp::now();
         }
     }
 
-    /// Every agent as it is now.
+    /// Every slot as it is now (`GET /api/v1/agents`).
     pub fn agents(&self) -> Vec<Agent> {
-        self.lock().agents.values().cloned().collect()
+        self.lock().states.values().cloned().collect()
     }
 
     /// Stops a running task after the API recorded it as cancelled. `false` when it is not
@@ -778,8 +776,8 @@ impl Scheduler {
             running.cancelled = true;
             running.execution.clone()
         };
-        if let Some((execution_id, executor)) = execution {
-            if let Err(error) = executor.cancel(&execution_id).await {
+        if let Some((execution_id, step)) = execution {
+            if let Err(error) = step.cancel(&execution_id).await {
                 tracing::warn!(task = %id, %error, "cancelling the execution failed");
             }
         }
@@ -824,8 +822,8 @@ impl Scheduler {
                 if let Err(error) = self.interrupt_and_maybe_retry(id, reason, now).await {
                     tracing::error!(task = %id, %error, "could not record an interrupted task");
                 }
-                if let Some((execution_id, executor)) = execution {
-                    let _ = executor.cancel(&execution_id).await;
+                if let Some((execution_id, step)) = execution {
+                    let _ = step.cancel(&execution_id).await;
                 }
             }
             // Give the killed tasks a moment to record their last output.
@@ -838,10 +836,10 @@ impl Scheduler {
             })
             .await;
         }
-        let agents: Vec<String> = (1..=total).map(|n| format!("agent-{n}")).collect();
-        for agent in agents {
-            self.record_agent(&agent, AgentState::Offline, None);
-            let _ = self.put_agent(&agent, AgentState::Offline, None).await;
+        let slots: Vec<String> = (1..=total).map(|n| format!("agent-{n}")).collect();
+        for slot in slots {
+            self.record_slot(&slot, AgentState::Offline, None);
+            let _ = self.put_slot(&slot, AgentState::Offline, None).await;
         }
     }
 }
