@@ -5,10 +5,12 @@
 //! cancel, restart recovery and graceful shutdown. `run/` holds what happens to one task once a
 //! slot has it, as named stages; `admission.rs` what a task must pass to be queued.
 
+mod admission;
 mod builds;
 mod run;
 mod services;
 
+pub(crate) use admission::AdmissionError;
 pub use run::DISK_QUOTA_EXCEEDED;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -765,8 +767,33 @@ impl Scheduler {
         self.lock().states.values().cloned().collect()
     }
 
-    /// Stops a running task after the API recorded it as cancelled. `false` when it is not
-    /// running here.
+    /// Cancels a queued or running task: recorded through the state machine, then its
+    /// execution stopped when it runs here. Refused (`StoreError::Transition`) once finished.
+    pub async fn cancel_task(&self, id: TaskId) -> Result<Task, StoreError> {
+        let cancel = Transition::Cancel {
+            at: Timestamp::now(),
+        };
+        let task = self.store.transition(id, cancel).await?;
+        self.events.bump();
+        self.cancel(id).await;
+        Ok(task)
+    }
+
+    /// Deletes a finished task with its results, events and recorded diff. Refused while it
+    /// is queued or running (`StoreError::NotFinished`).
+    pub async fn delete_task(&self, id: TaskId) -> Result<(), StoreError> {
+        self.store.delete_task(id).await?;
+        let diff = crate::gitdiff::diff_path(&self.config.workspace_root, id);
+        if let Err(error) = tokio::fs::remove_file(&diff).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(task = %id, %error, "could not remove the task's recorded diff");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a running task after its cancel was recorded. `false` when it is not running
+    /// here.
     pub async fn cancel(&self, id: TaskId) -> bool {
         let execution = {
             let mut slots = self.lock();
