@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use conductor_core::{
-    can_retry, dispatch, Candidate, Capacity, Executor, Store, StoreError, Transition,
+    can_retry, dispatch, Assignment, Candidate, Capacity, Executor, Store, StoreError, Transition,
 };
 use conductor_types::{
     Agent, AgentState, Bytes, ExecutionId, ExecutionRequest, NetworkPolicy, Task, TaskId,
@@ -460,32 +460,54 @@ impl Scheduler {
         }
     }
 
+    /// Starts the queued tasks `core::dispatch` assigns to free slots.
     async fn dispatch_once(self: &Arc<Self>) -> Result<(), StoreError> {
-        let capacity = {
-            let slots = self.lock();
-            if slots.stopping || slots.idle.is_empty() {
-                return Ok(());
-            }
-            let used_cpus: f64 = slots.running.values().filter_map(|r| r.cpus).sum();
-            let used_memory: u64 = slots.running.values().filter_map(|r| r.memory).sum();
-            Capacity {
-                free_agents: slots.idle.iter().rev().cloned().collect(),
-                running: slots.running.len(),
-                concurrency_limit: self.config.concurrency.max(1),
-                cpus_free: self.config.cpus_budget.map(|b| (b - used_cpus).max(0.0)),
-                memory_free: self
-                    .config
-                    .memory_budget
-                    .map(|b| b.get().saturating_sub(used_memory)),
-                busy_workspaces: slots
-                    .running
-                    .values()
-                    .filter_map(|r| r.workspace.clone())
-                    .chain(slots.reserved.iter().cloned())
-                    .collect(),
-            }
+        let Some(capacity) = self.capacity() else {
+            return Ok(());
         };
         let fetch = (capacity.free_agents.len() as u32).saturating_mul(4) + 16;
+        let candidates = self.candidates(fetch).await?;
+        for assignment in dispatch(&candidates, &capacity) {
+            let Some(candidate) = candidates.iter().find(|c| c.id == assignment.task_id) else {
+                continue;
+            };
+            let Some(submitted) = self.claim(&assignment, candidate) else {
+                return Ok(());
+            };
+            self.start(&assignment, submitted).await?;
+        }
+        Ok(())
+    }
+
+    /// What the slots can take now; `None` when stopping or no slot is free.
+    fn capacity(&self) -> Option<Capacity> {
+        let slots = self.lock();
+        if slots.stopping || slots.idle.is_empty() {
+            return None;
+        }
+        let used_cpus: f64 = slots.running.values().filter_map(|r| r.cpus).sum();
+        let used_memory: u64 = slots.running.values().filter_map(|r| r.memory).sum();
+        Some(Capacity {
+            free_agents: slots.idle.iter().rev().cloned().collect(),
+            running: slots.running.len(),
+            concurrency_limit: self.config.concurrency.max(1),
+            cpus_free: self.config.cpus_budget.map(|b| (b - used_cpus).max(0.0)),
+            memory_free: self
+                .config
+                .memory_budget
+                .map(|b| b.get().saturating_sub(used_memory)),
+            busy_workspaces: slots
+                .running
+                .values()
+                .filter_map(|r| r.workspace.clone())
+                .chain(slots.reserved.iter().cloned())
+                .collect(),
+        })
+    }
+
+    /// The queued tasks to dispatch from: the known queue, or up to `fetch` read from the store
+    /// (which makes the view complete when the read found them all).
+    async fn candidates(&self, fetch: u32) -> Result<Vec<Candidate>, StoreError> {
         let known = {
             let queue = &mut self.lock().queue;
             // No more than a read would return: a longer queue is read a page at a time (and
@@ -498,7 +520,7 @@ impl Scheduler {
                 queue.generation,
             )
         };
-        let candidates: Vec<Candidate> = match known {
+        Ok(match known {
             (Some(candidates), _) => candidates,
             (None, generation) => {
                 // Only what dispatch needs: a started task comes back whole from the Start
@@ -512,80 +534,86 @@ impl Scheduler {
                 }
                 read
             }
+        })
+    }
+
+    /// Takes the assigned slot for the task (no longer queued, whether its start succeeds or
+    /// not); the task as submitted when the queue view held it. `None` when stopping.
+    fn claim(&self, assignment: &Assignment, candidate: &Candidate) -> Option<Option<Task>> {
+        let mut slots = self.lock();
+        if slots.stopping {
+            return None;
+        }
+        slots.idle.retain(|a| *a != assignment.agent_id);
+        slots
+            .queue
+            .candidates
+            .retain(|c| c.id != assignment.task_id);
+        let submitted = slots.queue.submitted.remove(&assignment.task_id);
+        slots.running.insert(
+            assignment.task_id,
+            Running {
+                slot: assignment.agent_id.clone(),
+                execution: None,
+                cancelled: false,
+                interrupted: false,
+                cpus: candidate.cpus,
+                memory: candidate.memory,
+                workspace: candidate.workspace.clone(),
+            },
+        );
+        Some(submitted)
+    }
+
+    /// Starts the claimed task through the store (without reading it back when `submitted`
+    /// holds it) and runs it; frees the slot again when the start is refused.
+    async fn start(
+        self: &Arc<Self>,
+        assignment: &Assignment,
+        submitted: Option<Task>,
+    ) -> Result<(), StoreError> {
+        let at = Timestamp::now();
+        let started = match &submitted {
+            Some(task) => self
+                .store
+                .start_known(task, &assignment.agent_id, at)
+                .await
+                .transpose(),
+            None => None,
         };
-        for assignment in dispatch(&candidates, &capacity) {
-            let Some(candidate) = candidates.iter().find(|c| c.id == assignment.task_id) else {
-                continue;
-            };
-            let submitted = {
-                let mut slots = self.lock();
-                if slots.stopping {
-                    return Ok(());
+        let started = match started {
+            Some(started) => started,
+            // Not held, or no longer as held: the store reads it (and says what changed).
+            None => {
+                let start = Transition::Start {
+                    agent_id: assignment.agent_id.clone(),
+                    at,
+                };
+                self.store.transition(assignment.task_id, start).await
+            }
+        };
+        match started {
+            Ok(task) => {
+                self.events.bump();
+                if let Some(started) = task.state.started_at {
+                    let waited = started.millis_since(task.state.queued_at);
+                    self.metrics
+                        .dispatch_latency
+                        .observe(Duration::from_millis(waited));
                 }
-                slots.idle.retain(|a| *a != assignment.agent_id);
-                // Started or refused below: in either case no longer queued.
-                slots
-                    .queue
-                    .candidates
-                    .retain(|c| c.id != assignment.task_id);
-                let submitted = slots.queue.submitted.remove(&assignment.task_id);
-                slots.running.insert(
-                    assignment.task_id,
-                    Running {
-                        slot: assignment.agent_id.clone(),
-                        execution: None,
-                        cancelled: false,
-                        interrupted: false,
-                        cpus: candidate.cpus,
-                        memory: candidate.memory,
-                        workspace: candidate.workspace.clone(),
-                    },
-                );
-                submitted
-            };
-            let at = Timestamp::now();
-            let started = match &submitted {
-                Some(task) => self
-                    .store
-                    .start_known(task, &assignment.agent_id, at)
-                    .await
-                    .transpose(),
-                None => None,
-            };
-            let started = match started {
-                Some(started) => started,
-                // Not held, or no longer as held: the store reads it (and says what changed).
-                None => {
-                    let start = Transition::Start {
-                        agent_id: assignment.agent_id.clone(),
-                        at,
-                    };
-                    self.store.transition(assignment.task_id, start).await
-                }
-            };
-            match started {
-                Ok(task) => {
-                    self.events.bump();
-                    if let Some(started) = task.state.started_at {
-                        let waited = started.millis_since(task.state.queued_at);
-                        self.metrics
-                            .dispatch_latency
-                            .observe(Duration::from_millis(waited));
-                    }
-                    let scheduler = Arc::clone(self);
-                    tokio::spawn(async move { scheduler.run_task(task).await });
-                }
-                Err(error) => {
-                    self.release(assignment.task_id);
-                    match error {
-                        // Cancelled between the queue read and the start.
-                        StoreError::Transition(_) | StoreError::TaskNotFound(_) => {}
-                        other => return Err(other),
-                    }
+                let scheduler = Arc::clone(self);
+                tokio::spawn(async move { scheduler.run_task(task).await });
+                Ok(())
+            }
+            Err(error) => {
+                self.release(assignment.task_id);
+                match error {
+                    // Cancelled between the queue read and the start.
+                    StoreError::Transition(_) | StoreError::TaskNotFound(_) => Ok(()),
+                    other => Err(other),
                 }
             }
         }
-        Ok(())
     }
 
     /// Frees the task's slot; returns it.
