@@ -20,7 +20,8 @@ pub use executor::{EventSender, Executor, ExecutorError};
 pub use lifecycle::{apply, can_retry, Transition, TransitionError};
 pub use limits::{apply_limits, unlimited, LimitError, LimitPolicy, LimitSet};
 pub use plan::{
-    check_supported, plan, HostContext, PlanError, PlanTarget, SANDBOX_PATH, SANDBOX_WORKSPACE,
+    check_supported, missing_capability, plan, HostContext, PlanError, PlanTarget, SANDBOX_PATH,
+    SANDBOX_WORKSPACE,
 };
 pub use redact::{LineAssembler, OutputBudget, Redactor, REDACTED};
 pub use services::{RunningService, ServiceRunner, ServiceSet};

@@ -135,12 +135,13 @@ pub fn plan(
     })
 }
 
-/// Refuses a request that asks for something `capabilities` does not declare, naming it.
-pub fn check_supported(
+/// The first capability `request` needs that `capabilities` does not declare, with how a
+/// message names it (`a memory limit`, `network policy full`); `None` when it has them all.
+/// Limits are looked at before the network, then services.
+pub fn missing_capability(
     request: &ExecutionRequest,
-    executor: &'static str,
     capabilities: &ExecutorCapabilities,
-) -> Result<(), ExecutorError> {
+) -> Option<(Capability, &'static str)> {
     let limits = &request.limits;
     let network = match request.network {
         NetworkPolicy::None => Some((Capability::NetworkNone, "network policy none")),
@@ -166,15 +167,25 @@ pub fn check_supported(
             .as_ref()
             .map(|_| (Capability::Services, "running services")),
     ];
-    for (capability, what) in wanted.into_iter().flatten() {
-        if !capabilities.supports(capability) {
-            return Err(ExecutorError::Unsupported {
-                executor,
-                what: what.to_owned(),
-            });
-        }
+    wanted
+        .into_iter()
+        .flatten()
+        .find(|(capability, _)| !capabilities.supports(*capability))
+}
+
+/// Refuses a request that asks for something `capabilities` does not declare, naming it.
+pub fn check_supported(
+    request: &ExecutionRequest,
+    executor: &'static str,
+    capabilities: &ExecutorCapabilities,
+) -> Result<(), ExecutorError> {
+    match missing_capability(request, capabilities) {
+        Some((_, what)) => Err(ExecutorError::Unsupported {
+            executor,
+            what: what.to_owned(),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn validate_argv(argv: &[String]) -> Result<(), PlanError> {

@@ -13,12 +13,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use conductor_core::{
-    can_retry, check_supported, validate_request, ExecutorError, TaskQuery, Transition,
-};
+use conductor_core::{can_retry, ExecutorError, TaskQuery};
 use conductor_types::{
-    ApiErrorBody, Capability, CreatedToken, EventId, ExecutionRequest, LimitName, Slot, Task,
-    TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest, TaskStatus, Timestamp, TokenInfo,
+    ApiErrorBody, CreatedToken, EventId, Slot, Task, TaskEvent, TaskEventKind, TaskId, TaskPage,
+    TaskRequest, TaskStatus, Timestamp, TokenInfo,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -61,140 +59,8 @@ pub async fn create_task(
     Extension(caller): Extension<Caller>,
     body: Body,
 ) -> Result<Response, AppError> {
-    let mut request: TaskRequest = read_json(body, state.body_limit()).await?;
-    let scheduler = state.scheduler();
-    // `environments` defined in the request, or one built since the server started.
-    let resolved =
-        crate::environments::resolve_request(scheduler, &mut request, caller.0.admin).await?;
-    let mut known = scheduler.environments();
-    for name in &resolved.extra_names {
-        if !known.contains(&name.as_str()) {
-            known.push(name);
-        }
-    }
-    if request.network.is_none() {
-        let environment = request
-            .environment
-            .as_deref()
-            .unwrap_or(conductor_core::DEFAULT_ENVIRONMENT);
-        request.network = Some(scheduler.config().default_network.of(environment));
-    }
-    let validated = validate_request(request, &known)?;
-    let mut spec = validated.spec;
-    if spec.agent.is_some() {
-        return Err(AppError::NotSupported {
-            field: "task_type".into(),
-            message: "agent tasks are not supported yet by this server".into(),
-        });
-    }
-    if let Some(git) = &spec.git {
-        conductor_workspace::check_source(&git.repository, &scheduler.config().git.allow_local)
-            .map_err(|e| AppError::RepositoryNotAllowed(e.to_string()))?;
-    }
-    spec.inline_environment = resolved.inline;
-    if spec.workspace.is_none() {
-        spec.workspace
-            .clone_from(&scheduler.config().default_workspace);
-    }
-    // Server limits: refuse what is above `[limits.max]`, fill in `[limits.default]`.
-    spec.defaults_applied =
-        apply_server_limits(&mut spec, scheduler.config(), resolved.executor.as_deref())?;
-    if let Some(executor) = &resolved.executor {
-        let mut probe = ExecutionRequest::new(vec!["true".into()], "/".into());
-        probe.limits = spec.resources.clone();
-        if scheduler.config().disk_quotas {
-            // The scheduler enforces it, whatever the executor.
-            probe.limits.disk = None;
-        }
-        probe.network = spec.network.clone();
-        if let Err(error) = check_supported(&probe, executor.name(), &executor.capabilities()) {
-            let field = match &error {
-                ExecutorError::Unsupported { what, .. } if what.starts_with("network") => "network",
-                _ => "resources",
-            };
-            return Err(AppError::NotSupported {
-                field: field.to_owned(),
-                message: format!("{error} (environment {:?})", spec.environment),
-            });
-        }
-    }
-    if !spec.services.is_empty() {
-        let executor = resolved.executor.as_ref();
-        match executor.and_then(|e| e.services()) {
-            Some(runner) => runner
-                .check(&spec.services)
-                .map_err(|error| AppError::InvalidField {
-                    field: "services".to_owned(),
-                    message: error.to_string(),
-                })?,
-            None => {
-                return Err(AppError::NotSupported {
-                    field: "services".to_owned(),
-                    message: format!(
-                        "services are not supported by the {} executor of environment {:?}: run it on docker or podman ([environments.{}] executor = \"docker\")",
-                        executor.map_or("missing", |e| e.name()),
-                        spec.environment,
-                        spec.environment
-                    ),
-                })
-            }
-        }
-    }
-    let config = scheduler.config();
-    // A named workspace's quota is checked against it when the workspace is resolved.
-    if let (true, Some(disk)) = (config.disk_quotas, spec.resources.disk) {
-        if disk.get() < conductor_workspace::MIN_QUOTA_BYTES {
-            return Err(AppError::InvalidField {
-                field: "resources.disk".to_owned(),
-                message: format!(
-                    "{disk} is below the smallest disk quota, {}",
-                    conductor_types::Bytes(conductor_workspace::MIN_QUOTA_BYTES)
-                ),
-            });
-        }
-    }
-    if let (Some(budget), Some(cpus)) = (config.cpus_budget, spec.resources.cpus) {
-        if cpus.get() > budget {
-            return Err(AppError::InvalidField {
-                field: "resources.cpus".to_owned(),
-                message: format!("asks for {cpus} cores but the server hands out at most {budget}"),
-            });
-        }
-    }
-    if let (Some(budget), Some(memory)) = (config.memory_budget, spec.resources.memory) {
-        if memory > budget {
-            return Err(AppError::InvalidField {
-                field: "resources.memory".to_owned(),
-                message: format!("asks for {memory} but the server hands out at most {budget}"),
-            });
-        }
-    }
-    // A task names its workspace by id or name (a new name creates it, `keep`, owned by the
-    // caller, with the task's disk quota); the spec keeps the name, which is its directory.
-    // Resolved last, so a refused request creates nothing.
-    if let Some(given) = spec.workspace.take() {
-        let disk = spec.resources.disk.filter(|_| config.disk_quotas);
-        let found =
-            crate::workspaces::resolve_for_task(&state, "workspace", &given, &caller.0.id, disk)
-                .await?;
-        spec.workspace = Some(found.name);
-        // What bounds the task's disk is its workspace's quota: say so in the task.
-        if let (None, Some(quota)) = (spec.resources.disk, found.disk) {
-            spec.resources.disk = Some(quota);
-            spec.defaults_applied.push(conductor_types::LimitName::Disk);
-        }
-    }
-    let task = state
-        .store()
-        .create_task(
-            TaskId::random(),
-            &spec,
-            &validated.secrets,
-            Timestamp::now(),
-        )
-        .await?;
-    state.events().bump();
-    scheduler.submitted(&task);
+    let request: TaskRequest = read_json(body, state.body_limit()).await?;
+    let task = state.scheduler().submit(request, &caller.0).await?;
     let location = format!("/api/v1/tasks/{}", task.id);
     Ok((
         StatusCode::CREATED,
@@ -202,37 +68,6 @@ pub async fn create_task(
         Json(task),
     )
         .into_response())
-}
-
-/// Applies the server's limit policy to `spec`: a default only where the task's executor (or, for
-/// the disk of a fresh workspace, the scheduler's quotas) can enforce it.
-fn apply_server_limits(
-    spec: &mut conductor_types::TaskSpec,
-    config: &crate::SchedulerConfig,
-    executor: Option<&dyn conductor_core::Executor>,
-) -> Result<Vec<LimitName>, AppError> {
-    let capabilities = executor.map(|e| e.capabilities());
-    let supports = |capability| {
-        capabilities
-            .as_ref()
-            .is_some_and(|c| c.supports(capability))
-    };
-    let fresh_workspace = spec.workspace.is_none();
-    let enforceable = |limit| match limit {
-        LimitName::Memory => supports(Capability::MemoryLimit),
-        LimitName::Cpus => supports(Capability::CpuLimit),
-        LimitName::Pids => supports(Capability::PidsLimit),
-        // A named workspace has its own quota, set when it was made.
-        LimitName::Disk => {
-            fresh_workspace && (config.disk_quotas || supports(Capability::DiskLimit))
-        }
-        LimitName::Timeout => true,
-    };
-    Ok(conductor_core::apply_limits(
-        spec,
-        &config.limits,
-        enforceable,
-    )?)
 }
 
 /// `POST /tasks`: the same as `POST /api/v1/tasks`, where seed 001's curl examples send it.
@@ -334,18 +169,7 @@ pub async fn cancel_task(
     Path(id): Path<String>,
 ) -> Result<Json<Task>, AppError> {
     let id = parse_id(&id)?;
-    let task = state
-        .store()
-        .transition(
-            id,
-            Transition::Cancel {
-                at: Timestamp::now(),
-            },
-        )
-        .await?;
-    state.events().bump();
-    state.scheduler().cancel(id).await;
-    Ok(Json(task))
+    Ok(Json(state.scheduler().cancel_task(id).await?))
 }
 
 /// `DELETE /api/v1/tasks/{id}`: 204; 409 while the task is queued or running.
@@ -357,13 +181,7 @@ pub async fn delete_task(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let id = parse_id(&id)?;
-    state.store().delete_task(id).await?;
-    let diff = crate::gitdiff::diff_path(&state.scheduler().config().workspace_root, id);
-    if let Err(error) = tokio::fs::remove_file(&diff).await {
-        if error.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(task = %id, %error, "could not remove the task's recorded diff");
-        }
-    }
+    state.scheduler().delete_task(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

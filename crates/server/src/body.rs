@@ -63,7 +63,7 @@ mod tests {
         );
         assert_eq!(
             error(r#"{"commands": ["ls"], "colour": 1}"#),
-            "invalid_field colour: unknown field `colour`, expected one of `task_type`, `description`, `environment`, `commands`, `continue_on_error`, `resources`, `network`, `timeout`, `env`, `secrets`, `workspace`, `git`, `priority`, `labels`, `retries`, `services`, `environments` at line 1 column 29"
+            "invalid_field colour: unknown field `colour`, expected one of `task_type`, `description`, `environment`, `commands`, `continue_on_error`, `resources`, `network`, `timeout`, `env`, `secrets`, `workspace`, `git`, `priority`, `labels`, `retries`, `services`, `environments`, `agent`, `budget`, `files` at line 1 column 29"
         );
         assert_eq!(
             error(r#"{"commands": "ls"}"#),

@@ -5,7 +5,7 @@
 //! first command, and environments built (`conductor env build`) after the server started,
 //! found when a task names them.
 //!
-//! [`resolve_request`] is the submission side; `scheduler/prepare.rs` the run side.
+//! [`resolve_request`] is the submission side; `scheduler/builds.rs` the run side.
 
 use std::sync::Arc;
 
@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use conductor_core::{Executor, DEFAULT_ENVIRONMENT};
 use conductor_types::{EnvironmentDefinition, InlineEnvironment, TaskRequest};
 
-use crate::{AppError, Scheduler};
+use crate::scheduler::AdmissionError;
+use crate::Scheduler;
 
 /// Most environments one request may define.
 pub const MAX_DEFINITIONS: usize = 16;
@@ -80,7 +81,7 @@ pub(crate) async fn resolve_request(
     scheduler: &Scheduler,
     request: &mut TaskRequest,
     admin: bool,
-) -> Result<Resolved, AppError> {
+) -> Result<Resolved, AdmissionError> {
     let definitions = request.environments.take().unwrap_or_default();
     let wanted = request
         .environment
@@ -91,18 +92,18 @@ pub(crate) async fn resolve_request(
         return resolve_named(scheduler, wanted).await;
     }
     if !admin {
-        return Err(AppError::Forbidden(
+        return Err(AdmissionError::Forbidden(
             "environments: defining an environment needs an admin token: its RUN steps run as root on the server while it is built (in a chroot, not a sandbox); have it built with `conductor env build NAME --dockerfile PATH` and name it in `environment`".to_owned(),
         ));
     }
     let Some(port) = port else {
-        return Err(AppError::NotSupported {
+        return Err(AdmissionError::NotSupported {
             field: "environments".to_owned(),
             message: "environments defined in a request are not supported yet by this server (it has no environment builder)".to_owned(),
         });
     };
     if definitions.len() > MAX_DEFINITIONS {
-        return Err(AppError::InvalidField {
+        return Err(AdmissionError::InvalidField {
             field: "environments".to_owned(),
             message: format!("at most {MAX_DEFINITIONS} environments per request"),
         });
@@ -114,13 +115,13 @@ pub(crate) async fn resolve_request(
             .iter()
             .any(|d| d.name == definition.name)
         {
-            return Err(AppError::InvalidField {
+            return Err(AdmissionError::InvalidField {
                 field,
                 message: format!("environment {:?} is defined twice", definition.name),
             });
         }
         if definition.name == DEFAULT_ENVIRONMENT {
-            return Err(AppError::EnvironmentConflict {
+            return Err(AdmissionError::EnvironmentConflict {
                 field,
                 message: format!(
                     "environment name {DEFAULT_ENVIRONMENT:?} is reserved (the host's own filesystem): give the definition another name"
@@ -128,11 +129,11 @@ pub(crate) async fn resolve_request(
             });
         }
         let defined = port.define(definition).map_err(|error| match error {
-            DefineError::Invalid(message) => AppError::InvalidDockerfile {
+            DefineError::Invalid(message) => AdmissionError::InvalidDockerfile {
                 field: field.clone(),
                 message,
             },
-            DefineError::Conflict(message) => AppError::EnvironmentConflict {
+            DefineError::Conflict(message) => AdmissionError::EnvironmentConflict {
                 field: field.clone(),
                 message,
             },
@@ -148,7 +149,7 @@ pub(crate) async fn resolve_request(
     let executor = port
         .executor(&inline)
         .await
-        .map_err(|reason| AppError::InvalidField {
+        .map_err(|reason| AdmissionError::InvalidField {
             field: "environment".to_owned(),
             message: reason,
         })?;
@@ -161,7 +162,7 @@ pub(crate) async fn resolve_request(
 
 /// An environment the request names without defining it: the server's own, or one built
 /// after the server started.
-async fn resolve_named(scheduler: &Scheduler, wanted: &str) -> Result<Resolved, AppError> {
+async fn resolve_named(scheduler: &Scheduler, wanted: &str) -> Result<Resolved, AdmissionError> {
     if let Some(executor) = scheduler.executor(wanted) {
         return Ok(Resolved {
             executor: Some(Arc::clone(executor)),
@@ -182,7 +183,7 @@ async fn resolve_named(scheduler: &Scheduler, wanted: &str) -> Result<Resolved, 
             extra_names: port.built_names().await,
             ..Resolved::default()
         }),
-        Err(reason) => Err(AppError::InvalidField {
+        Err(reason) => Err(AdmissionError::InvalidField {
             field: "environment".to_owned(),
             message: reason,
         }),

@@ -7,6 +7,9 @@ use axum::Json;
 use conductor_core::{SpecError, StoreError};
 use conductor_types::{ApiError, ApiErrorBody};
 
+use crate::scheduler::AdmissionError;
+use crate::workspaces::domain::WorkspaceError;
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -163,6 +166,55 @@ impl From<StoreError> for AppError {
             StoreError::Backend { .. } | StoreError::Corrupt { .. } => {
                 Self::Internal(error.to_string())
             }
+        }
+    }
+}
+
+impl From<WorkspaceError> for AppError {
+    fn from(error: WorkspaceError) -> Self {
+        match error {
+            WorkspaceError::InvalidField { field, message } => {
+                Self::InvalidField { field, message }
+            }
+            WorkspaceError::NotSupported { field, message } => {
+                Self::NotSupported { field, message }
+            }
+            WorkspaceError::LimitExceeded(error) => Self::LimitExceeded { error },
+            WorkspaceError::Store(error) => error.into(),
+            setup @ WorkspaceError::Setup { .. } => Self::Internal(setup.to_string()),
+        }
+    }
+}
+
+impl From<AdmissionError> for AppError {
+    fn from(error: AdmissionError) -> Self {
+        use AdmissionError as E;
+        // The typed checks' messages leave their field out: it is named here.
+        let text = error.to_string();
+        let invalid = |field: &str| Self::InvalidField {
+            field: field.to_owned(),
+            message: text.clone(),
+        };
+        match error {
+            E::Forbidden(message) => Self::Forbidden(message),
+            E::InvalidField { field, message } => Self::InvalidField { field, message },
+            E::NotSupported { field, message } => Self::NotSupported { field, message },
+            E::InvalidDockerfile { field, message } => Self::InvalidDockerfile { field, message },
+            E::EnvironmentConflict { field, message } => {
+                Self::EnvironmentConflict { field, message }
+            }
+            E::Spec(error) => error.into(),
+            E::Limit(error) => error.into(),
+            E::RepositoryNotAllowed(message) => Self::RepositoryNotAllowed(message),
+            E::Unsupported { field, .. } => Self::NotSupported {
+                field: field.to_owned(),
+                message: text,
+            },
+            E::DiskBelowMinimum { .. } => invalid("resources.disk"),
+            E::CpusOverBudget { .. } => invalid("resources.cpus"),
+            E::MemoryOverBudget { .. } => invalid("resources.memory"),
+            E::Workspace(error) => error.into(),
+            E::Store(error) => error.into(),
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 
@@ -20,17 +20,14 @@ use conductor_workspace::{
     self as cw, AtomicWriter, ConfineError, FileEntry, FileError, FileKind, TarUploadOptions,
     UploadOptions,
 };
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
-use crate::workspaces::{blocking, workspace_dir, ChunkReader, ChunkWriter, STREAM_CHUNKS};
+use crate::stream::{blocking, stream_body, with_body_reader};
+use crate::workspaces::workspace_dir;
 use crate::{AppError, AppState};
 
 /// Largest file or tar upload by default: 1 GiB.
 pub const DEFAULT_UPLOAD_LIMIT: u64 = 1024 * 1024 * 1024;
-/// Size of the chunks a download is sent in.
-const DOWNLOAD_CHUNK: usize = 64 * 1024;
 
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -211,61 +208,6 @@ fn write_error(error: std::io::Error, path: &str, limit: u64) -> AppError {
         return too_large(limit);
     }
     io_error(&error, format!("writing {path:?}: {error}"))
-}
-
-/// Streams what `work` writes (on the blocking pool) as a response body.
-pub(crate) fn stream_body(
-    work: impl FnOnce(&mut dyn Write) -> Result<(), String> + Send + 'static,
-) -> Body {
-    let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
-    tokio::task::spawn_blocking(move || {
-        let mut out =
-            std::io::BufWriter::with_capacity(DOWNLOAD_CHUNK, ChunkWriter::new(tx.clone()));
-        let finished = work(&mut out).and_then(|()| out.flush().map_err(|e| e.to_string()));
-        if let Err(error) = finished {
-            tracing::warn!(%error, "streaming a download failed");
-            let _ = tx.blocking_send(Err(std::io::Error::other(error)));
-        }
-    });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    }))
-}
-
-/// Sends the request body to `work` (on the blocking pool) as a reader, and returns its result.
-pub(crate) async fn with_body_reader<T: Send + 'static>(
-    body: Body,
-    work: impl FnOnce(ChunkReader) -> T + Send + 'static,
-) -> Result<T, AppError> {
-    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_CHUNKS);
-    let reading = tokio::task::spawn_blocking(move || work(ChunkReader::new(rx)));
-    let mut stream = body.into_data_stream();
-    let mut failed = None;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(chunk) => {
-                if tx.send(chunk).await.is_err() {
-                    // The reader stopped (refused or done): its result says why.
-                    break;
-                }
-            }
-            Err(error) => {
-                failed = Some(error.to_string());
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let result = reading
-        .await
-        .map_err(|e| AppError::Internal(format!("a blocking task failed: {e}")))?;
-    match failed {
-        Some(error) => Err(AppError::BadRequest {
-            code: "invalid_body",
-            message: format!("reading the request body failed: {error}"),
-        }),
-        None => Ok(result),
-    }
 }
 
 /// `GET /api/v1/workspaces/{id}/files`: the root's listing (or tar).

@@ -20,7 +20,7 @@ use conductor_workspace::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::workspaces::blocking;
+use crate::stream::blocking;
 use crate::{AppError, AppState};
 
 /// `[git]`: what tasks may clone, and where the clones run.

@@ -20,6 +20,7 @@ mod metrics;
 pub mod openapi;
 mod scheduler;
 mod serve;
+mod stream;
 mod workspaces;
 
 use std::sync::Arc;

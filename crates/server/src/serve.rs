@@ -172,7 +172,7 @@ impl Server {
         // Recovery removed `agents/` (the previous run's fresh workspaces): private again.
         make_private(home, &private, &config.workspace_users)?;
         // Named workspaces with a disk quota are mounted for as long as the server runs.
-        crate::workspaces::mount_named_quotas(&scheduler).await;
+        scheduler.workspaces().mount_quotas().await;
         if !recovered.is_empty() {
             tracing::warn!(
                 count = recovered.len(),
@@ -246,7 +246,7 @@ impl Server {
         self.scheduler.shutdown(self.grace).await;
         self.dispatch_loop.abort();
         self.sweep_loop.abort();
-        crate::workspaces::unmount_named_quotas(&self.scheduler).await;
+        self.scheduler.workspaces().unmount_quotas().await;
         let _ = self.stop_http.send(());
         let mut http = self.http;
         if tokio::time::timeout(Duration::from_secs(2), &mut http)

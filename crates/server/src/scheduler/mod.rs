@@ -1,14 +1,16 @@
 //! The scheduler loop: the I/O half of scheduling. It asks core which queued tasks go to which
-//! agents ([`conductor_core::dispatch`]), starts them through the store's state machine, runs each
+//! execution slots ([`conductor_core::dispatch`]), starts them through the store's state machine, runs each
 //! task's commands on its environment's executor (deciding each next step with
 //! [`conductor_core::next_step`]), stores output (redacted) and results as events, and handles
-//! cancel, restart recovery and graceful shutdown. `run.rs` holds what happens to one task once an
-//! agent has it.
+//! cancel, restart recovery and graceful shutdown. `run/` holds what happens to one task once a
+//! slot has it, as named stages; `admission.rs` what a task must pass to be queued.
 
-mod prepare;
+mod admission;
+mod builds;
 mod run;
 mod services;
 
+pub(crate) use admission::AdmissionError;
 pub use run::DISK_QUOTA_EXCEEDED;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use conductor_core::{
-    can_retry, dispatch, Candidate, Capacity, Executor, Store, StoreError, Transition,
+    can_retry, dispatch, Assignment, Candidate, Capacity, Executor, Store, StoreError, Transition,
 };
 use conductor_types::{
     Bytes, ExecutionId, ExecutionRequest, NetworkPolicy, Slot, SlotState, Task, TaskId, TaskStatus,
@@ -27,22 +29,22 @@ use tokio::sync::{watch, Notify};
 
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::workspaces::domain::Workspaces;
 
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Execution slots: `agent-1` … `agent-N` (ids, token files and workspace directories kept
-    /// the slots' old name).
+    /// Execution slots (the API still calls them agents): `agent-1` … `agent-N`.
     pub slots: usize,
-    /// Most tasks running at once (at most `slots` take effect).
+    /// Most tasks running at once (at most `agents` slots take effect).
     pub concurrency: usize,
-    /// Where workspaces live: `agents/<agent>/<task id>` (fresh, removed after the task) and
+    /// Where workspaces live: `agents/<slot>/<task id>` (fresh, removed after the task) and
     /// `named/<name>`.
     pub workspace_root: PathBuf,
     /// Root of the snapshot store (content-addressed blobs and manifests): `$CONDUCTOR_HOME/snapshots`.
     pub snapshot_root: PathBuf,
     /// Whether the scheduler enforces `resources.disk` itself: a task's fresh workspace is a
-    /// loop-mounted ext4 image of that size (`quota/<agent>/<task>.img`), so the task gets
+    /// loop-mounted ext4 image of that size (`quota/<slot>/<task>.img`), so the task gets
     /// `ENOSPC` and `disk_quota_exceeded`. Needs root; `Server::start` turns it on as root.
     pub disk_quotas: bool,
     /// Bytes of each stream an executor keeps in memory before spooling.
@@ -55,7 +57,7 @@ pub struct SchedulerConfig {
     pub cpus_budget: Option<f64>,
     /// Memory handed out to running tasks at most (`None`: not budgeted).
     pub memory_budget: Option<Bytes>,
-    /// Each agent's own token id (see `auth::ensure_slot_tokens`), listed with the agent.
+    /// Each slot's own token id (see `auth::ensure_slot_tokens`), listed with the slot.
     pub slot_tokens: BTreeMap<String, String>,
     /// The named workspace of tasks that name none (`None`: a fresh one per task).
     pub default_workspace: Option<String>,
@@ -80,7 +82,7 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// Defaults for workspaces under `workspace_root`: 2 agents, concurrency 2.
+    /// Defaults for workspaces under `workspace_root`: 2 slots, concurrency 2.
     pub fn new(workspace_root: PathBuf) -> Self {
         // Beside the workspace root (`$CONDUCTOR_HOME/snapshots` for the default layout).
         let snapshot_root = workspace_root.parent().map_or_else(
@@ -131,12 +133,12 @@ impl DefaultNetwork {
     }
 }
 
-/// `<workspace_root>/quota/<agent>/<task>.img`: the disk-quota image of a task's fresh
-/// workspace `<workspace_root>/agents/<agent>/<task>`.
-fn quota_image(workspace_root: &std::path::Path, agent: &str, task: TaskId) -> PathBuf {
+/// `<workspace_root>/quota/<slot>/<task>.img`: the disk-quota image of a task's fresh
+/// workspace `<workspace_root>/agents/<slot>/<task>`.
+fn quota_image(workspace_root: &std::path::Path, slot: &str, task: TaskId) -> PathBuf {
     workspace_root
         .join("quota")
-        .join(agent)
+        .join(slot)
         .join(format!("{task}.img"))
 }
 
@@ -144,11 +146,11 @@ fn quota_image(workspace_root: &std::path::Path, agent: &str, task: TaskId) -> P
 /// before the fresh workspaces they were mounted on are removed.
 fn destroy_quota_images(workspace_root: &std::path::Path) {
     let root = workspace_root.join("quota");
-    let Ok(agents) = std::fs::read_dir(&root) else {
+    let Ok(slots) = std::fs::read_dir(&root) else {
         return;
     };
-    for agent in agents.flatten() {
-        let Ok(images) = std::fs::read_dir(agent.path()) else {
+    for slot in slots.flatten() {
+        let Ok(images) = std::fs::read_dir(slot.path()) else {
             continue;
         };
         for image in images.flatten() {
@@ -157,7 +159,7 @@ fn destroy_quota_images(workspace_root: &std::path::Path) {
                 continue;
             };
             let mountpoint =
-                slot_root(workspace_root, &agent.file_name().to_string_lossy()).join(task);
+                slot_root(workspace_root, &slot.file_name().to_string_lossy()).join(task);
             let destroyed = conductor_workspace::QuotaFs::open(&path, &mountpoint)
                 .and_then(conductor_workspace::QuotaFs::destroy);
             if let Err(error) = destroyed {
@@ -167,18 +169,18 @@ fn destroy_quota_images(workspace_root: &std::path::Path) {
     }
 }
 
-/// `<workspace_root>/agents/<id>`: agent `id`'s own workspace root.
+/// `<workspace_root>/agents/<id>`: slot `id`'s own workspace root.
 fn slot_root(workspace_root: &std::path::Path, id: &str) -> PathBuf {
     workspace_root.join("agents").join(id)
 }
 
-/// The execution a running task is in, and the executor that can cancel it.
-type CurrentExecution = Option<(ExecutionId, Arc<dyn Executor>)>;
+/// The execution a running task is in, and the step that can cancel it.
+type CurrentExecution = Option<(ExecutionId, Arc<dyn run::RunStep>)>;
 
-/// A task an agent is running.
+/// A task a slot is running.
 #[derive(Debug)]
 struct Running {
-    slot_id: String,
+    slot: String,
     execution: CurrentExecution,
     cancelled: bool,
     interrupted: bool,
@@ -194,17 +196,17 @@ struct Slots {
     /// Named workspaces held by the API (restore, delete): no task starts in them meanwhile.
     reserved: HashSet<String>,
     stopping: bool,
-    /// Live agent states (the store gets them at start and stop only: they are this
+    /// Live slot states (the store gets them at start and stop only: they are this
     /// process's slots, and writing each change would cost two writes per task).
-    agents: BTreeMap<String, Slot>,
+    states: BTreeMap<String, Slot>,
     /// The queue, when this process knows all of it.
     queue: QueueView,
 }
 
 /// What the dispatcher knows of the queue without reading the store. After a read that found
 /// the whole queue, tasks submitted through the API are added here ([`Scheduler::submitted`]),
-/// so a task submitted to a server with a free agent starts without a queue read. Anything else
-/// that may queue a task (a retry, recovery, a freed agent or workspace, the poll) forgets it,
+/// so a task submitted to a server with a free slot starts without a queue read. Anything else
+/// that may queue a task (a retry, recovery, a freed slot or workspace, the poll) forgets it,
 /// and the next dispatch reads the store. A task cancelled meanwhile may still be listed: its
 /// `Start` transition is refused, as after a read.
 #[derive(Debug, Default)]
@@ -258,7 +260,7 @@ impl Drop for WorkspaceReservation {
     }
 }
 
-/// Runs queued tasks on agents. Cheap to share (`Arc`).
+/// Runs queued tasks on execution slots. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct Scheduler {
     store: Arc<dyn Store>,
@@ -270,7 +272,7 @@ pub struct Scheduler {
     idle_changed: watch::Sender<usize>,
     metrics: Metrics,
     /// Builds of request-defined environments in progress.
-    builds: Arc<prepare::Builds>,
+    builds: Arc<builds::Builds>,
 }
 
 impl Scheduler {
@@ -281,7 +283,7 @@ impl Scheduler {
         config: SchedulerConfig,
         events: EventBus,
     ) -> Arc<Self> {
-        let agents = (1..=config.slots.max(1))
+        let idle = (1..=config.slots.max(1))
             .rev()
             .map(|n| format!("agent-{n}"))
             .collect();
@@ -289,7 +291,7 @@ impl Scheduler {
         let live = (1..=config.slots.max(1))
             .map(|n| {
                 let id = format!("agent-{n}");
-                let agent = Slot {
+                let slot = Slot {
                     id: id.clone(),
                     state: SlotState::Idle,
                     task_id: None,
@@ -297,7 +299,7 @@ impl Scheduler {
                     token_id: config.slot_tokens.get(&id).cloned(),
                     updated_at: now,
                 };
-                (id, agent)
+                (id, slot)
             })
             .collect();
         Arc::new(Self {
@@ -307,11 +309,11 @@ impl Scheduler {
             events,
             wake: Notify::new(),
             slots: Mutex::new(Slots {
-                idle: agents,
+                idle,
                 running: HashMap::new(),
                 reserved: HashSet::new(),
                 stopping: false,
-                agents: live,
+                states: live,
                 queue: QueueView::default(),
             }),
             idle_changed: watch::channel(0).0,
@@ -387,23 +389,22 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
-    /// Records the agents as idle and ends tasks a previous run left `running`: they become
+    /// Records the slots as idle and ends tasks a previous run left `running`: they become
     /// `interrupted` with the reason, and go back to the queue when their retries allow.
     pub async fn recover(&self) -> Result<Vec<TaskId>, StoreError> {
         let now = Timestamp::now();
-        let agents: Vec<String> = self.lock().idle.clone();
-        for id in agents {
+        let slots: Vec<String> = self.lock().idle.clone();
+        for id in slots {
             self.put_slot(&id, SlotState::Idle, None).await?;
         }
         // No task runs yet: fresh workspaces still on disk were left by tasks the previous run
         // did not finish or had not removed yet. A retried task starts in a new, empty one.
-        let agents_dir = self.config.workspace_root.join("agents");
+        let slots_dir = self.config.workspace_root.join("agents");
         let workspace_root = self.config.workspace_root.clone();
         // Unmounted first, or removing the workspaces would fail on their mountpoints.
         let _ = tokio::task::spawn_blocking(move || destroy_quota_images(&workspace_root)).await;
         let removed =
-            tokio::task::spawn_blocking(move || conductor_workspace::remove_tree(&agents_dir))
-                .await;
+            tokio::task::spawn_blocking(move || conductor_workspace::remove_tree(&slots_dir)).await;
         match removed {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "could not remove old workspaces"),
@@ -459,32 +460,54 @@ impl Scheduler {
         }
     }
 
+    /// Starts the queued tasks `core::dispatch` assigns to free slots.
     async fn dispatch_once(self: &Arc<Self>) -> Result<(), StoreError> {
-        let capacity = {
-            let slots = self.lock();
-            if slots.stopping || slots.idle.is_empty() {
-                return Ok(());
-            }
-            let used_cpus: f64 = slots.running.values().filter_map(|r| r.cpus).sum();
-            let used_memory: u64 = slots.running.values().filter_map(|r| r.memory).sum();
-            Capacity {
-                free_slots: slots.idle.iter().rev().cloned().collect(),
-                running: slots.running.len(),
-                concurrency_limit: self.config.concurrency.max(1),
-                cpus_free: self.config.cpus_budget.map(|b| (b - used_cpus).max(0.0)),
-                memory_free: self
-                    .config
-                    .memory_budget
-                    .map(|b| b.get().saturating_sub(used_memory)),
-                busy_workspaces: slots
-                    .running
-                    .values()
-                    .filter_map(|r| r.workspace.clone())
-                    .chain(slots.reserved.iter().cloned())
-                    .collect(),
-            }
+        let Some(capacity) = self.capacity() else {
+            return Ok(());
         };
         let fetch = (capacity.free_slots.len() as u32).saturating_mul(4) + 16;
+        let candidates = self.candidates(fetch).await?;
+        for assignment in dispatch(&candidates, &capacity) {
+            let Some(candidate) = candidates.iter().find(|c| c.id == assignment.task_id) else {
+                continue;
+            };
+            let Some(submitted) = self.claim(&assignment, candidate) else {
+                return Ok(());
+            };
+            self.start(&assignment, submitted).await?;
+        }
+        Ok(())
+    }
+
+    /// What the slots can take now; `None` when stopping or no slot is free.
+    fn capacity(&self) -> Option<Capacity> {
+        let slots = self.lock();
+        if slots.stopping || slots.idle.is_empty() {
+            return None;
+        }
+        let used_cpus: f64 = slots.running.values().filter_map(|r| r.cpus).sum();
+        let used_memory: u64 = slots.running.values().filter_map(|r| r.memory).sum();
+        Some(Capacity {
+            free_slots: slots.idle.iter().rev().cloned().collect(),
+            running: slots.running.len(),
+            concurrency_limit: self.config.concurrency.max(1),
+            cpus_free: self.config.cpus_budget.map(|b| (b - used_cpus).max(0.0)),
+            memory_free: self
+                .config
+                .memory_budget
+                .map(|b| b.get().saturating_sub(used_memory)),
+            busy_workspaces: slots
+                .running
+                .values()
+                .filter_map(|r| r.workspace.clone())
+                .chain(slots.reserved.iter().cloned())
+                .collect(),
+        })
+    }
+
+    /// The queued tasks to dispatch from: the known queue, or up to `fetch` read from the store
+    /// (which makes the view complete when the read found them all).
+    async fn candidates(&self, fetch: u32) -> Result<Vec<Candidate>, StoreError> {
         let known = {
             let queue = &mut self.lock().queue;
             // No more than a read would return: a longer queue is read a page at a time (and
@@ -497,7 +520,7 @@ impl Scheduler {
                 queue.generation,
             )
         };
-        let candidates: Vec<Candidate> = match known {
+        Ok(match known {
             (Some(candidates), _) => candidates,
             (None, generation) => {
                 // Only what dispatch needs: a started task comes back whole from the Start
@@ -511,94 +534,101 @@ impl Scheduler {
                 }
                 read
             }
+        })
+    }
+
+    /// Takes the assigned slot for the task (no longer queued, whether its start succeeds or
+    /// not); the task as submitted when the queue view held it. `None` when stopping.
+    fn claim(&self, assignment: &Assignment, candidate: &Candidate) -> Option<Option<Task>> {
+        let mut slots = self.lock();
+        if slots.stopping {
+            return None;
+        }
+        slots.idle.retain(|a| *a != assignment.slot_id);
+        slots
+            .queue
+            .candidates
+            .retain(|c| c.id != assignment.task_id);
+        let submitted = slots.queue.submitted.remove(&assignment.task_id);
+        slots.running.insert(
+            assignment.task_id,
+            Running {
+                slot: assignment.slot_id.clone(),
+                execution: None,
+                cancelled: false,
+                interrupted: false,
+                cpus: candidate.cpus,
+                memory: candidate.memory,
+                workspace: candidate.workspace.clone(),
+            },
+        );
+        Some(submitted)
+    }
+
+    /// Starts the claimed task through the store (without reading it back when `submitted`
+    /// holds it) and runs it; frees the slot again when the start is refused.
+    async fn start(
+        self: &Arc<Self>,
+        assignment: &Assignment,
+        submitted: Option<Task>,
+    ) -> Result<(), StoreError> {
+        let at = Timestamp::now();
+        let started = match &submitted {
+            Some(task) => self
+                .store
+                .start_known(task, &assignment.slot_id, at)
+                .await
+                .transpose(),
+            None => None,
         };
-        for assignment in dispatch(&candidates, &capacity) {
-            let Some(candidate) = candidates.iter().find(|c| c.id == assignment.task_id) else {
-                continue;
-            };
-            let submitted = {
-                let mut slots = self.lock();
-                if slots.stopping {
-                    return Ok(());
+        let started = match started {
+            Some(started) => started,
+            // Not held, or no longer as held: the store reads it (and says what changed).
+            None => {
+                let start = Transition::Start {
+                    slot_id: assignment.slot_id.clone(),
+                    at,
+                };
+                self.store.transition(assignment.task_id, start).await
+            }
+        };
+        match started {
+            Ok(task) => {
+                self.events.bump();
+                if let Some(started) = task.state.started_at {
+                    let waited = started.millis_since(task.state.queued_at);
+                    self.metrics
+                        .dispatch_latency
+                        .observe(Duration::from_millis(waited));
                 }
-                slots.idle.retain(|a| *a != assignment.slot_id);
-                // Started or refused below: in either case no longer queued.
-                slots
-                    .queue
-                    .candidates
-                    .retain(|c| c.id != assignment.task_id);
-                let submitted = slots.queue.submitted.remove(&assignment.task_id);
-                slots.running.insert(
-                    assignment.task_id,
-                    Running {
-                        slot_id: assignment.slot_id.clone(),
-                        execution: None,
-                        cancelled: false,
-                        interrupted: false,
-                        cpus: candidate.cpus,
-                        memory: candidate.memory,
-                        workspace: candidate.workspace.clone(),
-                    },
-                );
-                submitted
-            };
-            let at = Timestamp::now();
-            let started = match &submitted {
-                Some(task) => self
-                    .store
-                    .start_known(task, &assignment.slot_id, at)
-                    .await
-                    .transpose(),
-                None => None,
-            };
-            let started = match started {
-                Some(started) => started,
-                // Not held, or no longer as held: the store reads it (and says what changed).
-                None => {
-                    let start = Transition::Start {
-                        slot_id: assignment.slot_id.clone(),
-                        at,
-                    };
-                    self.store.transition(assignment.task_id, start).await
-                }
-            };
-            match started {
-                Ok(task) => {
-                    self.events.bump();
-                    if let Some(started) = task.state.started_at {
-                        let waited = started.millis_since(task.state.queued_at);
-                        self.metrics
-                            .dispatch_latency
-                            .observe(Duration::from_millis(waited));
-                    }
-                    let scheduler = Arc::clone(self);
-                    tokio::spawn(async move { scheduler.run_task(task).await });
-                }
-                Err(error) => {
-                    self.release(assignment.task_id);
-                    match error {
-                        // Cancelled between the queue read and the start.
-                        StoreError::Transition(_) | StoreError::TaskNotFound(_) => {}
-                        other => return Err(other),
-                    }
+                let scheduler = Arc::clone(self);
+                tokio::spawn(async move { scheduler.run_task(task).await });
+                Ok(())
+            }
+            Err(error) => {
+                self.release(assignment.task_id);
+                match error {
+                    // Cancelled between the queue read and the start.
+                    StoreError::Transition(_) | StoreError::TaskNotFound(_) => Ok(()),
+                    other => Err(other),
                 }
             }
         }
-        Ok(())
     }
 
-    /// Frees the task's agent; returns it.
+    /// Frees the task's slot; returns it.
     fn release(&self, id: TaskId) -> Option<String> {
         let mut slots = self.lock();
         let running = slots.running.remove(&id)?;
-        slots.idle.push(running.slot_id.clone());
+        slots.idle.push(running.slot.clone());
         let idle = slots.idle.len();
         drop(slots);
         self.idle_changed.send_replace(idle);
         self.wake();
-        Some(running.slot_id)
+        Some(running.slot)
     }
 
+    /// Writes a slot's state to the store (at start and stop).
     async fn put_slot(
         &self,
         id: &str,
@@ -619,7 +649,17 @@ impl Scheduler {
 
     /// The directory of the named workspace `name`: `<workspace_root>/named/<name>`.
     pub fn named_workspace_dir(&self, name: &str) -> PathBuf {
-        self.config.workspace_root.join("named").join(name)
+        self.workspaces().dirs().dir(name)
+    }
+
+    /// The named workspaces (records, directories, quotas) of this server.
+    pub(crate) fn workspaces(&self) -> Workspaces<'_> {
+        Workspaces::new(
+            self.store.as_ref(),
+            &self.config.workspace_root,
+            self.config.disk_quotas,
+            &self.config.limits,
+        )
     }
 
     /// Holds the named workspace `name` for the API until the reservation is dropped: no task
@@ -704,7 +744,7 @@ impl Scheduler {
                 Err(other) => return Err(other),
             }
             // Its disk quota (if any) unmounted and destroyed, then its directory removed.
-            if let Err(error) = crate::workspaces::remove_named_dir(self, &ws.name).await {
+            if let Err(error) = self.workspaces().remove_dir(&ws.name).await {
                 tracing::warn!(workspace = %ws.name, %error, "could not remove a swept workspace's directory");
             }
             tracing::info!(workspace = %ws.name, policy = %ws.cleanup, "removed a workspace by its cleanup policy");
@@ -736,27 +776,52 @@ impl Scheduler {
         }
     }
 
-    /// Where agent `id` keeps the fresh workspaces of its tasks.
+    /// Where slot `id` keeps the fresh workspaces of its tasks.
     fn slot_root(&self, id: &str) -> PathBuf {
         slot_root(&self.config.workspace_root, id)
     }
 
-    /// Records an agent's state change (in memory; see [`Slots::agents`]).
+    /// Records a slot's state change (in memory; see [`Slots::states`]).
     fn record_slot(&self, id: &str, state: SlotState, task_id: Option<TaskId>) {
-        if let Some(agent) = self.lock().agents.get_mut(id) {
-            agent.state = state;
-            agent.task_id = task_id;
-            agent.updated_at = Timestamp::now();
+        if let Some(slot) = self.lock().states.get_mut(id) {
+            slot.state = state;
+            slot.task_id = task_id;
+            slot.updated_at = Timestamp::now();
         }
     }
 
-    /// Every agent as it is now.
+    /// Every slot as it is now (`GET /api/v1/agents`).
     pub fn slots(&self) -> Vec<Slot> {
-        self.lock().agents.values().cloned().collect()
+        self.lock().states.values().cloned().collect()
     }
 
-    /// Stops a running task after the API recorded it as cancelled. `false` when it is not
-    /// running here.
+    /// Cancels a queued or running task: recorded through the state machine, then its
+    /// execution stopped when it runs here. Refused (`StoreError::Transition`) once finished.
+    pub async fn cancel_task(&self, id: TaskId) -> Result<Task, StoreError> {
+        let cancel = Transition::Cancel {
+            at: Timestamp::now(),
+        };
+        let task = self.store.transition(id, cancel).await?;
+        self.events.bump();
+        self.cancel(id).await;
+        Ok(task)
+    }
+
+    /// Deletes a finished task with its results, events and recorded diff. Refused while it
+    /// is queued or running (`StoreError::NotFinished`).
+    pub async fn delete_task(&self, id: TaskId) -> Result<(), StoreError> {
+        self.store.delete_task(id).await?;
+        let diff = crate::gitdiff::diff_path(&self.config.workspace_root, id);
+        if let Err(error) = tokio::fs::remove_file(&diff).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(task = %id, %error, "could not remove the task's recorded diff");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a running task after its cancel was recorded. `false` when it is not running
+    /// here.
     pub async fn cancel(&self, id: TaskId) -> bool {
         let execution = {
             let mut slots = self.lock();
@@ -766,8 +831,8 @@ impl Scheduler {
             running.cancelled = true;
             running.execution.clone()
         };
-        if let Some((execution_id, executor)) = execution {
-            if let Err(error) = executor.cancel(&execution_id).await {
+        if let Some((execution_id, step)) = execution {
+            if let Err(error) = step.cancel(&execution_id).await {
                 tracing::warn!(task = %id, %error, "cancelling the execution failed");
             }
         }
@@ -812,8 +877,8 @@ impl Scheduler {
                 if let Err(error) = self.interrupt_and_maybe_retry(id, reason, now).await {
                     tracing::error!(task = %id, %error, "could not record an interrupted task");
                 }
-                if let Some((execution_id, executor)) = execution {
-                    let _ = executor.cancel(&execution_id).await;
+                if let Some((execution_id, step)) = execution {
+                    let _ = step.cancel(&execution_id).await;
                 }
             }
             // Give the killed tasks a moment to record their last output.
@@ -826,10 +891,10 @@ impl Scheduler {
             })
             .await;
         }
-        let agents: Vec<String> = (1..=total).map(|n| format!("agent-{n}")).collect();
-        for agent in agents {
-            self.record_slot(&agent, SlotState::Offline, None);
-            let _ = self.put_slot(&agent, SlotState::Offline, None).await;
+        let slots: Vec<String> = (1..=total).map(|n| format!("agent-{n}")).collect();
+        for slot in slots {
+            self.record_slot(&slot, SlotState::Offline, None);
+            let _ = self.put_slot(&slot, SlotState::Offline, None).await;
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use conductor_core::{Executor, ServiceSet};
-use conductor_types::{ExecutionRequest, Task};
+use conductor_types::Task;
 
 /// The started services of one task; dropping it stops and removes them.
 #[derive(Debug)]
@@ -50,18 +50,9 @@ impl Services {
         }))
     }
 
-    /// Puts `request` on the services' network with the variables that locate them (the task's
-    /// own `env` wins).
-    pub(super) fn join(&self, request: &mut ExecutionRequest) {
-        if let Some(set) = &self.set {
-            request.service_network = Some(set.network.clone());
-            for (name, value) in &set.env {
-                request
-                    .env
-                    .entry(name.clone())
-                    .or_insert_with(|| value.clone());
-            }
-        }
+    /// The started set: its network and the variables that locate the services.
+    pub(super) fn set(&self) -> Option<&ServiceSet> {
+        self.set.as_ref()
     }
 
     /// Stops and removes them now (dropping does it in the background).

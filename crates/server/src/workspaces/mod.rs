@@ -1,4 +1,7 @@
-//! Workspaces and their snapshots over HTTP. Workspaces are records in the store with a
+//! Workspaces and their snapshots over HTTP: the handlers. What a named workspace is (record,
+//! directory, quota) lives in [`domain`] and [`quota`], which the scheduler and `serve` use too;
+//! the streaming bodies in `crate::stream`.
+//! Workspaces are records in the store with a
 //! directory `<workspace_root>/named/<name>`; snapshots are the `conductor-workspace` store at
 //! `snapshot_root`, one call per endpoint, run on the blocking pool. Restore and delete hold the
 //! workspace ([`crate::Scheduler::reserve_workspace`]) so no task starts in it meanwhile, and
@@ -18,11 +21,13 @@
 //! the workspace. A task in it may ask for `resources.disk` up to that quota; what is enforced
 //! is the workspace's quota, which all its tasks share.
 
-use std::io::{Read, Write};
-use std::path::{Path as FsPath, PathBuf};
+pub(crate) mod domain;
+pub(crate) mod quota;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 
@@ -31,23 +36,18 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use conductor_core::validate_workspace_name;
-use conductor_types::{
-    ApiErrorBody, Bytes as Size, Timestamp, Workspace, WorkspaceId, WorkspaceRequest,
-};
+use conductor_types::{ApiErrorBody, Timestamp, Workspace, WorkspaceId, WorkspaceRequest};
 use conductor_workspace::{
-    self as cw, ChangeKind, CleanupPolicy, DiffAgainst, EntryType, QuotaFs, RelPath, SnapshotId,
+    self as cw, ChangeKind, CleanupPolicy, DiffAgainst, EntryType, RelPath, SnapshotId,
     SnapshotInfo, SnapshotOptions,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
+use self::domain::new_workspace;
 use crate::auth::Caller;
 use crate::body::{decode_json, read_json};
-use crate::files::{stream_body, with_body_reader};
-use crate::{AppError, AppState, Scheduler};
-
-/// Chunks in flight between the blocking export/import and the HTTP body.
-pub(crate) const STREAM_CHUNKS: usize = 16;
+use crate::stream::{blocking, stream_body, with_body_reader};
+use crate::{AppError, AppState};
 
 /// A snapshot as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -220,15 +220,6 @@ fn store_error(op: Op, error: cw::Error) -> AppError {
     }
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AppError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AppError::Internal(format!("a blocking task failed: {e}")))
-}
-
-/// The snapshot store, opened on first use.
 async fn snapshots(state: &AppState) -> Result<Arc<cw::SnapshotStore>, AppError> {
     let root = state.scheduler().config().snapshot_root.clone();
     state
@@ -292,254 +283,16 @@ async fn snapshot_under(
     Ok((store, info))
 }
 
-/// Turns a request's name or id into a workspace record, creating a named workspace the first
-/// time a task names it (`keep`, owned by `owner`, the submitting token; with `disk` as its
-/// quota when the task asks for one). A text of the id form must name an existing workspace.
-/// A task's `disk` must fit the workspace's quota: 422 when it has none or a smaller one.
-pub(crate) async fn resolve_for_task(
-    state: &AppState,
-    field: &str,
-    id_or_name: &str,
-    owner: &str,
-    disk: Option<Size>,
-) -> Result<Workspace, AppError> {
-    let found = match state.store().find_workspace(id_or_name).await? {
-        Some(found) => found,
-        None if id_or_name.parse::<WorkspaceId>().is_ok() => {
-            return Err(AppError::InvalidField {
-                field: field.to_owned(),
-                message: format!("no workspace has the id {id_or_name}"),
-            })
-        }
-        None => {
-            let new = new_workspace(id_or_name.to_owned(), CleanupPolicy::Keep, owner, disk);
-            match create_named(state, new).await {
-                Ok(created) => created,
-                Err(error) => match state.store().find_workspace(id_or_name).await? {
-                    // Created by a concurrent request meanwhile.
-                    Some(found) => found,
-                    None => return Err(error),
-                },
-            }
-        }
-    };
-    if let Some(disk) = disk {
-        check_fits(&found, disk)?;
-    }
-    Ok(found)
-}
-
-/// A task's `resources.disk` against the quota of the named workspace it runs in.
-fn check_fits(workspace: &Workspace, disk: Size) -> Result<(), AppError> {
-    let field = "resources.disk".to_owned();
-    match workspace.disk {
-        Some(quota) if disk <= quota => Ok(()),
-        Some(quota) => Err(AppError::InvalidField {
-            field,
-            message: format!(
-                "asks for {disk} but workspace {} has a disk quota of {quota}: a task shares its named workspace's quota",
-                workspace.name
-            ),
-        }),
-        None => Err(AppError::NotSupported {
-            field,
-            message: format!(
-                "workspace {} has no disk quota: create the workspace with one (POST /api/v1/workspaces {{\"name\", \"disk\"}}) or leave out \"workspace\" to run in a fresh workspace of that size",
-                workspace.name
-            ),
-        }),
-    }
-}
-
-fn new_workspace(
-    name: String,
-    cleanup: CleanupPolicy,
-    owner: &str,
-    disk: Option<Size>,
-) -> Workspace {
-    Workspace {
-        id: WorkspaceId::random(),
-        name,
-        cleanup: cleanup.to_string(),
-        created_at: Timestamp::now(),
-        last_used_at: None,
-        size_bytes: None,
-        owner: Some(owner.to_owned()),
-        disk,
-    }
-}
-
-/// A workspace quota is bounded as a task's disk is: by `MAX_DISK` and by `[limits.max] disk`.
-fn check_disk_maximum(state: &AppState, disk: Size) -> Result<(), AppError> {
-    if disk > conductor_types::MAX_DISK {
-        return Err(AppError::InvalidField {
-            field: "disk".to_owned(),
-            message: format!("must be at most {}", conductor_types::MAX_DISK),
-        });
-    }
-    match state.scheduler().config().limits.max.disk {
-        Some(max) if disk > max => Err(AppError::LimitExceeded {
-            error: conductor_core::LimitError {
-                limit: conductor_types::LimitName::Disk,
-                asked: disk.to_string(),
-                max: max.to_string(),
-            },
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Stores a new workspace and makes its directory (a quota filesystem when it has a `disk`, or
-/// when the server enforces quotas and has a default disk); when the directory cannot be made,
-/// the record is removed again.
-async fn create_named(state: &AppState, mut new: Workspace) -> Result<Workspace, AppError> {
-    let config = state.scheduler().config();
-    if new.disk.is_none() && config.disk_quotas {
-        // No workspace of a root server is unbounded: one created without a quota gets the
-        // default disk (`[limits.default] disk`), which its tasks then share.
-        new.disk = config.limits.default.disk;
-    }
-    if let Some(disk) = new.disk {
-        if !state.scheduler().config().disk_quotas {
-            return Err(AppError::NotSupported {
-                field: "disk".to_owned(),
-                message:
-                    "disk quotas are loop-mounted filesystems and need a server running as root"
-                        .to_owned(),
-            });
-        }
-        if disk.get() < cw::MIN_QUOTA_BYTES {
-            return Err(AppError::InvalidField {
-                field: "disk".to_owned(),
-                message: format!(
-                    "{disk} is below the smallest disk quota, {}",
-                    Size(cw::MIN_QUOTA_BYTES)
-                ),
-            });
-        }
-        check_disk_maximum(state, disk)?;
-    }
-    state.store().create_workspace(&new).await?;
-    let scheduler = state.scheduler();
-    let dir = scheduler.named_workspace_dir(&new.name);
-    let image = named_quota_image(&scheduler.config().workspace_root, &new.name);
-    let disk = new.disk;
-    let made = blocking(move || -> Result<(), String> {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        if let Some(disk) = disk {
-            if let Some(parent) = image.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-            }
-            QuotaFs::create(&image, &dir, disk.get())
-                .map_err(|e| format!("setting up the disk quota: {e}"))?;
-        }
-        Ok(())
-    })
-    .await?;
-    if let Err(error) = made {
-        if let Err(undo) = state.store().delete_workspace(&new.id).await {
-            tracing::warn!(workspace = %new.name, error = %undo, "could not remove a workspace whose directory failed");
-        }
-        if let Err(undo) = remove_named_dir(scheduler, &new.name).await {
-            tracing::warn!(workspace = %new.name, error = %undo, "could not clean up a workspace whose directory failed");
-        }
-        return Err(AppError::Internal(format!(
-            "creating workspace {}: {error}",
-            new.name
-        )));
-    }
-    Ok(new)
-}
-
-/// `<workspace_root>/named-quota/<name>.img`: the disk-quota image of named workspace `name`.
-pub(crate) fn named_quota_image(workspace_root: &FsPath, name: &str) -> PathBuf {
-    workspace_root
-        .join("named-quota")
-        .join(format!("{name}.img"))
-}
-
-/// Makes sure a named workspace's directory exists and, when it has a disk quota, that its
-/// filesystem is mounted there. Returns the quota filesystem, if any.
-pub(crate) async fn prepare_dir(
-    scheduler: &Scheduler,
-    workspace: &Workspace,
-) -> Result<Option<QuotaFs>, String> {
-    let dir = scheduler.named_workspace_dir(&workspace.name);
-    let image = named_quota_image(&scheduler.config().workspace_root, &workspace.name);
-    let quota = workspace.disk.is_some();
-    tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        if !quota {
-            return Ok(None);
-        }
-        let fs = QuotaFs::open(&image, &dir).map_err(|e| e.to_string())?;
-        fs.mount()
-            .map_err(|e| format!("mounting the disk quota: {e}"))?;
-        Ok(Some(fs))
-    })
-    .await
-    .map_err(|e| format!("a blocking task failed: {e}"))?
-}
-
-/// Removes a named workspace's directory, its quota filesystem (unmounted, image removed) first.
-pub(crate) async fn remove_named_dir(scheduler: &Scheduler, name: &str) -> Result<(), String> {
-    let dir = scheduler.named_workspace_dir(name);
-    let image = named_quota_image(&scheduler.config().workspace_root, name);
-    tokio::task::spawn_blocking(move || {
-        if image.exists() {
-            QuotaFs::open(&image, &dir)
-                .and_then(QuotaFs::destroy)
-                .map_err(|e| format!("removing the disk quota: {e}"))?;
-        }
-        // At any depth, never following a symlink (see conductor_workspace::remove_tree).
-        conductor_workspace::remove_tree(&dir).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| format!("a blocking task failed: {e}"))?
-}
-
-/// Mounts the quota filesystem of every named workspace that has one (at server start).
-pub(crate) async fn mount_named_quotas(scheduler: &Scheduler) {
-    let workspaces = match scheduler.store().list_workspaces().await {
-        Ok(workspaces) => workspaces,
-        Err(error) => {
-            tracing::warn!(%error, "could not list workspaces to mount their disk quotas");
-            return;
-        }
-    };
-    for workspace in workspaces.iter().filter(|w| w.disk.is_some()) {
-        if let Err(error) = prepare_dir(scheduler, workspace).await {
-            tracing::warn!(workspace = %workspace.name, %error, "could not mount a workspace's disk quota");
-        }
-    }
-}
-
-/// Unmounts the quota filesystem of every named workspace (at a graceful stop).
-pub(crate) async fn unmount_named_quotas(scheduler: &Scheduler) {
-    let Ok(workspaces) = scheduler.store().list_workspaces().await else {
-        return;
-    };
-    for workspace in workspaces.into_iter().filter(|w| w.disk.is_some()) {
-        let dir = scheduler.named_workspace_dir(&workspace.name);
-        let image = named_quota_image(&scheduler.config().workspace_root, &workspace.name);
-        let unmounted = tokio::task::spawn_blocking(move || {
-            QuotaFs::open(&image, &dir).and_then(|fs| fs.unmount())
-        })
-        .await;
-        if let Ok(Err(error)) = unmounted {
-            tracing::warn!(workspace = %workspace.name, %error, "could not unmount a workspace's disk quota");
-        }
-    }
-}
-
 fn dir_of(state: &AppState, workspace: &Workspace) -> PathBuf {
     state.scheduler().named_workspace_dir(&workspace.name)
 }
 
 /// The workspace's directory, made ready for use (created, its quota mounted).
 async fn ready_dir(state: &AppState, workspace: &Workspace) -> Result<PathBuf, AppError> {
-    prepare_dir(state.scheduler(), workspace)
+    state
+        .scheduler()
+        .workspaces()
+        .prepare_dir(workspace)
         .await
         .map_err(|e| AppError::Internal(format!("preparing workspace {}: {e}", workspace.name)))?;
     Ok(dir_of(state, workspace))
@@ -598,7 +351,7 @@ pub async fn create_workspace(
         None => CleanupPolicy::Keep,
     };
     let new = new_workspace(request.name, cleanup, &caller.0.id, request.disk);
-    let created = create_named(&state, new).await?;
+    let created = state.scheduler().workspaces().create(new).await?;
     let location = format!("/api/v1/workspaces/{}", created.id);
     Ok((
         StatusCode::CREATED,
@@ -641,7 +394,10 @@ pub async fn delete_workspace(
         .reserve_workspace(&found.name)
         .map_err(|task| in_use(&found, task))?;
     let deleted = state.store().delete_workspace(&found.id).await?;
-    remove_named_dir(state.scheduler(), &deleted.name)
+    state
+        .scheduler()
+        .workspaces()
+        .remove_dir(&deleted.name)
         .await
         .map_err(|e| AppError::Internal(format!("removing workspace {}: {e}", deleted.name)))?;
     Ok(StatusCode::NO_CONTENT)
@@ -833,30 +589,6 @@ pub async fn delete_snapshot(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Sends what is written to it as body chunks; fails once the client is gone.
-pub(crate) struct ChunkWriter {
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-}
-
-impl ChunkWriter {
-    pub(crate) fn new(tx: mpsc::Sender<Result<Bytes, std::io::Error>>) -> Self {
-        Self { tx }
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(data)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `GET /api/v1/workspaces/{id}/snapshots/{sid}/export`: the snapshot as one `.tar.zst`
 /// (manifest and blobs), streamed.
 #[utoipa::path(get, path = "/api/v1/workspaces/{id}/snapshots/{sid}/export", tag = "snapshots",
@@ -886,36 +618,6 @@ pub async fn export_snapshot(
         body,
     )
         .into_response())
-}
-
-/// Reads body chunks sent from the async side.
-pub(crate) struct ChunkReader {
-    rx: mpsc::Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl ChunkReader {
-    pub(crate) fn new(rx: mpsc::Receiver<Bytes>) -> Self {
-        Self {
-            rx,
-            current: Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current = self.current.slice(n..);
-        Ok(n)
-    }
 }
 
 /// `POST /api/v1/snapshots/import`: a `.tar.zst` from `export` as the body; 201 with the

@@ -1,0 +1,169 @@
+//! The per-command requests of a task: a pure function from the task's spec and its prepared
+//! run to each command's [`ExecutionRequest`]. No I/O: what the run set up (workspace, secrets,
+//! quota, services) comes in as values, and the tests below cover it without a tempdir.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use conductor_core::{command_argv, ServiceSet};
+use conductor_types::{Bytes, ExecutionRequest, TaskSpec};
+
+/// What the prepared run gives every command's request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestContext<'a> {
+    /// The task's workspace directory.
+    pub workspace: &'a Path,
+    /// The task's secrets, as variables (over the spec's `env`).
+    pub secrets: &'a BTreeMap<String, String>,
+    /// The workspace is a quota filesystem of its own: the executor need not bound the disk.
+    pub disk_enforced_by_workspace: bool,
+    /// The task's started services: their network, and the variables that locate them (the
+    /// task's own `env` and secrets win).
+    pub services: Option<&'a ServiceSet>,
+    /// Bytes of each stream an executor keeps in memory.
+    pub output_limit: Bytes,
+    /// Bytes of each stream an executor spools to disk at most.
+    pub spool_limit: Bytes,
+}
+
+/// The request of command `index` of `spec`, with `remaining` of the task's time (`None`: no
+/// timeout). In tasks of several commands, each carries the working directory to the next.
+pub(crate) fn command_request(
+    spec: &TaskSpec,
+    index: usize,
+    context: &RequestContext<'_>,
+    remaining: Option<Duration>,
+) -> ExecutionRequest {
+    let carry_cwd = spec.commands.len() > 1;
+    let argv = command_argv(&spec.commands[index], carry_cwd);
+    let mut request = ExecutionRequest::new(argv, context.workspace.to_owned());
+    request.env = spec.env.clone();
+    request.env.extend(context.secrets.clone());
+    request.limits = spec.resources.clone();
+    if context.disk_enforced_by_workspace {
+        // Enforced by the workspace's own filesystem.
+        request.limits.disk = None;
+    }
+    request.network = spec.network.clone();
+    if let Some(services) = context.services {
+        request.service_network = Some(services.network.clone());
+        for (name, value) in &services.env {
+            request
+                .env
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+    request.timeout = remaining;
+    request.output_limit = context.output_limit;
+    request.spool_limit = context.spool_limit;
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conductor_types::{NetworkPolicy, ResourceLimits};
+
+    fn spec(commands: &[&str]) -> TaskSpec {
+        let request: conductor_types::TaskRequest =
+            serde_json::from_value(serde_json::json!({ "commands": commands })).unwrap();
+        let mut spec = conductor_core::validate_request(request, &["host"])
+            .unwrap()
+            .spec;
+        spec.env = BTreeMap::from([
+            ("A".to_owned(), "task".to_owned()),
+            ("DATABASE_URL".to_owned(), "mine".to_owned()),
+        ]);
+        spec.resources = ResourceLimits {
+            disk: Some(Bytes::mib(64)),
+            ..ResourceLimits::default()
+        };
+        spec.network = NetworkPolicy::Localhost;
+        spec
+    }
+
+    fn context<'a>(
+        secrets: &'a BTreeMap<String, String>,
+        services: Option<&'a ServiceSet>,
+    ) -> RequestContext<'a> {
+        RequestContext {
+            workspace: Path::new("/ws/slot-1/t"),
+            secrets,
+            disk_enforced_by_workspace: false,
+            services,
+            output_limit: Bytes::mib(1),
+            spool_limit: Bytes::mib(8),
+        }
+    }
+
+    #[test]
+    fn a_single_command_runs_as_written_with_the_task_limits_network_and_time() {
+        let spec = spec(&["echo hi"]);
+        let secrets = BTreeMap::new();
+        let request = command_request(
+            &spec,
+            0,
+            &context(&secrets, None),
+            Some(Duration::from_secs(5)),
+        );
+        assert_eq!(request.argv, command_argv("echo hi", false));
+        assert_eq!(request.workspace, Path::new("/ws/slot-1/t"));
+        assert_eq!(request.env, spec.env);
+        assert_eq!(request.limits, spec.resources);
+        assert_eq!(request.network, NetworkPolicy::Localhost);
+        assert_eq!(request.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(request.output_limit, Bytes::mib(1));
+        assert_eq!(request.spool_limit, Bytes::mib(8));
+        assert_eq!(request.service_network, None);
+    }
+
+    #[test]
+    fn several_commands_carry_the_working_directory() {
+        let spec = spec(&["cd src", "ls"]);
+        let secrets = BTreeMap::new();
+        let request = command_request(&spec, 1, &context(&secrets, None), None);
+        assert_eq!(request.argv, command_argv("ls", true));
+        assert_eq!(request.timeout, None);
+    }
+
+    #[test]
+    fn secrets_override_the_env_and_services_only_fill_what_is_missing() {
+        let spec = spec(&["true"]);
+        let secrets = BTreeMap::from([("A".to_owned(), "secret".to_owned())]);
+        let services = ServiceSet {
+            network: "conductor-t".to_owned(),
+            services: Vec::new(),
+            env: BTreeMap::from([
+                ("DATABASE_URL".to_owned(), "postgres://db".to_owned()),
+                ("REDIS_URL".to_owned(), "redis://cache".to_owned()),
+            ]),
+        };
+        let request = command_request(&spec, 0, &context(&secrets, Some(&services)), None);
+        let expected: BTreeMap<String, String> = [
+            ("A", "secret"),
+            ("DATABASE_URL", "mine"),
+            ("REDIS_URL", "redis://cache"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(request.env, expected);
+        assert_eq!(request.service_network.as_deref(), Some("conductor-t"));
+    }
+
+    #[test]
+    fn a_workspace_quota_takes_the_disk_limit_off_the_executor() {
+        let spec = spec(&["true"]);
+        let secrets = BTreeMap::new();
+        let mut context = context(&secrets, None);
+        context.disk_enforced_by_workspace = true;
+        let request = command_request(&spec, 0, &context, None);
+        let expected = ResourceLimits {
+            disk: None,
+            ..spec.resources.clone()
+        };
+        assert_eq!(request.limits, expected);
+    }
+}
