@@ -130,6 +130,25 @@ async fn forward(mut tcp: tokio::net::TcpStream, target: &std::path::Path) {
     }
 }
 
+/// Listens on `127.0.0.1:port` for each of `ports` in the network namespace of process `pid`
+/// (a container's init), from a thread of its own that joins that namespace and ends there, so
+/// no other thread ever leaves the host's. Needs `CAP_SYS_ADMIN` over the namespace: root, and
+/// a rootful engine's container (a rootless engine's namespace belongs to its user's).
+pub fn listen_in_namespace_of(pid: u32, ports: Vec<u16>) -> io::Result<Vec<OwnedFd>> {
+    let namespace = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::Builder::new()
+        .name("bridge-setns".to_owned())
+        .spawn(move || {
+            nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(io::Error::from)?;
+            conductor_sandbox::bridge::listen_loopback(&ports)
+        })?
+        .join()
+        .map_err(|_| {
+            io::Error::other("the thread joining the container's network namespace panicked")
+        })?
+}
+
 /// What the helper sends back: its report lines (until every holder of its end has closed
 /// it) and the bridge listeners its init passed out, when it does.
 #[derive(Debug)]
@@ -236,6 +255,39 @@ mod tests {
             Err(io::ErrorKind::ConnectionRefused)
         );
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A process in a network namespace of its own (as root): the listener is there, not on the
+    /// host's loopback.
+    #[tokio::test]
+    async fn listeners_are_made_in_the_namespace_of_the_process() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: joining another network namespace needs root");
+            return;
+        }
+        let mut other = std::process::Command::new("unshare")
+            .args(["--net", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        // unshare execs sleep in the new namespace: wait until its namespace differs from ours.
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let path = format!("/proc/{}/ns/net", other.id());
+        for _ in 0..100 {
+            if std::fs::read_link(&path).is_ok_and(|ns| ns != own) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let listeners = listen_in_namespace_of(other.id(), vec![port]).unwrap();
+        assert_eq!(listeners.len(), 1);
+        // Not on the host's loopback, and this thread is still in the host's namespace.
+        assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
+        assert_eq!(std::fs::read_link("/proc/thread-self/ns/net").unwrap(), own);
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 
     #[tokio::test]

@@ -7,8 +7,9 @@
 //!
 //! ```text
 //! helper (root in the initial namespaces; writes the id maps, passes the spec on to init, hands
-//!  │      the workspace and the home to the sandbox's root or user uid while init builds the root ([`crate::handover`]:
-//!  │      iterative, never following links, refusing files of several hard links), moves a
+//!  │      the workspace and the home to the sandbox's root or user uid while init builds the
+//!  │      root ([`crate::handover`]: iterative, never following links, refusing files of
+//!  │      several hard links), moves a
 //!  │      `full` sandbox's veth into init's network namespace and configures it, then waits)
 //!  └─ init: pid 1 of new user/pid/uts/ipc(/net) namespaces; once the spec comes, a new mount
 //!     │     namespace, the root, pivot (a warm one with a [`PrebuiltRoot`] does that before,
