@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod client;
 mod config;
 mod env;
@@ -14,6 +15,7 @@ mod executor;
 mod gitbox;
 mod helper;
 mod serve;
+mod sse;
 mod sweep;
 mod task;
 mod token;
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::main(args),
         Command::Task(args) => task::main(args),
         Command::Run(args) => task::run_main(args),
+        Command::Agent(args) => agent::main(args),
         Command::Token(args) => token::main(args),
         Command::Config(args) => config::main(args),
         Command::Env(args) => env::main(args),
@@ -59,6 +62,9 @@ enum Command {
     Task(task::TaskArgs),
     /// Run one command as a task on a server, streaming its output; exits with its exit code.
     Run(task::RunArgs),
+    /// Run an AI coding agent (Claude Code, Codex) as a task on a server, and continue its
+    /// session.
+    Agent(agent::AgentArgs),
     /// Create, list and revoke API tokens.
     Token(token::TokenArgs),
     /// Show, export and import the server's configuration.

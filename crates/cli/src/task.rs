@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use conductor_server::TaskDiffView;
 use conductor_types::{
-    GitSource, OutputStream, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskRequest,
-    TaskStatus, Timestamp,
+    GitSource, OutputStream, Task, TaskEventKind, TaskId, TaskPage, TaskRequest, TaskStatus,
+    Timestamp,
 };
 use reqwest::Method;
 
@@ -171,7 +171,7 @@ fn map(pairs: &[(String, String)]) -> Option<BTreeMap<String, String>> {
 }
 
 impl SpecArgs {
-    fn apply(&self, request: &mut TaskRequest) -> anyhow::Result<()> {
+    pub(crate) fn apply(&self, request: &mut TaskRequest) -> anyhow::Result<()> {
         request.environment = self.environment.clone();
         let limits = conductor_types::ResourceLimits {
             cpus: self.cpus,
@@ -516,50 +516,20 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 /// Follows the task's SSE stream, writing output to stdout and stderr as it comes.
 async fn stream_output(client: &Client, id: TaskId) -> anyhow::Result<()> {
-    let path = format!("/api/v1/tasks/{id}/events");
-    let mut response = client.send(client.request(Method::GET, &path)).await?;
-    let mut pending: Vec<u8> = Vec::new();
     let mut stderr = std::io::stderr();
-    while let Some(chunk) = response.chunk().await.context("reading events")? {
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = find_blank_line(&pending) {
-            let block: Vec<u8> = pending.drain(..end).collect();
-            let block = String::from_utf8_lossy(&block);
-            let data: String = block
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect::<Vec<_>>()
-                .join("\n");
-            if data.is_empty() {
-                continue;
-            }
-            let event: TaskEvent = match serde_json::from_str(&data) {
-                Ok(event) => event,
-                Err(_) => continue,
-            };
-            match event.kind {
-                TaskEventKind::Output { stream, text, .. } => match stream {
-                    OutputStream::Stdout => emit_bytes(text.as_bytes())?,
-                    OutputStream::Stderr => {
-                        stderr.write_all(text.as_bytes())?;
-                    }
-                },
-                // The build of an environment the request defined: progress, on stderr.
-                TaskEventKind::EnvironmentBuild { text } => stderr.write_all(text.as_bytes())?,
-                _ => {}
-            }
+    crate::sse::follow(client, id, |event| {
+        match event.kind {
+            TaskEventKind::Output { stream, text, .. } => match stream {
+                OutputStream::Stdout => emit_bytes(text.as_bytes())?,
+                OutputStream::Stderr => stderr.write_all(text.as_bytes())?,
+            },
+            // The build of an environment the request defined: progress, on stderr.
+            TaskEventKind::EnvironmentBuild { text } => stderr.write_all(text.as_bytes())?,
+            _ => {}
         }
-    }
-    Ok(())
-}
-
-/// The end (past the blank line) of the first complete SSE block.
-fn find_blank_line(buffer: &[u8]) -> Option<usize> {
-    buffer
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|at| at + 2)
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

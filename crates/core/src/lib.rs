@@ -3,6 +3,7 @@
 //! Invariant: nothing in this crate spawns a process, opens a file or a socket. Executors, stores
 //! and queues are traits declared here and implemented in other crates.
 
+pub mod agent;
 mod dispatch;
 mod executor;
 mod lifecycle;
@@ -24,6 +25,7 @@ pub use redact::{LineAssembler, OutputBudget, Redactor, REDACTED};
 pub use services::{RunningService, ServiceRunner, ServiceSet};
 pub use store::{Store, StoreError, TaskQuery};
 pub use task::{
-    command_argv, command_of, validate_request, validate_workspace_name, SpecError, ValidatedTask,
-    CWD_FILE, DEFAULT_ENVIRONMENT, MAX_COMMANDS, MAX_COMMAND_BYTES, MAX_RETRIES, MAX_TIMEOUT,
+    command_argv, command_of, validate_request, validate_request_with, validate_workspace_name,
+    SpecError, ValidatedTask, CWD_FILE, DEFAULT_ENVIRONMENT, MAX_COMMANDS, MAX_COMMAND_BYTES,
+    MAX_RETRIES, MAX_TIMEOUT,
 };

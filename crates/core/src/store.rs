@@ -8,8 +8,9 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use conductor_types::{
-    Agent, CommandResult, EventId, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskSpec,
-    TaskState, TaskStatus, Timestamp, TokenInfo, Workspace, WorkspaceId,
+    Agent, CommandResult, EventId, LlmRequest, Session, SessionId, Task, TaskEvent, TaskEventKind,
+    TaskId, TaskPage, TaskSpec, TaskState, TaskStatus, Timestamp, TokenInfo, Usage, Workspace,
+    WorkspaceId,
 };
 
 use crate::{Candidate, Transition, TransitionError};
@@ -240,4 +241,22 @@ pub trait Store: Send + Sync + Debug {
 
     /// Records the measured size of a workspace's files.
     async fn set_workspace_size(&self, id: &WorkspaceId, bytes: u64) -> Result<(), StoreError>;
+
+    /// Records what an agent task used so far (replacing the previous figure).
+    async fn record_usage(&self, id: TaskId, usage: &Usage) -> Result<(), StoreError>;
+
+    /// Stores a new agent session (its turns are the tasks whose spec names it).
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+
+    /// The session with its turns, oldest first, and their summed usage.
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Records the agent CLI's own session id, which the next turn resumes.
+    async fn set_cli_session(&self, id: &SessionId, cli_session: &str) -> Result<(), StoreError>;
+
+    /// Appends the audit record of one request the LLM gateway forwarded.
+    async fn record_llm_request(&self, request: &LlmRequest) -> Result<(), StoreError>;
+
+    /// The audit records of a task's requests, oldest first.
+    async fn llm_requests(&self, task: TaskId) -> Result<Vec<LlmRequest>, StoreError>;
 }

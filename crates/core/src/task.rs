@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use conductor_types::{GitSource, TaskRequest, TaskSpec, TaskType};
+use conductor_types::{GitSource, TaskRequest, TaskSpec};
+
+use crate::agent::{validate_agent, AgentFields, PromptTemplates};
 
 /// The environment a task runs in when it names none.
 pub const DEFAULT_ENVIRONMENT: &str = "host";
@@ -69,7 +71,7 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             reason: reason.into(),
@@ -87,21 +89,37 @@ impl SpecError {
 }
 
 /// Validates `request` and fills in defaults. `environments` lists the environments that exist.
+/// Agent tasks of the seed's types get their prompt from the built-in templates.
 pub fn validate_request(
     request: TaskRequest,
     environments: &[&str],
 ) -> Result<ValidatedTask, SpecError> {
+    validate_request_with(request, environments, &PromptTemplates::default())
+}
+
+/// [`validate_request`] with the server's prompt templates.
+pub fn validate_request_with(
+    mut request: TaskRequest,
+    environments: &[&str],
+    templates: &PromptTemplates,
+) -> Result<ValidatedTask, SpecError> {
     let task_type = request.task_type.unwrap_or_default();
-    if task_type == TaskType::Agent {
-        return Err(SpecError::not_supported(
-            "task_type",
-            "task_type \"agent\" is not supported yet: use \"isolated_execution\" or \"command\"",
-        ));
-    }
+    let fields = AgentFields {
+        agent: request.agent.take(),
+        budget: request.budget.take(),
+        files: request.files.take(),
+        description: request.description.clone(),
+        has_commands: request.commands.as_ref().is_some_and(|c| !c.is_empty()),
+    };
+    let agent = validate_agent(task_type, fields, templates)?;
     let services = validate_services(request.services.unwrap_or_default())?;
+    let default_environment = match &agent {
+        Some(valid) => crate::agent::default_environment(valid.spec.kind),
+        None => DEFAULT_ENVIRONMENT,
+    };
     let environment = request
         .environment
-        .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_owned());
+        .unwrap_or_else(|| default_environment.to_owned());
     if !environments.contains(&environment.as_str()) {
         return Err(SpecError::invalid(
             "environment",
@@ -111,7 +129,10 @@ pub fn validate_request(
             ),
         ));
     }
-    let commands = validate_commands(request.commands.unwrap_or_default())?;
+    let commands = match agent {
+        Some(_) => Vec::new(),
+        None => validate_commands(request.commands.unwrap_or_default())?,
+    };
     if let Some(description) = &request.description {
         if description.len() > 4096 {
             return Err(SpecError::invalid(
@@ -189,6 +210,11 @@ pub fn validate_request(
             priority: request.priority.unwrap_or(0),
             labels,
             retries,
+            agent: agent.as_ref().map(|valid| valid.spec.clone()),
+            budget: agent.as_ref().and_then(|valid| valid.budget),
+            files: agent.map(|valid| valid.files).unwrap_or_default(),
+            session_id: None,
+            parent_id: None,
         },
         secrets,
     })
@@ -410,6 +436,7 @@ mod tests {
     use conductor_types::{Bytes, NetworkPolicy, ResourceLimits};
 
     use super::*;
+    use conductor_types::TaskType;
 
     const HOST: &[&str] = &["host"];
 
@@ -449,6 +476,11 @@ mod tests {
                     priority: 0,
                     labels: BTreeMap::new(),
                     retries: 0,
+                    agent: None,
+                    budget: None,
+                    files: Vec::new(),
+                    session_id: None,
+                    parent_id: None,
                 },
                 secrets: BTreeMap::new(),
             }
@@ -483,8 +515,8 @@ mod tests {
                     task_type: Some(TaskType::Agent),
                     ..request(&["ls"])
                 },
-                "task_type",
-                true,
+                "commands",
+                false,
             ),
             (
                 TaskRequest {

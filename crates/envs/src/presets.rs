@@ -4,13 +4,15 @@
 use crate::spec::{Base, EnvSpec};
 
 /// Names of the presets, in the order `conductor env list` shows them.
-pub const PRESET_NAMES: [&str; 6] = [
+pub const PRESET_NAMES: [&str; 8] = [
     "minimal",
     "python-dev",
     "nodejs-dev",
     "fullstack",
     "python-ml",
     "security-tools",
+    "claude-code",
+    "codex",
 ];
 
 const PYTHON_DEV: [&str; 6] = [
@@ -23,6 +25,16 @@ const PYTHON_DEV: [&str; 6] = [
 ];
 const NODE_DEV: [&str; 2] = ["nodejs", "npm"];
 const NODE_TOOLS: &str = "npm install --global --no-fund --no-audit jest eslint prettier";
+/// What an agent CLI works with besides itself: Debian's Node.js and npm (the CLIs come from the
+/// npm registry), python3 (in the base), ripgrep for fast search.
+const AGENT_TOOLS: [&str; 3] = ["nodejs", "npm", "ripgrep"];
+/// Claude Code, pinned: the version is in the setup line, hence in the environment's hash. The
+/// package declares Node >= 22 but ships a native executable per platform (its postinstall copies
+/// it over `bin/claude.exe`), so Debian's Node 18 only runs the install script, never the CLI.
+const CLAUDE_CODE_SETUP: &str =
+    "npm install --global --no-fund --no-audit @anthropic-ai/claude-code@2.1.337";
+/// The Codex CLI, pinned (a Node launcher over a native executable from the platform package).
+const CODEX_SETUP: &str = "npm install --global --no-fund --no-audit @openai/codex@0.171.0";
 const DB_CLIENTS: [&str; 4] = [
     "postgresql-client",
     "redis-tools",
@@ -79,6 +91,16 @@ pub fn preset(name: &str) -> Option<EnvSpec> {
             vec!["bandit", "shellcheck"],
             vec![],
         ),
+        "claude-code" => spec(
+            "Anthropic's Claude Code CLI (pinned, from npm) with node, npm, ripgrep and python3",
+            AGENT_TOOLS.to_vec(),
+            vec![CLAUDE_CODE_SETUP],
+        ),
+        "codex" => spec(
+            "OpenAI's Codex CLI (pinned, from npm) with node, npm, ripgrep and python3",
+            AGENT_TOOLS.to_vec(),
+            vec![CODEX_SETUP],
+        ),
         _ => return None,
     })
 }
@@ -120,5 +142,18 @@ mod tests {
         }
         assert_eq!(preset("nodejs-dev").unwrap().setup, [NODE_TOOLS]);
         assert!(packages("security-tools").contains(&"bandit".to_owned()));
+        assert_eq!(preset("claude-code").unwrap().setup, [CLAUDE_CODE_SETUP]);
+        assert_eq!(preset("codex").unwrap().setup, [CODEX_SETUP]);
+        for agent in ["claude-code", "codex"] {
+            assert_eq!(packages(agent), ["git", "curl", "nodejs", "npm", "ripgrep"]);
+        }
+    }
+
+    #[test]
+    fn the_pinned_cli_version_is_part_of_the_hash() {
+        let pinned = preset("claude-code").unwrap();
+        let mut bumped = pinned.clone();
+        bumped.setup = vec![CLAUDE_CODE_SETUP.replace("2.1.337", "2.1.338")];
+        assert_ne!(pinned.content_hash(), bumped.content_hash());
     }
 }

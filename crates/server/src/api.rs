@@ -81,6 +81,12 @@ pub async fn create_task(
     }
     let validated = validate_request(request, &known)?;
     let mut spec = validated.spec;
+    if spec.agent.is_some() {
+        return Err(AppError::NotSupported {
+            field: "task_type".into(),
+            message: "agent tasks are not supported yet by this server".into(),
+        });
+    }
     if let Some(git) = &spec.git {
         conductor_workspace::check_source(&git.repository, &scheduler.config().git.allow_local)
             .map_err(|e| AppError::RepositoryNotAllowed(e.to_string()))?;
@@ -507,13 +513,7 @@ pub async fn events(
     let batches = follow_events(state, id, after);
     let stream = futures_util::StreamExt::flat_map(batches, |events| {
         futures_util::stream::iter(events.into_iter().map(|event| {
-            let name = match &event.kind {
-                TaskEventKind::State { .. } => "state",
-                TaskEventKind::CommandStarted { .. } => "command_started",
-                TaskEventKind::EnvironmentBuild { .. } => "environment_build",
-                TaskEventKind::Output { .. } => "output",
-                TaskEventKind::CommandFinished { .. } => "command_finished",
-            };
+            let name = event.kind.name();
             let sse = Event::default()
                 .id(event.id.to_string())
                 .event(name)

@@ -14,6 +14,7 @@
 //! (`secure_delete`), and task secrets are sealed under a key kept outside the database (see
 //! [`secrets`]).
 
+mod agents;
 mod migrate;
 mod rows;
 pub mod secrets;
@@ -29,8 +30,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use conductor_core::{apply, Candidate, Store, StoreError, TaskQuery, Transition, TransitionError};
 use conductor_types::{
-    Agent, CommandResult, EventId, Task, TaskEvent, TaskEventKind, TaskId, TaskPage, TaskSpec,
-    TaskState, TaskStatus, Timestamp, TokenInfo, Workspace, WorkspaceId,
+    Agent, CommandResult, EventId, LlmRequest, Session, SessionId, Task, TaskEvent, TaskEventKind,
+    TaskId, TaskPage, TaskSpec, TaskState, TaskStatus, Timestamp, TokenInfo, Usage, Workspace,
+    WorkspaceId,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -224,11 +226,16 @@ impl SqliteStore {
         (state_id, spec, state): rows::TaskRow,
     ) -> Result<Task, StoreError> {
         let results = self.results_of(state_id, state.attempt).await?;
+        let usage = match spec.agent {
+            Some(_) => self.usage_column(state_id).await?,
+            None => None,
+        };
         Ok(Task {
             id: state_id,
             state,
             spec,
             results,
+            usage,
         })
     }
 }
@@ -471,6 +478,7 @@ impl Store for SqliteStore {
             state,
             spec: spec.clone(),
             results: Vec::new(),
+            usage: None,
         })
     }
 
@@ -574,6 +582,7 @@ impl Store for SqliteStore {
                 state: next,
                 spec,
                 results: Vec::new(),
+                usage: None,
             });
         }
         self.with_results((id, spec, next)).await
@@ -626,6 +635,7 @@ impl Store for SqliteStore {
             state: next,
             spec: task.spec.clone(),
             results: Vec::new(),
+            usage: task.usage,
         }))
     }
 
@@ -656,6 +666,7 @@ impl Store for SqliteStore {
                     state,
                     spec,
                     results: Vec::new(),
+                    usage: None,
                 })
             })
             .collect()
@@ -978,5 +989,29 @@ impl Store for SqliteStore {
             .await
             .map_err(backend("recording a workspace's size"))?;
         Ok(())
+    }
+
+    async fn record_usage(&self, id: TaskId, usage: &Usage) -> Result<(), StoreError> {
+        self.write_usage(id, usage).await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.insert_session(session).await
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.read_session(id).await
+    }
+
+    async fn set_cli_session(&self, id: &SessionId, cli_session: &str) -> Result<(), StoreError> {
+        self.write_cli_session(id, cli_session).await
+    }
+
+    async fn record_llm_request(&self, request: &LlmRequest) -> Result<(), StoreError> {
+        self.insert_llm_request(request).await
+    }
+
+    async fn llm_requests(&self, task: TaskId) -> Result<Vec<LlmRequest>, StoreError> {
+        self.read_llm_requests(task).await
     }
 }

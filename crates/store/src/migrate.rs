@@ -20,6 +20,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_command_executor",
         include_str!("../migrations/0004_command_executor.sql"),
     ),
+    ("0005_agents", include_str!("../migrations/0005_agents.sql")),
 ];
 
 /// The schema version this binary writes.

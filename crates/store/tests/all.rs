@@ -1,6 +1,8 @@
 //! SQLite store against a real database file in a tempdir.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
 
+#[path = "all/agents.rs"]
+mod agents;
 #[path = "all/secrets.rs"]
 mod secrets;
 
@@ -57,7 +59,7 @@ async fn migrations_apply_once_and_reopen_keeps_data() {
         store.get_task(id).await.unwrap().state.status,
         TaskStatus::Queued
     );
-    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(SCHEMA_VERSION, 5);
 }
 
 #[tokio::test]

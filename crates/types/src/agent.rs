@@ -1,7 +1,12 @@
 //! The vocabulary of agent tasks (issue 12): which coding agent runs, with what budget, what it
 //! used, and what it did, normalized across agent CLIs.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
+
+use crate::{TaskId, Timestamp};
 
 /// Which agent CLI runs in the sandbox.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -34,8 +39,10 @@ impl AgentKind {
 pub struct AgentSpec {
     /// Which agent CLI.
     pub kind: AgentKind,
-    /// The user's message for this turn.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 262144))]
+    /// The user's message for this turn (for the seed's task types, added after the prompt their
+    /// template makes of `description`).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 262144))]
     pub prompt: String,
     /// Model name passed to the CLI (its own default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +145,7 @@ pub enum AgentEvent {
     /// The agent called a tool.
     AgentToolCall {
         /// The CLI's id of the call (pairs it with its result).
-        id: String,
+        call_id: String,
         /// Tool name (`Bash`, `Write`, …).
         tool: String,
         /// The input, shortened for one line (a command, a path).
@@ -147,7 +154,7 @@ pub enum AgentEvent {
     /// A tool call's outcome.
     AgentToolResult {
         /// The id of the call.
-        id: String,
+        call_id: String,
         /// Whether the tool succeeded.
         ok: bool,
         /// The start of its output.
@@ -172,6 +179,127 @@ pub enum AgentEvent {
     },
 }
 
+impl AgentEvent {
+    /// The event's `type`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::AgentText { .. } => "agent_text",
+            Self::AgentToolCall { .. } => "agent_tool_call",
+            Self::AgentToolResult { .. } => "agent_tool_result",
+            Self::AgentUsage { .. } => "agent_usage",
+            Self::AgentResult { .. } => "agent_result",
+        }
+    }
+}
+
+/// Identifies an agent session: the turns of one conversation, in one workspace (`ses_` and 32
+/// hex digits).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, example = "ses_0f4c1d3b9a8e4f6b8d2c7a1e5b3f9d0c"))]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(format!("ses_{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Text that is not a session id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a session id (ses_ and 32 hex digits): {input:?}")]
+pub struct ParseSessionIdError {
+    /// What was given.
+    pub input: String,
+}
+
+impl FromStr for SessionId {
+    type Err = ParseSessionIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = s.strip_prefix("ses_").is_some_and(|hex| {
+            hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ParseSessionIdError {
+                input: s.to_owned(),
+            })
+        }
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = ParseSessionIdError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> Self {
+        id.0
+    }
+}
+
+/// An agent session as stored: which agent, where it works, and the agent CLI's own session id
+/// (what a follow-up turn resumes).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Its id.
+    pub id: SessionId,
+    /// The agent CLI of every turn.
+    pub kind: AgentKind,
+    /// The workspace every turn works in (a name).
+    pub workspace: String,
+    /// The agent CLI's own session id, once a turn reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli_session: Option<String>,
+    /// The turns (task ids), oldest first.
+    pub turns: Vec<TaskId>,
+    /// What every turn used so far, as the gateway counted it.
+    pub usage: Usage,
+    /// When its first turn was submitted.
+    pub created_at: Timestamp,
+}
+
+/// The audit record of one request the LLM gateway forwarded (never its body).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmRequest {
+    /// The task whose token made it.
+    pub task_id: TaskId,
+    /// That task's session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+    /// The model asked for.
+    pub model: String,
+    /// The HTTP status the agent got.
+    pub status: u16,
+    /// What it used (one request: `requests` is 1 when it reached the upstream).
+    pub usage: Usage,
+    /// Milliseconds from receiving the request to its last byte.
+    pub latency_ms: u64,
+    /// When it ended.
+    pub at: Timestamp,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,13 +311,45 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
         }
         let event = AgentEvent::AgentToolCall {
-            id: "t1".into(),
+            call_id: "t1".into(),
             tool: "Bash".into(),
             input: "ls".into(),
         };
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "agent_tool_call");
         assert_eq!(serde_json::from_value::<AgentEvent>(json).unwrap(), event);
+    }
+
+    #[test]
+    fn agent_events_are_task_events_with_their_own_type() {
+        let kind = crate::TaskEventKind::Agent(AgentEvent::AgentText { text: "hi".into() });
+        let json = serde_json::to_value(&kind).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "agent_text", "text": "hi"})
+        );
+        assert_eq!(kind.name(), "agent_text");
+        let back: crate::TaskEventKind = serde_json::from_value(json).unwrap();
+        assert_eq!(back, kind);
+        let state: crate::TaskEventKind =
+            serde_json::from_str(r#"{"type":"command_started","index":0,"command":"x"}"#).unwrap();
+        assert_eq!(state.name(), "command_started");
+        assert!(serde_json::from_str::<crate::TaskEventKind>(r#"{"type":"nope"}"#).is_err());
+        let event: crate::TaskEvent = serde_json::from_str(
+            r#"{"id":7,"task_id":"67e55044-10b1-426f-9247-bb680e5fe0c8","at":"2026-12-07T00:00:00.000Z","type":"agent_text","text":"hi"}"#,
+        )
+        .unwrap();
+        assert_eq!(event.kind, kind);
+    }
+
+    #[test]
+    fn session_ids_round_trip_and_refuse_other_text() {
+        let id = SessionId::random();
+        assert_eq!(id.as_str().parse::<SessionId>().unwrap(), id);
+        assert!("ses_xyz".parse::<SessionId>().is_err());
+        assert!("ws_0f4c1d3b9a8e4f6b8d2c7a1e5b3f9d0c"
+            .parse::<SessionId>()
+            .is_err());
     }
 
     #[test]

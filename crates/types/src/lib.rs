@@ -20,7 +20,10 @@ mod task;
 mod time;
 mod workspace;
 
-pub use agent::{AgentEvent, AgentKind, AgentOutcome, AgentSpec, Budget, Usage};
+pub use agent::{
+    AgentEvent, AgentKind, AgentOutcome, AgentSpec, Budget, LlmRequest, ParseSessionIdError,
+    Session, SessionId, Usage,
+};
 pub use event::{ExecEvent, OutputStream};
 pub use ids::{ExecutionId, ParseIdError};
 pub use isolation::{Capability, ExecutorCapabilities, IsolationLevel};

@@ -8,7 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{ExecutionStats, LimitName, NetworkPolicy, OutputStream, ParseIdError, ResourceLimits};
+use crate::{
+    AgentEvent, AgentSpec, Budget, ExecutionStats, LimitName, NetworkPolicy, OutputStream,
+    ParseIdError, ResourceLimits, SessionId, Usage,
+};
 
 /// Identifies one task for its whole life, across retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -175,7 +178,9 @@ impl FromStr for TaskStatus {
 
 /// What kind of work a task is.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskType {
     /// Shell commands in a sandbox (seed 001's name).
@@ -183,8 +188,26 @@ pub enum TaskType {
     IsolatedExecution,
     /// Shell commands (same as `isolated_execution`).
     Command,
-    /// An AI coding agent session (not supported yet).
+    /// An AI coding agent working on `agent.prompt` in the workspace.
     Agent,
+    /// An agent reviews code (`description`, optional `files`), through a prompt template.
+    CodeReview,
+    /// An agent refactors code (`description`, optional `files`), through a prompt template.
+    Refactor,
+    /// An agent writes tests (`description`, optional `files`), through a prompt template.
+    TestGeneration,
+    /// An agent analyses code and reports (`description`, optional `files`), through a prompt
+    /// template.
+    Analysis,
+    /// An agent does what `description` says, through a prompt template.
+    Generic,
+}
+
+impl TaskType {
+    /// Whether the task runs an agent (instead of shell commands).
+    pub const fn is_agent(self) -> bool {
+        !matches!(self, Self::IsolatedExecution | Self::Command)
+    }
 }
 
 /// A task as a client submits it (`POST /api/v1/tasks`, and `POST /tasks` in seed 001's shape).
@@ -261,6 +284,17 @@ pub struct TaskRequest {
     /// the `RUN` steps as root on the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environments: Option<Vec<EnvironmentDefinition>>,
+    /// The agent of an `agent` task: which CLI, the prompt and how it may work. The seed's task
+    /// types (`code_review`, `refactor`, …) fill the prompt from `description` and `files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
+    /// Spending limits of an agent task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Files an agent task of a seed type is about (paths in the workspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 100))]
+    pub files: Option<Vec<String>>,
 }
 
 /// An environment defined in a task request.
@@ -355,6 +389,21 @@ pub struct TaskSpec {
     pub labels: BTreeMap<String, String>,
     /// Extra runs allowed after a failure, timeout or interruption.
     pub retries: u32,
+    /// The agent of an agent task, its prompt resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
+    /// Spending limits of an agent task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Files an agent task of a seed type is about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// The session an agent task is a turn of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+    /// The previous turn of its session, for a follow-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<TaskId>,
 }
 
 /// Where a task is in its life: the part the state machine changes.
@@ -547,6 +596,9 @@ pub struct Task {
     pub spec: TaskSpec,
     /// Results of the current (or last) attempt's commands, in order.
     pub results: Vec<CommandResult>,
+    /// What an agent task used of the model provider so far, as the gateway counted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// One page of `GET /api/v1/tasks`.
@@ -623,6 +675,24 @@ pub enum TaskEventKind {
         /// Its exit code, `None` when it could not be run.
         exit_code: Option<i32>,
     },
+    /// A step of an agent task (`agent_text`, `agent_tool_call`, `agent_tool_result`,
+    /// `agent_usage`, `agent_result`).
+    #[serde(untagged)]
+    Agent(AgentEvent),
+}
+
+impl TaskEventKind {
+    /// The event's `type` (the SSE event name).
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::State { .. } => "state",
+            Self::CommandStarted { .. } => "command_started",
+            Self::EnvironmentBuild { .. } => "environment_build",
+            Self::Output { .. } => "output",
+            Self::CommandFinished { .. } => "command_finished",
+            Self::Agent(event) => event.name(),
+        }
+    }
 }
 
 /// One execution slot of the orchestrator.

@@ -141,7 +141,8 @@ async fn bad_input_gets_a_precise_error() {
         (r#"{"commands": ["ls"], "comands": 1}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", ""),
         (r#"{"commands": []}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "commands: must list at least one command"),
         (r#"{"commands": ["ls"], "resources": {"memory": "-5g"}}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "resources.memory: size \"-5g\" is negative: sizes must be zero or more at line 1 column 51"),
-        (r#"{"commands": ["ls"], "task_type": "agent"}"#, StatusCode::UNPROCESSABLE_ENTITY, "not_supported", "task_type: task_type \"agent\" is not supported yet: use \"isolated_execution\" or \"command\""),
+        (r#"{"commands": ["ls"], "task_type": "agent"}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "commands: an agent task runs an agent, not commands: give `agent.prompt` (or `description` for the seed's task types) and no `commands`"),
+        (r#"{"commands": ["ls"], "agent": {"kind": "codex", "prompt": "x"}}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "agent: is only for agent tasks (task_type \"agent\", \"code_review\", \"refactor\", \"test_generation\", \"analysis\" or \"generic\")"),
         (r#"{"commands": ["ls"], "network": "localhost"}"#, StatusCode::UNPROCESSABLE_ENTITY, "not_supported", "network: network policy localhost is not supported yet by the fake executor (environment \"host\")"),
         (r#"{"commands": ["ls"], "timeout": "soon"}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", ""),
         (&big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is larger than the limit of 256 bytes"),
@@ -680,9 +681,14 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
         schemas,
         vec![
             "Agent",
+            "AgentEvent",
+            "AgentKind",
+            "AgentOutcome",
+            "AgentSpec",
             "AgentState",
             "ApiError",
             "ApiErrorBody",
+            "Budget",
             "ChangeView",
             "CommandResult",
             "CreatedToken",
@@ -703,6 +709,7 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "ResourceLimits",
             "RestoreRequest",
             "RestoreView",
+            "SessionId",
             "SnapshotRequest",
             "SnapshotView",
             "Task",
@@ -719,6 +726,7 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "Timestamp",
             "TokenInfo",
             "UploadView",
+            "Usage",
             "Workspace",
             "WorkspaceId",
             "WorkspaceRequest",
@@ -766,7 +774,12 @@ async fn the_openapi_document_matches_the_router_and_the_types() {
             "environment_missing",
             "environment_build_failed",
             "services_failed",
-            "orchestrator_error"
+            "orchestrator_error",
+            "budget_exceeded",
+            "max_turns",
+            "upstream_unavailable",
+            "upstream_rejected",
+            "agent_crashed"
         ])
     );
     assert_eq!(properties("RestoreRequest"), vec!["target"]);
