@@ -1,12 +1,20 @@
 //! The connection to a container engine's Docker-compatible API (bollard), and what the
 //! executors and `conductor env` ask of it besides running containers: is it up, which cgroup
-//! driver it uses, is an image there, import a root filesystem as an image.
+//! driver it uses, is an image there, import a root filesystem as an image; the container calls
+//! the executors make (create, start, attach, kill); and the engine process's own rlimits, which
+//! Podman's containers get.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::container::AttachContainerResults;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder,
+};
 use bollard::{ClientVersion, Docker};
+use conductor_types::{Rlimit, RlimitResource};
 use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
 
@@ -164,6 +172,46 @@ impl Engine {
         &self.docker
     }
 
+    /// Creates container `name` from `body`; its id.
+    pub(crate) async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, bollard::errors::Error> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = self.docker.create_container(Some(options), body).await?;
+        Ok(created.id)
+    }
+
+    /// Starts container `id`.
+    pub(crate) async fn start(&self, id: &str) -> Result<(), bollard::errors::Error> {
+        self.docker.start_container(id, None).await
+    }
+
+    /// Attaches to container `id`'s stdout and stderr from now on.
+    pub(crate) async fn attach(
+        &self,
+        id: &str,
+    ) -> Result<AttachContainerResults, bollard::errors::Error> {
+        let attach = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            // Attached before the command starts: nothing is missed, and replaying the log as
+            // well would duplicate what a fast command wrote.
+            .logs(false)
+            .build();
+        self.docker.attach_container(id, Some(attach)).await
+    }
+
+    /// SIGKILLs container `id`: its init and everything in it end.
+    pub(crate) async fn kill(&self, id: &str) -> Result<(), bollard::errors::Error> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        self.docker.kill_container(id, Some(options)).await
+    }
+
     pub(crate) fn api(
         &self,
         context: impl Into<String>,
@@ -284,4 +332,37 @@ impl Engine {
             Err(e) => Err(self.api(format!("removing image {tag}"), e)),
         }
     }
+}
+
+/// The `nofile` and `nproc` limits of the engine serving `socket` (its pid from
+/// `SO_PEERCRED`): Podman's own defaults for them fail where its limits are lower, so the
+/// container gets the engine's limits instead. Empty when they cannot be read.
+pub(crate) fn engine_rlimits(socket: &Path) -> Vec<Rlimit> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return Vec::new();
+    };
+    let Ok(credentials) = getsockopt(&stream, PeerCredentials) else {
+        return Vec::new();
+    };
+    let pid = credentials.pid();
+    [
+        (RlimitResource::Nofile, libc::RLIMIT_NOFILE),
+        (RlimitResource::Nproc, libc::RLIMIT_NPROC),
+    ]
+    .into_iter()
+    .filter_map(|(resource, which)| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads pid's limit into a valid local; the new-limit pointer is null.
+        let rc = unsafe { libc::prlimit(pid, which, std::ptr::null(), &mut limit) };
+        (rc == 0).then_some(Rlimit {
+            resource,
+            soft: limit.rlim_cur,
+            hard: limit.rlim_max,
+        })
+    })
+    .collect()
 }

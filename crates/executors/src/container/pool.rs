@@ -36,13 +36,6 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 
-/// Where the FIFO is inside the container.
-pub const CONTROL_TARGET: &str = "/.conductor";
-
-/// The waiting shell: reads one script from the FIFO, then `eval`s it (the script ends in
-/// `exec`, so the command replaces the shell). Exits 125 if the FIFO cannot be read.
-pub const AGENT: &str = "c=$(cat /.conductor/command) || exit 125; eval \"$c\"";
-
 /// A warm container's directory on the host.
 #[derive(Debug, Clone)]
 pub struct Slot {
@@ -106,7 +99,7 @@ impl Slot {
         self.dir.join("workspace")
     }
 
-    /// The directory bound read-only at [`CONTROL_TARGET`].
+    /// The directory bound read-only at [`CONTROL_TARGET`](super::scripts::CONTROL_TARGET).
     pub fn control(&self) -> PathBuf {
         self.dir.join("control")
     }
@@ -208,69 +201,9 @@ pub fn send(mut fifo: File, script: &str) -> io::Result<()> {
     fifo.write_all(script.as_bytes())
 }
 
-/// `'text'` for `sh`, whatever `text` holds.
-pub fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-/// The script a warm container runs: change to `cwd` (after the workspace was bound, so the
-/// path now reaches it) and `exec` `cmd` (the same `env -i …` a cold container runs).
-pub fn script(cwd: &str, cmd: &[String]) -> String {
-    let mut script = format!("cd {} || exit 125\nexec", shell_quote(cwd));
-    for word in cmd {
-        script.push(' ');
-        script.push_str(&shell_quote(word));
-    }
-    script.push('\n');
-    script
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scripts_quote_every_word() {
-        let cmd = [
-            "/usr/bin/env",
-            "-i",
-            "--",
-            "A=it's",
-            "sh",
-            "-c",
-            "echo $A\nexit 3",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        assert_eq!(
-            script("/workspace", &cmd),
-            "cd '/workspace' || exit 125\nexec '/usr/bin/env' '-i' '--' 'A=it'\\''s' 'sh' '-c' 'echo $A\nexit 3'\n"
-        );
-    }
-
-    #[test]
-    fn scripts_run_as_written_by_sh() {
-        let dir = tempfile::tempdir().unwrap();
-        let cmd = ["printf", "%s|", "a b", "it's", "$HOME", "new\nline", ""]
-            .map(str::to_owned)
-            .to_vec();
-        let script = script(&dir.path().display().to_string(), &cmd);
-        let agent = AGENT.replace("cat /.conductor/command", "cat");
-        let output = std::process::Command::new("sh")
-            .args(["-c", &agent])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                child.stdin.take().unwrap().write_all(script.as_bytes())?;
-                child.wait_with_output()
-            })
-            .unwrap();
-        assert_eq!(
-            String::from_utf8(output.stdout).unwrap(),
-            "a b|it's|$HOME|new\nline||"
-        );
-    }
 
     #[test]
     fn slots_mount_share_and_clean_up() {

@@ -10,7 +10,9 @@ use bollard::models::{
 use conductor_core::ExecutorError;
 use conductor_types::{Bytes, ExecPlan, NetworkPolicy, Rlimit, RlimitResource};
 
-use super::EngineKind;
+use super::engine::EngineKind;
+use super::network::FULL_NETWORK;
+use super::scripts::{CONTROL_TARGET, RESIDENT_AGENT, WAITING_SHELL};
 
 /// The label every container Conductor creates carries: its execution id.
 pub const LABEL_EXECUTION: &str = "io.conductor.execution";
@@ -133,7 +135,7 @@ pub fn create_body(
     let network_mode = match (&plan.network, settings.service_network) {
         (NetworkPolicy::None, None) => "none",
         (NetworkPolicy::None, Some(network)) => network,
-        (NetworkPolicy::Full, None) => super::network::FULL_NETWORK,
+        (NetworkPolicy::Full, None) => FULL_NETWORK,
         (NetworkPolicy::Full, Some(_)) => {
             return Err(unsupported(
                 "network policy full together with services".to_owned(),
@@ -225,7 +227,7 @@ pub fn warm_body(
     body.cmd = Some(vec![
         "/bin/sh".to_owned(),
         "-c".to_owned(),
-        super::pool::AGENT.to_owned(),
+        WAITING_SHELL.to_owned(),
     ]);
     if let Some(host_config) = body.host_config.as_mut() {
         host_config.pids_limit = None;
@@ -243,7 +245,7 @@ pub fn warm_body(
                 ..Mount::default()
             },
             Mount {
-                target: Some(super::pool::CONTROL_TARGET.to_owned()),
+                target: Some(CONTROL_TARGET.to_owned()),
                 source: Some(slot_control.to_owned()),
                 typ: Some(MountType::BIND),
                 read_only: Some(true),
@@ -268,7 +270,7 @@ pub fn resident_body(
     body.cmd = Some(vec![
         "/bin/sh".to_owned(),
         "-c".to_owned(),
-        super::resident::AGENT.to_owned(),
+        RESIDENT_AGENT.to_owned(),
     ]);
     body.user = Some("0:0".to_owned());
     if let Some(host_config) = body.host_config.as_mut() {
@@ -414,11 +416,7 @@ mod tests {
         let cold = create_body(&plan, &settings()).unwrap();
         let warm = warm_body(&plan, &settings(), "/pool/s/workspace", "/pool/s/control").unwrap();
         let expected = ContainerCreateBody {
-            cmd: Some(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                crate::container::pool::AGENT.into(),
-            ]),
+            cmd: Some(vec!["/bin/sh".into(), "-c".into(), WAITING_SHELL.into()]),
             host_config: Some(HostConfig {
                 pids_limit: None,
                 nano_cpus: None,

@@ -4,44 +4,20 @@
 
 use std::sync::Arc;
 
-use bollard::query_parameters::CreateContainerOptionsBuilder;
 use conductor_core::{plan, ExecutorError, HostContext, PlanError, PlanTarget};
 use conductor_sandbox::cgroup::CgroupLimits;
 use conductor_types::{ExecPlan, ExecutionId, ExecutionRequest, NetworkPolicy};
+use tokio::net::unix::pipe;
 
+use super::api;
 use super::guard::{remove_children, ContainerGuard};
-use super::oom::OomWatch;
-use super::pool::{remove_slot_dir, script, send, Slot};
+use super::idle::{PoolState, Warm, WarmKind};
+use super::inner::{Inner, Launched};
+use super::owner::dead_owners;
+use super::pool::{remove_slot_dir, send, Slot};
 use super::resident::Resident;
+use super::scripts::once_script;
 use super::spec::{command, resident_body, warm_body};
-use super::{owner_alive, Inner, Launched};
-
-/// An idle warm container: started, its shell waiting on the FIFO.
-#[derive(Debug)]
-pub(crate) struct Warm {
-    pub(crate) guard: ContainerGuard,
-    pub(crate) id: String,
-    pub(crate) oom: Option<OomWatch>,
-    pub(crate) kind: WarmKind,
-}
-
-/// What waits in a warm container.
-#[derive(Debug)]
-pub(crate) enum WarmKind {
-    /// A shell that `exec`s one command: the FIFO's write end, opened once it was waiting.
-    Once(std::fs::File),
-    /// The agent of a container reset and reused (see `resident`).
-    Resident(Resident),
-}
-
-/// The idle containers, how many are being made, and how many resident ones are out serving
-/// an execution (they come back).
-#[derive(Debug, Default)]
-pub(crate) struct PoolState {
-    idle: Vec<Warm>,
-    filling: usize,
-    lent: usize,
-}
 
 /// The plan warm containers are made for: a default request (no network, default rlimits).
 pub(crate) fn template_plan() -> Result<ExecPlan, PlanError> {
@@ -124,13 +100,13 @@ impl Inner {
         let cgroup = guard
             .cgroup()
             .ok_or_else(|| self.setup("taking a warm container", "it has no cgroup"))?;
-        let manager = self.cgroups()?;
+        let manager = self.cgroups()?.manager();
         tokio::task::spawn_blocking(move || manager.set_limits(&cgroup, &limits))
             .await
             .map_err(|e| self.setup("limiting a warm container", e))?
             .map_err(|e| self.setup("limiting a warm container", e))?;
         let cmd = command(plan, self.config.engine.name())?;
-        let script = script(&plan.cwd.display().to_string(), &cmd);
+        let script = once_script(&plan.cwd.display().to_string(), &cmd);
         let slot = guard
             .slot()
             .ok_or_else(|| self.setup("taking a warm container", "it has no slot"))?;
@@ -156,11 +132,12 @@ impl Inner {
             self.owner.replace(':', "-"),
             &ExecutionId::random().to_string()[..12]
         );
-        let (cgroup, oom) = self
-            .create_cgroup(&format!("warm-{name}"), &self.template)
+        let cgroups = self.cgroups()?;
+        let (cgroup, oom) = cgroups
+            .create(&format!("warm-{name}"), &self.template)
             .await?;
-        let cgroup_parent = self.cgroup_parent(&cgroup)?;
-        let engine_dirs = self.engine_cgroup_dirs(&cgroup, &cgroup_parent);
+        let cgroup_parent = cgroups.parent(&cgroup)?;
+        let engine_dirs = cgroups.engine_dirs(&cgroup, &cgroup_parent);
         let mut guard = ContainerGuard::new(self.engine.clone(), cgroup, engine_dirs);
         let root = self.config.pool_dir.clone();
         let slot_name = name.clone();
@@ -203,26 +180,44 @@ impl Inner {
             false => None,
         };
         self.seccomp.write().await?;
-        let docker = self.engine.client();
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&format!("conductor-warm-{name}"))
-            .build();
-        let created = match docker.create_container(Some(options), body).await {
-            Ok(created) => created,
+        let id = match self
+            .engine
+            .create(&format!("conductor-warm-{name}"), body)
+            .await
+        {
+            Ok(id) => id,
             Err(e) => return Err(self.create_error(e).await),
         };
-        guard.set_container(created.id.clone());
-        docker
-            .start_container(&created.id, None)
+        guard.set_container(id.clone());
+        self.engine
+            .start(&id)
             .await
             .map_err(|e| self.setup("starting a warm container", e))?;
-        let kind = match status {
+        let kind = self.wait_ready(&guard, &id, &slot, status).await?;
+        Ok(Warm {
+            guard,
+            id,
+            oom,
+            kind,
+        })
+    }
+
+    /// What waits in the warm container `id` just started: its resident agent once it said it
+    /// is ready (`status` is its status FIFO), or the waiting shell's FIFO once it is open.
+    async fn wait_ready(
+        &self,
+        guard: &ContainerGuard,
+        id: &str,
+        slot: &Slot,
+        status: Option<pipe::Receiver>,
+    ) -> Result<WarmKind, ExecutorError> {
+        Ok(match status {
             Some(status) => {
-                let tree = cgroup_tree(&guard)
+                let tree = cgroup_tree(guard)
                     .ok_or_else(|| self.setup("arming a resident container", "no cgroup"))?;
                 let socket = self.engine.socket();
                 let init = async {
-                    super::api::container_state(socket, &created.id)
+                    api::container_state(socket, id)
                         .await
                         .ok()
                         .and_then(|state| state.pid)
@@ -234,16 +229,10 @@ impl Inner {
                 )
             }
             None => WarmKind::Once(
-                wait_for_reader(&slot)
+                wait_for_reader(slot)
                     .await
                     .map_err(|e| self.setup("waiting for a warm container's shell", e))?,
             ),
-        };
-        Ok(Warm {
-            guard,
-            id: created.id,
-            oom,
-            kind,
         })
     }
 
@@ -343,29 +332,6 @@ pub(crate) fn cgroup_tree(guard: &ContainerGuard) -> Option<std::path::PathBuf> 
     guard.cgroup()?.dirs().first().cloned()
 }
 
-/// The directories in `dir` named `<prefix><pid>-<start>-…` whose process is gone.
-fn dead_owners(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(prefix) else {
-                return false;
-            };
-            let mut parts = rest.splitn(3, '-');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(pid), Some(start), Some(_)) => !owner_alive(&format!("{pid}:{start}")),
-                _ => false,
-            }
-        })
-        .map(|entry| entry.path())
-        .collect()
-}
-
 /// The FIFO's write end once the container's shell is waiting on it (within 30 s).
 async fn wait_for_reader(slot: &Slot) -> std::io::Result<std::fs::File> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -399,28 +365,5 @@ impl Drop for Filling<'_> {
             state.filling = state.filling.saturating_sub(1);
         }
         self.0.pool_changed.notify_waiters();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dead_owners_are_found_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let own = super::super::own_owner_label().replace(':', "-");
-        for name in [
-            format!("docker-warm-{own}-aaaa"),
-            "docker-warm-4194305-1-bbbb".to_owned(),
-            "docker-1234".to_owned(),
-            "docker-warm-garbage".to_owned(),
-        ] {
-            std::fs::create_dir(dir.path().join(name)).unwrap();
-        }
-        assert_eq!(
-            dead_owners(dir.path(), "docker-warm-"),
-            vec![dir.path().join("docker-warm-4194305-1-bbbb")]
-        );
     }
 }
