@@ -76,7 +76,8 @@ fn executors() -> Vec<Target> {
             helper_path: env!("CARGO_BIN_EXE_conductor").into(),
             ..HostConfig::default()
         }))),
-        namespace(),
+        namespace(1),
+        namespace(0),
         container(EngineKind::Docker, 0, 0),
         container(EngineKind::Podman, 0, 0),
         container(EngineKind::Docker, 1, 0),
@@ -228,14 +229,20 @@ fn rootless_podman() -> Target {
 }
 
 /// The namespace executor with this package's `conductor` binary as its helper, if it can run
-/// on this machine.
-fn namespace() -> Target {
+/// on this machine; with `warm_helpers` started ahead of time (as root, with their root built),
+/// or none (`namespace-cold::<case>`: every helper starts on demand and builds the whole root).
+fn namespace(warm_helpers: usize) -> Target {
     let config = NamespaceConfig {
         helper_path: env!("CARGO_BIN_EXE_conductor").into(),
+        warm_helpers,
         ..Default::default()
     };
+    let name = match warm_helpers {
+        0 => "namespace-cold",
+        _ => "namespace",
+    };
     let unavailable = |reason: String| Target::Unavailable {
-        name: "namespace".to_owned(),
+        name: name.to_owned(),
         reason,
     };
     let executor = match NamespaceExecutor::new(config) {
@@ -251,9 +258,10 @@ fn namespace() -> Target {
                 .block_on(executor.health_check())
                 .map_err(|e| e.to_string())
         });
-    match health {
-        Ok(()) => Target::Ready(Arc::new(executor)),
-        Err(reason) => unavailable(reason),
+    match (health, warm_helpers) {
+        (Ok(()), 0) => Target::Labelled(Arc::new(executor), "cold"),
+        (Ok(()), _) => Target::Ready(Arc::new(executor)),
+        (Err(reason), _) => unavailable(reason),
     }
 }
 

@@ -31,7 +31,12 @@ const HOST_ETC_ENTRIES: [&str; 5] = [
     "/etc/ca-certificates",
 ];
 /// Rootfs entries never bound from a rootfs: the sandbox makes its own.
-const ROOTFS_EXCLUDES: [&str; 6] = ["proc", "dev", "sys", "tmp", "run", "workspace"];
+/// `home` too: the sandbox's `/home` is its own, so `home` can be mounted at
+/// [`ExecutionRequest::SANDBOX_HOME`] (a warm root makes that mount point ahead of time).
+const ROOTFS_EXCLUDES: [&str; 7] = ["proc", "dev", "sys", "tmp", "run", "workspace", "home"];
+/// The user name `/etc/passwd` gives [`ExecutionRequest::user`] (host directories only; a
+/// rootfs brings its own `/etc`).
+const SANDBOX_USER: &str = "conductor";
 
 /// What the plan needs to know about the host, gathered by the caller.
 #[derive(Debug, Clone, Default)]
@@ -166,6 +171,14 @@ pub fn missing_capability(
             .service_network
             .as_ref()
             .map(|_| (Capability::Services, "running services")),
+        (!request.bridges.is_empty()).then_some((Capability::PortBridge, "a port bridge")),
+        request
+            .home
+            .as_ref()
+            .map(|_| (Capability::HomeMount, "a home directory mount")),
+        request
+            .user
+            .map(|_| (Capability::RunAsUser, "running as a non-root user")),
     ];
     wanted
         .into_iter()
@@ -278,7 +291,11 @@ fn resolve_env(
 ) -> Result<Vec<(String, String)>, PlanError> {
     let mut env = BTreeMap::new();
     env.insert("PATH".to_owned(), SANDBOX_PATH.to_owned());
-    env.insert("HOME".to_owned(), cwd.display().to_string());
+    let home = match (&request.home, cwd == Path::new(SANDBOX_WORKSPACE)) {
+        (Some(_), true) => ExecutionRequest::SANDBOX_HOME.to_owned(),
+        _ => cwd.display().to_string(),
+    };
+    env.insert("HOME".to_owned(), home);
     for name in &request.env_allowlist {
         validate_env_name(name)?;
         if let Some(value) = host.env.get(name) {
@@ -342,7 +359,7 @@ fn sandbox_layout(request: &ExecutionRequest) -> Result<SandboxLayout, PlanError
                     optional: true,
                 });
             }
-            files = minimal_etc(&hostname);
+            files = minimal_etc(&hostname, request.user);
         }
     }
     mounts.push(Mount::Proc {
@@ -368,10 +385,18 @@ fn sandbox_layout(request: &ExecutionRequest) -> Result<SandboxLayout, PlanError
             optional: false,
         });
     }
+    // The workspace, then the home: the mounts a warm root attaches late, in this order.
     mounts.push(Mount::ReadWriteBind {
         source: request.workspace.clone(),
         target: SANDBOX_WORKSPACE.into(),
     });
+    if let Some(home) = &request.home {
+        require_absolute("home", home)?;
+        mounts.push(Mount::ReadWriteBind {
+            source: home.clone(),
+            target: ExecutionRequest::SANDBOX_HOME.into(),
+        });
+    }
     Ok(SandboxLayout {
         hostname,
         mounts,
@@ -379,20 +404,24 @@ fn sandbox_layout(request: &ExecutionRequest) -> Result<SandboxLayout, PlanError
     })
 }
 
-fn minimal_etc(hostname: &str) -> Vec<EtcFile> {
+fn minimal_etc(hostname: &str, user: Option<u32>) -> Vec<EtcFile> {
     let file = |path: &str, contents: String| EtcFile {
         path: path.into(),
         contents,
         mode: 0o644,
     };
+    let mut passwd = format!(
+        "root:x:0:0:root:{SANDBOX_WORKSPACE}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    );
+    let mut group = "root:x:0:\nnogroup:x:65534:\n".to_owned();
+    if let Some(uid) = user.filter(|uid| ![0, 65534].contains(uid)) {
+        let home = ExecutionRequest::SANDBOX_HOME;
+        passwd.push_str(&format!("{SANDBOX_USER}:x:{uid}:{uid}::{home}:/bin/sh\n"));
+        group.push_str(&format!("{SANDBOX_USER}:x:{uid}:\n"));
+    }
     vec![
-        file(
-            "/etc/passwd",
-            format!(
-                "root:x:0:0:root:{SANDBOX_WORKSPACE}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-            ),
-        ),
-        file("/etc/group", "root:x:0:\nnogroup:x:65534:\n".to_owned()),
+        file("/etc/passwd", passwd),
+        file("/etc/group", group),
         file("/etc/hostname", format!("{hostname}\n")),
         file(
             "/etc/hosts",
@@ -507,6 +536,88 @@ mod tests {
                 "/etc/hosts",
                 "/etc/nsswitch.conf"
             ]
+        );
+    }
+
+    #[test]
+    fn a_home_is_mounted_after_the_workspace_and_becomes_home() {
+        let mut req = request(&["true"]);
+        req.home = Some("/srv/sessions/s1/home".into());
+        req.user = Some(1000);
+        let plan = plan(&req, PlanTarget::Sandbox, &HostContext::default()).unwrap();
+        let layout = plan.sandbox.unwrap();
+        let n = layout.mounts.len();
+        assert_eq!(
+            &layout.mounts[n - 2..],
+            &[
+                Mount::ReadWriteBind {
+                    source: "/work/ws".into(),
+                    target: SANDBOX_WORKSPACE.into(),
+                },
+                Mount::ReadWriteBind {
+                    source: "/srv/sessions/s1/home".into(),
+                    target: "/home/conductor".into(),
+                },
+            ]
+        );
+        assert!(plan
+            .env
+            .contains(&("HOME".to_owned(), "/home/conductor".to_owned())));
+        let passwd = layout
+            .files
+            .iter()
+            .find(|f| f.path == Path::new("/etc/passwd"));
+        assert_eq!(
+            passwd.map(|f| f.contents.as_str()),
+            Some(
+                "root:x:0:0:root:/workspace:/bin/sh\n\
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+                 conductor:x:1000:1000::/home/conductor:/bin/sh\n"
+            )
+        );
+        req.home = Some("relative".into());
+        assert_eq!(
+            sandbox_layout(&req),
+            Err(PlanError::NotAbsolute {
+                field: "home",
+                path: "relative".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bridges_home_and_user_need_their_capabilities() {
+        let caps = ExecutorCapabilities {
+            isolation_level: IsolationLevel::Container,
+            platform: "linux".into(),
+            supported: BTreeSet::from([Capability::NetworkNone]),
+        };
+        let refusal = |req: &ExecutionRequest| {
+            check_supported(req, "docker", &caps).map_err(|e| e.to_string())
+        };
+        let mut req = request(&["true"]);
+        assert_eq!(refusal(&req), Ok(()));
+        req.bridges = vec![conductor_types::PortBridge {
+            port: 4000,
+            target: "/run/gateway.sock".into(),
+        }];
+        assert_eq!(
+            refusal(&req),
+            Err("a port bridge is not supported yet by the docker executor".to_owned())
+        );
+        req.bridges.clear();
+        req.home = Some("/srv/home".into());
+        assert_eq!(
+            refusal(&req),
+            Err("a home directory mount is not supported yet by the docker executor".to_owned())
+        );
+        req.home = None;
+        req.user = Some(1000);
+        assert_eq!(
+            refusal(&req),
+            Err(
+                "running as a non-root user is not supported yet by the docker executor".to_owned()
+            )
         );
     }
 

@@ -252,7 +252,7 @@ impl HostExecutor {
             .await?;
         let duration = started.elapsed();
         // The socket closed when the command was executed (close-on-exec) or the helper exited.
-        let reports = reports.await.unwrap_or_default();
+        let reports = reports.bytes.await.unwrap_or_default();
         let (stdout, stderr) = output.finish(OUTPUT_GRACE).await?;
         let measurements = tree.finish(rusage_cpu_us).await;
         if ending == Ending::Exited {

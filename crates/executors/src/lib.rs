@@ -1,6 +1,7 @@
 //! Executors: each turns an `ExecutionRequest` into a running, isolated process tree and an
 //! `ExecutionResult`, implementing `conductor_core::Executor`.
 
+pub mod bridge;
 pub mod conformance;
 pub mod container;
 pub mod environment;

@@ -22,12 +22,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use conductor_core::ExecutorError;
+
+use crate::bridge::{read_reports, HelperReports};
 use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
 use conductor_sandbox::spec::{HelperMode, PrebuiltRoot, Prelude};
 use conductor_sandbox::HELPER_ARG;
 use conductor_types::{ExecutionId, Mount};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, Interest};
+use tokio::io::Interest;
 
 /// A running helper waiting for its spec.
 #[derive(Debug)]
@@ -66,7 +68,7 @@ impl Launched {
         channel: UnixStream,
         prelude: Option<&Prelude>,
         spec: &[u8],
-    ) -> Result<tokio::task::JoinHandle<Vec<u8>>, ExecutorError> {
+    ) -> Result<HelperReports, ExecutorError> {
         send_spec(channel, prelude, spec)
     }
 }
@@ -86,6 +88,8 @@ pub(crate) struct RootTemplate {
     pub mounts: Vec<Mount>,
     /// The workspace's place in the sandbox.
     pub workspace: PathBuf,
+    /// Where a home may be attached too (its mount point is made ahead of time).
+    pub home: Option<PathBuf>,
 }
 
 /// Helpers started ahead of time (see the module docs).
@@ -262,6 +266,7 @@ impl WarmPool {
                     root_dir,
                     mounts: template.mounts.clone(),
                     workspace: template.workspace.clone(),
+                    home: template.home.clone(),
                 })
             }
             None => None,
@@ -424,7 +429,7 @@ fn send_spec(
     mut channel: UnixStream,
     prelude: Option<&Prelude>,
     spec: &[u8],
-) -> Result<tokio::task::JoinHandle<Vec<u8>>, ExecutorError> {
+) -> Result<HelperReports, ExecutorError> {
     let mut bytes = Vec::new();
     if let Some(prelude) = prelude {
         prelude
@@ -442,15 +447,7 @@ fn send_spec(
     channel
         .shutdown(std::net::Shutdown::Write)
         .map_err(io_error)?;
-    channel.set_nonblocking(true).map_err(io_error)?;
-    let mut reader = tokio::net::UnixStream::from_std(channel).map_err(io_error)?;
-    Ok(tokio::spawn(async move {
-        let mut reports = Vec::new();
-        if let Err(e) = reader.read_to_end(&mut reports).await {
-            tracing::warn!(error = %e, "reading the sandbox helper's reports");
-        }
-        reports
-    }))
+    read_reports(channel).map_err(io_error)
 }
 
 /// Gives a warm helper's cgroup the execution's limits. A helper whose cgroup refuses them (a
@@ -514,6 +511,7 @@ mod tests {
             run_dir: run_dir.path().to_owned(),
             mounts: Vec::new(),
             workspace: "/workspace".into(),
+            home: None,
         };
         let pool = WarmPool::new("/nonexistent".into(), None, mode.clone(), Some(template), 2);
         let fresh = idle_helper(run_dir.path(), Duration::ZERO);

@@ -87,6 +87,8 @@ pub struct Prepared {
     filter: Option<seccomp::Filter>,
     /// The CPU affinity to give the command back, when set-up pinned itself.
     affinity: Option<CpuSet>,
+    /// The uid and gid to become (the sandbox's root when `None`).
+    user: Option<u32>,
 }
 
 impl Prepared {
@@ -104,10 +106,12 @@ impl Prepared {
             rlimits: spec.rlimits.clone(),
             filter,
             affinity,
+            user: spec.user,
         })
     }
 
-    /// Restores the CPU affinity, applies rlimits, drops every capability, sets `no_new_privs` and installs seccomp.
+    /// Restores the CPU affinity, applies rlimits, drops every capability (becoming the spec's
+    /// user, if any, on the way), sets `no_new_privs` and installs seccomp.
     pub fn lock_down(&self) -> Result<(), StageError> {
         reset_signals();
         if let Some(affinity) = &self.affinity {
@@ -118,7 +122,7 @@ impl Prepared {
             lower_rlimit(rlimit)
                 .map_err(|e| StageError::new(format!("setting rlimit {:?}", rlimit.resource), e))?;
         }
-        drop_capabilities().map_err(|e| StageError::new("dropping capabilities", e))?;
+        drop_capabilities(self.user).map_err(|e| StageError::new("dropping capabilities", e))?;
         set_no_new_privs().map_err(|e| StageError::new("setting no_new_privs", e))?;
         if let Some(filter) = &self.filter {
             seccomp::install(filter)
@@ -215,7 +219,10 @@ pub fn lowered(soft: u64, hard: u64, current_hard: u64) -> (u64, u64) {
 
 /// Empties the bounding and ambient sets, then effective, permitted and inheritable: root in a
 /// user namespace with an empty bounding set gains nothing on `execve`.
-fn drop_capabilities() -> io::Result<()> {
+/// Empties the bounding and ambient sets (which needs `CAP_SETPCAP`), becomes `user` (which
+/// needs `CAP_SETUID`/`CAP_SETGID`, and clears the permitted and effective sets by itself), then
+/// clears every set.
+fn drop_capabilities(user: Option<u32>) -> io::Result<()> {
     for cap in 0..64 {
         // SAFETY: prctl with integer arguments only.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
@@ -239,6 +246,9 @@ fn drop_capabilities() -> io::Result<()> {
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
+    }
+    if let Some(id) = user {
+        become_user(id)?;
     }
     #[repr(C)]
     struct Header {
@@ -269,6 +279,15 @@ fn drop_capabilities() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// No supplementary groups, then gid and uid `id` (real, effective and saved).
+fn become_user(id: u32) -> io::Result<()> {
+    let gid = nix::unistd::Gid::from_raw(id);
+    let uid = nix::unistd::Uid::from_raw(id);
+    nix::unistd::setgroups(&[]).map_err(io::Error::from)?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(io::Error::from)?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(io::Error::from)
 }
 
 fn set_no_new_privs() -> io::Result<()> {

@@ -7,16 +7,19 @@
 //!
 //! ```text
 //! helper (root in the initial namespaces; writes the id maps, passes the spec on to init, hands
-//!  │      the workspace to the sandbox's root uid while init builds the root ([`crate::handover`]:
-//!  │      iterative, never following links, refusing files of several hard links), moves a
+//!  │      the workspace and the home to the sandbox's root or user uid while init builds the
+//!  │      root ([`crate::handover`]: iterative, never following links, refusing files of
+//!  │      several hard links), moves a
 //!  │      `full` sandbox's veth into init's network namespace and configures it, then waits)
 //!  └─ init: pid 1 of new user/pid/uts/ipc(/net) namespaces; once the spec comes, a new mount
 //!     │     namespace, the root, pivot (a warm one with a [`PrebuiltRoot`] does that before,
-//!     │     and then only attaches the workspace the helper cloned, writes the hostname and
-//!     │     /etc files, and makes the root read-only; it forks the command's process ahead of
-//!     │     time too, which waits for the spec); reaps every orphan and reports the command's
-//!     │     status
-//!     └─ command: rlimits → drop capabilities → no_new_privs → seccomp → execve
+//!     │     and then only attaches the workspace and the home the helper cloned, writes the
+//!     │     hostname and /etc files, and makes the root read-only; it forks the command's
+//!     │     process ahead of time too, which waits for the spec); listens on the bridged
+//!     │     loopback ports and passes the listeners to the executor ([`crate::bridge`]),
+//!     │     keeping no copy; reaps every orphan and reports the command's status
+//!     └─ command: rlimits → drop capabilities (becoming the spec's user, if any) →
+//!                 no_new_privs → seccomp → execve
 //! ```
 //!
 //! The executor passes a socket as the helper's standard input (so the spawn needs no `pre_exec`
@@ -41,6 +44,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
 use nix::sched::CpuSet;
 
+use crate::bridge::{listen_loopback, pass_listeners};
 use crate::command::{current_affinity, exec_failure_code, pin_to_cpu, Prepared};
 use crate::fds::{receive_fd, send_fd};
 use crate::idmap::{id_maps, IdMaps};
@@ -211,30 +215,20 @@ fn run(channel: &File) -> Result<i32, StageError> {
     let spec = SandboxSpec::from_bytes(&spec_bytes).map_err(|e| fail(StageError::new(stage, e)))?;
     pin_to_cpu(&[child]);
     if let (Some(prebuilt), Some(trees)) = (&prebuilt, &trees) {
-        let stage = "cloning the workspace's mount";
-        let workspace = prebuilt
-            .workspace_of(&spec.layout)
-            .map_err(|e| fail(StageError::new(stage, e)))?;
-        let tree = clone_tree(workspace).map_err(|e| {
-            fail(StageError::new(
-                format!("{stage} {}", workspace.display()),
-                e,
-            ))
-        })?;
-        send_fd(trees, &tree).map_err(|e| fail(StageError::new(stage, e)))?;
+        send_late_mounts(prebuilt, &spec, trees).map_err(fail)?;
     }
     let mut spec_write = File::from(spec_write);
     // init reads to the end; if it died instead, its status says so.
     let _ = spec_write.write_all(&spec_bytes);
     drop(spec_write);
-    // While init builds the sandbox, hand the workspace to the sandbox's root; the byte lets it
-    // start the command.
-    if let Some(owner) = &spec.workspace_owner {
+    // While init builds the sandbox, hand the workspace (and the home) to the sandbox's root or
+    // the command's user; the byte lets it start the command.
+    for owner in &spec.owners {
         // Iterative, never following links, and refusing files linked from elsewhere.
         crate::handover::hand_over(&owner.path, owner.uid, owner.uid).map_err(|e| {
             fail(StageError::new(
                 format!(
-                    "giving the workspace {} to the sandbox's root (uid {})",
+                    "giving {} to the sandbox's uid {}",
                     owner.path.display(),
                     owner.uid
                 ),
@@ -256,6 +250,26 @@ fn run(channel: &File) -> Result<i32, StageError> {
     drop(go_write);
     // Step back: init reports from here on.
     Ok(wait_for(child))
+}
+
+/// Clones the workspace's mount (and the home's, when the execution has one) on the host and
+/// sends them to init, in that order, for a prebuilt root to attach.
+fn send_late_mounts(
+    prebuilt: &PrebuiltRoot,
+    spec: &SandboxSpec,
+    trees: &OwnedFd,
+) -> Result<(), StageError> {
+    let stage = "cloning the workspace's mount";
+    let late = prebuilt
+        .late_mounts_of(&spec.layout)
+        .map_err(|e| StageError::new(stage, e))?;
+    for source in std::iter::once(late.workspace).chain(late.home) {
+        let tree = clone_tree(source).map_err(|e| {
+            StageError::new(format!("cloning the mount of {}", source.display()), e)
+        })?;
+        send_fd(trees, &tree).map_err(|e| StageError::new(stage, e))?;
+    }
+    Ok(())
 }
 
 fn wait_for(child: Pid) -> i32 {
@@ -335,7 +349,19 @@ impl Init<'_> {
             .map_err(|e| StageError::new("receiving the sandbox spec", e))?;
         let command = Prepared::new(&spec, self.filter, self.affinity)?;
         build_sandbox(&spec, self.maps)?;
+        self.open_bridges(&spec.bridges)?;
         Ok(command)
+    }
+
+    /// Listens on the bridges' ports in the sandbox's network namespace and passes the
+    /// listeners to the executor; init keeps no copy, and the command never had one.
+    fn open_bridges(&self, ports: &[u16]) -> Result<(), StageError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let stage = "listening on the bridged ports";
+        let listeners = listen_loopback(ports).map_err(|e| StageError::new(stage, e))?;
+        pass_listeners(self.channel, ports, &listeners).map_err(|e| StageError::new(stage, e))
     }
 
     /// With the root prebuilt, the command's process is forked ahead of time too: it waits for
@@ -371,6 +397,8 @@ impl Init<'_> {
             .unwrap_or_else(|e| self.fail(StageError::new(stage, e)));
         // The command process prepares the command itself (and reports it if it cannot).
         finish_prebuilt(&parsed, prebuilt, trees).unwrap_or_else(|e| self.fail(e));
+        self.open_bridges(&parsed.bridges)
+            .unwrap_or_else(|e| self.fail(e));
         // The command wakes on this CPU, as init did (see `pin_to_cpu`).
         pin_to_cpu(&[child]);
         // The workspace is ready.
@@ -415,22 +443,32 @@ fn prebuild(prebuilt: &PrebuiltRoot, maps: &IdMaps) -> Result<(), StageError> {
     let mut fs = enter_mount_namespace(&layout, maps)?;
     build_root(&layout, &prebuilt.root_dir, &mut fs)?;
     make_mount_point(&prebuilt.root_dir, &prebuilt.workspace, &mut fs)?;
+    if let Some(home) = &prebuilt.home {
+        make_mount_point(&prebuilt.root_dir, home, &mut fs)?;
+    }
     drop(fs);
     pivot_into(&prebuilt.root_dir)
 }
 
 /// The rest of a prebuilt root, once the spec came: the hostname, the `/etc` files, the
-/// workspace (the mount the helper cloned on the host), then read-only.
+/// workspace and the home (the mounts the helper cloned on the host), then read-only.
 fn finish_prebuilt(
     spec: &SandboxSpec,
     prebuilt: &PrebuiltRoot,
     trees: &OwnedFd,
 ) -> Result<(), StageError> {
     let stage = "mounting the workspace";
-    prebuilt
-        .workspace_of(&spec.layout)
+    let late = prebuilt
+        .late_mounts_of(&spec.layout)
         .map_err(|e| StageError::new(stage, e))?;
     let tree = receive_fd(trees).map_err(|e| StageError::new(stage, e))?;
+    let home = match (late.home, &prebuilt.home) {
+        (Some(_), Some(target)) => Some((
+            receive_fd(trees).map_err(|e| StageError::new("mounting the home", e))?,
+            target,
+        )),
+        _ => None,
+    };
     set_hostname(&spec.layout.hostname)?;
     write_files(
         &spec.layout.files,
@@ -438,6 +476,9 @@ fn finish_prebuilt(
         &mut LinuxRootFs::default(),
     )?;
     attach_tree(&tree, &prebuilt.workspace).map_err(|e| StageError::new(stage, e))?;
+    if let Some((tree, target)) = home {
+        attach_tree(&tree, target).map_err(|e| StageError::new("mounting the home", e))?;
+    }
     seal(&spec.cwd)
 }
 

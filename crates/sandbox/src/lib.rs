@@ -2,6 +2,7 @@
 //! (or a syscall trait) as a parameter, so tests can run against tempdir fixtures.
 
 pub mod bpf;
+pub mod bridge;
 pub mod cgroup;
 pub mod command;
 pub mod fds;

@@ -34,6 +34,12 @@ pub enum Report {
         /// The signal number.
         signal: i32,
     },
+    /// init listens on these loopback ports; the listeners came with this line
+    /// (`SCM_RIGHTS`, see [`crate::bridge`]).
+    Listening {
+        /// The ports, in the order of the descriptors.
+        ports: Vec<u16>,
+    },
 }
 
 impl Report {
@@ -93,7 +99,7 @@ pub fn outcome(bytes: &[u8]) -> Outcome {
                 }
             }
             Ok(Report::Signaled { signal }) => result = Outcome::Signaled { signal },
-            Err(_) => {}
+            Ok(Report::Listening { .. }) | Err(_) => {}
         }
     }
     match result {

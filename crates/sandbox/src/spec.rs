@@ -39,10 +39,10 @@ pub struct Prelude {
 }
 
 /// A sandbox root that a warm helper's init builds ahead of time: every mount of the layout but
-/// the workspace, then `pivot_root`. The execution's spec must have exactly these mounts and
-/// then one read-write bind at `workspace`: the helper clones that host directory's mount
-/// (`open_tree`) and init attaches it (`move_mount`), writes the `/etc` files and the hostname,
-/// and makes the root read-only.
+/// the late ones, then `pivot_root`. The execution's spec must have exactly these mounts, then
+/// one read-write bind at `workspace` and, optionally, one at `home`: the helper clones those
+/// host directories' mounts (`open_tree`) and init attaches them (`move_mount`), writes the
+/// `/etc` files and the hostname, and makes the root read-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrebuiltRoot {
     /// An empty host directory the root tmpfs is mounted on before `pivot_root`.
@@ -51,6 +51,19 @@ pub struct PrebuiltRoot {
     pub mounts: Vec<Mount>,
     /// Where the workspace goes, inside the sandbox.
     pub workspace: PathBuf,
+    /// Where a home directory may go, inside the sandbox (its mount point is made ahead of time;
+    /// the mount only when the execution has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<PathBuf>,
+}
+
+/// The host directories a layout binds at a prebuilt root's late mount points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LateMounts<'a> {
+    /// Bound at the root's `workspace`.
+    pub workspace: &'a Path,
+    /// Bound at the root's `home`, when the layout has one.
+    pub home: Option<&'a Path>,
 }
 
 impl PrebuiltRoot {
@@ -65,30 +78,40 @@ impl PrebuiltRoot {
         }
     }
 
-    /// The host directory `layout` binds at the workspace, when the rest of its mounts are this
-    /// root's; otherwise why the layout cannot use it.
-    pub fn workspace_of<'a>(&self, layout: &'a SandboxLayout) -> Result<&'a Path, String> {
-        workspace_in(&self.mounts, &self.workspace, layout).ok_or_else(|| {
-            "the execution's mounts are not the ones the warm sandbox was built with".to_owned()
-        })
+    /// The host directories `layout` binds at the late mount points, when the rest of its
+    /// mounts are this root's; otherwise why the layout cannot use it.
+    pub fn late_mounts_of<'a>(&self, layout: &'a SandboxLayout) -> Result<LateMounts<'a>, String> {
+        late_mounts_in(&self.mounts, &self.workspace, self.home.as_deref(), layout).ok_or_else(
+            || "the execution's mounts are not the ones the warm sandbox was built with".to_owned(),
+        )
     }
 }
 
-/// The host directory `layout` binds at `workspace` as its last mount, when its other mounts are
-/// exactly `mounts` (a root prebuilt from them fits the layout).
-pub fn workspace_in<'a>(
+/// The host directories `layout` binds at `workspace` and then, optionally, at `home` as its
+/// last mounts, when its other mounts are exactly `mounts` (a root prebuilt from them fits the
+/// layout).
+pub fn late_mounts_in<'a>(
     mounts: &[Mount],
     workspace: &Path,
+    home: Option<&Path>,
     layout: &'a SandboxLayout,
-) -> Option<&'a Path> {
-    match layout.mounts.split_last() {
-        Some((Mount::ReadWriteBind { source, target }, rest))
-            if rest == mounts && target == workspace =>
-        {
-            Some(source)
-        }
+) -> Option<LateMounts<'a>> {
+    let bind_at = |mount: &'a Mount, place: &Path| match mount {
+        Mount::ReadWriteBind { source, target } if target == place => Some(source.as_path()),
         _ => None,
-    }
+    };
+    let all = &layout.mounts;
+    let home_source = match (all.last(), home) {
+        (Some(last), Some(home)) => bind_at(last, home),
+        _ => None,
+    };
+    let rest = &all[..all.len() - usize::from(home_source.is_some())];
+    let (last, rest) = rest.split_last()?;
+    let workspace = bind_at(last, workspace)?;
+    (rest == mounts).then_some(LateMounts {
+        workspace,
+        home: home_source,
+    })
 }
 
 /// The two kinds of helper.
@@ -172,9 +195,19 @@ pub struct SandboxSpec {
     pub root_dir: PathBuf,
     /// Whether to install the default seccomp filter.
     pub seccomp: bool,
-    /// A host directory to give (recursively, `lchown`) to the sandbox's root before the
-    /// command starts, so it can write there; set when the helper runs as root.
-    pub workspace_owner: Option<WorkspaceOwner>,
+    /// Host directories to give (recursively, `lchown`) to the sandbox's root or to the
+    /// command's user before the command starts, so it can write there; set when the helper
+    /// runs as root.
+    #[serde(default)]
+    pub owners: Vec<WorkspaceOwner>,
+    /// The uid (and gid) the command runs as inside the sandbox; `None`: the sandbox's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<u32>,
+    /// Ports init listens on at `127.0.0.1` in the sandbox's network namespace before the
+    /// command starts; it passes the listeners out over the channel ([`crate::bridge`]) and
+    /// keeps no copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bridges: Vec<u16>,
     /// The veth the helper moves into the sandbox's network namespace before the command
     /// starts (network `full`: outbound through the host's NAT, see the namespace executor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,7 +305,9 @@ impl SandboxSpec {
             layout,
             root_dir,
             seccomp: true,
-            workspace_owner: None,
+            owners: Vec::new(),
+            user: None,
+            bridges: Vec::new(),
             interface: None,
         })
     }
@@ -368,7 +403,9 @@ mod tests {
                 layout: plan.sandbox.clone().unwrap(),
                 root_dir: "/run/conductor/x".into(),
                 seccomp: true,
-                workspace_owner: None,
+                owners: Vec::new(),
+                user: None,
+                bridges: Vec::new(),
                 interface: None,
             }
         );
@@ -452,12 +489,35 @@ mod tests {
             root_dir: "/run/warm".into(),
             mounts,
             workspace: target,
+            home: Some("/home/conductor".into()),
         };
         assert_eq!(root.mounts, vec![usr.clone()]);
         assert_eq!(
-            root.workspace_of(&layout(vec![usr.clone(), workspace("/w/2")])),
-            Ok(Path::new("/w/2"))
+            root.late_mounts_of(&layout(vec![usr.clone(), workspace("/w/2")])),
+            Ok(LateMounts {
+                workspace: Path::new("/w/2"),
+                home: None
+            })
         );
+        let home = Mount::ReadWriteBind {
+            source: "/h/2".into(),
+            target: "/home/conductor".into(),
+        };
+        assert_eq!(
+            root.late_mounts_of(&layout(vec![usr.clone(), workspace("/w/2"), home.clone()])),
+            Ok(LateMounts {
+                workspace: Path::new("/w/2"),
+                home: Some(Path::new("/h/2"))
+            })
+        );
+        // A home, but a root made without a place for one: not this root.
+        let homeless = PrebuiltRoot {
+            home: None,
+            ..root.clone()
+        };
+        assert!(homeless
+            .late_mounts_of(&layout(vec![usr.clone(), workspace("/w/2"), home.clone()]))
+            .is_err());
         // Another mount, a missing one, or no workspace at the end: not this root.
         let proc = Mount::Proc {
             target: "/proc".into(),
@@ -466,6 +526,8 @@ mod tests {
             vec![usr.clone(), proc.clone(), workspace("/w/2")],
             vec![workspace("/w/2")],
             vec![usr.clone()],
+            vec![usr.clone(), home.clone()],
+            vec![usr.clone(), home.clone(), workspace("/w/2")],
             vec![
                 usr.clone(),
                 Mount::ReadWriteBind {
@@ -475,7 +537,7 @@ mod tests {
             ],
         ] {
             assert!(
-                root.workspace_of(&layout(other.clone())).is_err(),
+                root.late_mounts_of(&layout(other.clone())).is_err(),
                 "{other:?}"
             );
         }

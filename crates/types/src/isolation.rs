@@ -82,6 +82,12 @@ pub enum Capability {
     /// Service sidecars: the executor runs requests on a `service_network` (see
     /// `core::ServiceRunner`).
     Services,
+    /// `bridges`: ports on the sandbox's own loopback forwarded to host Unix sockets.
+    PortBridge,
+    /// `home`: a host directory mounted read-write as the command's `HOME`.
+    HomeMount,
+    /// `user`: the command runs as a non-root uid of the sandbox.
+    RunAsUser,
 }
 
 /// What an executor declares about itself.

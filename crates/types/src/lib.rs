@@ -35,7 +35,7 @@ pub use limits::{
 };
 pub use network::{FullNetworkRange, NetworkPolicy, ParseNetworkError};
 pub use plan::{EtcFile, ExecPlan, Mount, SandboxLayout};
-pub use request::ExecutionRequest;
+pub use request::{ExecutionRequest, PortBridge};
 pub use result::{ExecutionResult, ExecutionStats, StreamSummary};
 pub use size::{Bytes, ParseSizeError};
 #[allow(deprecated)]

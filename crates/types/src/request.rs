@@ -42,6 +42,29 @@ pub struct ExecutionRequest {
     /// joins it and reaches each service by name. Only executors declaring
     /// `Capability::Services` accept it.
     pub service_network: Option<String>,
+    /// Ports on the sandbox's own loopback forwarded to host Unix sockets for the run's whole
+    /// life (the LLM gateway, the egress proxy). Only executors declaring
+    /// `Capability::PortBridge` accept them.
+    pub bridges: Vec<PortBridge>,
+    /// A host directory mounted read-write at [`ExecutionRequest::SANDBOX_HOME`], the command's
+    /// `HOME` (an agent's private state, kept outside the workspace). Only executors declaring
+    /// `Capability::HomeMount` accept it.
+    pub home: Option<PathBuf>,
+    /// Runs the command as this uid (and the same gid) inside the sandbox instead of its root;
+    /// the workspace and the home are handed to it. Only executors declaring
+    /// `Capability::RunAsUser` accept it.
+    pub user: Option<u32>,
+}
+
+/// `127.0.0.1:port` inside the sandbox's network namespace accepts TCP connections for the
+/// run's whole life, and each is forwarded to the host Unix socket `target`, which the sandbox
+/// cannot see. Works with every network policy, `none` included.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct PortBridge {
+    /// The port on the sandbox's loopback.
+    pub port: u16,
+    /// The host Unix socket each connection is forwarded to.
+    pub target: PathBuf,
 }
 
 impl ExecutionRequest {
@@ -49,6 +72,8 @@ impl ExecutionRequest {
     pub const DEFAULT_OUTPUT_LIMIT: Bytes = Bytes::mib(1);
     /// Default bytes of each stream spooled to disk.
     pub const DEFAULT_SPOOL_LIMIT: Bytes = Bytes::mib(64);
+    /// Where [`ExecutionRequest::home`] appears inside a sandbox.
+    pub const SANDBOX_HOME: &'static str = "/home/conductor";
 
     /// A request with a fresh id, no limits, no network and no inherited environment.
     pub fn new(argv: Vec<String>, workspace: PathBuf) -> Self {
@@ -67,6 +92,9 @@ impl ExecutionRequest {
             spool_limit: Self::DEFAULT_SPOOL_LIMIT,
             hostname: None,
             service_network: None,
+            bridges: Vec::new(),
+            home: None,
+            user: None,
         }
     }
 }

@@ -73,7 +73,7 @@ pub(super) fn cases() -> Vec<Case> {
 }
 
 /// A non-blocking TCP listener on `address` (port 0: any) and the port it got.
-fn probe_listener(address: &str) -> Result<(TcpListener, u16), String> {
+pub(super) fn probe_listener(address: &str) -> Result<(TcpListener, u16), String> {
     let listener =
         TcpListener::bind(address).map_err(|e| format!("binding a probe listener: {e}"))?;
     listener
@@ -87,7 +87,7 @@ fn probe_listener(address: &str) -> Result<(TcpListener, u16), String> {
 }
 
 /// Ok when nothing connected to `listener`.
-fn no_connection(listener: &TcpListener) -> Result<(), String> {
+pub(super) fn no_connection(listener: &TcpListener) -> Result<(), String> {
     match listener.accept() {
         Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
         Ok((_, peer)) => Err(format!(

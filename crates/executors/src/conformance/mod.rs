@@ -6,6 +6,7 @@
 //! `setsid`, `sleep`, `cat`, `head`, `ls`, `hostname`, `mount`, `unshare`, `python3`).
 //! Runners: `crates/cli/tests/conformance.rs`.
 
+mod agent;
 mod basic;
 mod isolation;
 mod lifecycle;
@@ -99,6 +100,7 @@ pub fn cases() -> Vec<Case> {
         lifecycle::cases(),
         limits::cases(),
         isolation::cases(),
+        agent::cases(),
     ]
     .concat()
 }

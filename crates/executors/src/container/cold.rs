@@ -71,6 +71,7 @@ impl Inner {
             attached,
             oom,
             warm: false,
+            bridges: None,
         })
     }
 

@@ -132,9 +132,13 @@ pub fn capabilities(config: &ContainerConfig) -> ExecutorCapabilities {
     if config.user.0 != 0 {
         supported.insert(Capability::UserMapping);
     }
-    // `full`'s bridge is kept off the host by rules only root can install.
+    // `full`'s bridge is kept off the host by rules only root can install. Port bridges join
+    // the container's network namespace, which needs root and a rootful engine's container
+    // (a rootless engine's belongs to its user's namespace), and a waiting (warm) container,
+    // which needs cgroups of ours (see `bridged`).
     if config.rootless.is_none() && nix::unistd::Uid::effective().is_root() {
         supported.insert(Capability::NetworkFull);
+        supported.insert(Capability::PortBridge);
     }
     if config.rootless.is_some() {
         // No cgroup of ours: nothing measured, and the engine enforces limits on v2 only.

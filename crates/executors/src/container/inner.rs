@@ -51,6 +51,8 @@ pub(crate) struct Launched {
     pub(crate) attached: bollard::container::AttachContainerResults,
     pub(crate) oom: Option<OomWatch>,
     pub(crate) warm: bool,
+    /// The execution's port bridges (warm containers only, see `bridged`).
+    pub(crate) bridges: Option<crate::bridge::Bridges>,
 }
 
 impl Inner {

@@ -68,6 +68,7 @@
 //! `full` network and service sidecars.
 
 mod api;
+mod bridged;
 mod cgroup;
 mod cold;
 mod config;
@@ -222,6 +223,8 @@ impl ContainerExecutor {
         if let Some(warm) = taken {
             match self.inner.launch_warm(warm, request, plan).await {
                 Ok(launched) => return Ok(launched),
+                // A cold container would start the command before its bridges.
+                Err(e) if !request.bridges.is_empty() => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "a warm container failed; starting a cold one")
                 }
@@ -241,10 +244,11 @@ impl ContainerExecutor {
         let registration = self.registry.register(&request.id)?;
         let begun = Instant::now();
         inner.hand_over_workspace(request).await?;
-        let mut taken = inner.take_warm(request, plan);
+        let taken = inner.take_warm(request, plan);
         if inner.config.warm_pool > 0 {
             Inner::refill(inner);
         }
+        let mut taken = inner.waiting_for_bridges(taken, request, plan).await?;
         if let Some(warm) = taken.take_if(|warm| matches!(warm.kind, WarmKind::Resident(_))) {
             return Inner::run_resident(inner, warm, request, plan, events, registration.token())
                 .await;
@@ -256,6 +260,7 @@ impl ContainerExecutor {
             attached,
             oom,
             warm,
+            bridges,
         } = launched;
         let started = Instant::now();
         let launch_time = started - begun;
@@ -265,6 +270,7 @@ impl ContainerExecutor {
         let kill = || inner.kill(&id);
         let (ending, waited) = supervise(exited, plan.timeout, registration.token(), kill).await;
         let measured = started.elapsed();
+        drop(bridges);
         waited.map_err(|e| inner.setup("waiting for the container", e))?;
         let state = api::container_state(inner.engine.socket(), &id)
             .await

@@ -49,6 +49,13 @@ impl Inner {
             return Err(inner.setup("taking a resident container", "it has no slot"));
         };
         let begun = Instant::now();
+        let bridges = match inner.open_bridges(&id, request).await {
+            Ok(bridges) => bridges,
+            Err(e) => {
+                inner.retire(guard, false).await;
+                return Err(e);
+            }
+        };
         let prepared = match inner.prepare_resident(&guard, &slot, request, plan).await {
             Ok(prepared) => prepared,
             Err((e, bound)) => {
@@ -67,6 +74,8 @@ impl Inner {
         let kill = || inner.kill(&id);
         let (ending, status) = supervise(agent.exit_status(), plan.timeout, cancel, kill).await;
         let duration = started.elapsed();
+        // Gone before the container can serve another execution.
+        drop(bridges);
         // What the command left running would hold the output open: gone before it is read.
         let reusable = ending == Ending::Exited && status.is_some();
         if reusable {

@@ -29,7 +29,7 @@ impl Inner {
     /// Whether a warm container made for the template can run `plan`: what is fixed at create
     /// (network mode — none, and no service network —, rlimits, working directory) must be the
     /// same.
-    fn fits(&self, request: &ExecutionRequest, plan: &ExecPlan) -> bool {
+    pub(crate) fn fits(&self, request: &ExecutionRequest, plan: &ExecPlan) -> bool {
         plan.network == NetworkPolicy::None
             && request.service_network.is_none()
             && plan.network == self.template.network
@@ -112,6 +112,7 @@ impl Inner {
             .ok_or_else(|| self.setup("taking a warm container", "it has no slot"))?;
         self.bind_workspace(slot, request).await?;
         let attached = self.attach(&id).await?;
+        let bridges = self.open_bridges(&id, request).await?;
         tokio::task::spawn_blocking(move || send(fifo, &script))
             .await
             .map_err(|e| self.setup("sending the command to a warm container", e))?
@@ -122,7 +123,18 @@ impl Inner {
             attached,
             oom,
             warm: true,
+            bridges,
         })
+    }
+
+    /// Makes a warm container for one execution now, counted as lent like one taken from the
+    /// pool (a resident one comes back through [`Inner::give_back`]).
+    pub(crate) async fn make_lent(&self) -> Result<Warm, ExecutorError> {
+        let warm = self.make_warm().await?;
+        if matches!(warm.kind, WarmKind::Resident(_)) {
+            self.state().lent += 1;
+        }
+        Ok(warm)
     }
 
     /// Makes one warm container: its cgroup, its slot, created and started.

@@ -37,13 +37,15 @@ use conductor_sandbox::cgroup::{Cgroup, CgroupLimits, CgroupManager};
 use conductor_sandbox::mounts::tree_cloning_supported;
 use conductor_sandbox::report::{outcome, Outcome};
 use conductor_sandbox::spec::{
-    workspace_in, HelperMode, PrebuiltRoot, Prelude, SandboxSpec, WorkspaceOwner, DEFAULT_UID_BASE,
+    late_mounts_in, HelperMode, PrebuiltRoot, Prelude, SandboxSpec, WorkspaceOwner,
+    DEFAULT_UID_BASE, MAPPED_IDS,
 };
 use conductor_types::{
     Capability, ExecEvent, ExecPlan, ExecutionId, ExecutionRequest, ExecutionResult,
     ExecutorCapabilities, IsolationLevel, NetworkPolicy,
 };
 
+use crate::bridge::Bridges;
 use crate::output::now_ms;
 use crate::run::{supervise, Ending, Finished, Measurements, OutputCapture, ProcessExit, Registry};
 use crate::warm::{apply_limits, Launched, RootTemplate, WarmPool};
@@ -288,6 +290,7 @@ impl NamespaceExecutor {
             run_dir: self.config.run_dir.clone(),
             mounts,
             workspace,
+            home: Some(ExecutionRequest::SANDBOX_HOME.into()),
         })
     }
 
@@ -316,9 +319,13 @@ impl NamespaceExecutor {
         // the prelude.
         let pool = self.pool(plan, request.rootfs.as_deref());
         let fits = match (pool.template(), &plan.sandbox) {
-            (Some(template), Some(layout)) => {
-                workspace_in(&template.mounts, &template.workspace, layout).is_some()
-            }
+            (Some(template), Some(layout)) => late_mounts_in(
+                &template.mounts,
+                &template.workspace,
+                template.home.as_deref(),
+                layout,
+            )
+            .is_some(),
             (None, _) => true,
             (Some(_), None) => false,
         };
@@ -423,17 +430,17 @@ impl NamespaceExecutor {
             }
         };
         spec.interface = veth.as_ref().map(|veth| veth.interface.clone());
-        // As root, the helper gives the workspace to the sandbox's root uid (while init builds
-        // the root), so sandbox root can write it.
-        spec.workspace_owner = self.is_root.then(|| WorkspaceOwner {
-            path: request.workspace.clone(),
-            uid: self.config.uid_base,
-        });
+        self.set_identity(&mut spec, request);
         let spec = spec.to_bytes().map_err(|e| ExecutorError::Setup {
             stage: "encoding the sandbox spec".to_owned(),
             reason: e.to_string(),
         })?;
         let reports = Launched::send_spec(channel, prelude.as_ref(), &spec)?;
+        // init listens on the bridged ports before the command starts and passes the listeners
+        // out; they close when this execution ends.
+        let bridges = (!request.bridges.is_empty())
+            .then(|| Bridges::start(request.bridges.clone(), reports.listeners));
+        let reports = reports.bytes;
 
         let helper_pid = child.id();
         let kill = || async {
@@ -454,7 +461,7 @@ impl NamespaceExecutor {
         let channel = reports.await.unwrap_or_default();
         let (stdout, stderr) = output.finish(OUTPUT_GRACE).await?;
         let measurements = sandbox.finish();
-        drop(veth);
+        drop((veth, bridges));
 
         let exit = match (ending, outcome(&channel)) {
             (Ending::TimedOut | Ending::Cancelled, _) => ProcessExit::Signal(libc::SIGKILL),
@@ -495,6 +502,25 @@ impl NamespaceExecutor {
             measurements,
         }
         .into_result())
+    }
+
+    /// Who the command runs as, which ports init listens on, and (as root) who the helper gives
+    /// the workspace and the home to (while init builds the root): the command's user, or the
+    /// sandbox's root uid, so it can write them.
+    fn set_identity(&self, spec: &mut SandboxSpec, request: &ExecutionRequest) {
+        spec.user = request.user;
+        spec.bridges = request.bridges.iter().map(|bridge| bridge.port).collect();
+        if !self.is_root {
+            return;
+        }
+        let uid = self.config.uid_base + request.user.unwrap_or(0);
+        spec.owners = std::iter::once(&request.workspace)
+            .chain(&request.home)
+            .map(|path| WorkspaceOwner {
+                path: path.clone(),
+                uid,
+            })
+            .collect();
     }
 
     /// Creates a cold execution's cgroup with its limits (nothing to do for a warm helper, or
@@ -543,6 +569,11 @@ impl Executor for NamespaceExecutor {
         ]);
         if self.network.is_ok() {
             supported.insert(Capability::NetworkFull);
+        }
+        supported.extend([Capability::PortBridge, Capability::HomeMount]);
+        // Rootless, the sandbox maps one uid (the caller's, as its root): no other user.
+        if self.is_root {
+            supported.insert(Capability::RunAsUser);
         }
         if let Ok(manager) = &self.cgroups {
             let controllers = manager.controllers();
@@ -624,6 +655,15 @@ impl Executor for NamespaceExecutor {
             });
         }
         check_supported(&request, NAME, &self.capabilities())?;
+        if let Some(user) = request.user.filter(|user| *user >= MAPPED_IDS) {
+            return Err(ExecutorError::Unsupported {
+                executor: NAME,
+                what: format!(
+                    "user {user} (the sandbox maps uids 0 to {})",
+                    MAPPED_IDS - 1
+                ),
+            });
+        }
         let plan = self.plan(&request)?;
         self.run(&request, &plan, events).await
     }
