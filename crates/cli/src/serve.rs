@@ -67,6 +67,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut config = args.source.load(flags)?;
     config.serve.workspace_users = rootless_engine_users();
+    config.serve.llm = config.llm_config().unwrap_or_default();
+    config.serve.prompts = config.prompt_templates();
     let cgroups = ServerCgroups::new(Path::new(CGROUP_ROOT), &config.home);
     let placement = Placement {
         home: config.home.clone(),

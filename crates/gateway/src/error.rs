@@ -74,11 +74,11 @@ impl LocalError {
             }),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if !matches!(self, Self::Unreachable(_)) {
-            response
-                .headers_mut()
-                .insert("x-should-retry", HeaderValue::from_static("false"));
-        }
+        // An unreachable upstream was already retried here, with backoff: retries happen in one
+        // place, so the agent fails in bounded time (`upstream_unavailable`).
+        response
+            .headers_mut()
+            .insert("x-should-retry", HeaderValue::from_static("false"));
         response
     }
 }

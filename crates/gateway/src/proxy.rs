@@ -214,13 +214,21 @@ async fn forward_and_stream(
         }
     };
     let status = response.status();
-    match classify(status.as_u16()) {
+    let unavailable = classify(status.as_u16());
+    match unavailable {
         Some(true) => grant.lock().report.upstream_unavailable = true,
         Some(false) => grant.lock().report.upstream_rejected = true,
         None => {}
     }
     settlement.answered(status.as_u16(), Some(slot), retries);
-    stream_back(gateway, endpoint, response, settlement)
+    let mut answer = stream_back(gateway, endpoint, response, settlement);
+    if unavailable == Some(true) {
+        // Retried here already (honouring `retry-after`): the client must not start over.
+        answer
+            .headers_mut()
+            .insert("x-should-retry", header::HeaderValue::from_static("false"));
+    }
+    answer
 }
 
 /// The client's response: the upstream's status and headers, its body passed through the meter.

@@ -10,6 +10,8 @@ use crate::config::Provider;
 
 /// OpenAI rejects a `max_output_tokens` below this.
 const OPENAI_MIN_OUTPUT: u64 = 16;
+/// The smallest `thinking.budget_tokens` Anthropic accepts.
+const MIN_THINKING: u64 = 1024;
 
 /// The parts of a model request the gateway acts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,11 +43,14 @@ impl ModelRequest {
         let model = body["model"].as_str().unwrap_or_default().to_owned();
         let (max_tokens, min_valid) = match provider {
             Provider::Anthropic => {
+                // A thinking request stays valid with its thinking budget lowered (to at least
+                // the API's minimum) below a lowered `max_tokens` (see `capped`).
                 let thinking = &body["thinking"];
                 let thinking_budget = (thinking["type"] == "enabled")
                     .then(|| thinking["budget_tokens"].as_u64())
                     .flatten();
-                let min_valid = thinking_budget.map_or(1, |b| b.saturating_add(1));
+                let min_valid =
+                    thinking_budget.map_or(1, |b| b.min(MIN_THINKING).saturating_add(1));
                 (body["max_tokens"].as_u64(), min_valid)
             }
             Provider::OpenAi => (body["max_output_tokens"].as_u64(), OPENAI_MIN_OUTPUT),
@@ -67,13 +72,20 @@ impl ModelRequest {
         }
     }
 
-    /// The body with its output limit set to `cap`.
+    /// The body with its output limit set to `cap` (at least `min_valid`), and a thinking
+    /// budget lowered below it where it was not already.
     pub fn capped(mut self, provider: Provider, cap: u64) -> Bytes {
         let field = match provider {
             Provider::Anthropic => "max_tokens",
             Provider::OpenAi => "max_output_tokens",
         };
         self.body[field] = Value::from(cap);
+        let thinking = &mut self.body["thinking"];
+        if provider == Provider::Anthropic && thinking["type"] == "enabled" {
+            if let Some(budget) = thinking["budget_tokens"].as_u64() {
+                thinking["budget_tokens"] = Value::from(budget.min(cap.saturating_sub(1)));
+            }
+        }
         Bytes::from(self.body.to_string())
     }
 }
@@ -89,11 +101,15 @@ mod tests {
         let request = ModelRequest::parse(Provider::Anthropic, body).unwrap();
         assert_eq!(request.model, "claude-sonnet-4-5");
         assert_eq!(request.max_tokens, Some(32000));
-        assert_eq!(request.min_valid, 10001);
-        let capped = request.capped(Provider::Anthropic, 12000);
+        assert_eq!(request.min_valid, 1025, "thinking can be lowered to 1024");
+        let capped = request.clone().capped(Provider::Anthropic, 12000);
         let again = ModelRequest::parse(Provider::Anthropic, &capped).unwrap();
         assert_eq!(again.max_tokens, Some(12000));
-        assert_eq!(again.min_valid, 10001);
+        assert_eq!(again.body["thinking"]["budget_tokens"], 10000);
+        let lowered = request.capped(Provider::Anthropic, 5000);
+        let again = ModelRequest::parse(Provider::Anthropic, &lowered).unwrap();
+        assert_eq!(again.max_tokens, Some(5000));
+        assert_eq!(again.body["thinking"]["budget_tokens"], 4999);
 
         let plain = ModelRequest::parse(Provider::Anthropic, br#"{"max_tokens":5}"#).unwrap();
         assert_eq!((plain.model.as_str(), plain.min_valid), ("", 1));

@@ -30,7 +30,7 @@ const EVENT_BATCH: u32 = 500;
 /// How long a follower waits for a wake-up before checking the task again.
 const FOLLOW_RECHECK: Duration = Duration::from_secs(1);
 
-fn parse_id(text: &str) -> Result<TaskId, AppError> {
+pub(crate) fn parse_id(text: &str) -> Result<TaskId, AppError> {
     text.parse()
         .map_err(|e: conductor_types::ParseIdError| AppError::BadRequest {
             code: "invalid_id",
@@ -425,7 +425,11 @@ pub async fn revoke_token(
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
     let counts = state.store().count_by_status().await?;
     let scheduler = state.scheduler();
-    let text = scheduler.metrics().render(&counts, scheduler.running());
+    let mut text = scheduler.metrics().render(&counts, scheduler.running());
+    if let Some(agents) = &scheduler.config().agents {
+        // `conductor_llm_*`: the gateway's tokens, requests and latency.
+        agents.gateway.render_metrics(&mut text);
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

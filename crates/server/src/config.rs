@@ -101,6 +101,14 @@ pub struct RawConfig {
     /// `[git]`: what tasks' `git` may clone.
     #[serde(default, skip_serializing_if = "RawGit::is_empty")]
     pub git: RawGit,
+    /// `[llm]`: the LLM gateway of agent tasks — upstreams, key files, limits, prices
+    /// (`conductor_gateway::RawLlmConfig`; kept as written, it holds no key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<toml::Table>,
+    /// `[prompts]`: the prompt templates of the seed's agent task types, by type
+    /// (`code_review = "… {description} … {files}"`), over the built-in ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prompts: BTreeMap<String, String>,
 }
 
 /// `[workspaces]` in the config file.
@@ -357,6 +365,25 @@ pub struct Config {
     pub full_network_range: FullNetworkRange,
     /// Origin of each key.
     pub origins: BTreeMap<&'static str, Origin>,
+    /// `[llm]` as written (checked against `conductor_gateway::RawLlmConfig`; the keys are read
+    /// when the server starts).
+    pub llm: Option<toml::Table>,
+    /// `[prompts]` as written (checked).
+    pub prompts: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// `[llm]`, parsed.
+    pub fn llm_config(&self) -> Option<conductor_gateway::RawLlmConfig> {
+        self.llm
+            .clone()
+            .and_then(|table| toml::Value::Table(table).try_into().ok())
+    }
+
+    /// The prompt templates of the seed's agent task types.
+    pub fn prompt_templates(&self) -> conductor_core::PromptTemplates {
+        conductor_core::PromptTemplates::with_overrides(&self.prompts).unwrap_or_default()
+    }
 }
 
 impl RawConfig {
@@ -503,6 +530,12 @@ impl RawConfig {
                 spool_limit: higher.output.spool_limit.or(self.output.spool_limit),
             },
             git: self.git.overlay(higher.git),
+            llm: higher.llm.or(self.llm),
+            prompts: {
+                let mut prompts = self.prompts;
+                prompts.extend(higher.prompts);
+                prompts
+            },
         }
     }
 }
@@ -645,6 +678,7 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
             ));
         }
     }
+    check_agent_tables(&raw, file_path)?;
     let admin_token = raw.admin_token.map(|t| t.trim().to_owned());
     serve.admin_token.clone_from(&admin_token);
     let executor = match &raw.executor {
@@ -697,7 +731,30 @@ pub fn resolve(home: &Path, file_path: &Path, layers: Layers) -> Result<Config, 
         environments,
         full_network_range,
         origins,
+        llm: raw.llm,
+        prompts: raw.prompts,
     })
+}
+
+/// `[llm]` must be what the gateway reads, `[prompts]` templates of known task types.
+fn check_agent_tables(raw: &RawConfig, file: &Path) -> Result<(), ConfigError> {
+    if let Some(table) = &raw.llm {
+        let parsed: Result<conductor_gateway::RawLlmConfig, _> =
+            toml::Value::Table(table.clone()).try_into();
+        parsed.map_err(|error| ConfigError::Invalid {
+            key: "llm",
+            origin: Origin::File(file.to_owned()),
+            reason: format!("[llm]: {error}"),
+        })?;
+    }
+    conductor_core::PromptTemplates::with_overrides(&raw.prompts).map_err(|reason| {
+        ConfigError::Invalid {
+            key: "prompts",
+            origin: Origin::File(file.to_owned()),
+            reason: format!("[prompts]: {reason}"),
+        }
+    })?;
+    Ok(())
 }
 
 /// A default limit above a budget would refuse every task that names none.
@@ -838,6 +895,8 @@ impl Config {
             git: RawGit {
                 allow_local: Some(scheduler.git.allow_local.clone()),
             },
+            llm: self.llm.clone(),
+            prompts: self.prompts.clone(),
         }
     }
 

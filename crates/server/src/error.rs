@@ -13,6 +13,18 @@ use crate::workspaces::domain::WorkspaceError;
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// A message to an agent session that cannot become its next turn now (409, with the
+    /// reason's code: `turn_in_progress`, `not_latest_turn`).
+    #[error("{message}")]
+    TurnConflict {
+        /// Stable code.
+        code: &'static str,
+        /// What to do instead.
+        message: String,
+    },
+    /// A message sent to a task that is not an agent task (422).
+    #[error("{0}")]
+    NotAnAgentTask(String),
     /// The body is not JSON (400).
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
@@ -102,6 +114,8 @@ impl AppError {
     /// The HTTP status and the stable code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
+            Self::TurnConflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::NotAnAgentTask(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_an_agent_task"),
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             Self::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             Self::NotSupported { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "not_supported"),
@@ -123,6 +137,31 @@ impl AppError {
             Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_supported"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<crate::agents::sessions::SessionError> for AppError {
+    fn from(error: crate::agents::sessions::SessionError) -> Self {
+        use crate::agents::sessions::SessionError as E;
+        use conductor_core::TurnError;
+        let text = error.to_string();
+        match error {
+            E::TaskNotFound(_) | E::NotFound(_) => Self::NotFound(text),
+            E::Turn(TurnError::NotAnAgentTask(_)) => Self::NotAnAgentTask(text),
+            E::Turn(TurnError::NotLatestTurn { .. }) => Self::TurnConflict {
+                code: "not_latest_turn",
+                message: text,
+            },
+            E::Turn(TurnError::TurnInProgress(..)) => Self::TurnConflict {
+                code: "turn_in_progress",
+                message: text,
+            },
+            E::Turn(TurnError::InvalidContent(_)) => Self::InvalidField {
+                field: "content".into(),
+                message: text.trim_start_matches("content ").to_owned(),
+            },
+            E::Store(error) => error.into(),
         }
     }
 }

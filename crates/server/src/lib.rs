@@ -4,6 +4,7 @@
 //! Handlers only parse and translate; decisions live in `conductor-core`, state in a
 //! `conductor_core::Store`, and execution behind `conductor_core::Executor`.
 
+pub mod agents;
 mod api;
 pub mod auth;
 mod body;
@@ -20,6 +21,7 @@ mod metrics;
 pub mod openapi;
 mod scheduler;
 mod serve;
+mod sessions_api;
 mod stream;
 mod workspaces;
 
@@ -128,6 +130,15 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}/logs", get(api::logs))
         .route("/api/v1/tasks/{id}/events", get(api::events))
         .route("/api/v1/tasks/{id}/diff", get(gitdiff::task_diff))
+        .route(
+            "/api/v1/tasks/{id}/messages",
+            post(sessions_api::send_message),
+        )
+        .route(
+            "/api/v1/tasks/{id}/agent-stream",
+            get(sessions_api::agent_stream),
+        )
+        .route("/api/v1/sessions/{id}", get(sessions_api::get_session))
         .route("/api/v1/slots", get(api::slots))
         .route("/api/v1/agents", deprecated_agents_route())
         .route("/metrics", get(api::metrics))

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{api, files, gitdiff, workspaces};
+use crate::{api, files, gitdiff, sessions_api, workspaces};
 
 /// The whole API.
 #[allow(deprecated)] // lists GET /api/v1/agents, marked deprecated
@@ -15,7 +15,7 @@ use crate::{api, files, gitdiff, workspaces};
 #[openapi(
     info(
         title = "Conductor",
-        description = "Runs shell commands in sandboxes as durable tasks. Every endpoint except /health, /ready and /live needs `Authorization: Bearer <token>`. Errors are `{ \"error\": { \"code\", \"message\" } }`."
+        description = "Runs shell commands and AI coding agents in sandboxes as durable tasks. Every endpoint except /health, /ready and /live needs `Authorization: Bearer <token>`. Errors are `{ \"error\": { \"code\", \"message\" } }`."
     ),
     paths(
         api::create_task,
@@ -27,6 +27,9 @@ use crate::{api, files, gitdiff, workspaces};
         api::logs,
         api::events,
         gitdiff::task_diff,
+        sessions_api::send_message,
+        sessions_api::get_session,
+        sessions_api::agent_stream,
         api::slots,
         api::agents,
         api::create_token,

@@ -54,6 +54,12 @@ pub struct ServeConfig {
     /// Users (a rootless container engine's) given search permission, by ACL, on the home and
     /// its private content directories, so their engine can mount a workspace.
     pub workspace_users: Vec<u32>,
+    /// `[llm]`: the LLM gateway of agent tasks. Its keys are read at start from the key files
+    /// and the process environment (`ANTHROPIC_API_KEY[_FILE]`, `OPENAI_API_KEY[_FILE]`); with
+    /// no key, agent tasks are refused.
+    pub llm: conductor_gateway::RawLlmConfig,
+    /// The prompt templates of the seed's agent task types.
+    pub prompts: conductor_core::PromptTemplates,
 }
 
 impl ServeConfig {
@@ -69,8 +75,34 @@ impl ServeConfig {
             admin_token: None,
             sweep: None,
             workspace_users: Vec::new(),
+            llm: conductor_gateway::RawLlmConfig::default(),
+            prompts: conductor_core::PromptTemplates::default(),
         }
     }
+}
+
+/// The LLM gateway and the agent runtime, when a provider key is configured (`None`: agent
+/// tasks are refused, and the log says why). A configuration that is wrong otherwise fails.
+fn start_agents(
+    config: &ServeConfig,
+    store: &Arc<dyn Store>,
+) -> Result<Option<Arc<crate::agents::AgentRuntime>>, ServeError> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let gateway_config = match config.llm.resolve(&env) {
+        Ok(resolved) => resolved,
+        Err(conductor_gateway::ConfigError::MissingKey { .. }) => {
+            tracing::info!("agent tasks are off: no provider key (ANTHROPIC_API_KEY, ANTHROPIC_API_KEY_FILE or [llm] api_key_file)");
+            return Ok(None);
+        }
+        Err(error) => return Err(ServeError::Llm(error.to_string())),
+    };
+    let sink = crate::agents::StoreSink::new(Arc::clone(store));
+    let gateway = conductor_gateway::Gateway::new(gateway_config, sink)
+        .map_err(|e| ServeError::Llm(e.to_string()))?;
+    let runtime = crate::agents::AgentRuntime::new(&config.home, gateway, config.prompts.clone())
+        .map_err(io("making the agent directories"))?;
+    runtime.serve();
+    Ok(Some(Arc::new(runtime)))
 }
 
 /// Why the service could not start.
@@ -88,6 +120,9 @@ pub enum ServeError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `[llm]` cannot be used (a key file that cannot be read, a bad upstream URL).
+    #[error("[llm]: {0}")]
+    Llm(String),
     /// The admin token could not be set up.
     #[error(transparent)]
     AdminToken(#[from] AdminTokenError),
@@ -167,6 +202,7 @@ impl Server {
         scheduler_config.slot_tokens =
             ensure_slot_tokens(&store, home, scheduler_config.slots).await?;
         let shared: Arc<dyn Store> = Arc::new(store.clone());
+        scheduler_config.agents = start_agents(&config, &shared)?;
         let scheduler = Scheduler::new(shared, executors, scheduler_config, EventBus::default());
         let recovered = scheduler.recover().await?;
         // Recovery removed `agents/` (the previous run's fresh workspaces): private again.

@@ -10,7 +10,7 @@ use crate::{TaskId, Timestamp};
 
 /// Which agent CLI runs in the sandbox.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AgentKind {
     /// Anthropic's Claude Code (`claude -p … --output-format stream-json`).

@@ -56,12 +56,12 @@ async fn max_tokens_is_capped_then_the_spent_budget_refuses_without_forwarding()
 }
 
 #[tokio::test]
-async fn a_thinking_budget_above_what_is_left_is_refused_not_broken() {
+async fn a_thinking_budget_above_what_is_left_is_lowered_and_below_its_minimum_refused() {
     let s = setup(vec![], |_| {}).await;
     let task = TaskId::random();
     let grant = s
         .gateway
-        .grant(task, None, tokens(5000), Provider::Anthropic);
+        .grant(task, None, tokens(1000), Provider::Anthropic);
     let body = json!({"model":"claude-sonnet-4-5","max_tokens":16000,
         "thinking":{"type":"enabled","budget_tokens":8000},"messages":[]});
     let refused = s.post("/v1/messages", grant.token.expose(), body).await;
@@ -69,7 +69,7 @@ async fn a_thinking_budget_above_what_is_left_is_refused_not_broken() {
     let error: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(
         error["error"]["message"],
-        "budget exceeded: 5000 output tokens left, the request needs at least 8001"
+        "budget exceeded: 1000 output tokens left, the request needs at least 1025"
     );
     assert!(s.anthropic.seen().is_empty());
     assert!(s.gateway.report(task).unwrap().budget_exceeded);

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use conductor_core::{
-    apply_limits, missing_capability, validate_request, Executor, ExecutorError, LimitError,
+    apply_limits, missing_capability, validate_request_with, Executor, ExecutorError, LimitError,
     SpecError, StoreError,
 };
 use conductor_types::{
@@ -121,6 +121,7 @@ impl Scheduler {
         caller: &TokenInfo,
     ) -> Result<Task, AdmissionError> {
         let (spec, secrets) = self.admit(request, caller).await?;
+        self.open_session(&spec).await?;
         let task = self
             .store
             .create_task(TaskId::random(), &spec, &secrets, Timestamp::now())
@@ -146,21 +147,18 @@ impl Scheduler {
                 known.push(name);
             }
         }
-        if request.network.is_none() {
+        let agent_task = request.task_type.is_some_and(|t| t.is_agent());
+        if request.network.is_none() && !agent_task {
             let environment = request
                 .environment
                 .as_deref()
                 .unwrap_or(conductor_core::DEFAULT_ENVIRONMENT);
             request.network = Some(config.default_network.of(environment));
         }
-        let validated = validate_request(request, &known)?;
+        // An agent reaches its gateway through a bridge: it needs no network (`none` unless asked).
+        let templates = config.agents.as_ref().map(|a| a.templates.clone());
+        let validated = validate_request_with(request, &known, &templates.unwrap_or_default())?;
         let mut spec = validated.spec;
-        if spec.agent.is_some() {
-            return Err(AdmissionError::NotSupported {
-                field: "task_type".into(),
-                message: "agent tasks are not supported yet by this server".into(),
-            });
-        }
         if let Some(git) = &spec.git {
             conductor_workspace::check_source(&git.repository, &config.git.allow_local)
                 .map_err(|e| AdmissionError::RepositoryNotAllowed(e.to_string()))?;
@@ -173,6 +171,7 @@ impl Scheduler {
         // Server limits: refuse what is above `[limits.max]`, fill in `[limits.default]`.
         spec.defaults_applied = server_limits(&mut spec, config, executor)?;
         check(&spec, config, executor)?;
+        self.admit_agent(&mut spec, executor).await?;
         self.resolve_workspace(&mut spec, &caller.id).await?;
         Ok((spec, validated.secrets))
     }
@@ -376,7 +375,9 @@ mod tests {
 
     fn spec(json: serde_json::Value) -> TaskSpec {
         let request: TaskRequest = serde_json::from_value(json).unwrap();
-        validate_request(request, &["host"]).unwrap().spec
+        conductor_core::validate_request(request, &["host"])
+            .unwrap()
+            .spec
     }
 
     fn config() -> SchedulerConfig {

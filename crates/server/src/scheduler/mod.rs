@@ -6,6 +6,7 @@
 //! slot has it, as named stages; `admission.rs` what a task must pass to be queued.
 
 mod admission;
+mod agent_admission;
 mod builds;
 mod run;
 mod services;
@@ -69,6 +70,9 @@ pub struct SchedulerConfig {
     /// Environments beyond `executors`: defined in requests, or built after the start
     /// (`None`: only the server's own environments, and requests defining one are refused).
     pub environment_port: Option<Arc<dyn crate::environments::EnvironmentPort>>,
+    /// The LLM gateway and the places agent tasks use (`None`: no provider key configured, and
+    /// agent tasks are refused).
+    pub agents: Option<Arc<crate::agents::AgentRuntime>>,
     /// The most bytes of files an imported snapshot may declare (`[workspaces] import_max`).
     pub import_max: Bytes,
     /// The most bytes of each stream an execution spools to disk (`[output] spool_limit`);
@@ -106,6 +110,7 @@ impl SchedulerConfig {
             default_network: DefaultNetwork::default(),
             environment_port: None,
             import_max: Bytes(conductor_workspace::DEFAULT_IMPORT_MAX),
+            agents: None,
             spool_limit: ExecutionRequest::DEFAULT_SPOOL_LIMIT,
             spool_dir: None,
             git: crate::gitdiff::GitConfig::default(),
@@ -273,6 +278,8 @@ pub struct Scheduler {
     metrics: Metrics,
     /// Builds of request-defined environments in progress.
     builds: Arc<builds::Builds>,
+    /// Whether each environment has each agent CLI (probed once, at the first agent task).
+    agent_clis: Mutex<BTreeMap<(String, conductor_types::AgentKind), bool>>,
 }
 
 impl Scheduler {
@@ -319,6 +326,7 @@ impl Scheduler {
             idle_changed: watch::channel(0).0,
             metrics: Metrics::default(),
             builds: Arc::default(),
+            agent_clis: Mutex::default(),
         })
     }
 

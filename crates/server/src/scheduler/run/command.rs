@@ -100,7 +100,7 @@ impl Scheduler {
     }
 
     /// Puts what the step reported into the command's result.
-    fn apply_outcome(
+    pub(super) fn apply_outcome(
         &self,
         task: &Task,
         run: &PreparedRun,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use conductor_core::{Executor, ExecutorError};
-use conductor_types::{ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult};
+use conductor_types::{
+    ExecEvent, ExecutionId, ExecutionRequest, ExecutionResult, ExecutorCapabilities,
+};
 use tokio::sync::mpsc;
 
 /// How a step ended.
@@ -31,6 +33,9 @@ pub(crate) trait RunStep: Send + Sync + std::fmt::Debug {
 
     /// Stops the execution `id` started by [`RunStep::run`] (`false` when it is not running).
     async fn cancel(&self, id: &ExecutionId) -> Result<bool, ExecutorError>;
+
+    /// What the runner can enforce and offer (a non-root user, a port bridge, …).
+    fn capabilities(&self) -> ExecutorCapabilities;
 }
 
 /// A shell command on an environment's executor.
@@ -61,5 +66,9 @@ impl RunStep for ShellStep {
 
     async fn cancel(&self, id: &ExecutionId) -> Result<bool, ExecutorError> {
         self.executor.cancel(id).await
+    }
+
+    fn capabilities(&self) -> ExecutorCapabilities {
+        self.executor.capabilities()
     }
 }

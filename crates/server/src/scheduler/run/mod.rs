@@ -12,6 +12,8 @@
 //!
 //! then the slot is freed and the workspace cleaned up off its time (`cleanup.rs`).
 
+mod agent;
+mod agent_stream;
 mod cleanup;
 mod command;
 mod execute;
@@ -70,6 +72,9 @@ impl Scheduler {
             Prepared::Refused(code, reason) => return self.refuse(task, code, reason).await,
             Prepared::Stopped => return Ok(()),
         };
+        if let Some(agent) = &task.spec.agent {
+            return self.drive_agent(task, &mut run, agent).await;
+        }
         let (id, spec) = (task.id, &task.spec);
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         let mut budget = OutputBudget::new(self.config.stored_output_limit.get());

@@ -71,7 +71,7 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn emit_output(
+    pub(super) async fn emit_output(
         &self,
         id: TaskId,
         index: u32,

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use conductor_agents::AgentCommand;
 use conductor_core::{command_argv, ServiceSet};
-use conductor_types::{Bytes, ExecutionRequest, TaskSpec};
+use conductor_types::{Bytes, ExecutionRequest, PortBridge, TaskSpec};
 
 /// What the prepared run gives every command's request.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +56,60 @@ pub(crate) fn command_request(
                 .or_insert_with(|| value.clone());
         }
     }
+    request.timeout = remaining;
+    request.output_limit = context.output_limit;
+    request.spool_limit = context.spool_limit;
+    request
+}
+
+/// Where an agent's turn runs, beside what every request gets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AgentPlacement<'a> {
+    /// The session's home on the host (mounted as the agent's `HOME`).
+    pub home: &'a Path,
+    /// The gateway's socket on the host, bridged to `port` on the sandbox's loopback.
+    pub gateway: &'a Path,
+    /// That port.
+    pub port: u16,
+    /// The uid the agent runs as (`None`: the sandbox's root, where only one uid maps).
+    pub user: Option<u32>,
+}
+
+/// The request of an agent task's turn: the adapter's command line and variables over the
+/// task's own `env` and secrets, the session's home, the gateway bridged in, and the task's
+/// limits, network and time.
+pub(crate) fn agent_request(
+    spec: &TaskSpec,
+    command: &AgentCommand,
+    context: &RequestContext<'_>,
+    placement: &AgentPlacement<'_>,
+    remaining: Option<Duration>,
+) -> ExecutionRequest {
+    let mut request = ExecutionRequest::new(command.argv.clone(), context.workspace.to_owned());
+    request.env = spec.env.clone();
+    request.env.extend(context.secrets.clone());
+    // The adapter's variables win: they point the CLI at the gateway and its home.
+    request.env.extend(command.env.iter().cloned());
+    request.limits = spec.resources.clone();
+    if context.disk_enforced_by_workspace {
+        request.limits.disk = None;
+    }
+    request.network = spec.network.clone();
+    if let Some(services) = context.services {
+        request.service_network = Some(services.network.clone());
+        for (name, value) in &services.env {
+            request
+                .env
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+    request.bridges = vec![PortBridge {
+        port: placement.port,
+        target: placement.gateway.to_owned(),
+    }];
+    request.home = Some(placement.home.to_owned());
+    request.user = placement.user;
     request.timeout = remaining;
     request.output_limit = context.output_limit;
     request.spool_limit = context.spool_limit;
@@ -165,5 +220,50 @@ mod tests {
             ..spec.resources.clone()
         };
         assert_eq!(request.limits, expected);
+    }
+    #[test]
+    fn an_agent_turn_gets_its_command_home_bridge_and_user_over_the_task_env() {
+        let secrets = BTreeMap::from([("TOKEN".to_owned(), "s3cret".to_owned())]);
+        let mut task = spec(&["unused"]);
+        task.commands.clear();
+        task.env
+            .insert("ANTHROPIC_BASE_URL".into(), "http://evil".into());
+        let command = AgentCommand {
+            argv: vec!["claude".into(), "-p".into()],
+            cwd: "/workspace".into(),
+            env: vec![("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:4141".into())],
+            files: Vec::new(),
+        };
+        let placement = AgentPlacement {
+            home: Path::new("/h/sessions/s/home"),
+            gateway: Path::new("/h/run/llm.sock"),
+            port: 4141,
+            user: Some(1000),
+        };
+        let request = agent_request(
+            &task,
+            &command,
+            &context(&secrets, None),
+            &placement,
+            Some(Duration::from_secs(9)),
+        );
+        assert_eq!(request.argv, ["claude", "-p"]);
+        assert_eq!(request.env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:4141");
+        assert_eq!(request.env["TOKEN"], "s3cret");
+        assert_eq!(request.env["A"], "task");
+        assert_eq!(
+            request.bridges,
+            [PortBridge {
+                port: 4141,
+                target: "/h/run/llm.sock".into()
+            }]
+        );
+        assert_eq!(
+            request.home.as_deref(),
+            Some(Path::new("/h/sessions/s/home"))
+        );
+        assert_eq!(request.user, Some(1000));
+        assert_eq!(request.network, NetworkPolicy::Localhost);
+        assert_eq!(request.timeout, Some(Duration::from_secs(9)));
     }
 }

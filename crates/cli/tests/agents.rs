@@ -1,0 +1,329 @@
+//! Agent tasks end to end (issue 12): `conductor serve` on the namespace executor runs the real
+//! Claude Code CLI from the `claude-code` environment against a scripted fake Anthropic upstream,
+//! through the LLM gateway bridged into the sandbox (network `none`). The fake sees the real key
+//! (swapped in by the gateway); the sandbox never does.
+//!
+//! Needs root and the `claude-code` environment built in `~/.conductor/envs` (`.ci/run` builds
+//! it: `conductor env build claude-code`). A missing piece skips the case with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+
+use conductor_agents::fake::{AnthropicFake, FakeServer, Script, Turn};
+use conductor_types::{AgentEvent, FailureCode, Task, TaskEvent, TaskEventKind, TaskStatus};
+use serde_json::json;
+
+mod support;
+use support::{is_root, Client, Server};
+
+/// The provider key the server holds; no byte of it may reach the sandbox.
+const KEY: &str = "sk-ant-test-7f3a9c2e5b1d4f60a8e2c9b7d5f3a1e0";
+
+fn skip(case: &str, reason: &str) {
+    eprintln!("skipped {case}: {reason}");
+}
+
+/// This machine's environments, when `claude-code` is among them and we are root.
+fn envs(case: &str) -> Option<PathBuf> {
+    if !is_root() {
+        skip(
+            case,
+            "needs root (the namespace executor maps the agent's own uid)",
+        );
+        return None;
+    }
+    let envs = conductor_envs::envs_dir(&support::conductor_home());
+    let built = std::fs::read_dir(envs.join("claude-code"))
+        .ok()
+        .is_some_and(|mut dirs| {
+            dirs.any(|e| e.is_ok_and(|e| e.path().join("manifest.json").is_file()))
+        });
+    if !built {
+        skip(
+            case,
+            "environment claude-code is not built (conductor env build claude-code)",
+        );
+        return None;
+    }
+    Some(envs)
+}
+
+/// A server on the namespace executor whose gateway forwards to `fake`.
+fn server(envs: &Path, fake: &FakeServer) -> (tempfile::TempDir, Server) {
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(envs, home.path().join("envs")).unwrap();
+    let config = format!("[llm]\nupstream = \"{}\"\n", fake.url());
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    let server = Server::start_env(
+        home.path(),
+        1,
+        &["--executor", "namespace"],
+        &[("ANTHROPIC_API_KEY", KEY)],
+    );
+    (home, server)
+}
+
+fn agent_task(prompt: &str) -> serde_json::Value {
+    json!({
+        "task_type": "agent",
+        "environment": "claude-code",
+        "workspace": "proj",
+        "timeout": "5m",
+        "agent": {
+            "kind": "claude-code",
+            "prompt": prompt,
+            "model": "claude-sonnet-4-5",
+            "max_turns": 10,
+            "allowed_tools": ["Read", "Write", "Edit", "Bash"],
+            "permission_mode": "acceptEdits"
+        }
+    })
+}
+
+async fn events(client: &Client, task: &Task) -> Vec<TaskEvent> {
+    let url = format!("{}/api/v1/tasks/{}/events", client.url, task.id);
+    let response = client
+        .http
+        .get(url)
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    serde_json::from_str::<Vec<TaskEvent>>(&text).unwrap_or_else(|_| {
+        text.split("\n\n")
+            .filter_map(|block| {
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                serde_json::from_str(&data).ok()
+            })
+            .collect()
+    })
+}
+
+fn agent_steps(events: &[TaskEvent]) -> Vec<AgentEvent> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            TaskEventKind::Agent(step) => Some(step.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_writes_a_file_resumes_and_never_sees_the_key() {
+    let case = "claude_code_writes_a_file_resumes_and_never_sees_the_key";
+    let Some(envs) = envs(case) else { return };
+    let scan = "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; grep -rs sk-ant- /home /workspace /tmp /etc 2>/dev/null; echo scanned";
+    let fake = AnthropicFake::start(Script::new([
+        Turn::tool(
+            "Write",
+            json!({"file_path": "/workspace/hello.txt", "content": "hello\n"}),
+        )
+        .saying("I'll write the file.")
+        .tokens(100, 20)
+        .cache(0, 50),
+        Turn::text("Done: hello.txt holds hello.").tokens(130, 10),
+        // The second turn (a follow-up message).
+        Turn::tool(
+            "Bash",
+            json!({"command": scan, "description": "Look around"}),
+        )
+        .tokens(200, 15),
+        Turn::text("Nothing to report.").tokens(260, 8),
+    ]))
+    .await
+    .unwrap();
+    let (home, server) = server(&envs, &fake);
+    let client = server.client();
+    let task = client.submit(agent_task("write hello.txt")).await;
+    let session = task
+        .spec
+        .session_id
+        .clone()
+        .expect("an agent task has a session");
+    let done = client
+        .wait_until(task.id, |t| t.state.status.is_finished())
+        .await;
+    assert_eq!(done.state.status, TaskStatus::Succeeded, "{done:?}");
+    let written = home.path().join("workspaces/named/proj/hello.txt");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "hello\n");
+    // Steps in order: the tool call, its result, the final answer.
+    let steps = agent_steps(&events(&client, &task).await);
+    let names: Vec<&str> = steps.iter().map(AgentEvent::name).collect();
+    let call = names.iter().position(|n| *n == "agent_tool_call").unwrap();
+    let result = names
+        .iter()
+        .position(|n| *n == "agent_tool_result")
+        .unwrap();
+    assert!(
+        call < result && names.last() == Some(&"agent_result"),
+        "{names:?}"
+    );
+    // Tokens as the fake reported them (input + cache writes + output, per request).
+    let usage = done.usage.expect("an agent task reports usage");
+    assert_eq!(
+        (usage.input_tokens, usage.output_tokens),
+        (230, 30),
+        "{usage:?}"
+    );
+    assert_eq!(usage.cache_creation_input_tokens, 50);
+    assert!(usage.cost_usd > 0.0);
+    // The upstream got the real key, never the task's token.
+    for request in fake.conversation() {
+        assert_eq!(request.header("x-api-key"), Some(KEY));
+    }
+
+    // A follow-up turn resumes the agent's session in the same workspace.
+    let next: Task = {
+        let url = format!("{}/api/v1/tasks/{}/messages", client.url, task.id);
+        let response = client
+            .http
+            .post(url)
+            .bearer_auth(&client.token)
+            .json(&json!({"content": "now look around"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        response.json().await.unwrap()
+    };
+    assert_eq!(next.spec.parent_id, Some(task.id));
+    assert_eq!(next.spec.session_id.as_ref(), Some(&session));
+    let second = client
+        .wait_until(next.id, |t| t.state.status.is_finished())
+        .await;
+    assert_eq!(second.state.status, TaskStatus::Succeeded, "{second:?}");
+    let conversation = fake.conversation();
+    let resumed = &conversation[2].body.to_string();
+    assert!(
+        resumed.contains("write hello.txt"),
+        "the resumed turn carries the first turn"
+    );
+    // What the Bash scan saw inside the sandbox came back to the fake: no key in it.
+    let scanned = conversation.last().unwrap().body.to_string();
+    assert!(scanned.contains("scanned"), "the scan ran: {scanned}");
+    assert!(
+        !scanned.contains(KEY),
+        "the provider key was visible inside the sandbox"
+    );
+    // The old turn no longer takes messages.
+    let url = format!("{}/api/v1/tasks/{}/messages", client.url, task.id);
+    let again = client
+        .http
+        .post(url)
+        .bearer_auth(&client.token)
+        .json(&json!({"content": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 409);
+    // The raw stream is kept, without the token or the key.
+    let url = format!("{}/api/v1/tasks/{}/agent-stream", client.url, task.id);
+    let raw = client
+        .http
+        .get(url)
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap();
+    let raw = raw.text().await.unwrap();
+    assert!(raw.lines().count() > 2 && !raw.contains(KEY));
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_smaller_than_the_work_stops_the_agent() {
+    let case = "a_budget_smaller_than_the_work_stops_the_agent";
+    let Some(envs) = envs(case) else { return };
+    let bash = |n: u32| {
+        Turn::tool(
+            "Bash",
+            json!({"command": format!("echo {n}"), "description": "Count"}),
+        )
+        .tokens(2000, 100)
+    };
+    let fake = AnthropicFake::start(Script::new([
+        bash(1),
+        bash(2),
+        bash(3),
+        bash(4),
+        Turn::text("done"),
+    ]))
+    .await
+    .unwrap();
+    let (_home, server) = server(&envs, &fake);
+    let client = server.client();
+    let mut request = agent_task("count");
+    request["budget"] = json!({"tokens": 5000});
+    let task = client.submit(request).await;
+    let done = client
+        .wait_until(task.id, |t| t.state.status.is_finished())
+        .await;
+    assert_eq!(done.state.status, TaskStatus::Failed, "{done:?}");
+    assert_eq!(done.state.failure_code, Some(FailureCode::BudgetExceeded));
+    // 2 100 tokens a request: after two, 800 are left, below what a thinking request needs
+    // (its output above the API's smallest thinking budget), so the third is refused locally.
+    assert_eq!(
+        fake.turns_played(),
+        2,
+        "no request reached the upstream past the budget: {done:?}"
+    );
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_and_an_unreachable_upstream_have_their_failure_codes() {
+    let case = "a_refused_key_and_an_unreachable_upstream_have_their_failure_codes";
+    let Some(envs) = envs(case) else { return };
+    // The provider refuses the key (401): upstream_rejected.
+    let fake = AnthropicFake::start(Script::new([Turn::failing(401, None)]))
+        .await
+        .unwrap();
+    let (_home, server) = server(&envs, &fake);
+    let client = server.client();
+    let task = client.submit(agent_task("anything")).await;
+    let done = client
+        .wait_until(task.id, |t| t.state.status.is_finished())
+        .await;
+    assert_eq!(done.state.status, TaskStatus::Failed, "{done:?}");
+    assert_eq!(
+        done.state.failure_code,
+        Some(FailureCode::UpstreamRejected),
+        "{done:?}"
+    );
+    server.terminate();
+    // Nothing listens where the upstream should be: upstream_unavailable.
+    let gone = AnthropicFake::start(Script::new([Turn::text("never")]))
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&envs, home.path().join("envs")).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let config = format!("[llm]\nupstream = \"http://127.0.0.1:{port}\"\n[llm.retry]\nmax_attempts = 2\nbase_delay_ms = 50\n");
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    let server = Server::start_env(
+        home.path(),
+        1,
+        &["--executor", "namespace"],
+        &[("ANTHROPIC_API_KEY", KEY)],
+    );
+    let client = server.client();
+    let task = client.submit(agent_task("anything")).await;
+    let done = client
+        .wait_until(task.id, |t| t.state.status.is_finished())
+        .await;
+    assert_eq!(
+        done.state.failure_code,
+        Some(FailureCode::UpstreamUnavailable),
+        "{done:?}"
+    );
+    assert_eq!(gone.turns_played(), 0);
+    server.terminate();
+}
