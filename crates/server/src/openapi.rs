@@ -75,6 +75,8 @@ impl Modify for BearerAuth {
 }
 
 /// A task id (any spelling `uuid` parses with hyphens).
+/// A session id: `ses_` and 32 hex digits.
+const SESSION_ID: &str = "^ses_[0-9a-f]{32}$";
 const TASK_ID: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 /// A snapshot id: lowercase hyphenated, as it is a file name.
@@ -170,6 +172,7 @@ fn constrain_parameter(path: &str, parameter: &mut Value) {
         Some("id") if path.starts_with("/api/v1/tasks/") => TASK_ID,
         Some("id") if path.starts_with("/api/v1/workspaces/") => WORKSPACE,
         Some("id") if path.starts_with("/api/v1/tokens/") => TOKEN_ID,
+        Some("id") if path.starts_with("/api/v1/sessions/") => SESSION_ID,
         Some("sid") => SNAPSHOT_ID,
         _ => return,
     };
