@@ -38,9 +38,23 @@ pub(crate) fn command_request(
 ) -> ExecutionRequest {
     let carry_cwd = spec.commands.len() > 1;
     let argv = command_argv(&spec.commands[index], carry_cwd);
+    request_for(spec, argv, &[], context, remaining)
+}
+
+/// A request running `argv` with what every step of the task gets: the task's `env`, its
+/// secrets and `extra_env` over it, its limits (the disk left to a quota workspace), network,
+/// services, time and output bounds.
+fn request_for(
+    spec: &TaskSpec,
+    argv: Vec<String>,
+    extra_env: &[(String, String)],
+    context: &RequestContext<'_>,
+    remaining: Option<Duration>,
+) -> ExecutionRequest {
     let mut request = ExecutionRequest::new(argv, context.workspace.to_owned());
     request.env = spec.env.clone();
     request.env.extend(context.secrets.clone());
+    request.env.extend(extra_env.iter().cloned());
     request.limits = spec.resources.clone();
     if context.disk_enforced_by_workspace {
         // Enforced by the workspace's own filesystem.
@@ -85,34 +99,14 @@ pub(crate) fn agent_request(
     placement: &AgentPlacement<'_>,
     remaining: Option<Duration>,
 ) -> ExecutionRequest {
-    let mut request = ExecutionRequest::new(command.argv.clone(), context.workspace.to_owned());
-    request.env = spec.env.clone();
-    request.env.extend(context.secrets.clone());
     // The adapter's variables win: they point the CLI at the gateway and its home.
-    request.env.extend(command.env.iter().cloned());
-    request.limits = spec.resources.clone();
-    if context.disk_enforced_by_workspace {
-        request.limits.disk = None;
-    }
-    request.network = spec.network.clone();
-    if let Some(services) = context.services {
-        request.service_network = Some(services.network.clone());
-        for (name, value) in &services.env {
-            request
-                .env
-                .entry(name.clone())
-                .or_insert_with(|| value.clone());
-        }
-    }
+    let mut request = request_for(spec, command.argv.clone(), &command.env, context, remaining);
     request.bridges = vec![PortBridge {
         port: placement.port,
         target: placement.gateway.to_owned(),
     }];
     request.home = Some(placement.home.to_owned());
     request.user = placement.user;
-    request.timeout = remaining;
-    request.output_limit = context.output_limit;
-    request.spool_limit = context.spool_limit;
     request
 }
 
