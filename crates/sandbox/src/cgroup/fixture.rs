@@ -5,6 +5,46 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::CgroupManager;
+
+/// A fake cgroup filesystem in a tempdir of its own (removed when dropped): the prologue of
+/// most cgroup tests.
+pub(crate) struct Fixture {
+    tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A v1 root (see [`v1_root`]).
+    pub(crate) fn v1(comounted: bool, without: &[&str]) -> Self {
+        let fixture = Self::empty();
+        v1_root(fixture.root(), comounted, without);
+        fixture
+    }
+
+    /// A v2 root (see [`v2_root`]).
+    pub(crate) fn v2(offered: &str, parent_offers: &str) -> Self {
+        let fixture = Self::empty();
+        v2_root(fixture.root(), offered, parent_offers);
+        fixture
+    }
+
+    fn empty() -> Self {
+        Self {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The cgroup root.
+    pub(crate) fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The manager detected on it, for parent `conductor`.
+    pub(crate) fn detect(&self) -> CgroupManager {
+        CgroupManager::detect(self.root(), "conductor").unwrap()
+    }
+}
+
 /// Writes `content` to `path`, creating parent directories.
 pub(crate) fn put(path: &Path, content: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -395,7 +395,7 @@ mod tests {
 
     use conductor_types::{Bytes, Cpus};
 
-    use super::super::fixture::{get, put, v1_leaf, v1_root};
+    use super::super::fixture::{get, put, v1_leaf, v1_root, Fixture};
     use super::super::{CgroupError, CgroupLimits, CgroupManager, CgroupStats, CgroupVersion};
 
     fn limits() -> CgroupLimits {
@@ -408,10 +408,9 @@ mod tests {
 
     #[test]
     fn detect_prepares_the_parent_in_each_used_hierarchy() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &[]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &[]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         assert_eq!(manager.version(), CgroupVersion::V1);
         assert_eq!(
             manager.controllers(),
@@ -441,10 +440,9 @@ mod tests {
 
     #[test]
     fn create_writes_whole_limit_values_in_each_hierarchy() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &[]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &[]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         v1_leaf(root, "exec-1", true);
         let cgroup = manager.create("exec-1", &limits()).unwrap();
         let leaf = |h: &str| root.join(h).join("conductor/exec-1");
@@ -479,10 +477,9 @@ mod tests {
 
     #[test]
     fn limits_set_later_land_where_create_puts_them() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &[]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &[]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         v1_leaf(root, "warm-1", true);
         let cgroup = manager.create("warm-1", &CgroupLimits::default()).unwrap();
         let leaf = |h: &str| root.join(h).join("conductor/warm-1");
@@ -498,10 +495,9 @@ mod tests {
 
     #[test]
     fn replaced_limits_lift_what_the_next_execution_does_not_name() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &[]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &[]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         v1_leaf(root, "warm-1", true);
         let cgroup = manager.create("warm-1", &limits()).unwrap();
         let leaf = |h: &str| root.join(h).join("conductor/warm-1");
@@ -527,10 +523,9 @@ mod tests {
 
     #[test]
     fn without_swap_accounting_swappiness_is_zeroed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &[]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &[]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         v1_leaf(root, "exec-1", false);
         let _cgroup = manager.create("exec-1", &limits()).unwrap();
         let memory = root.join("memory/conductor/exec-1");
@@ -541,10 +536,9 @@ mod tests {
 
     #[test]
     fn comounted_cpu_cpuacct_is_one_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, true, &[]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(true, &[]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         v1_leaf(root, "exec-1", true);
         let cgroup = manager.create("exec-1", &limits()).unwrap();
         let comounted = root.join("cpu,cpuacct/conductor/exec-1");
@@ -590,10 +584,9 @@ mod tests {
 
     #[test]
     fn missing_hierarchy_for_a_limit_is_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &["pids"]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &["pids"]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         let err = manager.create("exec-1", &limits()).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -615,10 +608,9 @@ mod tests {
 
     #[test]
     fn stats_are_read_from_control_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &[]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &[]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         v1_leaf(root, "exec-1", true);
         let cgroup = manager.create("exec-1", &CgroupLimits::default()).unwrap();
         let leaf = |h: &str| root.join(h).join("conductor/exec-1");
@@ -666,10 +658,9 @@ mod tests {
 
     #[test]
     fn cpu_time_falls_back_to_cpu_stat_only_when_it_has_usage() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &["cpuacct"]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &["cpuacct"]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         v1_leaf(root, "exec-1", true);
         let cgroup = manager.create("exec-1", &CgroupLimits::default()).unwrap();
         let cpu_stat = root.join("cpu/conductor/exec-1/cpu.stat");
@@ -684,10 +675,9 @@ mod tests {
 
     #[test]
     fn kill_all_freezes_kills_each_member_and_thaws() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &[]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &[]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         v1_leaf(root, "exec-1", true);
         let cgroup = manager.create("exec-1", &CgroupLimits::default()).unwrap();
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
@@ -715,10 +705,9 @@ mod tests {
 
     #[test]
     fn kill_all_gives_up_after_the_timeout_naming_the_survivors() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v1_root(root, false, &["freezer"]);
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v1(false, &["freezer"]);
+        let root = fixture.root();
+        let manager = fixture.detect();
         v1_leaf(root, "exec-1", true);
         let cgroup = manager.create("exec-1", &CgroupLimits::default()).unwrap();
         // Above PID_MAX_LIMIT: no such process, so it never leaves the (fake) cgroup.

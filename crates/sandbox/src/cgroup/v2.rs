@@ -200,7 +200,7 @@ mod tests {
 
     use conductor_types::{Bytes, Cpus};
 
-    use super::super::fixture::{get, put, v2_leaf, v2_root};
+    use super::super::fixture::{get, put, v2_leaf, Fixture};
     use super::super::{CgroupError, CgroupLimits, CgroupManager, CgroupStats, CgroupVersion};
 
     const ALL: &str = "cpuset cpu io memory hugetlb pids rdma misc";
@@ -215,10 +215,9 @@ mod tests {
 
     #[test]
     fn detect_enables_controllers_at_every_level() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, ALL, "cpu io memory pids");
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v2(ALL, "cpu io memory pids");
+        let root = fixture.root();
+        let manager = fixture.detect();
         assert_eq!(manager.version(), CgroupVersion::V2);
         assert_eq!(manager.controllers(), ["cpu", "memory", "pids", "io"]);
         assert_eq!(
@@ -233,9 +232,8 @@ mod tests {
 
     #[test]
     fn detect_enables_only_offered_controllers_not_yet_enabled() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, "cpu memory pids", "cpu memory pids");
+        let fixture = Fixture::v2("cpu memory pids", "cpu memory pids");
+        let root = fixture.root();
         put(&root.join("cgroup.subtree_control"), "cpu\n");
         put(
             &root.join("conductor/cgroup.subtree_control"),
@@ -253,9 +251,8 @@ mod tests {
 
     #[test]
     fn replaced_limits_lift_what_the_next_execution_does_not_name() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, ALL, "cpu io memory pids");
+        let fixture = Fixture::v2(ALL, "cpu io memory pids");
+        let root = fixture.root();
         let leaf = v2_leaf(root, "warm-1", true);
         let manager = CgroupManager::detect(root, "conductor").unwrap();
         let cgroup = manager.create("warm-1", &limits()).unwrap();
@@ -273,9 +270,8 @@ mod tests {
 
     #[test]
     fn create_writes_whole_limit_values() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, ALL, "cpu io memory pids");
+        let fixture = Fixture::v2(ALL, "cpu io memory pids");
+        let root = fixture.root();
         let leaf = v2_leaf(root, "exec-1", true);
         let manager = CgroupManager::detect(root, "conductor").unwrap();
         let cgroup = manager.create("exec-1", &limits()).unwrap();
@@ -295,9 +291,8 @@ mod tests {
 
     #[test]
     fn create_without_limits_leaves_defaults() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, ALL, "cpu io memory pids");
+        let fixture = Fixture::v2(ALL, "cpu io memory pids");
+        let root = fixture.root();
         let leaf = v2_leaf(root, "exec-1", true);
         let manager = CgroupManager::detect(root, "conductor").unwrap();
         let _cgroup = manager.create("exec-1", &CgroupLimits::default()).unwrap();
@@ -309,10 +304,9 @@ mod tests {
 
     #[test]
     fn missing_controller_for_a_limit_is_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, "cpu pids", "cpu pids");
-        let manager = CgroupManager::detect(root, "conductor").unwrap();
+        let fixture = Fixture::v2("cpu pids", "cpu pids");
+        let root = fixture.root();
+        let manager = fixture.detect();
         let err = manager.create("exec-1", &limits()).unwrap_err();
         assert!(matches!(
             err,
@@ -334,9 +328,8 @@ mod tests {
 
     #[test]
     fn stats_are_read_from_control_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, ALL, "cpu io memory pids");
+        let fixture = Fixture::v2(ALL, "cpu io memory pids");
+        let root = fixture.root();
         let leaf = v2_leaf(root, "exec-1", true);
         let manager = CgroupManager::detect(root, "conductor").unwrap();
         let cgroup = manager.create("exec-1", &CgroupLimits::default()).unwrap();
@@ -371,9 +364,8 @@ mod tests {
 
     #[test]
     fn kill_all_uses_cgroup_kill_and_waits_for_the_cgroup_to_empty() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, ALL, "cpu io memory pids");
+        let fixture = Fixture::v2(ALL, "cpu io memory pids");
+        let root = fixture.root();
         let leaf = v2_leaf(root, "exec-1", true);
         let manager = CgroupManager::detect(root, "conductor").unwrap();
         let cgroup = manager.create("exec-1", &CgroupLimits::default()).unwrap();
@@ -397,9 +389,8 @@ mod tests {
 
     #[test]
     fn kill_all_without_cgroup_kill_freezes_kills_and_thaws() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, ALL, "cpu io memory pids");
+        let fixture = Fixture::v2(ALL, "cpu io memory pids");
+        let root = fixture.root();
         let leaf = v2_leaf(root, "exec-1", false);
         let manager = CgroupManager::detect(root, "conductor").unwrap();
         let cgroup = manager.create("exec-1", &CgroupLimits::default()).unwrap();
@@ -429,9 +420,8 @@ mod tests {
 
     #[test]
     fn destroy_removes_the_leaf_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        v2_root(root, ALL, "cpu io memory pids");
+        let fixture = Fixture::v2(ALL, "cpu io memory pids");
+        let root = fixture.root();
         let leaf = v2_leaf(root, "exec-1", true);
         let manager = CgroupManager::detect(root, "conductor").unwrap();
         let cgroup = manager.create("exec-1", &CgroupLimits::default()).unwrap();
