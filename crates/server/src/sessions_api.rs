@@ -19,8 +19,8 @@ use crate::{AppError, AppState};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
-    /// The user's next message to the agent (1 byte to 256 KiB).
-    #[schema(min_length = 1, max_length = 262144)]
+    /// The user's next message to the agent (1 byte to 256 KiB, checked: 422 beyond).
+    #[schema(min_length = 1)]
     pub content: String,
 }
 

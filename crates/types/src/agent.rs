@@ -39,10 +39,10 @@ impl AgentKind {
 pub struct AgentSpec {
     /// Which agent CLI.
     pub kind: AgentKind,
-    /// The user's message for this turn (for the seed's task types, added after the prompt their
-    /// template makes of `description`).
+    /// The user's message for this turn, at most 256 KiB (for the seed's task types, added after
+    /// the prompt their template makes of `description`). The bound is checked, not declared
+    /// in the schema: a body that long is over the default body limit first (413).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_length = 262144))]
     pub prompt: String,
     /// Model name passed to the CLI (its own default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
