@@ -10,7 +10,7 @@ use conductor_agents::{adapter, AgentContext, GatewayUrl, RunAs};
 use conductor_types::{AgentEvent, AgentKind, AgentOutcome, AgentSpec, Usage};
 use serde_json::json;
 
-use crate::support::{find_cli, is_root, run, shapes, skip, Run};
+use crate::support::{call, find_cli, is_root, result, run, shapes, skip, text, Run};
 
 const TOKEN: &str = "ct_task_token_for_tests";
 
@@ -58,26 +58,6 @@ async fn claude(spec: &AgentSpec, ctx: &AgentContext, label: &str) -> Option<Run
         "the token is not in the stream"
     );
     Some(run)
-}
-
-fn call(id: &str, tool: &str, input: &str) -> AgentEvent {
-    AgentEvent::AgentToolCall {
-        call_id: id.into(),
-        tool: tool.into(),
-        input: input.into(),
-    }
-}
-
-fn result(id: &str, output: &str) -> AgentEvent {
-    AgentEvent::AgentToolResult {
-        call_id: id.into(),
-        ok: true,
-        output: output.into(),
-    }
-}
-
-fn text(text: &str) -> AgentEvent {
-    AgentEvent::AgentText { text: text.into() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

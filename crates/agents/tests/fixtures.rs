@@ -6,6 +6,8 @@ use conductor_agents::{adapter, ParseError, Redactor, StreamParser};
 use conductor_types::{AgentEvent, AgentKind, AgentOutcome, FailureCode, Usage};
 use serde_json::Value;
 
+use crate::support::{call, result, text};
+
 struct Parsed {
     first: Value,
     events: Vec<AgentEvent>,
@@ -32,26 +34,6 @@ fn parse(kind: AgentKind, name: &str) -> Parsed {
         events,
         usage,
         failure: parser.failure(),
-    }
-}
-
-fn text(text: &str) -> AgentEvent {
-    AgentEvent::AgentText { text: text.into() }
-}
-
-fn call(id: &str, tool: &str, input: &str) -> AgentEvent {
-    AgentEvent::AgentToolCall {
-        call_id: id.into(),
-        tool: tool.into(),
-        input: input.into(),
-    }
-}
-
-fn result(id: &str, output: &str) -> AgentEvent {
-    AgentEvent::AgentToolResult {
-        call_id: id.into(),
-        ok: true,
-        output: output.into(),
     }
 }
 

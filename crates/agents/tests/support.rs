@@ -115,3 +115,26 @@ pub fn shapes(events: &[AgentEvent], keep: &[&str]) -> Vec<AgentEvent> {
         })
         .collect()
 }
+
+/// A text step.
+pub fn text(text: &str) -> AgentEvent {
+    AgentEvent::AgentText { text: text.into() }
+}
+
+/// A tool call `id` of `tool` with `input`.
+pub fn call(id: &str, tool: &str, input: &str) -> AgentEvent {
+    AgentEvent::AgentToolCall {
+        call_id: id.into(),
+        tool: tool.into(),
+        input: input.into(),
+    }
+}
+
+/// The successful result of call `id`.
+pub fn result(id: &str, output: &str) -> AgentEvent {
+    AgentEvent::AgentToolResult {
+        call_id: id.into(),
+        ok: true,
+        output: output.into(),
+    }
+}

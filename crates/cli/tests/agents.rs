@@ -80,6 +80,13 @@ fn agent_task(prompt: &str) -> serde_json::Value {
     })
 }
 
+/// Task `task` once it finished.
+async fn finished(client: &Client, task: &Task) -> Task {
+    client
+        .wait_until(task.id, |t| t.state.status.is_finished())
+        .await
+}
+
 async fn events(client: &Client, task: &Task) -> Vec<TaskEvent> {
     let url = format!("{}/api/v1/tasks/{}/events", client.url, task.id);
     let response = client
@@ -146,9 +153,7 @@ async fn claude_code_writes_a_file_resumes_and_never_sees_the_key() {
         .session_id
         .clone()
         .expect("an agent task has a session");
-    let done = client
-        .wait_until(task.id, |t| t.state.status.is_finished())
-        .await;
+    let done = finished(&client, &task).await;
     assert_eq!(done.state.status, TaskStatus::Succeeded, "{done:?}");
     let written = home.path().join("workspaces/named/proj/hello.txt");
     assert_eq!(std::fs::read_to_string(&written).unwrap(), "hello\n");
@@ -194,9 +199,7 @@ async fn claude_code_writes_a_file_resumes_and_never_sees_the_key() {
     };
     assert_eq!(next.spec.parent_id, Some(task.id));
     assert_eq!(next.spec.session_id.as_ref(), Some(&session));
-    let second = client
-        .wait_until(next.id, |t| t.state.status.is_finished())
-        .await;
+    let second = finished(&client, &next).await;
     assert_eq!(second.state.status, TaskStatus::Succeeded, "{second:?}");
     let conversation = fake.conversation();
     let resumed = &conversation[2].body.to_string();
@@ -261,9 +264,7 @@ async fn a_budget_smaller_than_the_work_stops_the_agent() {
     let mut request = agent_task("count");
     request["budget"] = json!({"tokens": 5000});
     let task = client.submit(request).await;
-    let done = client
-        .wait_until(task.id, |t| t.state.status.is_finished())
-        .await;
+    let done = finished(&client, &task).await;
     assert_eq!(done.state.status, TaskStatus::Failed, "{done:?}");
     assert_eq!(done.state.failure_code, Some(FailureCode::BudgetExceeded));
     // 2 100 tokens a request: after two, 800 are left, below what a thinking request needs
@@ -287,9 +288,7 @@ async fn a_refused_key_and_an_unreachable_upstream_have_their_failure_codes() {
     let (_home, server) = server(&envs, &fake);
     let client = server.client();
     let task = client.submit(agent_task("anything")).await;
-    let done = client
-        .wait_until(task.id, |t| t.state.status.is_finished())
-        .await;
+    let done = finished(&client, &task).await;
     assert_eq!(done.state.status, TaskStatus::Failed, "{done:?}");
     assert_eq!(
         done.state.failure_code,
@@ -316,9 +315,7 @@ async fn a_refused_key_and_an_unreachable_upstream_have_their_failure_codes() {
     );
     let client = server.client();
     let task = client.submit(agent_task("anything")).await;
-    let done = client
-        .wait_until(task.id, |t| t.state.status.is_finished())
-        .await;
+    let done = finished(&client, &task).await;
     assert_eq!(
         done.state.failure_code,
         Some(FailureCode::UpstreamUnavailable),
