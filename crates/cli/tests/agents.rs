@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use conductor_agents::fake::{AnthropicFake, FakeServer, Script, Turn};
+use conductor_agents::fake::{AnthropicFake, FakeServer, OpenAiFake, Script, Turn};
 use conductor_types::{AgentEvent, FailureCode, Task, TaskEvent, TaskEventKind, TaskStatus};
 use serde_json::json;
 
@@ -322,5 +322,71 @@ async fn a_refused_key_and_an_unreachable_upstream_have_their_failure_codes() {
         "{done:?}"
     );
     assert_eq!(gone.turns_played(), 0);
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_runs_through_the_openai_side_of_the_gateway() {
+    let case = "codex_runs_through_the_openai_side_of_the_gateway";
+    let Some(envs) = envs(case) else { return };
+    let built = std::fs::read_dir(envs.join("codex"))
+        .ok()
+        .is_some_and(|mut dirs| {
+            dirs.any(|e| e.is_ok_and(|e| e.path().join("manifest.json").is_file()))
+        });
+    if !built {
+        skip(
+            case,
+            "environment codex is not built (conductor env build codex)",
+        );
+        return;
+    }
+    let fake = OpenAiFake::start(Script::new([
+        Turn::tool(
+            "exec_command",
+            json!({"cmd": "printf 'hello\\n' > hello.txt"}),
+        )
+        .saying("Writing the file.")
+        .tokens(100, 20),
+        Turn::text("Done.").tokens(150, 10),
+    ]))
+    .await
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&envs, home.path().join("envs")).unwrap();
+    let config = format!("[llm.openai]\nupstream = \"{}/v1\"\n", fake.url());
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    let server = Server::start_env(
+        home.path(),
+        1,
+        &["--executor", "namespace"],
+        &[("ANTHROPIC_API_KEY", KEY), ("OPENAI_API_KEY", KEY)],
+    );
+    let client = server.client();
+    let task = client
+        .submit(json!({
+            "task_type": "agent",
+            "environment": "codex",
+            "workspace": "proj",
+            "timeout": "5m",
+            "agent": {"kind": "codex", "prompt": "write hello.txt", "model": "gpt-5-codex"}
+        }))
+        .await;
+    let done = finished(&client, &task).await;
+    assert_eq!(done.state.status, TaskStatus::Succeeded, "{done:?}");
+    let written = home.path().join("workspaces/named/proj/hello.txt");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "hello\n");
+    let usage = done.usage.expect("an agent task reports usage");
+    assert_eq!(
+        (usage.input_tokens, usage.output_tokens),
+        (250, 30),
+        "{usage:?}"
+    );
+    for request in fake.conversation() {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+    }
     server.terminate();
 }
