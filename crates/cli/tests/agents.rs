@@ -390,3 +390,65 @@ async fn codex_runs_through_the_openai_side_of_the_gateway() {
     }
     server.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_agent_in_the_middle_of_a_tool_call() {
+    let case = "cancel_stops_the_agent_in_the_middle_of_a_tool_call";
+    let Some(envs) = envs(case) else { return };
+    let fake = AnthropicFake::start(Script::new([
+        Turn::tool(
+            "Write",
+            json!({"file_path": "/workspace/kept.txt", "content": "kept\n"}),
+        )
+        .tokens(10, 5),
+        Turn::tool(
+            "Bash",
+            json!({"command": "python3 -c \"import time; time.sleep(60)\"", "description": "Run the long job"}),
+        )
+        .tokens(10, 5),
+        Turn::text("never").tokens(10, 5),
+    ]))
+    .await
+    .unwrap();
+    let (home, server) = server(&envs, &fake);
+    let client = server.client();
+    let task = client.submit(agent_task("wait a minute")).await;
+    // Wait for the agent to be inside the second tool call (sleep 60).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while fake.turns_played() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never got to its Bash call"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let url = format!("{}/api/v1/tasks/{}/cancel", client.url, task.id);
+    let cancelled_at = std::time::Instant::now();
+    let response = client
+        .http
+        .post(url)
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let done = finished(&client, &task).await;
+    assert_eq!(
+        status,
+        200,
+        "{done:?} {:?}",
+        agent_steps(&events(&client, &task).await)
+    );
+    assert_eq!(done.state.status, TaskStatus::Cancelled, "{done:?}");
+    assert!(
+        cancelled_at.elapsed() < std::time::Duration::from_secs(10),
+        "cancel took {:?}",
+        cancelled_at.elapsed()
+    );
+    // The workspace stays as the agent left it; the upstream saw nothing after the cancel.
+    let kept = home.path().join("workspaces/named/proj/kept.txt");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "kept\n");
+    assert_eq!(fake.turns_played(), 2);
+    server.terminate();
+}
