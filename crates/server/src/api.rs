@@ -311,7 +311,7 @@ pub struct EventsQuery {
 /// `Last-Event-ID` or `?after=`), ending when the task is over.
 #[utoipa::path(get, path = "/api/v1/tasks/{id}/events", tag = "tasks",
     params(("id" = String, Path, description = "task id (UUID)"), ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event"), EventsQuery),
-    responses((status = 200, description = "Server-Sent Events; each data is a TaskEvent, id is its id", body = TaskEvent, content_type = "text/event-stream"), (status = 400, description = "malformed JSON, bad query or id", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+    responses((status = 200, description = "Server-Sent Events: `event:` is the TaskEvent's type, `id:` its id, `data:` the TaskEvent as JSON (components/schemas/TaskEvent)", body = String, content_type = "text/event-stream"), (status = 400, description = "malformed JSON, bad query or id", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,

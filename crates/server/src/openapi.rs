@@ -55,6 +55,8 @@ use crate::{api, files, gitdiff, sessions_api, workspaces};
         api::live,
         api::openapi,
     ),
+    // The events stream's `data:` lines: documented here, since an SSE body is text.
+    components(schemas(conductor_types::TaskEvent)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
