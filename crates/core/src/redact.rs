@@ -130,6 +130,16 @@ impl OutputBudget {
         Some(kept)
     }
 
+    /// Counts `bytes` of something stored whole or not at all (an agent's step): `true` when it
+    /// fits in what is left (and is then counted), `false` otherwise.
+    pub fn take(&mut self, bytes: u64) -> bool {
+        if self.dropped > 0 || bytes > self.limit.saturating_sub(self.stored) {
+            return false;
+        }
+        self.stored += bytes;
+        true
+    }
+
     /// Bytes dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
@@ -139,6 +149,19 @@ impl OutputBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_steps_are_taken_while_they_fit() {
+        let mut budget = OutputBudget::new(10);
+        assert!(budget.take(6));
+        assert!(!budget.take(5));
+        assert!(budget.take(4));
+        assert!(!budget.take(1));
+        assert_eq!(
+            budget.admit("x".into()),
+            Some("[conductor: output past 10 bytes is not stored]\n".into())
+        );
+    }
 
     #[test]
     fn output_past_the_budget_is_dropped_with_one_marker() {

@@ -21,6 +21,8 @@ use crate::scheduler::Scheduler;
 const MAX_LINE: usize = 1024 * 1024;
 /// How often the task's usage is refreshed while the turn runs.
 const USAGE_EVERY: Duration = Duration::from_secs(1);
+/// Most bytes of one turn's raw stream kept on the host (the agent controls what it prints).
+const MAX_STREAM_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What the stream said about the turn's end.
 #[derive(Debug, Default)]
@@ -65,6 +67,8 @@ pub(super) struct AgentStream {
     gateway: Arc<Gateway>,
     end: StreamEnd,
     usage_at: Instant,
+    /// Bytes of the raw stream kept so far.
+    kept: u64,
 }
 
 impl AgentStream {
@@ -89,6 +93,7 @@ impl AgentStream {
             gateway,
             end: StreamEnd::default(),
             usage_at: Instant::now(),
+            kept: 0,
         })
     }
 
@@ -145,14 +150,11 @@ impl AgentStream {
         budget: &mut OutputBudget,
     ) -> Result<(), StoreError> {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let clean = self.redactor.redact(line);
-            if let Err(error) = self.file.write_all(format!("{clean}\n").as_bytes()).await {
-                tracing::warn!(task = %id, %error, "keeping the agent stream");
-            }
+            self.keep(id, line).await;
             match self.parser.line(line) {
                 Ok(events) => {
                     for event in events {
-                        self.event(scheduler, id, event).await?;
+                        self.event(scheduler, id, event, budget).await?;
                     }
                 }
                 Err(_) => {
@@ -167,12 +169,32 @@ impl AgentStream {
         Ok(())
     }
 
-    /// Stores one event, redacted; notes the result; refreshes the usage now and then.
+    /// Appends one line of the raw stream, redacted, up to [`MAX_STREAM_BYTES`].
+    async fn keep(&mut self, id: TaskId, line: &str) {
+        if self.kept >= MAX_STREAM_BYTES {
+            return;
+        }
+        let mut clean = self.redactor.redact(line);
+        clean.push('\n');
+        self.kept += clean.len() as u64;
+        if self.kept >= MAX_STREAM_BYTES {
+            clean = format!(
+                "{{\"conductor\":\"the stream past {MAX_STREAM_BYTES} bytes is not kept\"}}\n"
+            );
+        }
+        if let Err(error) = self.file.write_all(clean.as_bytes()).await {
+            tracing::warn!(task = %id, %error, "keeping the agent stream");
+        }
+    }
+
+    /// Stores one event, redacted, within the task's output budget (the result and usage
+    /// always); notes the result; refreshes the usage now and then.
     async fn event(
         &mut self,
         scheduler: &Scheduler,
         id: TaskId,
         event: AgentEvent,
+        budget: &mut OutputBudget,
     ) -> Result<(), StoreError> {
         if let AgentEvent::AgentResult {
             cli_session, text, ..
@@ -182,6 +204,17 @@ impl AgentStream {
             self.end.text = Some(text.clone());
         }
         let event = redact_event(&self.redactor, event);
+        let essential = matches!(
+            event,
+            AgentEvent::AgentResult { .. } | AgentEvent::AgentUsage { .. }
+        );
+        if !essential {
+            // Steps count against the task's stored output, as a command's output does.
+            let size = serde_json::to_string(&event).map_or(0, |json| json.len());
+            if !budget.take(size as u64) {
+                return Ok(());
+            }
+        }
         scheduler.emit(id, TaskEventKind::Agent(event)).await?;
         if self.usage_at.elapsed() >= USAGE_EVERY {
             self.usage_at = Instant::now();
