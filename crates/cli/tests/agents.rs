@@ -87,6 +87,19 @@ async fn finished(client: &Client, task: &Task) -> Task {
         .await
 }
 
+/// `POST /api/v1/tasks/{id}/messages` to `task`.
+async fn message(client: &Client, task: &Task, content: &str) -> reqwest::Response {
+    let url = format!("{}/api/v1/tasks/{}/messages", client.url, task.id);
+    client
+        .http
+        .post(url)
+        .bearer_auth(&client.token)
+        .json(&json!({ "content": content }))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn events(client: &Client, task: &Task) -> Vec<TaskEvent> {
     let url = format!("{}/api/v1/tasks/{}/events", client.url, task.id);
     let response = client
@@ -185,15 +198,7 @@ async fn claude_code_writes_a_file_resumes_and_never_sees_the_key() {
 
     // A follow-up turn resumes the agent's session in the same workspace.
     let next: Task = {
-        let url = format!("{}/api/v1/tasks/{}/messages", client.url, task.id);
-        let response = client
-            .http
-            .post(url)
-            .bearer_auth(&client.token)
-            .json(&json!({"content": "now look around"}))
-            .send()
-            .await
-            .unwrap();
+        let response = message(&client, &task, "now look around").await;
         assert_eq!(response.status().as_u16(), 201);
         response.json().await.unwrap()
     };
@@ -215,15 +220,7 @@ async fn claude_code_writes_a_file_resumes_and_never_sees_the_key() {
         "the provider key was visible inside the sandbox"
     );
     // The old turn no longer takes messages.
-    let url = format!("{}/api/v1/tasks/{}/messages", client.url, task.id);
-    let again = client
-        .http
-        .post(url)
-        .bearer_auth(&client.token)
-        .json(&json!({"content": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let again = message(&client, &task, "x").await;
     assert_eq!(again.status().as_u16(), 409);
     // The raw stream is kept, without the token or the key.
     let url = format!("{}/api/v1/tasks/{}/agent-stream", client.url, task.id);
