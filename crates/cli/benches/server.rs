@@ -21,9 +21,8 @@
 //! (server and helper) than the one built with the bench, to compare two builds in one session.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +31,11 @@ use conductor_server::{SchedulerConfig, ServeConfig};
 use conductor_testkit::FakeExecutor;
 use conductor_types::{Capability, ExecEvent, ExecutionRequest};
 use serde_json::json;
+
+// Its own percentile over f64 samples; the shared server launcher is what it uses.
+#[allow(dead_code)]
+mod common;
+use common::server::{conductor_binary, Endpoint, Server};
 
 /// Targets of issue 3.
 const TARGET_P50_MS: f64 = 5.0;
@@ -104,7 +108,11 @@ fn main() -> Result<(), String> {
             Err(reason) => println!("{executor:<10} executor alone: skipped: {reason}"),
         }
         let home = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let server = match Server::start(home.path(), executor, agents) {
+        let flags = ["--executor", executor, "--slots", &agents.to_string()];
+        // Tasks default to network none, which the host executor cannot give.
+        let network = if executor == "host" { "host" } else { "none" };
+        let vars = [("CONDUCTOR_DEFAULT_NETWORK", network)];
+        let server = match Server::start(home.path(), &flags, &vars) {
             Ok(server) => server,
             Err(reason) => {
                 println!("{executor:<10} skipped: {reason}");
@@ -356,12 +364,6 @@ fn shell_baseline(iterations: usize) -> Result<Vec<f64>, String> {
     Ok(samples)
 }
 
-/// The `conductor` binary the server and the helpers run (see the module docs).
-fn conductor_binary() -> std::path::PathBuf {
-    std::env::var_os("CONDUCTOR_BENCH_BINARY")
-        .map_or_else(|| env!("CARGO_BIN_EXE_conductor").into(), Into::into)
-}
-
 /// The helper binary beside that binary when there is one (`conductor serve` checks it is from
 /// the same build, and this bench builds both), else the binary itself.
 fn helper_binary() -> std::path::PathBuf {
@@ -394,12 +396,6 @@ fn percentile(samples: &[f64], pct: usize) -> f64 {
     sorted[(sorted.len() * pct / 100).min(sorted.len() - 1)]
 }
 
-/// Where a server listens, and its admin token.
-struct Endpoint {
-    url: String,
-    token: String,
-}
-
 impl Endpoint {
     fn client(&self) -> Client {
         Client {
@@ -407,78 +403,6 @@ impl Endpoint {
             url: self.url.clone(),
             token: self.token.clone(),
         }
-    }
-}
-
-/// A `conductor serve` process on a free port and a fresh home.
-struct Server {
-    child: Child,
-    endpoint: Endpoint,
-}
-
-impl Server {
-    fn start(home: &Path, executor: &str, agents: usize) -> Result<Self, String> {
-        let mut child = Command::new(conductor_binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--executor", executor])
-            .args(["--slots", &agents.to_string()])
-            .env("CONDUCTOR_HOME", home)
-            .env("CONDUCTOR_LOG", "error")
-            // Tasks default to network none, which the host executor cannot give.
-            .env(
-                "CONDUCTOR_DEFAULT_NETWORK",
-                if executor == "host" { "host" } else { "none" },
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting conductor serve: {e}"))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let mut said = String::new();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => match line.strip_prefix("conductor serving on ") {
-                    Some(rest) => break rest.split_whitespace().next().unwrap_or("").to_owned(),
-                    None => {
-                        said.push_str(&line);
-                        said.push(' ');
-                    }
-                },
-                _ => {
-                    let _ = child.wait();
-                    return Err(said.trim().to_owned());
-                }
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let token = std::fs::read_to_string(home.join("admin.token"))
-            .map_err(|e| format!("reading the admin token: {e}"))?
-            .trim()
-            .to_owned();
-        Ok(Self {
-            child,
-            endpoint: Endpoint { url, token },
-        })
-    }
-
-    fn rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok())
-            })
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,10 +1,12 @@
-//! Agent tasks end to end (issue 12): `conductor serve` on the namespace executor runs the real
-//! Claude Code CLI from the `claude-code` environment against a scripted fake Anthropic upstream,
-//! through the LLM gateway bridged into the sandbox (network `none`). The fake sees the real key
-//! (swapped in by the gateway); the sandbox never does.
+//! Agent tasks end to end (issue 12): `conductor serve` runs the real Claude Code CLI from the
+//! `claude-code` environment (and Codex from `codex`) against a scripted fake upstream, through
+//! the LLM gateway bridged into the sandbox (network `none`), on the namespace executor and —
+//! the main scenario — on docker and podman. The fake sees the real key (swapped in by the
+//! gateway); the sandbox never does.
 //!
 //! Needs root and the `claude-code` environment built in `~/.conductor/envs` (`.ci/run` builds
-//! it: `conductor env build claude-code`). A missing piece skips the case with the reason.
+//! it: `conductor env build claude-code`); docker and podman cases need their engines running
+//! (`scripts/services`). A missing piece skips the case with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
@@ -50,9 +52,20 @@ fn envs(case: &str) -> Option<PathBuf> {
 
 /// A server on the namespace executor whose gateway forwards to `fake`.
 fn server(envs: &Path, fake: &FakeServer) -> (tempfile::TempDir, Server) {
+    server_on(envs, fake, "namespace")
+}
+
+/// A server whose `claude-code` environment runs on `executor` and whose gateway forwards to
+/// `fake`.
+fn server_on(envs: &Path, fake: &FakeServer, executor: &str) -> (tempfile::TempDir, Server) {
     let home = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(envs, home.path().join("envs")).unwrap();
-    let config = format!("[llm]\nupstream = \"{}\"\n", fake.url());
+    let mut config = format!("[llm]\nupstream = \"{}\"\n", fake.url());
+    if executor != "namespace" {
+        config.push_str(&format!(
+            "[environments.claude-code]\nexecutor = \"{executor}\"\n"
+        ));
+    }
     std::fs::write(home.path().join("config.toml"), config).unwrap();
     let server = Server::start_env(
         home.path(),
@@ -61,6 +74,17 @@ fn server(envs: &Path, fake: &FakeServer) -> (tempfile::TempDir, Server) {
         &[("ANTHROPIC_API_KEY", KEY)],
     );
     (home, server)
+}
+
+/// Why the container engine `executor` cannot run here, if it cannot.
+fn engine_missing(executor: &str) -> Option<String> {
+    let socket = match executor {
+        "docker" => "/run/docker.sock",
+        "podman" => "/run/podman/podman.sock",
+        _ => return None,
+    };
+    (!Path::new(socket).exists())
+        .then(|| format!("{executor} is not running ({socket}; start it: scripts/services)"))
 }
 
 fn agent_task(prompt: &str) -> serde_json::Value {
@@ -134,11 +158,85 @@ fn agent_steps(events: &[TaskEvent]) -> Vec<AgentEvent> {
         .collect()
 }
 
+/// The key's middle, built from two halves inside the sandbox: the scan's own command line (which
+/// the agent's transcript keeps) never holds it whole.
+const KEY_HALVES: (&str, &str) = ("7f3a9c2e", "5b1d4f60");
+/// A marker the test puts in the workspace, found the same way: proof the scan reads files.
+const CANARY: &str = "canary-4e1f0b";
+
+/// A Bash script that looks for the key everywhere the agent can read: every process's
+/// environment and command line, and every file of the sandbox but /proc, /sys and /dev
+/// (`FOUND:` lines), then the canary the test planted (`CANARY:` lines).
+fn key_scan() -> String {
+    let (a, b) = KEY_HALVES;
+    let (c, d) = CANARY.split_at(7);
+    format!(
+        "k={a}; k=\"$k{b}\"; c={c}; c=\"$c{d}\"; env | grep -F \"$k\" | sed 's/^/FOUND:env /'; \
+         for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do \
+           tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qF \"$k\" && echo \"FOUND:$f\"; done; \
+         grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev \"$k\" / | sed 's/^/FOUND:/'; \
+         grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev \"$c\" / | sed 's/^/CANARY:/'; \
+         echo scanned"
+    )
+}
+
+/// The text of the tool results in the last message of an Anthropic request `body` (what the
+/// agent's tool printed, without the tool call's own input).
+fn last_tool_result(body: &serde_json::Value) -> String {
+    fn texts(value: &serde_json::Value, out: &mut String) {
+        match value {
+            serde_json::Value::String(text) => out.push_str(text),
+            serde_json::Value::Array(items) => items.iter().for_each(|item| texts(item, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|item| texts(item, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    let last = body["messages"].as_array().and_then(|m| m.last());
+    for block in last
+        .and_then(|m| m["content"].as_array())
+        .into_iter()
+        .flatten()
+    {
+        if block["type"] == "tool_result" {
+            texts(&block["content"], &mut out);
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_writes_a_file_resumes_and_never_sees_the_key() {
     let case = "claude_code_writes_a_file_resumes_and_never_sees_the_key";
     let Some(envs) = envs(case) else { return };
-    let scan = "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; grep -rs sk-ant- /home /workspace /tmp /etc 2>/dev/null; echo scanned";
+    write_resume_and_scan(&envs, "namespace").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_runs_on_docker() {
+    let case = "claude_code_runs_on_docker";
+    let Some(envs) = envs(case) else { return };
+    if let Some(reason) = engine_missing("docker") {
+        return skip(case, &reason);
+    }
+    write_resume_and_scan(&envs, "docker").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_runs_on_podman() {
+    let case = "claude_code_runs_on_podman";
+    let Some(envs) = envs(case) else { return };
+    if let Some(reason) = engine_missing("podman") {
+        return skip(case, &reason);
+    }
+    write_resume_and_scan(&envs, "podman").await;
+}
+
+/// The main scenario on `executor`: the agent writes a file (events in order, usage as the
+/// fake reported it, the real key only upstream), then a follow-up turn resumes the session and
+/// scans the sandbox for the key: nothing, though the scan finds the planted canary.
+async fn write_resume_and_scan(envs: &Path, executor: &str) {
+    let scan = key_scan();
     let fake = AnthropicFake::start(Script::new([
         Turn::tool(
             "Write",
@@ -158,7 +256,7 @@ async fn claude_code_writes_a_file_resumes_and_never_sees_the_key() {
     ]))
     .await
     .unwrap();
-    let (home, server) = server(&envs, &fake);
+    let (home, server) = server_on(envs, &fake, executor);
     let client = server.client();
     let task = client.submit(agent_task("write hello.txt")).await;
     let session = task
@@ -170,6 +268,7 @@ async fn claude_code_writes_a_file_resumes_and_never_sees_the_key() {
     assert_eq!(done.state.status, TaskStatus::Succeeded, "{done:?}");
     let written = home.path().join("workspaces/named/proj/hello.txt");
     assert_eq!(std::fs::read_to_string(&written).unwrap(), "hello\n");
+    std::fs::write(written.with_file_name("planted.txt"), CANARY).unwrap();
     // Steps in order: the tool call, its result, the final answer.
     let steps = agent_steps(&events(&client, &task).await);
     let names: Vec<&str> = steps.iter().map(AgentEvent::name).collect();
@@ -212,12 +311,17 @@ async fn claude_code_writes_a_file_resumes_and_never_sees_the_key() {
         resumed.contains("write hello.txt"),
         "the resumed turn carries the first turn"
     );
-    // What the Bash scan saw inside the sandbox came back to the fake: no key in it.
-    let scanned = conversation.last().unwrap().body.to_string();
+    // What the Bash scan saw inside the sandbox came back to the fake: no key anywhere, though
+    // it found the canary (so it did read the files).
+    let scanned = last_tool_result(&conversation.last().unwrap().body);
     assert!(scanned.contains("scanned"), "the scan ran: {scanned}");
     assert!(
-        !scanned.contains(KEY),
-        "the provider key was visible inside the sandbox"
+        scanned.contains("CANARY:/workspace/planted.txt"),
+        "the scan did not find the planted canary: {scanned}"
+    );
+    assert!(
+        !scanned.contains("FOUND:") && !scanned.contains(KEY),
+        "the provider key was visible inside the sandbox: {scanned}"
     );
     // The old turn no longer takes messages.
     let again = message(&client, &task, "x").await;
@@ -270,6 +374,61 @@ async fn a_budget_smaller_than_the_work_stops_the_agent() {
         fake.turns_played(),
         2,
         "no request reached the upstream past the budget: {done:?}"
+    );
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_upstream_is_retried_by_the_gateway_not_the_agent() {
+    let case = "an_overloaded_upstream_is_retried_by_the_gateway_not_the_agent";
+    let Some(envs) = envs(case) else { return };
+    // A 429 asking for a second's pause, then a 529 without a wish, then the real answers.
+    let fake = AnthropicFake::start(Script::new([
+        Turn::failing(429, Some(1)),
+        Turn::failing(529, None),
+        Turn::tool(
+            "Write",
+            json!({"file_path": "/workspace/after.txt", "content": "after\n"}),
+        )
+        .tokens(10, 5),
+        Turn::text("Done.").tokens(20, 5),
+    ]))
+    .await
+    .unwrap();
+    let (home, server) = server(&envs, &fake);
+    let client = server.client();
+    let started = std::time::Instant::now();
+    let task = client.submit(agent_task("write after.txt")).await;
+    let done = finished(&client, &task).await;
+    assert_eq!(done.state.status, TaskStatus::Succeeded, "{done:?}");
+    let written = home.path().join("workspaces/named/proj/after.txt");
+    assert_eq!(std::fs::read_to_string(written).unwrap(), "after\n");
+    assert_eq!(fake.turns_played(), 4);
+    // The retry-after was honoured, and the two refusals never reached the agent: the gateway
+    // retried them itself and answered nothing but 200.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    let url = format!("{}/metrics", client.url);
+    let metrics = client
+        .http
+        .get(url)
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("conductor_llm_upstream_retries_total 2"),
+        "{metrics}"
+    );
+    let statuses: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("conductor_llm_requests_total{"))
+        .collect();
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|l| l.contains("status=\"200\"")),
+        "{statuses:?}"
     );
     server.terminate();
 }
@@ -346,6 +505,8 @@ async fn codex_runs_through_the_openai_side_of_the_gateway() {
         .saying("Writing the file.")
         .tokens(100, 20),
         Turn::text("Done.").tokens(150, 10),
+        // The follow-up turn.
+        Turn::text("It holds hello.").tokens(300, 5),
     ]))
     .await
     .unwrap();
@@ -385,6 +546,22 @@ async fn codex_runs_through_the_openai_side_of_the_gateway() {
             Some(format!("Bearer {KEY}").as_str())
         );
     }
+    // A follow-up turn resumes Codex's own session (`codex exec resume`): the upstream sees
+    // the first turn's conversation again.
+    let next: Task = {
+        let response = message(&client, &task, "what does hello.txt hold?").await;
+        assert_eq!(response.status().as_u16(), 201);
+        response.json().await.unwrap()
+    };
+    let second = finished(&client, &next).await;
+    assert_eq!(second.state.status, TaskStatus::Succeeded, "{second:?}");
+    let conversation = fake.conversation();
+    let resumed = conversation.last().unwrap().body.to_string();
+    assert!(
+        resumed.contains("write hello.txt") && resumed.contains("what does hello.txt hold?"),
+        "the resumed turn carries the first turn: {resumed}"
+    );
+    assert_eq!(second.usage.map(|u| u.input_tokens), Some(300));
     server.terminate();
 }
 

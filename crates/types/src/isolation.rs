@@ -86,7 +86,8 @@ pub enum Capability {
     PortBridge,
     /// `home`: a host directory mounted read-write as the command's `HOME`.
     HomeMount,
-    /// `user`: the command runs as a non-root uid of the sandbox.
+    /// `user`: the command runs as a non-root uid of the sandbox (see
+    /// `ExecutionRequest::user` for which uid).
     RunAsUser,
 }
 

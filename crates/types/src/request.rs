@@ -50,9 +50,13 @@ pub struct ExecutionRequest {
     /// `HOME` (an agent's private state, kept outside the workspace). Only executors declaring
     /// `Capability::HomeMount` accept it.
     pub home: Option<PathBuf>,
-    /// Runs the command as this uid (and the same gid) inside the sandbox instead of its root;
-    /// the workspace and the home are handed to it. Only executors declaring
-    /// `Capability::RunAsUser` accept it.
+    /// Runs the command as a non-root user inside the sandbox instead of its root; the
+    /// workspace and the home are handed to it. The namespace executor, which maps uids of
+    /// its own, uses this uid (and the same gid); docker and podman run every command as
+    /// their configured non-root user already (uid 2000000000 by default, which no host
+    /// account shares, or a rootless engine's user) and keep that one rather than take a uid
+    /// that may be a host account's. Only executors declaring `Capability::RunAsUser` accept
+    /// it.
     pub user: Option<u32>,
 }
 

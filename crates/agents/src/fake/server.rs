@@ -46,6 +46,8 @@ pub struct Recorded {
     pub body: Value,
     /// How the fake treated it.
     pub kind: RequestKind,
+    /// When it arrived (its body read).
+    pub received: std::time::Instant,
 }
 
 impl Recorded {
@@ -196,6 +198,7 @@ async fn handle(
         headers,
         body: incoming.body,
         kind,
+        received: std::time::Instant::now(),
     });
     response
 }

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+// Only the benches that drive a real server use it.
+#[allow(dead_code)]
+pub mod server;
+
 /// The `pct`th percentile of `samples` (sorted in place); zero for no samples.
 pub fn percentile(samples: &mut [Duration], pct: usize) -> Duration {
     if samples.is_empty() {

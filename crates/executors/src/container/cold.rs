@@ -33,12 +33,14 @@ impl Inner {
         };
         let user = self.user();
         let workspace = request.workspace.display().to_string();
+        let home = request.home.as_ref().map(|home| home.display().to_string());
         let mut settings = self.settings(
             &request.id.to_string(),
             &user,
             cgroup_parent.as_deref(),
             &workspace,
         );
+        settings.home = home.as_deref();
         if let Some(network) = &request.service_network {
             settings.service_network = Some(network);
             settings.extra_hosts = services::hosts(&self.engine, network).await?;

@@ -129,8 +129,13 @@ pub fn capabilities(config: &ContainerConfig) -> ExecutorCapabilities {
         Capability::Services,
         Capability::Seccomp,
     ]);
+    // The home is a bind like the workspace (a warm container's slot has one waiting).
+    supported.insert(Capability::HomeMount);
     if config.user.0 != 0 {
         supported.insert(Capability::UserMapping);
+        // Every command already runs as the executor's own non-root user, which no host
+        // account shares; a request's `user` gets that one (see `ExecutionRequest::user`).
+        supported.insert(Capability::RunAsUser);
     }
     // `full`'s bridge is kept off the host by rules only root can install. Port bridges join
     // the container's network namespace, which needs root and a rootful engine's container

@@ -89,7 +89,7 @@ impl Inner {
         }
     }
 
-    /// Binds the request's workspace on `slot` (and so into its warm container).
+    /// Binds the request's workspace and home on `slot` (and so into its warm container).
     pub(crate) async fn bind_workspace(
         &self,
         slot: &Slot,
@@ -97,7 +97,8 @@ impl Inner {
     ) -> Result<(), ExecutorError> {
         let stage = "binding the workspace into a warm container";
         let (slot, workspace) = (slot.clone(), request.workspace.clone());
-        tokio::task::spawn_blocking(move || slot.bind_workspace(&workspace))
+        let home = request.home.clone();
+        tokio::task::spawn_blocking(move || slot.bind(&workspace, home.as_deref()))
             .await
             .map_err(|e| self.setup(stage, e))?
             .map_err(|e| self.setup(stage, format!("{}: {e}", request.workspace.display())))
@@ -110,7 +111,8 @@ impl Inner {
         }
     }
 
-    /// Hands the workspace to the container user (unless a user namespace maps it).
+    /// Hands the workspace and the home to the container user (unless a user namespace maps
+    /// it).
     pub(crate) async fn hand_over_workspace(
         &self,
         request: &ExecutionRequest,
@@ -119,20 +121,17 @@ impl Inner {
         if self.config.userns.is_some() && self.config.rootless.is_none() {
             return Ok(());
         }
-        let (path, (uid, gid)) = (request.workspace.clone(), self.config.user);
-        tokio::task::spawn_blocking(move || chown_tree(&path, uid, gid))
-            .await
-            .map_err(|e| self.setup("handing the workspace to the container user", e))?
-            .map_err(|e| {
-                ExecutorError::io(
-                    format!(
-                        "handing the workspace {} to uid {}",
-                        request.workspace.display(),
-                        self.config.user.0
-                    ),
-                    e,
-                )
-            })
+        let (uid, gid) = self.config.user;
+        for path in std::iter::once(&request.workspace).chain(&request.home) {
+            let owned = path.clone();
+            tokio::task::spawn_blocking(move || chown_tree(&owned, uid, gid))
+                .await
+                .map_err(|e| self.setup("handing the workspace to the container user", e))?
+                .map_err(|e| {
+                    ExecutorError::io(format!("handing {} to uid {uid}", path.display()), e)
+                })?;
+        }
+        Ok(())
     }
 
     /// The create settings for a container labelled with `execution`.
@@ -151,6 +150,7 @@ impl Inner {
             userns: self.config.userns.as_deref(),
             cgroup_parent,
             workspace,
+            home: None,
             labels: HashMap::from([
                 (LABEL_EXECUTION.to_owned(), execution.to_owned()),
                 (LABEL_OWNER.to_owned(), self.owner.clone()),

@@ -43,7 +43,8 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Makes `<root>/<name>/`: `workspace/` as a shared mount of its own, and the FIFO; for a
+    /// Makes `<root>/<name>/`: `workspace/` and `home/` as shared mounts of their own, and the
+    /// FIFO; for a
     /// resident container (see `resident`) also the status and output FIFOs, and all of them
     /// root's alone (its agent runs as root, its commands do not).
     pub fn create(root: &Path, name: &str, resident: bool) -> io::Result<Self> {
@@ -51,31 +52,11 @@ impl Slot {
             dir: root.join(name),
         };
         std::fs::create_dir_all(slot.workspace())?;
+        std::fs::create_dir_all(slot.home())?;
         std::fs::create_dir_all(slot.control())?;
         let made = (|| {
-            let workspace = slot.workspace();
-            mount(
-                Some(&workspace),
-                &workspace,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )?;
-            // Its own peer group: private first, then shared.
-            mount(
-                None::<&str>,
-                &workspace,
-                None::<&str>,
-                MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )?;
-            mount(
-                None::<&str>,
-                &workspace,
-                None::<&str>,
-                MsFlags::MS_SHARED,
-                None::<&str>,
-            )?;
+            share_in_place(&slot.workspace())?;
+            share_in_place(&slot.home())?;
             if resident {
                 for fifo in [slot.fifo(), slot.status(), slot.stdout(), slot.stderr()] {
                     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))?;
@@ -97,6 +78,11 @@ impl Slot {
     /// The shared mount point bound into the container.
     pub fn workspace(&self) -> PathBuf {
         self.dir.join("workspace")
+    }
+
+    /// The shared mount point bound into the container at the sandbox's home.
+    pub fn home(&self) -> PathBuf {
+        self.dir.join("home")
     }
 
     /// The directory bound read-only at [`CONTROL_TARGET`](super::scripts::CONTROL_TARGET).
@@ -123,23 +109,27 @@ impl Slot {
         self.control().join("stderr")
     }
 
-    /// Binds `workspace` (with what is mounted below it) on the slot: it appears in the
-    /// container.
-    pub fn bind_workspace(&self, workspace: &Path) -> io::Result<()> {
-        mount(
-            Some(workspace),
-            &self.workspace(),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(io::Error::from)
+    /// Binds `workspace` (with what is mounted below it) on the slot, and `home` when given:
+    /// they appear in the container.
+    pub fn bind(&self, workspace: &Path, home: Option<&Path>) -> io::Result<()> {
+        bind_on(workspace, &self.workspace())?;
+        if let Some(home) = home {
+            if let Err(e) = bind_on(home, &self.home()) {
+                let _ = self.unbind(false);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
-    /// Unbinds the workspace [`Slot::bind_workspace`] bound (lazily: a process of the container
-    /// may still be leaving it), leaving the slot's own mount.
-    pub fn unbind_workspace(&self) -> io::Result<()> {
-        umount2(&self.workspace(), MntFlags::MNT_DETACH).map_err(io::Error::from)
+    /// Unbinds what [`Slot::bind`] bound (lazily: a process of the container may still be
+    /// leaving it), leaving the slot's own mounts: the workspace, and the home when `home`.
+    pub fn unbind(&self, home: bool) -> io::Result<()> {
+        let workspace = umount2(&self.workspace(), MntFlags::MNT_DETACH);
+        if home {
+            umount2(&self.home(), MntFlags::MNT_DETACH)?;
+        }
+        workspace.map_err(io::Error::from)
     }
 
     /// The FIFO's write end, once the container's shell has opened it for reading: fails with
@@ -164,13 +154,54 @@ impl Slot {
     }
 }
 
-/// Unmounts the workspace mounts of slot directory `dir` and removes it.
+/// `path` bound on itself and made a shared mount of its own peer group.
+fn share_in_place(path: &Path) -> nix::Result<()> {
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
+    // Its own peer group: private first, then shared.
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+}
+
+/// Binds `source` (with what is mounted below it) on `target`.
+fn bind_on(source: &Path, target: &Path) -> io::Result<()> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Unmounts the workspace and home mounts of slot directory `dir` and removes it.
 pub fn remove_slot_dir(dir: &Path) {
     let workspace = dir.join("workspace");
-    // The execution's workspace on top, then the slot's own bind: unmount until nothing is left.
-    for _ in 0..4 {
-        if umount2(&workspace, MntFlags::MNT_DETACH).is_err() {
-            break;
+    let home = dir.join("home");
+    // The execution's binds on top, then the slot's own: unmount until nothing is left.
+    for mounted in [&workspace, &home] {
+        for _ in 0..4 {
+            if umount2(mounted, MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
         }
     }
     // Never recursive: if a mount were still there, removing would reach into the workspace.
@@ -178,7 +209,7 @@ pub fn remove_slot_dir(dir: &Path) {
     for path in fifos
         .iter()
         .map(|fifo| dir.join("control").join(fifo))
-        .chain([dir.join("control"), workspace, dir.to_owned()])
+        .chain([dir.join("control"), workspace, home, dir.to_owned()])
     {
         let is_fifo = path
             .file_name()
@@ -222,11 +253,27 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(line.contains(" shared:"), "{line}");
-        slot.bind_workspace(workspace.path()).unwrap();
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join(".rc"), "h").unwrap();
+        slot.bind(workspace.path(), Some(home.path())).unwrap();
         assert_eq!(
             std::fs::read_to_string(slot.workspace().join("file")).unwrap(),
             "x"
         );
+        assert_eq!(
+            std::fs::read_to_string(slot.home().join(".rc")).unwrap(),
+            "h"
+        );
+        // Unbound, the slot's own (empty) mounts are left for the next execution.
+        slot.unbind(true).unwrap();
+        assert!(!slot.workspace().join("file").exists());
+        assert!(!slot.home().join(".rc").exists());
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let home_point = slot.home().display().to_string();
+        assert!(mountinfo
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(&*home_point)));
+        slot.bind(workspace.path(), None).unwrap();
         // No reader: the container is not waiting.
         assert_eq!(
             slot.open_writer().unwrap_err().raw_os_error(),

@@ -111,7 +111,8 @@ impl Inner {
                     .unwrap_or(-1),
             ),
         };
-        let unbound = tokio::task::spawn_blocking(move || slot.unbind_workspace()).await;
+        let home = request.home.is_some();
+        let unbound = tokio::task::spawn_blocking(move || slot.unbind(home)).await;
         let unbound = matches!(unbound, Ok(Ok(())));
         agent.uses += 1;
         let reuse = reusable && unbound && agent.uses < inner.config.warm_reuse;
@@ -268,12 +269,13 @@ impl Inner {
         .into_result())
     }
 
-    /// Removes a resident container (unbinding the workspace first when `bound`) and lets the
-    /// pool make another.
+    /// Removes a resident container (unbinding the workspace and any home first when `bound`)
+    /// and lets the pool make another.
     async fn retire(self: &Arc<Self>, guard: ContainerGuard, bound: bool) {
         if bound {
             if let Some(slot) = guard.slot().cloned() {
-                let _ = tokio::task::spawn_blocking(move || slot.unbind_workspace()).await;
+                // The slot goes with the container: its own home mount may go too.
+                let _ = tokio::task::spawn_blocking(move || slot.unbind(true)).await;
             }
         }
         guard.finish().await;

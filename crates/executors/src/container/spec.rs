@@ -8,7 +8,7 @@ use bollard::models::{
     MountType, ResourcesUlimits,
 };
 use conductor_core::ExecutorError;
-use conductor_types::{Bytes, ExecPlan, NetworkPolicy, Rlimit, RlimitResource};
+use conductor_types::{Bytes, ExecPlan, ExecutionRequest, NetworkPolicy, Rlimit, RlimitResource};
 
 use super::engine::EngineKind;
 use super::network::FULL_NETWORK;
@@ -77,6 +77,9 @@ pub struct ContainerSettings<'a> {
     pub cgroup_parent: Option<&'a str>,
     /// Host directory bound at the plan's working directory.
     pub workspace: &'a str,
+    /// Host directory bound read-write at `ExecutionRequest::SANDBOX_HOME` (the request's
+    /// `home`), if any.
+    pub home: Option<&'a str>,
     /// Labels to put on the container.
     pub labels: HashMap<String, String>,
     /// rlimits (resource, soft, hard) to set when the plan sets none of that resource. Podman,
@@ -177,13 +180,19 @@ pub fn create_body(
         masked_paths: Some(masked_paths()),
         readonly_paths: Some(readonly_paths()),
         network_mode: Some(network_mode.to_owned()),
-        mounts: Some(vec![Mount {
-            target: Some(plan.cwd.display().to_string()),
-            source: Some(settings.workspace.to_owned()),
-            typ: Some(MountType::BIND),
-            read_only: Some(false),
-            ..Mount::default()
-        }]),
+        mounts: Some(
+            std::iter::once(bind(
+                &plan.cwd.display().to_string(),
+                settings.workspace,
+                None,
+            ))
+            .chain(
+                settings
+                    .home
+                    .map(|home| bind(ExecutionRequest::SANDBOX_HOME, home, None)),
+            )
+            .collect(),
+        ),
         pids_limit: plan.limits.pids.map(i64::from),
         nano_cpus: plan
             .limits
@@ -220,8 +229,7 @@ pub fn create_body(
 pub fn warm_body(
     plan: &ExecPlan,
     settings: &ContainerSettings<'_>,
-    slot_workspace: &str,
-    slot_control: &str,
+    slot: &SlotPaths<'_>,
 ) -> Result<ContainerCreateBody, ExecutorError> {
     let mut body = create_body(plan, settings)?;
     body.cmd = Some(vec![
@@ -229,24 +237,16 @@ pub fn warm_body(
         "-c".to_owned(),
         WAITING_SHELL.to_owned(),
     ]);
+    let slave = Some(MountBindOptionsPropagationEnum::RSLAVE);
     if let Some(host_config) = body.host_config.as_mut() {
         host_config.pids_limit = None;
         host_config.nano_cpus = None;
         host_config.mounts = Some(vec![
-            Mount {
-                target: Some(plan.cwd.display().to_string()),
-                source: Some(slot_workspace.to_owned()),
-                typ: Some(MountType::BIND),
-                read_only: Some(false),
-                bind_options: Some(MountBindOptions {
-                    propagation: Some(MountBindOptionsPropagationEnum::RSLAVE),
-                    ..MountBindOptions::default()
-                }),
-                ..Mount::default()
-            },
+            bind(&plan.cwd.display().to_string(), slot.workspace, slave),
+            bind(ExecutionRequest::SANDBOX_HOME, slot.home, slave),
             Mount {
                 target: Some(CONTROL_TARGET.to_owned()),
-                source: Some(slot_control.to_owned()),
+                source: Some(slot.control.to_owned()),
                 typ: Some(MountType::BIND),
                 read_only: Some(true),
                 ..Mount::default()
@@ -256,6 +256,33 @@ pub fn warm_body(
     Ok(body)
 }
 
+/// The host directories of a warm container's slot (see `pool::Slot`) its create body binds.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotPaths<'a> {
+    /// Bound at the working directory; the execution's workspace is bound on it later.
+    pub workspace: &'a str,
+    /// Bound at the sandbox's home; a request's home is bound on it later.
+    pub home: &'a str,
+    /// Bound read-only at [`CONTROL_TARGET`].
+    pub control: &'a str,
+}
+
+/// A read-write bind of host `source` at `target`, receiving later mounts below `source` when
+/// `propagation` is `rslave`.
+fn bind(target: &str, source: &str, propagation: Option<MountBindOptionsPropagationEnum>) -> Mount {
+    Mount {
+        target: Some(target.to_owned()),
+        source: Some(source.to_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(false),
+        bind_options: propagation.map(|propagation| MountBindOptions {
+            propagation: Some(propagation),
+            ..MountBindOptions::default()
+        }),
+        ..Mount::default()
+    }
+}
+
 /// The engine's name for an rlimit (`--ulimit`); address space has none.
 /// The create body of a resident warm container (see `resident`): as [`warm_body`], but
 /// running the agent as root with only `SETUID` and `SETGID` (to start each command as
@@ -263,10 +290,9 @@ pub fn warm_body(
 pub fn resident_body(
     plan: &ExecPlan,
     settings: &ContainerSettings<'_>,
-    slot_workspace: &str,
-    slot_control: &str,
+    slot: &SlotPaths<'_>,
 ) -> Result<ContainerCreateBody, ExecutorError> {
-    let mut body = warm_body(plan, settings, slot_workspace, slot_control)?;
+    let mut body = warm_body(plan, settings, slot)?;
     body.cmd = Some(vec![
         "/bin/sh".to_owned(),
         "-c".to_owned(),
@@ -309,6 +335,7 @@ mod tests {
             userns: None,
             cgroup_parent: Some("/conductor/docker-1"),
             workspace: "/work/ws",
+            home: None,
             labels: HashMap::from([(LABEL_EXECUTION.to_owned(), "id".to_owned())]),
             default_rlimits: vec![],
             service_network: None,
@@ -414,7 +441,12 @@ mod tests {
         req.limits.cpus = Some(Cpus::new(0.5).unwrap());
         let plan = plan(&req, PlanTarget::Sandbox, &HostContext::default()).unwrap();
         let cold = create_body(&plan, &settings()).unwrap();
-        let warm = warm_body(&plan, &settings(), "/pool/s/workspace", "/pool/s/control").unwrap();
+        let slot = SlotPaths {
+            workspace: "/pool/s/workspace",
+            home: "/pool/s/home",
+            control: "/pool/s/control",
+        };
+        let warm = warm_body(&plan, &settings(), &slot).unwrap();
         let expected = ContainerCreateBody {
             cmd: Some(vec!["/bin/sh".into(), "-c".into(), WAITING_SHELL.into()]),
             host_config: Some(HostConfig {
@@ -424,6 +456,17 @@ mod tests {
                     Mount {
                         target: Some("/workspace".into()),
                         source: Some("/pool/s/workspace".into()),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(false),
+                        bind_options: Some(MountBindOptions {
+                            propagation: Some(MountBindOptionsPropagationEnum::RSLAVE),
+                            ..MountBindOptions::default()
+                        }),
+                        ..Mount::default()
+                    },
+                    Mount {
+                        target: Some("/home/conductor".into()),
+                        source: Some("/pool/s/home".into()),
                         typ: Some(MountType::BIND),
                         read_only: Some(false),
                         bind_options: Some(MountBindOptions {
@@ -445,6 +488,26 @@ mod tests {
             ..cold
         };
         assert_eq!(warm, expected);
+    }
+
+    #[test]
+    fn a_home_is_bound_read_write_at_the_sandbox_home() {
+        let planned = plan(
+            &request(&["true"]),
+            PlanTarget::Sandbox,
+            &HostContext::default(),
+        )
+        .unwrap();
+        let with_home = ContainerSettings {
+            home: Some("/sessions/s/home"),
+            ..settings()
+        };
+        let body = create_body(&planned, &with_home).unwrap();
+        let mounts = body.host_config.unwrap().mounts.unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[1].target.as_deref(), Some("/home/conductor"));
+        assert_eq!(mounts[1].source.as_deref(), Some("/sessions/s/home"));
+        assert_eq!(mounts[1].read_only, Some(false));
     }
 
     #[test]

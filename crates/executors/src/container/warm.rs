@@ -17,7 +17,7 @@ use super::owner::dead_owners;
 use super::pool::{remove_slot_dir, send, Slot};
 use super::resident::Resident;
 use super::scripts::once_script;
-use super::spec::{command, resident_body, warm_body};
+use super::spec::{command, resident_body, warm_body, SlotPaths};
 
 /// The plan warm containers are made for: a default request (no network, default rlimits).
 pub(crate) fn template_plan() -> Result<ExecPlan, PlanError> {
@@ -166,10 +166,16 @@ impl Inner {
                     e,
                 )
             })?;
-        let (slot_workspace, slot_control) = (
+        let (slot_workspace, slot_home, slot_control) = (
             slot.workspace().display().to_string(),
+            slot.home().display().to_string(),
             slot.control().display().to_string(),
         );
+        let paths = SlotPaths {
+            workspace: &slot_workspace,
+            home: &slot_home,
+            control: &slot_control,
+        };
         guard.set_slot(slot.clone());
         let user = self.user();
         let settings = self.settings(
@@ -179,9 +185,9 @@ impl Inner {
             &slot_workspace,
         );
         let body = if resident {
-            resident_body(&self.template, &settings, &slot_workspace, &slot_control)?
+            resident_body(&self.template, &settings, &paths)?
         } else {
-            warm_body(&self.template, &settings, &slot_workspace, &slot_control)?
+            warm_body(&self.template, &settings, &paths)?
         };
         // Open before the start: the agent's open of the write end must not wait.
         let status = match resident {
