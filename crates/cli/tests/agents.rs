@@ -171,7 +171,7 @@ fn key_scan() -> String {
     let (a, b) = KEY_HALVES;
     let (c, d) = CANARY.split_at(7);
     format!(
-        "k={a}; k=\"$k{b}\"; c={c}; c=\"$c{d}\"; env | grep -F \"$k\" | sed 's/^/FOUND:env /'; \
+        "k={a}; k=\"${{k}}{b}\"; c={c}; c=\"${{c}}{d}\"; env | grep -F \"$k\" | sed 's/^/FOUND:env /'; \
          for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do \
            tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qF \"$k\" && echo \"FOUND:$f\"; done; \
          grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev \"$k\" / | sed 's/^/FOUND:/'; \
@@ -266,6 +266,7 @@ async fn write_resume_and_scan(envs: &Path, executor: &str) {
         .expect("an agent task has a session");
     let done = finished(&client, &task).await;
     assert_eq!(done.state.status, TaskStatus::Succeeded, "{done:?}");
+    assert_eq!(done.results[0].executor.as_deref(), Some(executor));
     let written = home.path().join("workspaces/named/proj/hello.txt");
     assert_eq!(std::fs::read_to_string(&written).unwrap(), "hello\n");
     std::fs::write(written.with_file_name("planted.txt"), CANARY).unwrap();
