@@ -4,10 +4,13 @@
 //!
 //! - **command task**: a task `date +%s%N` in the `claude-code` environment; the sample is the
 //!   instant its process runs minus the instant just before the submit (as the server bench);
-//! - **agent task**: a Claude Code task (`-p`, one answer) against a fake upstream; the sample is
-//!   the instant the fake got the task's first request minus the instant just before the submit:
-//!   submission, session, the agent's home, the gateway's token, the sandbox with its bridge,
-//!   the CLI's own start, and the gateway's forward;
+//! - **agent task, CLI started**: a Claude Code task (`-p`, one answer) against a fake upstream;
+//!   the sample is the instant the CLI's process appeared (a thread polls `/proc` every 0.5 ms
+//!   for a new process whose command line holds the task's unique prompt: it is seen right after
+//!   its `exec`) minus the instant just before the submit: admission, session, the agent's
+//!   home, the gateway's token, the sandbox with its bridge — Conductor's whole share;
+//! - **agent task, first request**: the same task, submit → the fake got its first request
+//!   (the CLI's own start and the gateway's forward on top);
 //! - **CLI alone**: the same pinned CLI (`scripts/agent-clis`) started directly on the host
 //!   against the same fake: spawn → first request. It is the part of the agent figure that is
 //!   the CLI itself; the difference is Conductor's share of an agent's start.
@@ -73,35 +76,44 @@ async fn bench(envs: &Path, iterations: usize) -> Result<(), String> {
     let client = Client {
         http: reqwest::Client::new(),
         endpoint: &server.endpoint,
+        server_pid: server.pid(),
     };
-    let mut command = Vec::new();
-    let mut agent = Vec::new();
-    let mut alone = Vec::new();
+    let mut samples = Samples::default();
     let host_cli = Path::new(HOST_CLI).exists();
     // Alternating, so a machine that gets busier part-way weighs on every row alike.
     for round in 0..iterations + WARMUP {
-        let c = client.command_start().await?;
-        let a = client.agent_start(&fake).await?;
-        let h = match host_cli {
+        let command = client.command_start().await?;
+        let (started, first) = client.agent_start(&fake, round).await?;
+        let alone = match host_cli {
             true => Some(cli_alone(&fake).await?),
             false => None,
         };
         if round >= WARMUP {
-            command.push(c);
-            agent.push(a);
-            alone.extend(h);
+            samples.command.push(command);
+            samples.cli_started.push(started);
+            samples.first_request.push(first);
+            samples.alone.extend(alone);
         }
     }
     server.stop();
-    report(&mut command, &mut agent, &mut alone);
+    report(&mut samples);
     Ok(())
 }
 
-fn report(command: &mut [Duration], agent: &mut [Duration], alone: &mut [Duration]) {
+/// The samples of one bench run.
+#[derive(Default)]
+struct Samples {
+    command: Vec<Duration>,
+    cli_started: Vec<Duration>,
+    first_request: Vec<Duration>,
+    alone: Vec<Duration>,
+}
+
+fn report(samples: &mut Samples) {
     let row = |name: &str, samples: &mut [Duration]| {
         let (p50, p90) = (percentile(samples, 50), percentile(samples, 90));
         println!(
-            "  {name:<14} p50 {:>8.1} ms   p90 {:>8.1} ms   ({} runs)",
+            "  {name:<28} p50 {:>8.1} ms   p90 {:>8.1} ms   ({} runs)",
             ms(p50),
             ms(p90),
             samples.len()
@@ -109,29 +121,29 @@ fn report(command: &mut [Duration], agent: &mut [Duration], alone: &mut [Duratio
         p50
     };
     println!("agent_start: submit → started, namespace executor, environment claude-code");
-    let command = row("command task", command);
-    let agent = row("agent task", agent);
-    if alone.is_empty() {
-        println!("  CLI alone      skipped: {HOST_CLI} is missing (scripts/agent-clis)");
-        println!(
-            "  agent task / command task: {:.1}×",
-            ms(agent) / ms(command)
-        );
+    let command = row("command task: process runs", &mut samples.command);
+    let started = row("agent task: CLI started", &mut samples.cli_started);
+    let first = row("agent task: first request", &mut samples.first_request);
+    println!(
+        "  agent task start / command task start (p50): {:.2}× ({:+.1} ms)",
+        ms(started) / ms(command).max(f64::EPSILON),
+        ms(started) - ms(command)
+    );
+    if samples.alone.is_empty() {
+        println!("  CLI alone: skipped: {HOST_CLI} is missing (scripts/agent-clis)");
         return;
     }
-    let alone = row("CLI alone", alone);
-    let share = agent.saturating_sub(alone);
+    let alone = row("CLI alone: first request", &mut samples.alone);
     println!(
-        "  Conductor's share of an agent's start (agent task − CLI alone, p50): {:.1} ms; a plain command task: {:.1} ms ({:.2}×)",
-        ms(share),
-        ms(command),
-        ms(share) / ms(command).max(f64::EPSILON)
+        "  the CLI's own start (CLI alone, p50) is {:.0}% of the agent task's first request",
+        100.0 * ms(alone) / ms(first).max(f64::EPSILON)
     );
 }
 
 struct Client<'a> {
     http: reqwest::Client,
     endpoint: &'a Endpoint,
+    server_pid: u32,
 }
 
 impl Client<'_> {
@@ -169,7 +181,7 @@ impl Client<'_> {
                 .json()
                 .await
                 .map_err(|e| e.to_string())?;
-            let status = task["state"]["status"].as_str().unwrap_or_default();
+            let status = task["status"].as_str().unwrap_or_default();
             if matches!(
                 status,
                 "succeeded" | "failed" | "cancelled" | "timed_out" | "interrupted"
@@ -213,20 +225,85 @@ impl Client<'_> {
         ))
     }
 
-    /// Submit → the fake's first request of a one-answer Claude Code task.
-    async fn agent_start(&self, fake: &FakeServer) -> Result<Duration, String> {
+    /// Submit → the CLI's process seen, and submit → the fake's first request, of a one-answer
+    /// Claude Code task.
+    async fn agent_start(
+        &self,
+        fake: &FakeServer,
+        round: usize,
+    ) -> Result<(Duration, Duration), String> {
+        let prompt = format!("say ok {round}-{}", std::process::id());
         let seen = fake.requests().len();
+        let watch = ExecWatch::start(self.server_pid, prompt.clone());
         let before = Instant::now();
         let id = self
             .submit(json!({
                 "task_type": "agent",
                 "environment": "claude-code",
-                "agent": {"kind": "claude-code", "prompt": "say ok", "max_turns": 1}
+                "agent": {"kind": "claude-code", "prompt": prompt, "max_turns": 1}
             }))
             .await?;
         self.finished(&id).await?;
-        first_request_since(fake, seen, before)
+        let started = watch
+            .finish()
+            .ok_or("the CLI's process was never seen in /proc")?
+            .saturating_duration_since(before);
+        Ok((started, first_request_since(fake, seen, before)?))
     }
+}
+
+/// A thread that polls `/proc` for the first process below `root` (the server) whose command
+/// line holds `marker`. Below the server, not new since: a warm helper forks the command's
+/// process ahead of time, and that process then `exec`s the CLI.
+struct ExecWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<Instant>>,
+}
+
+impl ExecWatch {
+    fn start(root: u32, marker: String) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                for pid in descendants(root) {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    if String::from_utf8_lossy(&cmdline).contains(&marker) {
+                        return Some(Instant::now());
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            None
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> Option<Instant> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
+}
+
+/// Every process below `root`, from each thread's `children` file.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![root];
+    while let Some(pid) = next.pop() {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                next.push(child);
+            }
+        }
+    }
+    found
 }
 
 /// The same CLI on the host, straight at the fake: spawn → first request.

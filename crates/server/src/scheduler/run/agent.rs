@@ -168,7 +168,7 @@ impl Scheduler {
             context: "opening the agent stream file".into(),
             message: e.to_string(),
         })?;
-        let label = format!("{} agent turn", agent.kind.as_str());
+        let label = turn_label(agent.kind, context.run_as);
         Ok(Ok(Turn {
             request,
             stream,
@@ -215,6 +215,21 @@ impl Scheduler {
             running.execution = None;
         }
         Ok((outcome, end))
+    }
+}
+
+/// What the task's events and result call an agent turn; a turn that runs as the sandbox's
+/// root (an executor that maps one uid) says so, and that the CLI's sandbox switch is on.
+fn turn_label(kind: AgentKind, run_as: RunAs) -> String {
+    let turn = format!("{} agent turn", kind.as_str());
+    match (run_as, kind) {
+        (RunAs::User, _) => turn,
+        (RunAs::Root, AgentKind::ClaudeCode) => format!(
+            "{turn} (as the sandbox's root, with Claude Code's IS_SANDBOX=1: this executor maps no other user)"
+        ),
+        (RunAs::Root, AgentKind::Codex) => {
+            format!("{turn} (as the sandbox's root: this executor maps no other user)")
+        }
     }
 }
 
@@ -266,5 +281,28 @@ fn agent_ending(
                 result.exit_code.unwrap_or(-1)
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_as_the_sandboxs_root_says_so() {
+        assert_eq!(
+            turn_label(AgentKind::ClaudeCode, RunAs::User),
+            "claude-code agent turn"
+        );
+        let root = turn_label(AgentKind::ClaudeCode, RunAs::Root);
+        assert!(
+            root.contains("sandbox's root") && root.contains("IS_SANDBOX=1"),
+            "{root}"
+        );
+        let codex = turn_label(AgentKind::Codex, RunAs::Root);
+        assert!(
+            codex.contains("sandbox's root") && !codex.contains("IS_SANDBOX"),
+            "{codex}"
+        );
     }
 }
