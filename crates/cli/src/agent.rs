@@ -7,8 +7,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use conductor_types::{
-    AgentEvent, AgentKind, AgentSpec, Budget, Session, SessionId, Task, TaskEventKind, TaskId,
-    TaskRequest, TaskStatus, TaskType,
+    AgentEvent, AgentKind, AgentSpec, Budget, ChangedPath, Session, SessionId, Task, TaskEventKind,
+    TaskId, TaskRequest, TaskStatus, TaskType,
 };
 use reqwest::Method;
 use serde::Serialize;
@@ -164,10 +164,12 @@ fn run_request(run: RunArgs) -> anyhow::Result<TaskRequest> {
 
 /// Streams the turn's steps, then prints the summary; the exit code says how it ended.
 async fn follow(client: &Client, id: TaskId) -> anyhow::Result<u8> {
+    let mut seen = Seen::default();
     let streamed = tokio::select! {
         streamed = crate::sse::follow(client, id, |event| {
             if let TaskEventKind::Agent(step) = event.kind {
                 emit(&step_line(&step))?;
+                seen.note(step);
             }
             Ok(())
         }) => streamed,
@@ -183,7 +185,7 @@ async fn follow(client: &Client, id: TaskId) -> anyhow::Result<u8> {
         .json(client.request(Method::GET, &format!("/api/v1/tasks/{id}")))
         .await?;
     let _ = std::io::stdout().flush();
-    eprint!("{}", summary(&task));
+    eprint!("{}", summary(&task, &seen));
     Ok(match task.state.status {
         TaskStatus::Succeeded => 0,
         TaskStatus::Cancelled => 130,
@@ -201,12 +203,46 @@ fn step_line(step: &AgentEvent) -> String {
             let first = output.lines().next().unwrap_or_default();
             format!("  {} {first}\n", if *ok { "✓" } else { "✗" })
         }
-        AgentEvent::AgentUsage { .. } | AgentEvent::AgentResult { .. } => String::new(),
+        AgentEvent::AgentUsage { .. }
+        | AgentEvent::AgentResult { .. }
+        | AgentEvent::AgentFilesChanged { .. } => String::new(),
     }
 }
 
-/// The summary after a turn: outcome, turns, tokens, cost, CPU and memory.
-fn summary(task: &Task) -> String {
+/// What the summary takes from the turn's steps.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The agent's turns, from its result.
+    turns: Option<u32>,
+    /// The changed paths and how many more there were.
+    files: Option<(Vec<ChangedPath>, u64)>,
+}
+
+impl Seen {
+    fn note(&mut self, step: AgentEvent) {
+        match step {
+            AgentEvent::AgentResult { turns, .. } => self.turns = Some(turns),
+            AgentEvent::AgentFilesChanged { files, more } => self.files = Some((files, more)),
+            _ => {}
+        }
+    }
+}
+
+/// The changed files as summary lines (the first few, then how many more).
+fn files_lines(out: &mut String, files: &[ChangedPath], more: u64) {
+    const SHOWN: usize = 20;
+    let total = files.len() as u64 + more;
+    let _ = writeln!(out, "   files changed: {total}");
+    for file in files.iter().take(SHOWN) {
+        let _ = writeln!(out, "     {} {}", file.change.mark(), file.path);
+    }
+    if total > SHOWN as u64 {
+        let _ = writeln!(out, "     … and {} more", total - SHOWN as u64);
+    }
+}
+
+/// The summary after a turn: outcome, turns, tokens, cost, CPU and memory, files changed.
+fn summary(task: &Task, seen: &Seen) -> String {
     let mut out = String::new();
     let reason = task
         .state
@@ -221,6 +257,9 @@ fn summary(task: &Task) -> String {
         .filter(|_| task.state.status != TaskStatus::Succeeded)
     {
         let _ = writeln!(out, "   {reason}");
+    }
+    if let Some(turns) = seen.turns {
+        let _ = writeln!(out, "   turns {turns}");
     }
     if let Some(usage) = &task.usage {
         let _ = writeln!(
@@ -248,6 +287,9 @@ fn summary(task: &Task) -> String {
             "   {:.1} s, cpu {cpu} s, peak memory {memory}",
             result.stats.duration_ms as f64 / 1000.0
         );
+    }
+    if let Some((files, more)) = &seen.files {
+        files_lines(&mut out, files, *more);
     }
     if let Some(session) = &task.spec.session_id {
         let _ = writeln!(
@@ -334,5 +376,32 @@ mod tests {
             output: "1 failed\nmore".into(),
         };
         assert_eq!(step_line(&result), "  ✗ 1 failed\n");
+    }
+
+    #[test]
+    fn the_summary_has_the_turns_and_the_files_changed() {
+        let mut seen = Seen::default();
+        seen.note(AgentEvent::AgentFilesChanged {
+            files: (0..25)
+                .map(|i| ChangedPath {
+                    path: format!("src/f{i}.py"),
+                    change: conductor_types::PathChange::Modified,
+                })
+                .collect(),
+            more: 5,
+        });
+        seen.note(AgentEvent::AgentResult {
+            outcome: conductor_types::AgentOutcome::Success,
+            turns: 3,
+            text: "done".into(),
+            cli_session: None,
+        });
+        let mut out = String::new();
+        let (files, more) = seen.files.as_ref().unwrap();
+        files_lines(&mut out, files, *more);
+        assert_eq!(seen.turns, Some(3));
+        assert!(out.starts_with("   files changed: 30\n     M src/f0.py\n"), "{out}");
+        assert!(out.ends_with("     … and 10 more\n"), "{out}");
+        assert_eq!(out.lines().count(), 22);
     }
 }

@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 
 use conductor_agents::fake::{AnthropicFake, FakeServer, OpenAiFake, Script, Turn};
-use conductor_types::{AgentEvent, FailureCode, Task, TaskEvent, TaskEventKind, TaskStatus};
+use conductor_types::{
+    AgentEvent, ChangedPath, FailureCode, PathChange, Task, TaskEvent, TaskEventKind, TaskStatus,
+};
 use serde_json::json;
 
 mod support;
@@ -278,9 +280,20 @@ async fn write_resume_and_scan(envs: &Path, executor: &str) {
         .iter()
         .position(|n| *n == "agent_tool_result")
         .unwrap();
+    // The agent's own steps end with its result; then what the turn changed in the workspace.
     assert!(
-        call < result && names.last() == Some(&"agent_result"),
+        call < result && names.ends_with(&["agent_result", "agent_files_changed"]),
         "{names:?}"
+    );
+    let Some(AgentEvent::AgentFilesChanged { files, more: 0 }) = steps.last() else {
+        panic!("no complete list of changed files: {steps:?}");
+    };
+    assert_eq!(
+        files.as_slice(),
+        [ChangedPath {
+            path: "hello.txt".into(),
+            change: PathChange::Added
+        }]
     );
     // Tokens as the fake reported them (input + cache writes + output, per request).
     let usage = done.usage.expect("an agent task reports usage");

@@ -165,6 +165,15 @@ pub enum AgentEvent {
         /// Tokens so far (cost as the CLI estimates it; the task's `usage` is the gateway's).
         usage: Usage,
     },
+    /// What the turn changed in its workspace (after the agent's process ended; by type, size,
+    /// mtime and mode, no contents read).
+    AgentFilesChanged {
+        /// The changed paths, sorted, at most [`AgentEvent::MAX_CHANGED_FILES`].
+        files: Vec<ChangedPath>,
+        /// How many more changed paths were left out.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more: u64,
+    },
     /// The run ended.
     AgentResult {
         /// How.
@@ -187,7 +196,55 @@ impl AgentEvent {
             Self::AgentToolCall { .. } => "agent_tool_call",
             Self::AgentToolResult { .. } => "agent_tool_result",
             Self::AgentUsage { .. } => "agent_usage",
+            Self::AgentFilesChanged { .. } => "agent_files_changed",
             Self::AgentResult { .. } => "agent_result",
+        }
+    }
+
+    /// Changed paths an [`AgentEvent::AgentFilesChanged`] lists at most.
+    pub const MAX_CHANGED_FILES: usize = 1000;
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A path a turn changed, relative to the workspace.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedPath {
+    /// The path.
+    pub path: String,
+    /// What happened to it.
+    pub change: PathChange,
+}
+
+/// What happened to a path.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathChange {
+    /// It is new.
+    Added,
+    /// Its contents (or symlink target) changed.
+    Modified,
+    /// It is gone.
+    Removed,
+    /// Only its permission bits changed.
+    ModeChanged,
+    /// It became another type (a file a directory, …).
+    TypeChanged,
+}
+
+impl PathChange {
+    /// A one-letter mark for listings (`A`, `M`, `D`, `m`, `T`).
+    pub const fn mark(self) -> char {
+        match self {
+            Self::Added => 'A',
+            Self::Modified => 'M',
+            Self::Removed => 'D',
+            Self::ModeChanged => 'm',
+            Self::TypeChanged => 'T',
         }
     }
 }

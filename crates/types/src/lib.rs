@@ -22,8 +22,8 @@ mod time;
 mod workspace;
 
 pub use agent::{
-    AgentEvent, AgentKind, AgentOutcome, AgentSpec, Budget, LlmRequest, ParseSessionIdError,
-    Session, SessionId, Usage,
+    AgentEvent, AgentKind, AgentOutcome, AgentSpec, Budget, ChangedPath, LlmRequest,
+    ParseSessionIdError, PathChange, Session, SessionId, Usage,
 };
 pub use event::{ExecEvent, OutputStream};
 pub use executor::{ExecutorKind, ParseExecutorKindError};

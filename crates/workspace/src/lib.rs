@@ -31,6 +31,7 @@
 mod archive;
 mod cache;
 mod cas;
+mod changes;
 mod command;
 pub mod confine;
 mod diff;
@@ -55,6 +56,7 @@ mod store;
 mod walk;
 
 pub use archive::{ImportOptions, DEFAULT_IMPORT_MAX};
+pub use changes::{tree_state, TreeState};
 pub use confine::{
     create_dir_in_workspace, open_in_workspace, remove_in_workspace, resolve_in_workspace,
     AtomicWriter, ConfineError, UploadOptions,

@@ -62,7 +62,9 @@ impl Scheduler {
             }
         };
         let label = turn.label.clone();
+        let shape = self.workspace_shape(task, &run.workspace).await;
         let (outcome, end) = self.execute_turn(task, run, turn).await?;
+        self.report_changes(task, &run.workspace, shape).await?;
         let report = runtime.gateway.forget(task.id);
         if let Some(report) = &report {
             self.store.record_usage(task.id, &report.usage).await?;

@@ -13,6 +13,7 @@
 //! then the slot is freed and the workspace cleaned up off its time (`cleanup.rs`).
 
 mod agent;
+mod agent_changes;
 mod agent_stream;
 mod cleanup;
 mod command;
