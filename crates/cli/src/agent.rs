@@ -400,7 +400,10 @@ mod tests {
         let (files, more) = seen.files.as_ref().unwrap();
         files_lines(&mut out, files, *more);
         assert_eq!(seen.turns, Some(3));
-        assert!(out.starts_with("   files changed: 30\n     M src/f0.py\n"), "{out}");
+        assert!(
+            out.starts_with("   files changed: 30\n     M src/f0.py\n"),
+            "{out}"
+        );
         assert!(out.ends_with("     … and 10 more\n"), "{out}");
         assert_eq!(out.lines().count(), 22);
     }

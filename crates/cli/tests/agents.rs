@@ -69,13 +69,18 @@ fn server_on(envs: &Path, fake: &FakeServer, executor: &str) -> (tempfile::TempD
         ));
     }
     std::fs::write(home.path().join("config.toml"), config).unwrap();
-    let server = Server::start_env(
-        home.path(),
+    let server = start_in(home.path());
+    (home, server)
+}
+
+/// The server of the home [`server_on`] made (again, after a restart).
+fn start_in(home: &Path) -> Server {
+    Server::start_env(
+        home,
         1,
         &["--executor", "namespace"],
         &[("ANTHROPIC_API_KEY", KEY)],
-    );
-    (home, server)
+    )
 }
 
 /// Why the container engine `executor` cannot run here, if it cannot.
@@ -235,7 +240,8 @@ async fn claude_code_runs_on_podman() {
 }
 
 /// The main scenario on `executor`: the agent writes a file (events in order, usage as the
-/// fake reported it, the real key only upstream), then a follow-up turn resumes the session and
+/// fake reported it, the real key only upstream), then, after a restart of the server, a follow-up
+/// turn resumes the session and
 /// scans the sandbox for the key: nothing, though the scan finds the planted canary.
 async fn write_resume_and_scan(envs: &Path, executor: &str) {
     let scan = key_scan();
@@ -309,7 +315,11 @@ async fn write_resume_and_scan(envs: &Path, executor: &str) {
         assert_eq!(request.header("x-api-key"), Some(KEY));
     }
 
-    // A follow-up turn resumes the agent's session in the same workspace.
+    // After a restart of the server, a follow-up turn resumes the agent's session in the same
+    // workspace.
+    server.terminate();
+    let server = start_in(home.path());
+    let client = server.client();
     let next: Task = {
         let response = message(&client, &task, "now look around").await;
         assert_eq!(response.status().as_u16(), 201);
