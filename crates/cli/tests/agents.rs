@@ -240,9 +240,9 @@ async fn claude_code_runs_on_podman() {
 }
 
 /// The main scenario on `executor`: the agent writes a file (events in order, usage as the
-/// fake reported it, the real key only upstream), then, after a restart of the server, a follow-up
-/// turn resumes the session and
-/// scans the sandbox for the key: nothing, though the scan finds the planted canary.
+/// fake reported it, the real key only upstream), then, after a restart of the server, a
+/// follow-up turn resumes the session and scans the sandbox for the key: nothing, though the
+/// scan finds the planted canary.
 async fn write_resume_and_scan(envs: &Path, executor: &str) {
     let scan = key_scan();
     let fake = AnthropicFake::start(Script::new([
