@@ -53,6 +53,8 @@ fn kinds(events: &[AgentEvent]) -> Vec<String> {
             AgentEvent::AgentToolCall { tool, .. } => format!("call {tool}"),
             AgentEvent::AgentToolResult { ok, .. } => format!("result {ok}"),
             AgentEvent::AgentUsage { .. } => "usage".to_owned(),
+            // The server's, after the CLI's process ends: a parser never makes one.
+            AgentEvent::AgentFilesChanged { .. } => "files".to_owned(),
             AgentEvent::AgentResult {
                 outcome,
                 turns,
