@@ -13,8 +13,8 @@ use conductor_core::{
     SpecError, StoreError,
 };
 use conductor_types::{
-    Bytes, Capability, ExecutionRequest, LimitName, Task, TaskId, TaskRequest, TaskSpec, Timestamp,
-    TokenInfo,
+    AgentKind, Bytes, Capability, ExecutionRequest, LimitName, Task, TaskId, TaskRequest, TaskSpec,
+    Timestamp, TokenInfo,
 };
 
 use super::{Scheduler, SchedulerConfig};
@@ -138,6 +138,15 @@ impl Scheduler {
         caller: &TokenInfo,
     ) -> Result<(TaskSpec, BTreeMap<String, String>), AdmissionError> {
         let config = &self.config;
+        let agent_task = request.task_type.is_some_and(|t| t.is_agent());
+        if agent_task && request.environment.is_none() {
+            // The executor is the one of the agent's own environment: name it before choosing.
+            let kind = request
+                .agent
+                .as_ref()
+                .map_or(AgentKind::ClaudeCode, |a| a.kind);
+            request.environment = Some(conductor_core::agent::default_environment(kind).into());
+        }
         // `environments` defined in the request, or one built since the server started.
         let resolved =
             crate::environments::resolve_request(self, &mut request, caller.admin).await?;
@@ -147,7 +156,6 @@ impl Scheduler {
                 known.push(name);
             }
         }
-        let agent_task = request.task_type.is_some_and(|t| t.is_agent());
         if request.network.is_none() && !agent_task {
             let environment = request
                 .environment

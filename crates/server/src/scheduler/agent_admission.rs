@@ -97,25 +97,21 @@ impl Scheduler {
         executor: &dyn Executor,
     ) -> Result<(), AdmissionError> {
         let key = (environment.to_owned(), kind);
-        let known = self.lock_agent_clis().get(&key).copied();
-        let present = match known {
-            Some(present) => present,
-            None => {
-                let present = self.probe_cli(kind, executor).await;
-                if present {
-                    self.lock_agent_clis().insert(key, true);
-                }
-                present
-            }
-        };
-        if present {
+        if self.lock_agent_clis().get(&key).copied() == Some(true) {
             return Ok(());
         }
+        let why = match self.probe_cli(kind, executor).await {
+            Ok(()) => {
+                self.lock_agent_clis().insert(key, true);
+                return Ok(());
+            }
+            Err(why) => why,
+        };
         let adapter = adapter(kind);
         Err(refused(
             "environment",
             format!(
-                "environment {environment:?} has no {} CLI (`{}` did not run there): build the {preset} environment (`conductor env build {preset}`) and name it in `environment`",
+                "environment {environment:?} has no {} CLI (`{}` {why}): build the {preset} environment (`conductor env build {preset}`) and name it in `environment`",
                 kind.as_str(),
                 adapter.probe_argv().join(" "),
                 preset = adapter.preset()
@@ -124,15 +120,13 @@ impl Scheduler {
     }
 
     /// Whether the CLI's probe runs and exits 0 in the environment (in an empty directory,
-    /// without network).
-    async fn probe_cli(&self, kind: AgentKind, executor: &dyn Executor) -> bool {
+    /// without network); `Err`: what happened instead.
+    async fn probe_cli(&self, kind: AgentKind, executor: &dyn Executor) -> Result<(), String> {
         let Some(runtime) = &self.config.agents else {
-            return false;
+            return Err("was not run: the server has no LLM gateway".into());
         };
         let dir = runtime.sessions.join(".probe");
-        if std::fs::create_dir_all(&dir).is_err() {
-            return false;
-        }
+        std::fs::create_dir_all(&dir).map_err(|e| format!("was not run: {e}"))?;
         let mut request = ExecutionRequest::new(adapter(kind).probe_argv(), dir);
         request.network = NetworkPolicy::None;
         request.timeout = Some(std::time::Duration::from_secs(30));
@@ -140,7 +134,18 @@ impl Scheduler {
         let drain = tokio::spawn(async move { while receiver.recv().await.is_some() {} });
         let outcome = executor.execute(request, sender).await;
         drain.abort();
-        matches!(outcome, Ok(done) if done.exit_code == 0)
+        match outcome {
+            Ok(done) if done.exit_code == 0 => Ok(()),
+            Ok(done) => Err(match done.stderr.lines().next() {
+                Some(said) => format!(
+                    "did not run there: exit {}, {}",
+                    done.exit_code,
+                    said.trim()
+                ),
+                None => format!("did not run there: exit {}", done.exit_code),
+            }),
+            Err(error) => Err(format!("could not be run there: {error}")),
+        }
     }
 
     fn lock_agent_clis(
