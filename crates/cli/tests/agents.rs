@@ -650,3 +650,157 @@ async fn cancel_stops_the_agent_in_the_middle_of_a_tool_call() {
     assert_eq!(fake.turns_played(), 2);
     server.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_command_streams_the_steps_and_sums_up_each_turn() {
+    let case = "the_agent_command_streams_the_steps_and_sums_up_each_turn";
+    let Some(envs) = envs(case) else { return };
+    let fake = AnthropicFake::start(Script::new([
+        Turn::tool(
+            "Write",
+            json!({"file_path": "/workspace/hello.txt", "content": "hello\n"}),
+        )
+        .saying("Writing it now.")
+        .tokens(100, 20),
+        Turn::text("hello.txt is written.").tokens(120, 10),
+        Turn::text("Nothing else to do.").tokens(200, 5),
+    ]))
+    .await
+    .unwrap();
+    let (home, server) = server(&envs, &fake);
+    let conductor = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_conductor"));
+        command
+            .arg("agent")
+            .args(args)
+            .args(["--server", &server.url])
+            .env("CONDUCTOR_HOME", home.path())
+            .stdin(std::process::Stdio::null());
+        command
+    };
+    let run = conductor(&[
+        "run",
+        "--workspace",
+        "proj",
+        "--allow-tool",
+        "Write",
+        "write hello.txt",
+    ])
+    .output()
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert_eq!(run.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The steps as they happened, then the summary with what the turn used and changed.
+    assert!(
+        stdout.contains("Writing it now.")
+            && stdout.contains("→ Write")
+            && stdout.contains("hello.txt is written."),
+        "{stdout}"
+    );
+    for part in [
+        "succeeded",
+        "turns ",
+        "tokens in 220 out 30",
+        "files changed: 1",
+        "A hello.txt",
+        "conductor agent continue",
+    ] {
+        assert!(
+            stderr.contains(part),
+            "{part:?} missing from the summary: {stderr}"
+        );
+    }
+    let task = stderr
+        .split_whitespace()
+        .skip_while(|word| *word != "task")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    // The next turn, in the same session and workspace.
+    let next = conductor(&["continue", &task, "anything else?"])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&next.stdout),
+        String::from_utf8_lossy(&next.stderr),
+    );
+    assert_eq!(next.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Nothing else to do."), "{stdout}");
+    assert!(stderr.contains("files changed: 0"), "{stderr}");
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_cli_is_not_in_the_environment_is_refused_naming_what_to_build() {
+    let case = "an_agent_whose_cli_is_not_in_the_environment_is_refused_naming_what_to_build";
+    let Some(envs) = envs(case) else { return };
+    let fake = AnthropicFake::start(Script::new([Turn::text("never")]))
+        .await
+        .unwrap();
+    let (_home, server) = server(&envs, &fake);
+    let client = server.client();
+    // Codex in the Claude Code environment: no `codex` there.
+    let response = client
+        .http
+        .post(format!("{}/api/v1/tasks", client.url))
+        .bearer_auth(&client.token)
+        .json(&json!({
+            "task_type": "agent",
+            "environment": "claude-code",
+            "agent": {"kind": "codex", "prompt": "hi"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("codex --version")
+            && message.contains("conductor env build codex")
+            && message.contains("did not run there"),
+        "{body}"
+    );
+    assert_eq!(fake.requests().len(), 0);
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_task_type_becomes_an_agent_task_through_its_prompt_template() {
+    let case = "a_seed_task_type_becomes_an_agent_task_through_its_prompt_template";
+    let Some(envs) = envs(case) else { return };
+    let fake = AnthropicFake::start(Script::new([
+        Turn::text("The error handling looks fine.").tokens(50, 8)
+    ]))
+    .await
+    .unwrap();
+    let (_home, server) = server(&envs, &fake);
+    let client = server.client();
+    let task = client
+        .submit(json!({
+            "task_type": "code_review",
+            "description": "check the error handling of the parser",
+            "files": ["src/parse.py", "src/errors.py"],
+            "timeout": "5m"
+        }))
+        .await;
+    assert_eq!(task.spec.environment, "claude-code");
+    assert!(task.spec.session_id.is_some());
+    let done = finished(&client, &task).await;
+    assert_eq!(done.state.status, TaskStatus::Succeeded, "{done:?}");
+    // The template's prompt reached the model with the description and the files in it.
+    let first = fake.conversation()[0].body.to_string();
+    for part in [
+        "check the error handling of the parser",
+        "src/parse.py",
+        "src/errors.py",
+    ] {
+        assert!(first.contains(part), "{part:?} not in the prompt: {first}");
+    }
+    server.terminate();
+}
