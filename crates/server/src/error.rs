@@ -93,6 +93,10 @@ pub enum AppError {
     /// The resource's state forbids it (409).
     #[error("{0}")]
     Conflict(String),
+    /// A conditional request's precondition does not hold: the file changed since its `ETag`
+    /// was read, or exists where `If-None-Match: *` asked for none (412).
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// The body is over the limit (413).
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -133,6 +137,7 @@ impl AppError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_supported"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

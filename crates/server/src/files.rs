@@ -22,6 +22,7 @@ use conductor_workspace::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::precondition::Precondition;
 use crate::stream::{blocking, stream_body, with_body_reader};
 use crate::workspaces::workspace_dir;
 use crate::{AppError, AppState};
@@ -223,7 +224,7 @@ pub async fn get_root(
 /// JSON, or with `?format=tar` the directory as a tar stream.
 #[utoipa::path(get, path = "/api/v1/workspaces/{id}/files/{path}", tag = "files",
     params(("id" = String, Path, description = "workspace id (ws_…) or name"), ("path" = String, Path, description = "path in the workspace (empty: the root)"), DownloadQuery),
-    responses((status = 200, description = "a file's bytes (application/octet-stream), a directory's listing (JSON, ListingView) or tar (application/x-tar)", content((ListingView = "application/json"), (Vec<u8> = "application/octet-stream"), (Vec<u8> = "application/x-tar"))), (status = 400, description = "the path leads out of the workspace, or a bad query", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
+    responses((status = 200, description = "a file's bytes (application/octet-stream, with its version in `ETag`), a directory's listing (JSON, ListingView) or tar (application/x-tar)", content((ListingView = "application/json"), (Vec<u8> = "application/octet-stream"), (Vec<u8> = "application/x-tar")), headers(("ETag" = String, description = "a file's version, for If-Match on PUT and DELETE"))), (status = 400, description = "the path leads out of the workspace, or a bad query", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
         (status = 404, body = ApiErrorBody), (status = 409, description = "neither a file nor a directory", body = ApiErrorBody)))]
 pub async fn get_file(
     State(state): State<AppState>,
@@ -269,8 +270,21 @@ pub async fn get_file(
             Ok(([(header::CONTENT_TYPE, "application/x-tar")], body).into_response())
         }
         (FileKind::File, None) => {
+            // One open file: its version, its length and the bytes sent all come from it.
+            let shown = path.clone();
+            let (file, version, size) = blocking(move || {
+                let file = cw::open_in_workspace(&root, &user)?;
+                let metadata = file.metadata().map_err(|e| ConfineError::Io {
+                    op: "stat",
+                    path: shown,
+                    source: e,
+                })?;
+                Ok::<_, ConfineError>((file, cw::version::of_metadata(&metadata), metadata.len()))
+            })
+            .await?
+            .map_err(|e| confine_error(e, limit))?;
             let body = stream_body(move |out| {
-                let mut file = cw::open_in_workspace(&root, &user).map_err(|e| e.to_string())?;
+                let mut file = file;
                 std::io::copy(&mut file, out)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -278,7 +292,8 @@ pub async fn get_file(
             Ok((
                 [
                     (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                    (header::CONTENT_LENGTH, entry.size.to_string()),
+                    (header::CONTENT_LENGTH, size.to_string()),
+                    (header::ETAG, version),
                 ],
                 body,
             )
@@ -313,9 +328,11 @@ pub async fn put_root(
 /// is extracted into the directory `path` (created if missing); otherwise the body becomes the
 /// file `path` (parents created), atomically.
 #[utoipa::path(put, path = "/api/v1/workspaces/{id}/files/{path}", tag = "files",
-    params(("id" = String, Path, description = "workspace id (ws_…) or name"), ("path" = String, Path, description = "path in the workspace"), UploadQuery),
+    params(("id" = String, Path, description = "workspace id (ws_…) or name"), ("path" = String, Path, description = "path in the workspace"), UploadQuery,
+        ("If-Match" = Option<String>, Header, description = "write only if the file is at this version (its ETag) or, with *, exists"),
+        ("If-None-Match" = Option<String>, Header, description = "with *, write only if nothing is at the path")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's contents, or a tar (application/x-tar) to extract into the directory"),
-    responses((status = 201, description = "written", body = UploadView), (status = 400, description = "the path leads out of the workspace, or a bad query", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
+    responses((status = 201, description = "written", body = UploadView, headers(("ETag" = String, description = "the written file's version"))), (status = 412, description = "If-Match or If-None-Match does not hold: nothing was written", body = ApiErrorBody), (status = 400, description = "the path leads out of the workspace, or a bad query", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
         (status = 404, body = ApiErrorBody), (status = 409, description = "a directory is in the way", body = ApiErrorBody),
         (status = 413, description = "over the upload limit", body = ApiErrorBody), (status = 422, description = "a tar entry refused, or not a tar", body = ApiErrorBody)))]
 pub async fn put_file(
@@ -327,6 +344,7 @@ pub async fn put_file(
 ) -> Result<Response, AppError> {
     check_path(&path)?;
     let params = query(params)?;
+    let precondition = Precondition::from_headers(&headers)?;
     let root = workspace_dir(&state, &id).await?;
     let limit = state.upload_limit();
     let user = PathBuf::from(&path);
@@ -334,7 +352,14 @@ pub async fn put_file(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-tar"));
+    let mut version = None;
     let view = if is_tar {
+        if !precondition.is_empty() {
+            return Err(AppError::BadRequest {
+                code: "invalid_header",
+                message: "If-Match and If-None-Match apply to a file upload, not a tar".to_owned(),
+            });
+        }
         if params.mode.is_some() {
             return Err(AppError::BadRequest {
                 code: "invalid_query",
@@ -382,13 +407,20 @@ pub async fn put_file(
                 .await?
                 .map_err(|e| confine_error(e, limit))?
         };
-        let written = with_body_reader(body, move |mut reader| {
-            write_all(writer, &mut reader).map_err(|e| match e {
+        // Checked before the body is read (fail fast) and again just before the rename.
+        let current = writer
+            .replaced_version()
+            .map_err(|e| confine_error(e, limit))?;
+        precondition.check(current.as_deref(), &path)?;
+        let (written, new_version) = with_body_reader(body, move |mut reader| {
+            write_all(writer, &mut reader, &precondition, &shown).map_err(|e| match e {
                 Written::Io(error) => write_error(error, &shown, limit),
                 Written::Commit(error) => confine_error(error, limit),
+                Written::Refused(error) => error,
             })
         })
         .await??;
+        version = Some(new_version);
         UploadView {
             files: 1,
             dirs: 0,
@@ -396,40 +428,68 @@ pub async fn put_file(
             bytes: written,
         }
     };
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    if let Some(version) = version.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert(header::ETAG, version);
+    }
+    Ok(response)
 }
 
 /// Why a file upload failed after it started.
 enum Written {
     Io(std::io::Error),
     Commit(ConfineError),
+    Refused(AppError),
 }
 
-/// Copies `reader` into `writer` and commits it; returns the bytes written.
-fn write_all(mut writer: AtomicWriter, reader: &mut impl Read) -> Result<u64, Written> {
+/// Copies `reader` into `writer` and, if `precondition` still holds, commits it; returns the
+/// bytes written and the new file's version.
+fn write_all(
+    mut writer: AtomicWriter,
+    reader: &mut impl Read,
+    precondition: &Precondition,
+    path: &str,
+) -> Result<(u64, String), Written> {
     std::io::copy(reader, &mut writer).map_err(Written::Io)?;
     writer.flush().map_err(Written::Io)?;
     let written = writer.written();
+    if !precondition.is_empty() {
+        let current = writer.replaced_version().map_err(Written::Commit)?;
+        precondition
+            .check(current.as_deref(), path)
+            .map_err(Written::Refused)?;
+    }
+    let version = writer.version().map_err(Written::Commit)?;
     writer.commit().map_err(Written::Commit)?;
-    Ok(written)
+    Ok((written, version))
 }
 
 /// `DELETE /api/v1/workspaces/{id}/files/{path}[?recursive=true]`: a file, a symlink (not its
 /// target), an empty directory, or with `recursive` a whole tree.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{id}/files/{path}", tag = "files",
-    params(("id" = String, Path, description = "workspace id (ws_…) or name"), ("path" = String, Path, description = "path in the workspace"), DeleteQuery),
-    responses((status = 204, description = "deleted"), (status = 400, description = "the path leads out of the workspace, names the root, or a bad query", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
+    params(("id" = String, Path, description = "workspace id (ws_…) or name"), ("path" = String, Path, description = "path in the workspace"), DeleteQuery,
+        ("If-Match" = Option<String>, Header, description = "delete only if what is there is at this version (its ETag) or, with *, exists")),
+    responses((status = 204, description = "deleted"), (status = 412, description = "If-Match does not hold: nothing was deleted", body = ApiErrorBody), (status = 400, description = "the path leads out of the workspace, names the root, or a bad query", body = ApiErrorBody), (status = 401, description = "missing or invalid token", body = ApiErrorBody),
         (status = 404, body = ApiErrorBody), (status = 409, description = "a directory that is not empty, without recursive", body = ApiErrorBody)))]
 pub async fn delete_file(
     State(state): State<AppState>,
     Path((id, path)): Path<(String, String)>,
     params: Result<Query<DeleteQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
     check_path(&path)?;
     let recursive = query(params)?.recursive.unwrap_or(false);
+    let precondition = Precondition::from_headers(&headers)?;
     let root = workspace_dir(&state, &id).await?;
     let limit = state.upload_limit();
     let user = PathBuf::from(&path);
+    if !precondition.is_empty() {
+        let (root, user) = (root.clone(), user.clone());
+        let current = blocking(move || cw::version_in_workspace(&root, &user))
+            .await?
+            .map_err(|e| confine_error(e, limit))?;
+        precondition.check(current.as_deref(), &path)?;
+    }
     blocking(move || cw::delete(&root, &user, recursive))
         .await?
         .map_err(|e| file_error(e, limit))?;

@@ -19,6 +19,7 @@ pub mod hostdirs;
 mod limits_config;
 mod metrics;
 pub mod openapi;
+mod precondition;
 mod scheduler;
 mod serve;
 mod sessions_api;

@@ -173,6 +173,23 @@ pub fn open_in_workspace(root: &Path, user_path: &Path) -> Result<File, ConfineE
     Ok(File::from(fd))
 }
 
+/// The version ([`crate::version`]) of what is at `user_path` now, a symlink not followed
+/// (`None`: nothing there; a missing parent is `NotFound`).
+pub fn version_in_workspace(root: &Path, user_path: &Path) -> Result<Option<String>, ConfineError> {
+    let user = check(user_path)?;
+    let (parent, name) = split(&user)?;
+    let root_fd = open_root(root, &user.display)?;
+    let dir = open2(
+        root_fd.as_fd(),
+        &parent,
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        &user.display,
+    )?;
+    fsutil::lstat_at(dir.as_fd(), &name)
+        .map(|st| st.as_ref().map(crate::version::of_stat))
+        .map_err(|e| io_err("stat", &user.display, e))
+}
+
 /// Removes `user_path` (a file, a symlink — not its target — or a whole directory tree, never
 /// following symlinks inside it) from the workspace.
 pub fn remove_in_workspace(root: &Path, user_path: &Path) -> Result<(), ConfineError> {
@@ -292,6 +309,25 @@ impl AtomicWriter {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The version ([`crate::version`]) the upload will have once committed (the rename keeps
+    /// its inode and mtime).
+    pub fn version(&self) -> Result<String, ConfineError> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io_err("stat", &self.display, io::Error::other("already committed")))?;
+        let st = rustix::fs::fstat(file).map_err(|e| io_err("stat", &self.display, e.into()))?;
+        Ok(crate::version::of_stat(&st))
+    }
+
+    /// The version of what is at the upload's path now (`None`: nothing), looked at without
+    /// following a symlink there: what a commit would replace.
+    pub fn replaced_version(&self) -> Result<Option<String>, ConfineError> {
+        fsutil::lstat_at(self.dir.as_fd(), &self.name)
+            .map(|st| st.as_ref().map(crate::version::of_stat))
+            .map_err(|e| io_err("stat", &self.display, e))
     }
 
     /// Sets the mode and renames the file into place.

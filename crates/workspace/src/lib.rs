@@ -53,13 +53,14 @@ mod scan;
 mod snapshot;
 mod sparse;
 mod store;
+pub mod version;
 mod walk;
 
 pub use archive::{ImportOptions, DEFAULT_IMPORT_MAX};
 pub use changes::{tree_state, TreeState};
 pub use confine::{
     create_dir_in_workspace, open_in_workspace, remove_in_workspace, resolve_in_workspace,
-    AtomicWriter, ConfineError, UploadOptions,
+    version_in_workspace, AtomicWriter, ConfineError, UploadOptions,
 };
 pub use diff::{diff_entries, Change, ChangeKind, DiffAgainst, EntryMeta};
 pub use error::Error;

@@ -408,3 +408,107 @@ async fn uploads_over_the_limit_are_413_and_leave_the_old_file() {
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn a_file_changed_underneath_is_never_overwritten_or_deleted_by_a_stale_version() {
+    let (app, dir) = app_with_workspace(None).await;
+    let url = "/api/v1/workspaces/repo/files/src/main.py";
+    let octets = ("content-type", "application/octet-stream");
+    // Created only where nothing is: If-None-Match: *.
+    let (status, headers, _) = app
+        .send_with(
+            Method::PUT,
+            url,
+            &[octets, ("if-none-match", "*")],
+            put("v1\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let created = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, body) = app
+        .send_with(
+            Method::PUT,
+            url,
+            &[octets, ("if-none-match", "*")],
+            put("again\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        error_of(&String::from_utf8_lossy(&body)).0,
+        "precondition_failed"
+    );
+    // A download gives the same version; a write with it succeeds and gives a new one.
+    let (status, headers, body) = app.send_with(Method::GET, url, &[], Vec::new()).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, b"v1\n".as_slice())
+    );
+    assert_eq!(headers["etag"].to_str().unwrap(), created);
+    let (status, headers, _) = app
+        .send_with(
+            Method::PUT,
+            url,
+            &[octets, ("if-match", &created)],
+            put("v2\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let second = headers["etag"].to_str().unwrap().to_owned();
+    assert_ne!(second, created);
+    // Someone changes the file (a task, an editor): the stale version writes nothing.
+    std::fs::write(dir.join("src/main.py"), "by a task\n").unwrap();
+    let (status, _, body) = app
+        .send_with(
+            Method::PUT,
+            url,
+            &[octets, ("if-match", &second)],
+            put("v3\n"),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/main.py")).unwrap(),
+        "by a task\n"
+    );
+    let (status, _, _) = app
+        .send_with(Method::DELETE, url, &[("if-match", &second)], Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert!(dir.join("src/main.py").exists());
+    // With the current version, the delete goes through; If-Match on nothing is 412.
+    let (_, headers, _) = app.send_with(Method::GET, url, &[], Vec::new()).await;
+    let current = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, _) = app
+        .send_with(Method::DELETE, url, &[("if-match", &current)], Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = app
+        .send_with(Method::PUT, url, &[octets, ("if-match", "*")], put("x\n"))
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert!(!dir.join("src/main.py").exists());
+    // Junk in the header, or a precondition on a tar, is a 400 that says what to send.
+    let (status, _, body) = app
+        .send_with(Method::PUT, url, &[octets, ("if-match", "v2")], put("x\n"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error_of(&String::from_utf8_lossy(&body)).0,
+        "invalid_header"
+    );
+    let (status, _, _) = app
+        .send_with(
+            Method::PUT,
+            "/api/v1/workspaces/repo/files/dir",
+            &[("content-type", "application/x-tar"), ("if-match", "*")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
