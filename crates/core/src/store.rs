@@ -180,6 +180,13 @@ pub trait Store: Send + Sync + Debug {
         limit: u32,
     ) -> Result<Vec<TaskEvent>, StoreError>;
 
+    /// The `state` events of every task after `after`, oldest first, at most `limit` (the
+    /// list-level stream of task changes).
+    async fn state_events(&self, after: EventId, limit: u32) -> Result<Vec<TaskEvent>, StoreError>;
+
+    /// The id of the newest event (0 when there is none): where a live stream starts.
+    async fn last_event_id(&self) -> Result<EventId, StoreError>;
+
     /// Records (or replaces) the result of one command of one attempt and appends its
     /// `command_finished` event, in one transaction; returns the event's id.
     async fn record_result(

@@ -13,6 +13,7 @@ pub mod environments;
 mod error;
 mod events;
 mod extract;
+mod feed;
 mod files;
 mod gitdiff;
 pub mod hostdirs;
@@ -130,6 +131,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}/cancel", post(api::cancel_task))
         .route("/api/v1/tasks/{id}/logs", get(api::logs))
         .route("/api/v1/tasks/{id}/events", get(api::events))
+        .route("/api/v1/events", get(feed::feed))
         .route("/api/v1/tasks/{id}/diff", get(gitdiff::task_diff))
         .route(
             "/api/v1/tasks/{id}/messages",

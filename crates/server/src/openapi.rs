@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{api, files, gitdiff, sessions_api, workspaces};
+use crate::{api, feed, files, gitdiff, sessions_api, workspaces};
 
 /// The whole API.
 #[allow(deprecated)] // lists GET /api/v1/agents, marked deprecated
@@ -26,6 +26,7 @@ use crate::{api, files, gitdiff, sessions_api, workspaces};
         api::delete_task,
         api::logs,
         api::events,
+        feed::feed,
         gitdiff::task_diff,
         sessions_api::send_message,
         sessions_api::get_session,

@@ -746,6 +746,26 @@ impl Store for SqliteStore {
         rows.iter().map(|row| rows::event(id, row)).collect()
     }
 
+    async fn state_events(&self, after: EventId, limit: u32) -> Result<Vec<TaskEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, task_id, at, body FROM events WHERE kind = 'state' AND id > ? \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("reading state events"))?;
+        rows.iter().map(rows::any_event).collect()
+    }
+
+    async fn last_event_id(&self) -> Result<EventId, StoreError> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend("reading the last event id"))
+    }
+
     async fn record_result(
         &self,
         id: TaskId,

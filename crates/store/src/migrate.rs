@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0004_command_executor.sql"),
     ),
     ("0005_agents", include_str!("../migrations/0005_agents.sql")),
+    (
+        "0006_event_kinds",
+        include_str!("../migrations/0006_event_kinds.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

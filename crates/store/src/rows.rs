@@ -101,6 +101,11 @@ pub(crate) fn event(task_id: TaskId, row: &SqliteRow) -> Result<TaskEvent, Store
     })
 }
 
+/// An `events` row that names its task (`task_id` selected).
+pub(crate) fn any_event(row: &SqliteRow) -> Result<TaskEvent, StoreError> {
+    event(task_id(&get::<String>(row, "task_id")?)?, row)
+}
+
 /// An `agents` row: a slot (the table kept its name from before the slots were renamed).
 pub(crate) fn slot(row: &SqliteRow) -> Result<Slot, StoreError> {
     let state = match get::<String>(row, "state")?.as_str() {

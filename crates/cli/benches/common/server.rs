@@ -94,3 +94,11 @@ impl Server {
         let _ = self.child.wait();
     }
 }
+
+impl Drop for Server {
+    /// A bench that fails part-way leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,6 +6,7 @@ mod api;
 mod contract;
 mod deep;
 mod environments;
+mod feed;
 mod files;
 mod git;
 mod quota;

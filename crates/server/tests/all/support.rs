@@ -188,6 +188,19 @@ impl TestApp {
         .await
     }
 
+    /// A request with the token, answered as far as its status and headers (for a stream
+    /// that does not end).
+    pub async fn open(&self, method: Method, uri: &str) -> (StatusCode, axum::http::HeaderMap) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .body(Body::empty())
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        (response.status(), response.headers().clone())
+    }
+
     /// A request with `headers` (and the token) and `body`: status, headers, body.
     pub async fn send_with(
         &self,
