@@ -1,7 +1,9 @@
 //! A task's budget ledger and the pure decision of whether (and with what `max_tokens`) a request
 //! may go upstream. Output is reserved before forwarding (the capped `max_tokens`, and its price)
-//! and settled with the upstream's real usage after, so concurrent requests of one task cannot
-//! spend the same tokens twice: a task overshoots by at most one request's input.
+//! and settled with the upstream's real usage after. A request's input is known only once it is
+//! answered, so a task with a budget has one request upstream at a time (the next waits for it
+//! to settle): a task overshoots by at most one request's input. A task without one is not
+//! held back.
 
 use conductor_types::{Budget, Usage};
 
@@ -108,6 +110,10 @@ impl Ledger {
     pub fn admit(&mut self, needs: Needs) -> Admission {
         if let Some(refusal) = self.spent() {
             return Admission::Refuse(refusal);
+        }
+        let bounded = self.budget.tokens.is_some() || self.budget.usd.is_some();
+        if bounded && self.in_flight > 0 {
+            return Admission::Wait;
         }
         let Some(left) = self.left(needs.output_price) else {
             let tokens = needs.max_tokens.unwrap_or(0);
@@ -245,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_requests_share_what_is_left_and_wait_for_each_other() {
+    fn a_budgeted_task_has_one_request_in_flight_and_the_next_gets_what_is_left() {
         let mut ledger = Ledger::new(Budget {
             tokens: Some(100),
             usd: None,
@@ -258,24 +264,20 @@ mod tests {
                 usd: 0.0
             }
         );
-        assert_eq!(
-            ledger.admit(needs(80)),
-            Admission::Forward {
-                cap: Some(20),
-                tokens: 20,
-                usd: 0.0
-            }
-        );
         assert_eq!(ledger.admit(needs(80)), Admission::Wait);
         ledger.settle((80, 0.0), &used(10, 5, 0.0));
         assert_eq!(
-            ledger.admit(needs(80)),
+            ledger.admit(needs(90)),
             Admission::Forward {
-                cap: Some(65),
-                tokens: 65,
+                cap: Some(85),
+                tokens: 85,
                 usd: 0.0
             }
         );
+        // Without a budget nothing waits.
+        let mut open = Ledger::new(Budget::default());
+        assert!(matches!(open.admit(needs(80)), Admission::Forward { .. }));
+        assert!(matches!(open.admit(needs(80)), Admission::Forward { .. }));
     }
 
     #[test]

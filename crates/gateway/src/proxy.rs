@@ -149,7 +149,7 @@ async fn prepare(
         let admission = grant.lock().ledger.admit(needs);
         match admission {
             Admission::Forward { cap, tokens, usd } => {
-                settlement.admitted(request.model.clone(), (tokens, usd));
+                settlement.admitted(request.model.clone(), (tokens, usd), body.len() as u64 / 4);
                 let body = match cap {
                     Some(cap) => request.capped(provider, cap),
                     None => body,

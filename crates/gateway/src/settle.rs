@@ -29,6 +29,9 @@ struct Open {
     started: Instant,
     /// The budget reservation, when the ledger admitted the request.
     reserved: Option<(u64, f64)>,
+    /// Input tokens the request body may hold (its bytes / 4): what it is charged for when its
+    /// response never reported its usage.
+    input_estimate: u64,
     slot: Option<u64>,
     status: u16,
     retries: u32,
@@ -64,6 +67,7 @@ impl Settlement {
                 model: String::new(),
                 started,
                 reserved: None,
+                input_estimate: 0,
                 slot: None,
                 status: 499,
                 retries: 0,
@@ -73,11 +77,12 @@ impl Settlement {
         }
     }
 
-    /// The request's model and budget reservation.
-    pub fn admitted(&mut self, model: String, reserved: (u64, f64)) {
+    /// The request's model, budget reservation and estimated input tokens.
+    pub fn admitted(&mut self, model: String, reserved: (u64, f64), input_estimate: u64) {
         if let Some(open) = &mut self.open {
             open.model = model;
             open.reserved = Some(reserved);
+            open.input_estimate = input_estimate;
         }
     }
 
@@ -119,6 +124,15 @@ impl Open {
         let model = ending.metered.model.clone().unwrap_or(self.model);
         let (price, known) = gateway.config.prices.price(&model);
         let mut usage = ending.metered.usage;
+        let answered = self.upstream && (200..300).contains(&self.status);
+        if answered && !ending.metered.complete {
+            // The client left (or the stream broke) before the final usage: the upstream may
+            // have generated, and billed, everything it was allowed. Charge that, so hanging up
+            // early never spends less of the budget than the request could have cost.
+            let reserved_output = self.reserved.map_or(0, |(tokens, _)| tokens);
+            usage.output_tokens = usage.output_tokens.max(reserved_output);
+            usage.input_tokens = usage.input_tokens.max(self.input_estimate);
+        }
         usage.requests = u64::from(self.upstream);
         usage.cost_usd = price.cost(&usage);
         let counted = usage.budget_tokens() + usage.cache_read_input_tokens > 0;

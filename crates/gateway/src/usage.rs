@@ -22,6 +22,11 @@ pub struct Metered {
     pub model: Option<String>,
     /// The type of an `error` event inside a stream (`overloaded_error`, …).
     pub stream_error: Option<String>,
+    /// The response reached its final usage (Anthropic's `message_stop`, OpenAI's
+    /// `response.completed`/`.incomplete`/`.failed`, an `error` event, or a whole JSON body
+    /// read): `false` when the client left, the stream broke off or the body was too large to
+    /// read, and `usage` is then only what had been seen.
+    pub complete: bool,
 }
 
 /// Feeds on a response's chunks as they pass.
@@ -77,6 +82,7 @@ impl UsageMeter {
             if let Ok(body) = serde_json::from_slice::<Value>(&self.buf) {
                 self.seen.model = body["model"].as_str().map(str::to_owned);
                 self.apply_usage(&body["usage"]);
+                self.seen.complete = true;
             }
         }
         self.seen
@@ -118,16 +124,19 @@ impl UsageMeter {
                 self.apply_usage(&message["usage"]);
             }
             "message_delta" => self.apply_usage(&data["usage"]),
+            "message_stop" => self.seen.complete = true,
             "response.completed" | "response.incomplete" | "response.failed" => {
                 let response = &data["response"];
                 if let Some(model) = response["model"].as_str() {
                     self.seen.model = Some(model.to_owned());
                 }
                 self.apply_usage(&response["usage"]);
+                self.seen.complete = true;
             }
             "error" => {
                 let kind = data["error"]["type"].as_str().unwrap_or("error");
                 self.seen.stream_error = Some(kind.to_owned());
+                self.seen.complete = true;
             }
             _ => {}
         }
@@ -165,9 +174,10 @@ impl UsageMeter {
 }
 
 /// The SSE events whose data may carry usage (or an error).
-const WANTED: [&str; 6] = [
+const WANTED: [&str; 7] = [
     "message_start",
     "message_delta",
+    "message_stop",
     "response.completed",
     "response.incomplete",
     "response.failed",
@@ -243,10 +253,18 @@ mod tests {
                     usage: usage(25, 15, 100, 7),
                     model: Some("claude-sonnet-4-5".into()),
                     stream_error: None,
+                    complete: true,
                 },
                 "chunks of {size}"
             );
         }
+        // Cut off before `message_stop` (the client left): what was seen, marked incomplete.
+        let cut = ANTHROPIC_STREAM.find("event: message_stop").unwrap();
+        let mut meter = UsageMeter::new(Provider::Anthropic, true);
+        meter.feed(&ANTHROPIC_STREAM.as_bytes()[..cut]);
+        let seen = meter.finish();
+        assert!(!seen.complete);
+        assert_eq!(seen.usage, usage(25, 15, 100, 7));
     }
 
     #[test]
