@@ -177,6 +177,18 @@ pub trait AgentAdapter: Send + Sync + fmt::Debug {
     }
 }
 
+/// Whether `id`, a session id an agent CLI printed, may be handed back to it as `--resume ID`
+/// (`resume ID`): letters, digits, `-` and `_` only, not starting with `-`, at most 128 bytes. The
+/// agent controls what it prints; anything else (`--permission-mode=…`) could read as an option
+/// of its next turn's command line.
+pub fn resumable(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The adapter of `kind`.
 pub fn adapter(kind: AgentKind) -> &'static dyn AgentAdapter {
     match kind {
@@ -187,6 +199,25 @@ pub fn adapter(kind: AgentKind) -> &'static dyn AgentAdapter {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_plain_session_ids_are_handed_back() {
+        for id in ["6f1c2a9e-0b7d-4e1a-9c3f-2d8b5a7e4f10", "thread_01ab", "x"] {
+            assert!(super::resumable(id), "{id}");
+        }
+        for id in [
+            "",
+            "--permission-mode=bypassPermissions",
+            "-x",
+            "a b",
+            "a;b",
+            "ä",
+        ] {
+            assert!(!super::resumable(id), "{id}");
+        }
+        assert!(!super::resumable(&"a".repeat(129)));
+    }
+
     use super::*;
 
     #[test]

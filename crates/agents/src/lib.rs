@@ -14,8 +14,8 @@ mod redact;
 mod summary;
 
 pub use adapter::{
-    adapter, AgentAdapter, AgentCommand, AgentContext, GatewayUrl, HomeFile, ParseError, RunAs,
-    StreamParser,
+    adapter, resumable, AgentAdapter, AgentCommand, AgentContext, GatewayUrl, HomeFile, ParseError,
+    RunAs, StreamParser,
 };
 pub use claude::ClaudeCode;
 pub use codex::Codex;

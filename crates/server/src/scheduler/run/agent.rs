@@ -63,14 +63,22 @@ impl Scheduler {
         };
         let label = turn.label.clone();
         let shape = self.workspace_shape(task, &run.workspace).await;
-        let (outcome, end) = self.execute_turn(task, run, turn).await?;
-        self.report_changes(task, &run.workspace, shape).await?;
+        let executed = self.execute_turn(task, run, turn).await;
+        // The token dies with the turn, whatever happens next.
         let report = runtime.gateway.forget(task.id);
+        let (outcome, end) = executed?;
+        self.report_changes(task, &run.workspace, shape).await?;
         if let Some(report) = &report {
             self.store.record_usage(task.id, &report.usage).await?;
         }
-        if let (Some(session), Some(cli)) = (&task.spec.session_id, &end.cli_session) {
-            self.store.set_cli_session(session, cli).await?;
+        match (&task.spec.session_id, &end.cli_session) {
+            (Some(session), Some(cli)) if conductor_agents::resumable(cli) => {
+                self.store.set_cli_session(session, cli).await?;
+            }
+            (Some(_), Some(cli)) => {
+                tracing::warn!(task = %task.id, cli = %cli.escape_debug(), "the agent printed a session id that is not one: its next turn starts afresh");
+            }
+            _ => {}
         }
         let mut result = CommandResult {
             index: 0,
@@ -111,7 +119,8 @@ impl Scheduler {
                 .store
                 .get_session(&session_id)
                 .await?
-                .and_then(|s| s.cli_session),
+                .and_then(|s| s.cli_session)
+                .filter(|cli| conductor_agents::resumable(cli)),
             None => None,
         };
         let maps_users = run.step.capabilities().supports(Capability::RunAsUser);
@@ -158,7 +167,9 @@ impl Scheduler {
             remaining,
         );
         // The stored stream and events must never carry the token or the task's secrets.
-        let redactor = Redactor::new(run.secrets.values().cloned().chain([context.token.clone()]));
+        let redactor = Redactor::new(stream_forms(
+            run.secrets.values().cloned().chain([context.token.clone()]),
+        ));
         let stream = AgentStream::open(
             runtime.stream_file(task.id),
             adapter.parser(),
@@ -218,6 +229,19 @@ impl Scheduler {
         }
         Ok((outcome, end))
     }
+}
+
+/// Each secret as it is, and as it appears inside a JSON string of the agent's stream (a secret
+/// with a newline, a quote, a backslash or a tab is escaped there, and would not be found
+/// as it is).
+fn stream_forms(secrets: impl Iterator<Item = String>) -> Vec<String> {
+    secrets
+        .flat_map(|secret| {
+            let quoted = serde_json::Value::String(secret.clone()).to_string();
+            let escaped = quoted[1..quoted.len() - 1].to_owned();
+            [secret, escaped]
+        })
+        .collect()
 }
 
 /// What the task's events and result call an agent turn; a turn that runs as the sandbox's
@@ -289,6 +313,24 @@ fn agent_ending(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_also_looked_for_as_json_escapes_them() {
+        let forms =
+            stream_forms(["line1\nline2\t\"q\"".to_owned(), "plain".to_owned()].into_iter());
+        assert!(
+            forms.contains(&"line1\\nline2\\t\\\"q\\\"".to_owned()),
+            "{forms:?}"
+        );
+        let redactor = Redactor::new(forms);
+        let line =
+            serde_json::json!({"text": "the key is line1\nline2\t\"q\" and plain"}).to_string();
+        let clean = redactor.redact(&line);
+        assert!(
+            !clean.contains("line1") && !clean.contains("plain"),
+            "{clean}"
+        );
+    }
 
     #[test]
     fn a_turn_as_the_sandboxs_root_says_so() {

@@ -201,7 +201,8 @@ impl AgentStream {
         } = &event
         {
             self.end.cli_session.clone_from(cli_session);
-            self.end.text = Some(text.clone());
+            // Redacted too: a failed turn's reason quotes it.
+            self.end.text = Some(self.redactor.redact(text));
         }
         let event = redact_event(&self.redactor, event);
         let essential = matches!(
