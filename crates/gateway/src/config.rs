@@ -121,6 +121,43 @@ pub struct GatewayConfig {
     pub log_bodies: bool,
     /// Largest request body accepted from the sandbox.
     pub max_body_bytes: usize,
+    /// `[llm.budget]`: what an agent task may spend.
+    pub budget_policy: BudgetPolicy,
+}
+
+/// `[llm.budget]`: the budget of an agent task that names none, and the most any may ask for.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BudgetPolicy {
+    /// A task's budget when it names none (each part separately).
+    pub default: conductor_types::Budget,
+    /// The most a task may ask for (each part separately).
+    pub max: conductor_types::Budget,
+}
+
+impl BudgetPolicy {
+    /// The budget a task runs under: each part as the task asked, else the default, else the
+    /// maximum; `Err` names a part asked above the maximum.
+    pub fn apply(
+        &self,
+        asked: Option<conductor_types::Budget>,
+    ) -> Result<conductor_types::Budget, String> {
+        let asked = asked.unwrap_or_default();
+        let tokens = asked.tokens.or(self.default.tokens).or(self.max.tokens);
+        let usd = asked.usd.or(self.default.usd).or(self.max.usd);
+        if let (Some(value), Some(max)) = (tokens, self.max.tokens) {
+            if value > max {
+                return Err(format!("tokens: {value} is above this server's maximum of {max} ([llm.budget] max_tokens)"));
+            }
+        }
+        if let (Some(value), Some(max)) = (usd, self.max.usd) {
+            if value > max {
+                return Err(format!(
+                    "usd: {value} is above this server's maximum of {max} ([llm.budget] max_usd)"
+                ));
+            }
+        }
+        Ok(conductor_types::Budget { tokens, usd })
+    }
 }
 
 impl GatewayConfig {
@@ -133,6 +170,7 @@ impl GatewayConfig {
             retry: RetryPolicy::default(),
             log_bodies: false,
             max_body_bytes: 64 << 20,
+            budget_policy: BudgetPolicy::default(),
         }
     }
 
@@ -148,6 +186,42 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_gets_the_default_where_it_names_nothing_and_never_more_than_the_max() {
+        use conductor_types::Budget;
+        let policy = BudgetPolicy {
+            default: Budget {
+                tokens: Some(100_000),
+                usd: None,
+            },
+            max: Budget {
+                tokens: Some(1_000_000),
+                usd: Some(5.0),
+            },
+        };
+        assert_eq!(
+            policy.apply(None),
+            Ok(Budget {
+                tokens: Some(100_000),
+                usd: Some(5.0)
+            })
+        );
+        let asked = Budget {
+            tokens: Some(500_000),
+            usd: Some(1.0),
+        };
+        assert_eq!(policy.apply(Some(asked)), Ok(asked));
+        let too_much = Budget {
+            tokens: Some(2_000_000),
+            usd: None,
+        };
+        assert!(policy
+            .apply(Some(too_much))
+            .unwrap_err()
+            .contains("max_tokens"));
+        assert_eq!(BudgetPolicy::default().apply(None), Ok(Budget::default()));
+    }
 
     #[test]
     fn keys_never_show_in_debug() {

@@ -35,7 +35,9 @@ use bytes::Bytes;
 use conductor_types::{Budget, TaskId, Usage};
 
 pub use budget::Refusal;
-pub use config::{GatewayConfig, Provider, RateLimits, RetryPolicy, SecretKey, Upstream};
+pub use config::{
+    BudgetPolicy, GatewayConfig, Provider, RateLimits, RetryPolicy, SecretKey, Upstream,
+};
 pub use grant::{Grant, GrantReport, TaskToken};
 pub use prices::{Price, PriceTable};
 pub use raw::{ConfigError, RawLlmConfig, RawPrice, RawUpstream};
@@ -112,6 +114,11 @@ impl Gateway {
         provider: Provider,
     ) -> Grant {
         self.grants.grant(task, session, budget, provider)
+    }
+
+    /// `[llm.budget]`: agent tasks' default and maximum budgets.
+    pub fn budget_policy(&self) -> BudgetPolicy {
+        self.config.budget_policy
     }
 
     /// Kills `task`'s token; its report stays readable until [`Gateway::forget`].

@@ -38,6 +38,22 @@ pub struct RawLlmConfig {
     pub retry: Option<RawRetry>,
     /// Put request and response bodies into the audit records.
     pub log_bodies: Option<bool>,
+    /// `[llm.budget]`.
+    pub budget: Option<RawBudget>,
+}
+
+/// `[llm.budget]`: agent tasks' default and maximum budgets.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Tokens of a task that names no `budget.tokens`.
+    pub default_tokens: Option<u64>,
+    /// US dollars of a task that names no `budget.usd`.
+    pub default_usd: Option<f64>,
+    /// The most `budget.tokens` may be.
+    pub max_tokens: Option<u64>,
+    /// The most `budget.usd` may be.
+    pub max_usd: Option<f64>,
 }
 
 /// One account's table.
@@ -127,6 +143,9 @@ pub enum ConfigError {
         /// The model.
         model: String,
     },
+    /// A budget setting that cannot hold.
+    #[error("llm.budget: {0}")]
+    Budget(String),
 }
 
 /// How one account is named in config and in the environment.
@@ -184,7 +203,43 @@ impl RawLlmConfig {
         config.prices = prices;
         config.retry = self.retry.unwrap_or_default().resolve();
         config.log_bodies = self.log_bodies.unwrap_or(false);
+        config.budget_policy = self.budget.unwrap_or_default().resolve()?;
         Ok(config)
+    }
+}
+
+impl RawBudget {
+    fn resolve(self) -> Result<crate::config::BudgetPolicy, ConfigError> {
+        for (name, usd) in [("default_usd", self.default_usd), ("max_usd", self.max_usd)] {
+            if usd.is_some_and(|usd| !usd.is_finite() || usd <= 0.0) {
+                return Err(ConfigError::Budget(format!(
+                    "{name} must be a positive number"
+                )));
+            }
+        }
+        for (name, tokens) in [
+            ("default_tokens", self.default_tokens),
+            ("max_tokens", self.max_tokens),
+        ] {
+            if tokens == Some(0) {
+                return Err(ConfigError::Budget(format!("{name} must be above 0")));
+            }
+        }
+        let policy = crate::config::BudgetPolicy {
+            default: conductor_types::Budget {
+                tokens: self.default_tokens,
+                usd: self.default_usd,
+            },
+            max: conductor_types::Budget {
+                tokens: self.max_tokens,
+                usd: self.max_usd,
+            },
+        };
+        // The default must itself be allowed.
+        policy
+            .apply(None)
+            .map_err(|e| ConfigError::Budget(format!("the default is above the maximum: {e}")))?;
+        Ok(policy)
     }
 }
 

@@ -62,6 +62,20 @@ impl Scheduler {
         }
         self.check_agent_cli(&spec.environment, agent.kind, executor)
             .await?;
+        // `[llm.budget]`: the server's default where the task names none, never above its max.
+        let policy = self
+            .config
+            .agents
+            .as_ref()
+            .map(|runtime| runtime.gateway.budget_policy())
+            .unwrap_or_default();
+        let budget = policy
+            .apply(spec.budget)
+            .map_err(|message| AdmissionError::InvalidField {
+                field: "budget".into(),
+                message,
+            })?;
+        spec.budget = (budget != conductor_types::Budget::default()).then_some(budget);
         let session = SessionId::random();
         if spec.workspace.is_none() {
             // Every turn of the session sees the previous turns' files.
