@@ -176,7 +176,22 @@ fn add_error(responses: &mut Map<String, Value>, status: &str, description: &str
 }
 
 /// The pattern of an id in a path, by route and parameter name.
+/// `If-Match` / `If-None-Match`: `*`, or entity tags (`"…"` or `W/"…"`, visible ASCII without
+/// quotes or commas inside) separated by commas — what `precondition.rs` reads; anything else
+/// is a 400.
+const ENTITY_TAGS: &str =
+    r#"^ *(\*|(W/)?"[\x21\x23-\x2b\x2d-\x7e]*"( *, *(W/)?"[\x21\x23-\x2b\x2d-\x7e]*")*) *$"#;
+
 fn constrain_parameter(path: &str, parameter: &mut Value) {
+    if parameter.get("in") == Some(&json!("header")) {
+        let name = parameter.get("name").and_then(Value::as_str);
+        if matches!(name, Some("If-Match" | "If-None-Match")) {
+            if let Some(schema) = parameter.get_mut("schema").and_then(Value::as_object_mut) {
+                schema.insert("pattern".to_owned(), json!(ENTITY_TAGS));
+            }
+        }
+        return;
+    }
     if parameter.get("in") != Some(&json!("path")) {
         return;
     }

@@ -17,7 +17,7 @@ use conductor_core::{PromptTemplates, Store};
 use conductor_gateway::{Gateway, RequestRecord, UsageSink};
 use conductor_types::{LlmRequest, SessionId, TaskId, Timestamp};
 
-pub(crate) use home::prepare_home;
+pub(crate) use home::{prepare_home, HomeMount, HOME_QUOTA};
 
 /// The port on each sandbox's own loopback where the gateway answers.
 pub const GATEWAY_PORT: u16 = 4141;

@@ -22,7 +22,7 @@ use super::finish::Ending;
 use super::output::{remove_spools, OUTPUT_EVENT_BUFFER};
 use super::prepare::PreparedRun;
 use super::requests::{agent_request, AgentPlacement};
-use crate::agents::{prepare_home, AgentRuntime, AGENT_UID, GATEWAY_PORT};
+use crate::agents::{prepare_home, AgentRuntime, HomeMount, AGENT_UID, GATEWAY_PORT, HOME_QUOTA};
 use crate::scheduler::Scheduler;
 
 /// One agent turn, made ready: its request and what reads its output.
@@ -31,6 +31,8 @@ struct Turn {
     stream: AgentStream,
     /// What the task's events call the command.
     label: String,
+    /// The session's home, mounted for the turn.
+    home: HomeMount,
 }
 
 impl Scheduler {
@@ -144,16 +146,17 @@ impl Scheduler {
         let command = adapter.command(agent, &context);
         let sessions = runtime.sessions.clone();
         let files = command.files.clone();
-        let home =
-            match crate::stream::blocking(move || prepare_home(&sessions, &session_id, &files))
-                .await
-            {
-                Ok(Ok(home)) => home,
-                Ok(Err(reason)) => return Ok(Err(reason)),
-                Err(error) => return Ok(Err(error.to_string())),
-            };
+        let prepared = crate::stream::blocking(move || {
+            prepare_home(&sessions, &session_id, &files, HOME_QUOTA)
+        })
+        .await;
+        let home = match prepared {
+            Ok(Ok(home)) => home,
+            Ok(Err(reason)) => return Ok(Err(reason)),
+            Err(error) => return Ok(Err(error.to_string())),
+        };
         let placement = AgentPlacement {
-            home: &home,
+            home: &home.path,
             gateway: &runtime.socket,
             port: GATEWAY_PORT,
             user: maps_users.then_some(AGENT_UID),
@@ -186,6 +189,7 @@ impl Scheduler {
             request,
             stream,
             label,
+            home,
         }))
     }
 
@@ -202,6 +206,7 @@ impl Scheduler {
             request,
             mut stream,
             label,
+            home,
         } = turn;
         let execution_id = request.id.clone();
         if let Some(running) = self.lock().running.get_mut(&id) {
@@ -223,6 +228,11 @@ impl Scheduler {
             StepOutcome::Failed(_) => None,
         };
         remove_spools(self.config.spool_dir.as_deref(), &execution_id, done).await;
+        match crate::stream::blocking(move || home.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(task = %id, %error, "unmounting the agent's home"),
+            Err(error) => tracing::warn!(task = %id, %error, "unmounting the agent's home"),
+        }
         let end = forwarded?;
         if let Some(running) = self.lock().running.get_mut(&id) {
             running.execution = None;
