@@ -79,7 +79,12 @@ fn parse(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<Tags>, 
         code: "invalid_header",
         message,
     };
-    let mut values = headers.get_all(&name).iter().peekable();
+    // An empty header (`If-Match:`) names no tag: it is read as absent.
+    let mut values = headers
+        .get_all(&name)
+        .iter()
+        .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace))
+        .peekable();
     if values.peek().is_none() {
         return Ok(None);
     }
@@ -153,6 +158,7 @@ mod tests {
     fn no_headers_is_unconditional_and_junk_is_refused() {
         let none = with(&[]).unwrap();
         assert!(none.is_empty() && none.check(None, "f").is_ok());
+        assert!(with(&[(header::IF_MATCH, "")]).unwrap().is_empty());
         for junk in ["abc", "\"unterminated", "\"a\"b\"", ","] {
             assert!(
                 matches!(
