@@ -60,7 +60,11 @@ pub(crate) fn prepare_home(
     let home = session.join("home");
     crate::hostdirs::make_private(&[session.clone(), home.clone()])
         .map_err(|e| format!("making the session's home: {e}"))?;
-    let quota = mount_quota(&session, &home, quota)?;
+    // Held from here on: a failed write below unmounts it on the way out.
+    let mounted = HomeMount {
+        quota: mount_quota(&session, &home, quota)?,
+        path: home.clone(),
+    };
     let options = UploadOptions {
         mode: 0o600,
         create_parents: true,
@@ -77,7 +81,7 @@ pub(crate) fn prepare_home(
         };
         write().map_err(|e| format!("writing {} in the agent's home: {e}", file.path))?;
     }
-    Ok(HomeMount { path: home, quota })
+    Ok(mounted)
 }
 
 /// Mounts `<session>/home.img` on `home`, making it on a session's first turn; `None` when not
