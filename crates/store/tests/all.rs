@@ -65,7 +65,37 @@ async fn migrations_apply_once_and_reopen_keeps_data() {
         store.get_task(id).await.unwrap().state.status,
         TaskStatus::Queued
     );
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
+}
+
+#[tokio::test]
+async fn the_list_level_stream_reads_every_tasks_state_events_after_a_cursor() {
+    let (_dir, store) = fresh().await;
+    assert_eq!(store.last_event_id().await.unwrap(), 0);
+    let (a, b) = (TaskId::random(), TaskId::random());
+    for id in [a, b] {
+        store
+            .create_task(id, &spec(&["true"], &[]), &BTreeMap::new(), Timestamp(5))
+            .await
+            .unwrap();
+    }
+    let output = TaskEventKind::Output {
+        index: 0,
+        stream: OutputStream::Stdout,
+        text: "hi".into(),
+    };
+    store.append_event(a, Timestamp(6), &output).await.unwrap();
+    let last = store.last_event_id().await.unwrap();
+    let states = store.state_events(0, 100).await.unwrap();
+    // Both tasks' `queued`, not the output between them.
+    assert_eq!(states.iter().map(|e| e.task_id).collect::<Vec<_>>(), [a, b]);
+    assert!(states.iter().all(|e| e.kind.name() == "state"));
+    assert_eq!(
+        store.state_events(states[0].id, 100).await.unwrap().len(),
+        1
+    );
+    assert!(store.state_events(last, 100).await.unwrap().is_empty());
+    assert_eq!(store.state_events(0, 1).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
