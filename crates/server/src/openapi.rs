@@ -127,6 +127,34 @@ fn complete(document: &mut Value) {
     }
 }
 
+/// One event of a `text/event-stream` answer, as OpenAPI 3.1 tools read `schema` there (one
+/// parsed event: `data`, `event`, `id`, `retry`); `data` is a TaskEvent as JSON.
+fn sse_event_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": { "$ref": "#/components/schemas/TaskEvent" }
+            },
+            "event": { "type": "string" },
+            "id": { "type": "string" },
+            "retry": { "type": "integer" }
+        }
+    })
+}
+
+/// Every `text/event-stream` answer of `responses` described per event.
+fn describe_streams(responses: &mut serde_json::Map<String, Value>) {
+    for response in responses.values_mut() {
+        if let Some(stream) = response.pointer_mut("/content/text~1event-stream") {
+            stream["schema"] = sse_event_schema();
+        }
+    }
+}
+
 fn complete_operation(path: &str, operation: &mut Value) {
     let public = operation.get("security") == Some(&json!([{}]));
     let has_body = operation.get("requestBody").is_some();
@@ -145,6 +173,7 @@ fn complete_operation(path: &str, operation: &mut Value) {
     else {
         return;
     };
+    describe_streams(responses);
     if !public {
         add_error(
             responses,
