@@ -115,13 +115,19 @@ fn complete(document: &mut Value) {
         for operation in item.values_mut() {
             complete_operation(path, operation);
         }
-        // An empty body writes an empty file: the file upload's body may be left out.
+        // An empty body writes an empty file: the file upload's body may be left out. Its bytes
+        // are any bytes (a file, or a tar): a binary string, not a JSON array of numbers.
         if path == "/api/v1/workspaces/{id}/files/{path}" {
             if let Some(body) = item
                 .get_mut("put")
                 .and_then(|put| put.get_mut("requestBody"))
             {
                 body["required"] = json!(false);
+                if let Some(content) = body.get_mut("content").and_then(Value::as_object_mut) {
+                    for media in content.values_mut() {
+                        media["schema"] = json!({ "type": "string", "format": "binary" });
+                    }
+                }
             }
         }
     }
