@@ -297,6 +297,22 @@ fn follow_events(
     )
 }
 
+/// The `Last-Event-ID` a reconnecting stream sends (it wins over `?after=`); 400 when it is
+/// not an event id.
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>, AppError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| AppError::BadRequest {
+            code: "invalid_header",
+            message: format!("Last-Event-ID {text:?} is not an event id"),
+        })
+}
+
 /// Query of `GET /api/v1/tasks/{id}/events`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -319,14 +335,8 @@ pub async fn events(
     params: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let id = parse_id(&id)?;
-    let mut after = query(params)?.after;
-    if let Some(value) = headers.get("last-event-id") {
-        let text = value.to_str().unwrap_or_default();
-        after = Some(text.trim().parse().map_err(|_| AppError::BadRequest {
-            code: "invalid_header",
-            message: format!("Last-Event-ID {text:?} is not an event id"),
-        })?);
-    }
+    let after = query(params)?.after;
+    let after = last_event_id(&headers)?.or(after);
     state.store().get_task(id).await?;
     let batches = follow_events(state, id, after);
     let stream = futures_util::StreamExt::flat_map(batches, |events| {

@@ -44,20 +44,13 @@ pub async fn feed(
     headers: HeaderMap,
     params: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let mut after = params
+    let query = params
         .map_err(|e| AppError::BadRequest {
             code: "invalid_query",
             message: e.body_text(),
         })?
-        .0
-        .after;
-    if let Some(value) = headers.get("last-event-id") {
-        let text = value.to_str().unwrap_or_default();
-        after = Some(text.trim().parse().map_err(|_| AppError::BadRequest {
-            code: "invalid_header",
-            message: format!("Last-Event-ID {text:?} is not an event id"),
-        })?);
-    }
+        .0;
+    let after = crate::api::last_event_id(&headers)?.or(query.after);
     let start = match after {
         Some(id) if id >= 0 => id,
         Some(id) => {

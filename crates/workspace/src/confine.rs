@@ -173,9 +173,11 @@ pub fn open_in_workspace(root: &Path, user_path: &Path) -> Result<File, ConfineE
     Ok(File::from(fd))
 }
 
-/// The version ([`crate::version`]) of what is at `user_path` now, a symlink not followed
-/// (`None`: nothing there; a missing parent is `NotFound`).
-pub fn version_in_workspace(root: &Path, user_path: &Path) -> Result<Option<String>, ConfineError> {
+/// `user_path` checked, its parent directory opened beneath `root`, and its last component.
+fn open_parent(
+    root: &Path,
+    user_path: &Path,
+) -> Result<(UserPath, OwnedFd, CString), ConfineError> {
     let user = check(user_path)?;
     let (parent, name) = split(&user)?;
     let root_fd = open_root(root, &user.display)?;
@@ -185,6 +187,13 @@ pub fn version_in_workspace(root: &Path, user_path: &Path) -> Result<Option<Stri
         OFlags::RDONLY | OFlags::DIRECTORY,
         &user.display,
     )?;
+    Ok((user, dir, name))
+}
+
+/// The version ([`crate::version`]) of what is at `user_path` now, a symlink not followed
+/// (`None`: nothing there; a missing parent is `NotFound`).
+pub fn version_in_workspace(root: &Path, user_path: &Path) -> Result<Option<String>, ConfineError> {
+    let (user, dir, name) = open_parent(root, user_path)?;
     fsutil::lstat_at(dir.as_fd(), &name)
         .map(|st| st.as_ref().map(crate::version::of_stat))
         .map_err(|e| io_err("stat", &user.display, e))
@@ -193,15 +202,7 @@ pub fn version_in_workspace(root: &Path, user_path: &Path) -> Result<Option<Stri
 /// Removes `user_path` (a file, a symlink — not its target — or a whole directory tree, never
 /// following symlinks inside it) from the workspace.
 pub fn remove_in_workspace(root: &Path, user_path: &Path) -> Result<(), ConfineError> {
-    let user = check(user_path)?;
-    let (parent, name) = split(&user)?;
-    let root_fd = open_root(root, &user.display)?;
-    let dir = open2(
-        root_fd.as_fd(),
-        &parent,
-        OFlags::RDONLY | OFlags::DIRECTORY,
-        &user.display,
-    )?;
+    let (user, dir, name) = open_parent(root, user_path)?;
     if fsutil::lstat_at(dir.as_fd(), &name)
         .map_err(|e| io_err("stat", &user.display, e))?
         .is_none()
