@@ -164,20 +164,10 @@ fn share_in_place(path: &Path) -> nix::Result<()> {
         None::<&str>,
     )?;
     // Its own peer group: private first, then shared.
-    mount(
-        None::<&str>,
-        path,
-        None::<&str>,
-        MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )?;
-    mount(
-        None::<&str>,
-        path,
-        None::<&str>,
-        MsFlags::MS_SHARED,
-        None::<&str>,
-    )
+    for propagation in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+        mount(None::<&str>, path, None::<&str>, propagation, None::<&str>)?;
+    }
+    Ok(())
 }
 
 /// Binds `source` (with what is mounted below it) on `target`.
