@@ -30,46 +30,46 @@ use crate::executor::{choose, engine, ExecutorKindParser};
 pub struct ExecArgs {
     /// Which executor runs the command.
     #[arg(long, value_parser = ExecutorKindParser, default_value = "auto")]
-    executor: ExecutorKind,
+    pub(crate) executor: ExecutorKind,
     /// Memory limit, such as 256m or 2g.
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
-    memory: Option<Bytes>,
+    pub(crate) memory: Option<Bytes>,
     /// CPU limit in cores, such as 0.5 or 2.
     #[arg(long, value_name = "CORES", allow_hyphen_values = true)]
-    cpus: Option<Cpus>,
+    pub(crate) cpus: Option<Cpus>,
     /// Most processes and threads alive at once.
     #[arg(long, value_name = "N")]
-    pids: Option<u32>,
+    pub(crate) pids: Option<u32>,
     /// Wall-clock limit, such as 30s or 5m; past it the tree is killed and the exit code is 124.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Network access: none, localhost, full (outbound through a namespace of its own), host
     /// (the host executor's only one) or allowlist:HOST[,HOST…] (default: none in a sandbox,
     /// host on the host executor).
     #[arg(long, value_name = "POLICY")]
-    network: Option<NetworkPolicy>,
+    pub(crate) network: Option<NetworkPolicy>,
     /// Existing directory to work in (default: a fresh temporary one, removed afterwards).
     #[arg(long, value_name = "DIR")]
-    workspace: Option<PathBuf>,
+    pub(crate) workspace: Option<PathBuf>,
     /// Root filesystem directory to use instead of the host's system directories.
     #[arg(long, value_name = "DIR", conflicts_with = "environment")]
-    rootfs: Option<PathBuf>,
+    pub(crate) rootfs: Option<PathBuf>,
     /// Environment to run in (see `conductor env list`; build it first): its root filesystem
     /// for the namespace executor, its image for docker and podman (which default to minimal).
     #[arg(long, value_name = "NAME")]
-    environment: Option<String>,
+    pub(crate) environment: Option<String>,
     /// Set a variable: K=V (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
-    env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Pass a host variable through when it is set (repeatable).
     #[arg(long = "env-allow", value_name = "NAME")]
-    env_allow: Vec<String>,
+    pub(crate) env_allow: Vec<String>,
     /// Stream nothing; print the result as one JSON object on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// The command and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -81,6 +81,9 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 
 /// Runs `conductor exec` and returns the process's exit code.
 pub fn main(args: ExecArgs) -> ExitCode {
+    if let Some(code) = crate::resident::client::exec(&args) {
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,24 +124,28 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
 /// Puts the workspace's recorded owners back (a warning when that fails: the command's own
 /// outcome still counts).
 async fn give_back(recorded: Ownership, workspace: PathBuf) {
-    let path = workspace.clone();
-    let restored = tokio::task::spawn_blocking(move || {
-        // The root was handed to the sandbox's user, if to anyone.
-        let sandbox = std::fs::symlink_metadata(&path).map(|m| m.uid())?;
-        recorded
-            .restore(&path, sandbox)
-            .map_err(std::io::Error::other)
-    })
-    .await;
-    let error = match restored {
-        Ok(Ok(_)) => return,
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => e.to_string(),
-    };
-    eprintln!(
-        "conductor: warning: could not give {} its owners back: {error}",
-        workspace.display()
-    );
+    let restored = tokio::task::spawn_blocking(move || give_back_now(&recorded, &workspace)).await;
+    if let Err(e) = restored {
+        eprintln!("conductor: warning: could not give the workspace its owners back: {e}");
+    }
+}
+
+/// [`give_back`] on this thread.
+pub(crate) fn give_back_now(recorded: &Ownership, workspace: &Path) {
+    // The root was handed to the sandbox's user, if to anyone.
+    let restored = std::fs::symlink_metadata(workspace)
+        .map(|m| m.uid())
+        .and_then(|sandbox| {
+            recorded
+                .restore(workspace, sandbox)
+                .map_err(std::io::Error::other)
+        });
+    if let Err(error) = restored {
+        eprintln!(
+            "conductor: warning: could not give {} its owners back: {error}",
+            workspace.display()
+        );
+    }
 }
 
 async fn run(args: ExecArgs, workspace: PathBuf) -> anyhow::Result<i32> {
@@ -189,7 +196,7 @@ async fn run(args: ExecArgs, workspace: PathBuf) -> anyhow::Result<i32> {
 
 /// `conductor exec` applies no server defaults: it says which limits the command ran without
 /// (`--json` leaves it out: the caller passed the flags and reads one JSON object).
-fn unlimited_note(request: &ExecutionRequest) -> Option<String> {
+pub(crate) fn unlimited_note(request: &ExecutionRequest) -> Option<String> {
     let set = conductor_core::LimitSet {
         memory: request.limits.memory,
         cpus: request.limits.cpus,
@@ -268,7 +275,9 @@ async fn write_flush<W: AsyncWriteExt + Unpin>(writer: &mut W, data: &[u8]) -> s
 
 /// The given workspace (which must be an existing directory), or a fresh temporary one that is
 /// removed when the returned guard drops.
-fn workspace(given: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+pub(crate) fn workspace(
+    given: Option<&Path>,
+) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
     match given {
         Some(path) => {
             if !path.is_dir() {
@@ -301,7 +310,7 @@ fn workspace(given: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::
     }
 }
 
-fn existing_rootfs(path: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn existing_rootfs(path: &Path) -> anyhow::Result<PathBuf> {
     if !path.is_dir() {
         bail!("--rootfs {}: no such directory", path.display());
     }

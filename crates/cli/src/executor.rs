@@ -107,9 +107,9 @@ pub async fn choose(
                 default_network: NetworkPolicy::None,
             })
         }
-        ExecutorKind::Host => Ok(host()),
+        ExecutorKind::Host => Ok(host(0)),
         ExecutorKind::Namespace => {
-            let executor = namespace()?;
+            let executor = namespace(0)?;
             executor.health_check().await?;
             Ok(Chosen {
                 executor,
@@ -117,7 +117,7 @@ pub async fn choose(
             })
         }
         ExecutorKind::Auto => {
-            let reason = match namespace() {
+            let reason = match namespace(0) {
                 Ok(executor) => match executor.health_check().await {
                     Ok(()) => {
                         return Ok(Chosen {
@@ -129,23 +129,29 @@ pub async fn choose(
                 },
                 Err(e) => format!("{e:#}"),
             };
-            let network = if network_given {
-                ""
-            } else {
-                ", and the network is the host's"
-            };
-            eprintln!(
-                "conductor: warning: {reason}; running on the host with process isolation only{network}"
-            );
-            Ok(host())
+            eprintln!("{}", fallback_warning(&reason, network_given));
+            Ok(host(0))
         }
     }
 }
 
-fn host() -> Chosen {
-    // One execution: a warm helper would only be started to be killed.
+/// What `auto` says when it falls back to the host executor because of `reason`.
+pub fn fallback_warning(reason: &str, network_given: bool) -> String {
+    let network = if network_given {
+        ""
+    } else {
+        ", and the network is the host's"
+    };
+    format!(
+        "conductor: warning: {reason}; running on the host with process isolation only{network}"
+    )
+}
+
+/// The host executor with `warm_helpers` kept ready (0 for one execution: a warm helper would
+/// only be started to be killed).
+pub fn host(warm_helpers: usize) -> Chosen {
     let config = HostConfig {
-        warm_helpers: 0,
+        warm_helpers,
         helper_path: crate::helper::helper_path(),
         ..HostConfig::default()
     };
@@ -155,10 +161,10 @@ fn host() -> Chosen {
     }
 }
 
-fn namespace() -> anyhow::Result<Arc<dyn Executor>> {
-    // One execution: a warm helper would only be started to be killed.
+/// The namespace executor with `warm_helpers` kept ready per kind of execution.
+pub fn namespace(warm_helpers: usize) -> anyhow::Result<Arc<dyn Executor>> {
     let config = NamespaceConfig {
-        warm_helpers: 0,
+        warm_helpers,
         helper_path: crate::helper::helper_path(),
         ..NamespaceConfig::default()
     };

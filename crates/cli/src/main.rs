@@ -14,6 +14,7 @@ mod exec;
 mod executor;
 mod gitbox;
 mod helper;
+mod resident;
 mod serve;
 mod sse;
 mod sweep;
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
     // The sandbox helper must start before any thread or async runtime exists.
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(conductor_sandbox::HELPER_ARG)) {
         conductor_sandbox::helper::main();
+    }
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(resident::RESIDENT_ARG)) {
+        resident::main();
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -111,7 +115,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONDUCTOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()

@@ -3,12 +3,40 @@
 
 use std::process::{Command, Output};
 
+/// `conductor ARGS` with `conductor exec` going through the resident executor (started for
+/// this test binary on first use, in a directory of its own, leaving 20 s after its last run).
 fn conductor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conductor"))
-        .args(args)
+    conductor_as(Mode::Resident, args)
+}
+
+/// How `conductor exec` runs: through the resident executor, or in its own process.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Resident,
+    InProcess,
+}
+
+const MODES: [Mode; 2] = [Mode::Resident, Mode::InProcess];
+
+fn command_as(mode: Mode) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_conductor"));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("resident-cli-tests");
+    command
         .env("CONDUCTOR_LOG", "off")
-        .output()
-        .unwrap()
+        .env("CONDUCTOR_RESIDENT_DIR", dir)
+        .env("CONDUCTOR_RESIDENT_IDLE", "20")
+        .env(
+            "CONDUCTOR_RESIDENT",
+            match mode {
+                Mode::Resident => "wait",
+                Mode::InProcess => "0",
+            },
+        );
+    command
+}
+
+fn conductor_as(mode: Mode, args: &[&str]) -> Output {
+    command_as(mode).args(args).output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -17,37 +45,52 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn host_exec_streams_output_and_exits_with_the_command_code() {
-    let out = conductor(&[
-        "exec",
-        "--executor",
-        "host",
-        "--",
-        "sh",
-        "-c",
-        "echo out; echo err >&2; exit 7",
-    ]);
-    assert_eq!(
-        (out.status.code(), text(&out.stdout), text(&out.stderr)),
-        (
-            Some(7),
-            "out\n".to_owned(),
-            "err\nconductor: note: ran without a limit on memory, cpus, pids, timeout (set --memory, --cpus, --pids, --timeout)\n".to_owned()
-        )
-    );
+    for mode in MODES {
+        let out = conductor_as(
+            mode,
+            &[
+                "exec",
+                "--executor",
+                "host",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 7",
+            ],
+        );
+        assert_eq!(
+            (out.status.code(), text(&out.stdout), text(&out.stderr)),
+            (
+                Some(7),
+                "out\n".to_owned(),
+                "err\nconductor: note: ran without a limit on memory, cpus, pids, timeout (set --memory, --cpus, --pids, --timeout)\n".to_owned()
+            ),
+            "{mode:?}"
+        );
+    }
 }
 
 #[test]
 fn json_prints_one_object_and_nothing_else() {
-    let out = conductor(&[
-        "exec",
-        "--executor",
-        "host",
-        "--json",
-        "--",
-        "sh",
-        "-c",
-        "echo out; echo err >&2; exit 3",
-    ]);
+    for mode in MODES {
+        json_prints_one_object_and_nothing_else_in(mode);
+    }
+}
+
+fn json_prints_one_object_and_nothing_else_in(mode: Mode) {
+    let out = conductor_as(
+        mode,
+        &[
+            "exec",
+            "--executor",
+            "host",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "stdout: {stdout}");
@@ -199,7 +242,13 @@ fn timeout_exits_124() {
 
 #[test]
 fn sigterm_cancels_and_exits_143() {
-    let child = Command::new(env!("CARGO_BIN_EXE_conductor"))
+    for mode in MODES {
+        sigterm_cancels_and_exits_143_in(mode);
+    }
+}
+
+fn sigterm_cancels_and_exits_143_in(mode: Mode) {
+    let child = command_as(mode)
         .args(["exec", "--executor", "host", "--json", "--", "sleep", "30"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -220,7 +269,13 @@ fn sigterm_cancels_and_exits_143() {
 
 #[test]
 fn namespace_exec_has_its_own_hostname() {
-    let out = conductor(&["exec", "--executor", "namespace", "--", "hostname"]);
+    for mode in MODES {
+        namespace_exec_has_its_own_hostname_in(mode);
+    }
+}
+
+fn namespace_exec_has_its_own_hostname_in(mode: Mode) {
+    let out = conductor_as(mode, &["exec", "--executor", "namespace", "--", "hostname"]);
     let stderr = text(&out.stderr);
     if out.status.code() == Some(2) && stderr.contains("executor is unavailable") {
         eprintln!("skipping: this machine cannot run the namespace executor: {stderr}");
@@ -262,14 +317,20 @@ fn auto_runs_without_a_warning_where_namespaces_work() {
 /// reach the command, with either executor.
 #[test]
 fn inherited_descriptors_stay_out_of_the_command() {
-    for executor in ["host", "namespace"] {
+    for (executor, mode) in [
+        ("host", Mode::Resident),
+        ("namespace", Mode::Resident),
+        ("host", Mode::InProcess),
+        ("namespace", Mode::InProcess),
+    ] {
         let script = format!(
             "exec 7</dev/null; exec {} exec --executor {executor} -- ls /proc/self/fd",
             env!("CARGO_BIN_EXE_conductor")
         );
+        let command = command_as(mode);
         let out = Command::new("sh")
             .args(["-c", &script])
-            .env("CONDUCTOR_LOG", "off")
+            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
             .output()
             .unwrap();
         if executor == "namespace" && out.status.code() == Some(2) {
@@ -280,7 +341,7 @@ fn inherited_descriptors_stay_out_of_the_command() {
         assert_eq!(
             (out.status.code(), text(&out.stdout)),
             (Some(0), "0\n1\n2\n3\n".to_owned()),
-            "{executor}: {}",
+            "{executor} {mode:?}: {}",
             text(&out.stderr)
         );
     }

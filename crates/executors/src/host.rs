@@ -413,7 +413,7 @@ impl Tree {
         }
     }
 
-    /// Reads the cgroup's measurements and removes it.
+    /// Reads the cgroup's measurements, then removes it off the result's path.
     async fn finish(mut self, rusage_cpu_us: Option<u64>) -> Measurements {
         self.pgid = None;
         let Some(cgroup) = self.cgroup.take() else {
@@ -422,12 +422,18 @@ impl Tree {
                 ..Measurements::default()
             };
         };
+        // The stats are part of the result; the removal (an emptiness check and one `rmdir`
+        // per hierarchy) is not, so it runs after the result is out. If the runtime shuts down
+        // first, the cgroup's `Drop` removes it.
+        let runtime = tokio::runtime::Handle::current();
         let done = tokio::task::spawn_blocking(move || {
             let stats = cgroup.stats();
             if let Some(cgroup) = Arc::into_inner(cgroup) {
-                if let Err(e) = cgroup.destroy() {
-                    tracing::warn!(error = %e, "removing the execution's cgroup");
-                }
+                runtime.spawn_blocking(move || {
+                    if let Err(e) = cgroup.destroy() {
+                        tracing::warn!(error = %e, "removing the execution's cgroup");
+                    }
+                });
             }
             stats
         })
