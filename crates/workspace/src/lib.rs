@@ -87,7 +87,9 @@ pub use path::{InvalidPath, RelPath, MAX_PATH_LEN};
 pub use policy::{
     due, plan_sweep, CleanupPolicy, Due, ParsePolicyError, SweepCandidate, SweepPlan,
 };
-pub use quota::{DiskUsage, MountState, QuotaError, QuotaFs, MIN_QUOTA_BYTES};
+pub use quota::{
+    mounts_under, unbind, DiskUsage, MountState, QuotaError, QuotaFs, MIN_QUOTA_BYTES,
+};
 pub use restore::RestoreStats;
 pub use snapshot::{
     Snapshot, SnapshotOptions, SnapshotStats, SnapshotTimings, SpecialFiles, MAX_ATTEMPTS,

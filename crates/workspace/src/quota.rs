@@ -386,6 +386,81 @@ impl QuotaFs {
         })
     }
 
+    /// The device number of the mounted filesystem (its root's `st_dev`), once the mount table
+    /// shows this image mounted on the mountpoint: what [`QuotaFs::reset`] and
+    /// [`QuotaFs::bind_on`] check with one `stat` instead of reading the mount table (which is
+    /// long on a host with many mounts, and was a seventh of a trivial task's server time).
+    pub fn device(&self) -> Result<u64, QuotaError> {
+        if self.state()? != MountState::Mounted {
+            return Err(QuotaError::NotMounted(self.image.clone()));
+        }
+        Ok(fs::metadata(&self.mountpoint)
+            .map_err(io_err("stat", &self.mountpoint))?
+            .dev())
+    }
+
+    /// Whether the filesystem of `device` (from [`QuotaFs::device`]) is still what the
+    /// mountpoint shows.
+    fn check_device(&self, device: u64) -> Result<(), QuotaError> {
+        match fs::metadata(&self.mountpoint) {
+            Ok(meta) if meta.dev() == device => Ok(()),
+            Ok(_) => Err(QuotaError::NotMounted(self.image.clone())),
+            Err(e) => Err(io_err("stat", &self.mountpoint)(e)),
+        }
+    }
+
+    /// Empties the mounted filesystem so another task can have it as if new: everything under
+    /// its root is removed (at any depth, symlinks never followed), and the root goes back to
+    /// `root:root 0755` without extended attributes (ACLs included). Unlinked files free their
+    /// blocks, and ext4 never shows a freed block's old content through a new file. Refuses
+    /// (removing nothing) unless the mountpoint still shows the filesystem of `device` (from
+    /// [`QuotaFs::device`]); the caller makes sure no process uses it any more.
+    pub fn reset(&self, device: u64) -> Result<(), QuotaError> {
+        require_root("reset")?;
+        self.check_device(device)?;
+        crate::walk::remove_contents(&self.mountpoint).map_err(|e| QuotaError::Io {
+            op: "empty",
+            path: self.mountpoint.clone(),
+            source: io::Error::other(e),
+        })?;
+        let root = &self.mountpoint;
+        // A list of names is at most 64 KiB (XATTR_LIST_MAX).
+        let mut names = vec![0u8; 65536];
+        let length = rustix::fs::llistxattr(root, &mut names[..])
+            .map_err(|e| io_err("list attributes of", root)(e.into()))?;
+        names.truncate(length);
+        for name in names.split(|b| *b == 0).filter(|name| !name.is_empty()) {
+            rustix::fs::lremovexattr(root, name)
+                .map_err(|e| io_err("remove an attribute of", root)(e.into()))?;
+        }
+        std::os::unix::fs::lchown(root, Some(0), Some(0)).map_err(io_err("chown", root))?;
+        rustix::fs::chmod(root, rustix::fs::Mode::from_raw_mode(0o755))
+            .map_err(|e| io_err("chmod", root)(e.into()))?;
+        let left = fs::read_dir(root).map_err(io_err("read", root))?.count();
+        if left != 0 {
+            return Err(QuotaError::MountpointNotEmpty(root.clone()));
+        }
+        Ok(())
+    }
+
+    /// Binds the mounted filesystem's root on `target` (an existing, empty directory) with the
+    /// quota mount's options (`nosuid,nodev,noatime`): a workspace directory that is this
+    /// filesystem, without a `mount` of its own. A system call, no tool. Refuses unless the
+    /// mountpoint still shows the filesystem of `device` (from [`QuotaFs::device`]).
+    pub fn bind_on(&self, device: u64, target: &Path) -> Result<(), QuotaError> {
+        require_root("bind")?;
+        self.check_device(device)?;
+        check_empty_dir(target)?;
+        use rustix::mount::{mount_bind, mount_remount, MountFlags};
+        mount_bind(&self.mountpoint, target).map_err(|e| io_err("bind", target)(e.into()))?;
+        let flags = MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOATIME;
+        if let Err(e) = mount_remount(target, flags, "") {
+            let _ = unbind(target);
+            return Err(io_err("remount", target)(e.into()));
+        }
+        Ok(())
+    }
+
     /// Space used and left on the mounted filesystem.
     pub fn usage(&self) -> Result<DiskUsage, QuotaError> {
         if self.state()? != MountState::Mounted {
@@ -525,6 +600,36 @@ impl QuotaFs {
             .map_err(|e| io_err("lock", &self.image)(e.into()))?;
         Ok(file)
     }
+}
+
+/// Removes the bind mount on `target` made by [`QuotaFs::bind_on`] (detached lazily when a
+/// process still holds it). Nothing mounted there: nothing to do.
+pub fn unbind(target: &Path) -> Result<(), QuotaError> {
+    use rustix::mount::{unmount, UnmountFlags};
+    match unmount(target, UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(Errno::INVAL) => Ok(()),
+        Err(Errno::BUSY) => {
+            unmount(target, UnmountFlags::DETACH).map_err(|e| io_err("unmount", target)(e.into()))
+        }
+        Err(e) => Err(io_err("unmount", target)(e.into())),
+    }
+}
+
+/// Every mount point at or below `prefix`, deepest first (from `/proc/self/mountinfo`): what
+/// must be unmounted before the tree under `prefix` can be removed.
+pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
+    let Ok(table) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut points: Vec<PathBuf> = parse_mountinfo(&table)
+        .into_iter()
+        .map(|m| m.mountpoint)
+        .filter(|point| point.starts_with(prefix))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+    points.dedup();
+    points
 }
 
 fn require_root(op: &'static str) -> Result<(), QuotaError> {

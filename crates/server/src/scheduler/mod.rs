@@ -8,6 +8,7 @@
 mod admission;
 mod agent_admission;
 mod builds;
+mod quota_pool;
 mod run;
 mod services;
 
@@ -154,7 +155,8 @@ fn destroy_quota_images(workspace_root: &std::path::Path) {
     let Ok(slots) = std::fs::read_dir(&root) else {
         return;
     };
-    for slot in slots.flatten() {
+    // `quota/pool` is the kept filesystems' (`quota_pool.rs`).
+    for slot in slots.flatten().filter(|slot| slot.file_name() != "pool") {
         let Ok(images) = std::fs::read_dir(slot.path()) else {
             continue;
         };
@@ -280,6 +282,8 @@ pub struct Scheduler {
     builds: Arc<builds::Builds>,
     /// Whether each environment has each agent CLI (probed once, at the first agent task).
     agent_clis: Mutex<BTreeMap<(String, conductor_types::AgentKind), bool>>,
+    /// Disk-quota filesystems kept for fresh workspaces.
+    quota_pool: Arc<quota_pool::QuotaPool>,
 }
 
 impl Scheduler {
@@ -309,6 +313,11 @@ impl Scheduler {
                 (id, slot)
             })
             .collect();
+        // One kept quota filesystem per slot, and one more being emptied.
+        let quota_pool = Arc::new(quota_pool::QuotaPool::new(
+            &config.workspace_root,
+            config.slots.max(1) + 1,
+        ));
         Arc::new(Self {
             store,
             executors,
@@ -327,6 +336,7 @@ impl Scheduler {
             metrics: Metrics::default(),
             builds: Arc::default(),
             agent_clis: Mutex::default(),
+            quota_pool,
         })
     }
 
@@ -409,8 +419,20 @@ impl Scheduler {
         // did not finish or had not removed yet. A retried task starts in a new, empty one.
         let slots_dir = self.config.workspace_root.join("agents");
         let workspace_root = self.config.workspace_root.clone();
-        // Unmounted first, or removing the workspaces would fail on their mountpoints.
-        let _ = tokio::task::spawn_blocking(move || destroy_quota_images(&workspace_root)).await;
+        // Unmounted first, or removing the workspaces would fail on their mountpoints (or
+        // reach into a kept quota filesystem through a workspace's bind).
+        let pool = Arc::clone(&self.quota_pool);
+        let slots = slots_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for point in conductor_workspace::mounts_under(&slots) {
+                if let Err(error) = conductor_workspace::unbind(&point) {
+                    tracing::warn!(path = %point.display(), %error, "could not unmount a workspace");
+                }
+            }
+            pool.clear();
+            destroy_quota_images(&workspace_root)
+        })
+        .await;
         let removed =
             tokio::task::spawn_blocking(move || conductor_workspace::remove_tree(&slots_dir)).await;
         match removed {
@@ -847,6 +869,14 @@ impl Scheduler {
         true
     }
 
+    /// Blocking: removes the disk-quota filesystems kept for fresh workspaces, and the binds
+    /// of any workspace still on one ([`Scheduler::shutdown`] does it last; for a scheduler
+    /// dropped without it).
+    pub fn release_disk_quotas(&self) {
+        self.quota_pool
+            .close(&self.config.workspace_root.join("agents"));
+    }
+
     /// Stops dispatching, lets running tasks finish for up to `grace`, then kills the rest and
     /// records them as `interrupted` (retried at next start when their retries allow).
     pub async fn shutdown(&self, grace: Duration) {
@@ -904,5 +934,8 @@ impl Scheduler {
             self.record_slot(&slot, SlotState::Offline, None);
             let _ = self.put_slot(&slot, SlotState::Offline, None).await;
         }
+        let pool = Arc::clone(&self.quota_pool);
+        let slots_dir = self.config.workspace_root.join("agents");
+        let _ = tokio::task::spawn_blocking(move || pool.close(&slots_dir)).await;
     }
 }

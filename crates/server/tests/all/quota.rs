@@ -88,7 +88,8 @@ async fn a_task_that_fills_its_disk_quota_gets_enospc_and_disk_quota_exceeded() 
     // The executor was not asked to enforce it; the scheduler did.
     let request = app.executor.requests.lock().unwrap()[0].clone();
     assert_eq!(request.limits.disk, None);
-    // The image is unmounted and removed with the workspace.
+    // The workspace is unmounted and removed (its filesystem is emptied and kept: see
+    // `a_fresh_workspace_filesystem_is_emptied_and_reused_by_the_next_task`).
     let image = app
         ._dir
         .path()
@@ -367,4 +368,103 @@ async fn a_named_workspace_with_a_disk_quota_is_its_own_filesystem_shared_by_its
     }
     assert!(!mounted(&dir) && !mounted(&auto_dir));
     assert!(!image.exists() && !dir.exists() && !auto_dir.exists());
+}
+
+/// The mount source (a loop device) of what is mounted on `dir`, if anything.
+fn mount_source(dir: &std::path::Path) -> Option<String> {
+    let point = std::fs::canonicalize(dir).ok()?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    table.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let dash = fields.iter().position(|f| *f == "-")?;
+        (std::path::Path::new(fields[4]) == point).then(|| fields[dash + 2].to_owned())
+    })
+}
+
+/// A fresh workspace's quota filesystem is kept after its task, emptied, and the next task of
+/// the same size gets it, empty, as its own workspace; a task of another size gets a new one;
+/// nothing stays mounted once the scheduler releases them.
+#[tokio::test]
+async fn a_fresh_workspace_filesystem_is_emptied_and_reused_by_the_next_task() {
+    let Some(app) = quota_app_with(Options {
+        slots: 1,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let pool = app._dir.path().join("workspaces/quota/pool");
+    let first = app
+        .submit(r#"{"commands": ["fill 3000000", "deep 30"], "resources": {"disk": "16m"}}"#)
+        .await;
+    app.wait_for(first.id, TaskStatus::Succeeded).await;
+    let first_workspace = app.executor.requests.lock().unwrap()[0].workspace.clone();
+    // After the task: its workspace is gone, one filesystem is kept, empty.
+    let images = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&pool)
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "img"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for _ in 0..500 {
+        if !first_workspace.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!first_workspace.exists());
+    let kept = images();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let kept_dir = kept[0].with_extension("");
+    let kept_source = mount_source(&kept_dir).expect("the kept filesystem is mounted");
+    assert_eq!(std::fs::read_dir(&kept_dir).unwrap().count(), 0);
+
+    // The next task of the same size runs on it, and finds it empty.
+    let second = app
+        .submit(r#"{"commands": ["sleep 60000"], "resources": {"disk": "16m"}}"#)
+        .await;
+    app.wait_for(second.id, TaskStatus::Running).await;
+    let second_workspace = loop {
+        if let Some(request) = app.executor.requests.lock().unwrap().get(2) {
+            break request.workspace.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(mount_source(&second_workspace), Some(kept_source.clone()));
+    assert_eq!(std::fs::read_dir(&second_workspace).unwrap().count(), 0);
+    let (status, _) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/tasks/{}/cancel", second.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.wait_for(second.id, TaskStatus::Cancelled).await;
+
+    // Another size: a filesystem of its own (the kept one stays for its size).
+    let other = app
+        .submit(r#"{"commands": ["fill 1000"], "resources": {"disk": "20m"}}"#)
+        .await;
+    app.wait_for(other.id, TaskStatus::Succeeded).await;
+    for _ in 0..500 {
+        if images().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(images().len(), 2);
+
+    app.scheduler.release_disk_quotas();
+    assert_eq!(images(), Vec::<std::path::PathBuf>::new());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(app._dir.path().to_str().unwrap()),
+        "{mounts}"
+    );
 }

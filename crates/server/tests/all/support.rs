@@ -18,6 +18,17 @@ use tower::ServiceExt;
 /// language) and the host stand-in for the git sandbox.
 pub use conductor_testkit::{FakeExecutor, HostGit};
 
+/// Kept disk-quota filesystems (and named workspaces' quota filesystems) are mounted inside the
+/// tempdir: unmounted and removed before it is, so no test leaves a mount or a loop device.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.scheduler.release_disk_quotas();
+        for point in conductor_workspace::mounts_under(self._dir.path()) {
+            let _ = conductor_workspace::unbind(&point);
+        }
+    }
+}
+
 /// An app over a fresh tempdir database, a running scheduler and an admin token.
 pub struct TestApp {
     pub router: Router,
@@ -238,9 +249,10 @@ impl TestApp {
         serde_json::from_str(&text).unwrap()
     }
 
-    /// Polls until the task has `status` (5 s at most).
+    /// Polls until the task has `status` (30 s at most: a loaded CI machine once took more than
+    /// 5 s for the 10 000-level tree of `deep.rs`).
     pub async fn wait_for(&self, id: TaskId, status: TaskStatus) -> Task {
-        for _ in 0..500 {
+        for _ in 0..3000 {
             let task = self.task(id).await;
             if task.state.status == status {
                 return task;

@@ -319,3 +319,84 @@ fn tiny_quotas_are_refused() {
     }
     assert!(!tmp.path().join("i.img").exists());
 }
+
+/// What a server does between two tasks with a kept filesystem: the first task's workspace is
+/// a bind of it, the task leaves files, odd modes, owners and attributes; after the bind is
+/// removed and the filesystem reset, the next bind is empty, `root:root 0755`, without
+/// attributes, with the whole quota free, mounted `nosuid,nodev`, and nothing outside was
+/// touched.
+#[test]
+fn a_reset_filesystem_is_bound_again_as_if_new() {
+    if !root_or_skip("a_reset_filesystem_is_bound_again_as_if_new") {
+        return;
+    }
+    let (tmp, _image, kept, quota) = setup(16 * MIB);
+    let before = quota.0.usage().unwrap();
+    let device = quota.0.device().unwrap();
+    let first = tmp.path().join("task-1");
+    fs::create_dir(&first).unwrap();
+    quota.0.bind_on(device, &first).unwrap();
+    assert_eq!(mounts_on(&first), 1);
+    // The first task.
+    let outside = tmp.path().join("outside");
+    fs::write(&outside, "host file").unwrap();
+    fs::create_dir_all(first.join("a/b/c")).unwrap();
+    fs::write(first.join("a/b/c/data"), vec![7u8; 4 * MIB as usize]).unwrap();
+    std::os::unix::fs::symlink(&outside, first.join("link")).unwrap();
+    std::os::unix::fs::symlink(tmp.path(), first.join("a/dirlink")).unwrap();
+    std::os::unix::fs::lchown(&first, Some(4242), Some(4242)).unwrap();
+    fs::set_permissions(&first, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    rustix::fs::lsetxattr(&first, "user.secret", b"v", rustix::fs::XattrFlags::empty()).unwrap();
+    // A directory without search permission, as a task may leave one.
+    fs::set_permissions(
+        first.join("a/b"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o0),
+    )
+    .unwrap();
+    assert!(quota.0.usage().unwrap().used > before.used + 3 * MIB);
+
+    conductor_workspace::unbind(&first).unwrap();
+    assert_eq!(mounts_on(&first), 0);
+    assert_eq!(fs::read_dir(&first).unwrap().count(), 0);
+    quota.0.reset(device).unwrap();
+
+    let second = tmp.path().join("task-2");
+    fs::create_dir(&second).unwrap();
+    quota.0.bind_on(device, &second).unwrap();
+    assert_eq!(fs::read_dir(&second).unwrap().count(), 0);
+    let meta = fs::metadata(&second).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o755)
+    );
+    let mut names = [0u8; 256];
+    assert_eq!(rustix::fs::llistxattr(&second, &mut names[..]).unwrap(), 0);
+    assert!(quota.0.usage().unwrap().used <= before.used + 64 * 1024);
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let point = fs::canonicalize(&second).unwrap();
+    let options: Vec<&str> = table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (Path::new(fields[4]) == point).then_some(fields[5])
+        })
+        .collect();
+    assert_eq!(options.len(), 1, "{options:?}");
+    assert!(
+        options[0].contains("nosuid") && options[0].contains("nodev"),
+        "{options:?}"
+    );
+    assert_eq!(fs::read_to_string(&outside).unwrap(), "host file");
+    assert!(tmp.path().join("task-1").is_dir());
+    conductor_workspace::unbind(&second).unwrap();
+    // Not mounted: nothing is removed.
+    fs::write(kept.join("stays"), "x").unwrap();
+    quota.0.unmount().unwrap();
+    fs::write(kept.join("host"), "x").unwrap();
+    assert!(matches!(
+        quota.0.reset(device),
+        Err(QuotaError::NotMounted(_))
+    ));
+    assert!(kept.join("host").exists());
+    fs::remove_file(kept.join("host")).unwrap();
+}

@@ -1,5 +1,5 @@
 //! After a task, off its slot's time: a fresh workspace (the task's alone) is removed, its
-//! quota filesystem unmounted and destroyed first; a named workspace is measured (its size is
+//! quota filesystem emptied and kept for the next task (`quota_pool.rs`) first; a named workspace is measured (its size is
 //! what the task left), or swept when its policy is `delete`.
 
 use std::path::PathBuf;
@@ -20,8 +20,14 @@ impl Scheduler {
             }
             None => {
                 let image = self.quota_image(task);
+                let (pool, id) = (Arc::clone(&self.quota_pool), task.id);
                 // Removing can take milliseconds on a filesystem that discards freed blocks.
-                tokio::task::spawn_blocking(move || remove_fresh(image, dir));
+                tokio::task::spawn_blocking(move || {
+                    // A kept quota filesystem is emptied for the next task; the directory it
+                    // was bound on is empty then.
+                    pool.give_back(id, &dir);
+                    remove_fresh(image, dir);
+                });
             }
         }
     }

@@ -214,19 +214,14 @@ impl Scheduler {
         crate::scheduler::quota_image(&self.config.workspace_root, slot_of(task), task.id)
     }
 
-    /// Mounts a filesystem of `disk` bytes on the task's fresh (empty) workspace.
+    /// Makes the task's fresh (empty) workspace a filesystem of `disk` bytes: one the pool
+    /// kept when it has one of that size (`quota_pool.rs`), else a new one.
     async fn mount_quota(&self, task: &Task, disk: Bytes) -> Result<QuotaFs, String> {
-        let image = self.quota_image(task);
-        let mountpoint = self.workspace_dir(task);
-        tokio::task::spawn_blocking(move || {
-            if let Some(parent) = image.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-            }
-            QuotaFs::create(&image, &mountpoint, disk.get()).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        let pool = Arc::clone(&self.quota_pool);
+        let (id, workspace) = (task.id, self.workspace_dir(task));
+        tokio::task::spawn_blocking(move || pool.lend(id, disk.get(), &workspace))
+            .await
+            .map_err(|e| e.to_string())?
     }
 }
 
