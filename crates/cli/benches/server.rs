@@ -14,6 +14,11 @@
 //! (it answers at once, "printing" the instant it was called): the server's own share of the
 //! figures, without process creation.
 //!
+//! - a store at scale (host executor): the server's RSS and its restart time (process start to
+//!   serving: recovery included) with 10 000 finished tasks and 1 000 queued in its store,
+//!   against the same on an empty store measured in the same run. Sizes:
+//!   CONDUCTOR_BENCH_STORE_FINISHED, CONDUCTOR_BENCH_STORE_QUEUED (0 leaves the part out).
+//!
 //! Run: `cargo bench -p conductor --bench server`. CONDUCTOR_BENCH_ITERATIONS (default 200
 //! latency samples after 20 warm-up tasks), CONDUCTOR_BENCH_TASKS (default 1000 trivial tasks),
 //! CONDUCTOR_BENCH_AGENTS (default 4 agents) change the sizes; CONDUCTOR_BENCH_EXECUTORS (default
@@ -161,6 +166,106 @@ fn main() -> Result<(), String> {
          {TARGET_TASKS_PER_S} trivial tasks/s with the host executor, idle RSS <= \
          {TARGET_IDLE_RSS_MIB} MiB"
     );
+    let finished = setting("CONDUCTOR_BENCH_STORE_FINISHED", 10_000);
+    let queued = setting("CONDUCTOR_BENCH_STORE_QUEUED", 1_000);
+    if finished + queued > 0 && rows.contains(&"host") {
+        match runtime.block_on(store_at_scale(finished, queued, agents)) {
+            Ok(lines) => lines.iter().for_each(|line| println!("{line}")),
+            Err(reason) => println!("store at scale: skipped: {reason}"),
+        }
+    }
+    Ok(())
+}
+
+/// A host-executor server's flags and variables (tasks default to network none, which the
+/// host executor cannot give).
+const HOST_VARS: [(&str, &str); 1] = [("CONDUCTOR_DEFAULT_NETWORK", "host")];
+
+/// Fills a store with `finished` trivial tasks and `queued` waiting ones (behind `agents`
+/// long ones), then times restarts and reads RSS against an empty store's.
+async fn store_at_scale(
+    finished: usize,
+    queued: usize,
+    agents: usize,
+) -> Result<Vec<String>, String> {
+    let slots = agents.to_string();
+    let flags = ["--executor", "host", "--slots", &slots, "--grace", "1s"];
+    let empty = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (empty_start, empty_rss) = restart(empty.path(), &flags)?;
+
+    let home = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let server = Server::start(home.path(), &flags, &HOST_VARS)?;
+    let client = server.endpoint.client();
+    let filled = Instant::now();
+    submit_all(&client, finished, "true").await?;
+    loop {
+        let (succeeded, other) = client.finished().await?;
+        if succeeded + other >= finished as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The slots busy, then the queue: what stays queued across the restart.
+    submit_all(&client, queued + agents, "sleep 3600").await?;
+    let fill_secs = filled.elapsed().as_secs_f64();
+    server.stop();
+    let (full_start, full_rss) = restart(home.path(), &flags)?;
+    let restarted = Server::start(home.path(), &flags, &HOST_VARS)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let queue_now = restarted.endpoint.client().count("queued").await?;
+    restarted.stop();
+    Ok(vec![
+        format!(
+            "store at scale (host, {agents} slots): {finished} finished + {queued} queued tasks \
+             (filled in {fill_secs:.1} s; {queue_now} still queued after the restart)"
+        ),
+        format!(
+            "  restart to serving: {:.0} ms, against {:.0} ms on an empty store ({:.2}×, {:+.0} ms)",
+            ms(full_start),
+            ms(empty_start),
+            ms(full_start) / ms(empty_start).max(f64::EPSILON),
+            ms(full_start) - ms(empty_start)
+        ),
+        format!(
+            "  RSS 1 s after the restart: {full_rss:.1} MiB, against {empty_rss:.1} MiB on an \
+             empty store ({:+.1} MiB)",
+            full_rss - empty_rss
+        ),
+    ])
+}
+
+/// Starts a server on `home`: the time until it serves, and its RSS a second later (then stops
+/// it).
+fn restart(home: &Path, flags: &[&str]) -> Result<(Duration, f64), String> {
+    let started = Instant::now();
+    let server = Server::start(home, flags, &HOST_VARS)?;
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = server.rss_mib();
+    server.stop();
+    Ok((took, rss))
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Submits `count` tasks running `command` from [`CLIENTS`] clients at once.
+async fn submit_all(client: &Client, count: usize, command: &str) -> Result<(), String> {
+    let mut submitters = Vec::new();
+    for n in 0..CLIENTS {
+        let (client, command) = (client.clone(), command.to_owned());
+        let share = count / CLIENTS + usize::from(n < count % CLIENTS);
+        submitters.push(tokio::spawn(async move {
+            for _ in 0..share {
+                client.submit(&command).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for submitter in submitters {
+        submitter.await.map_err(|e| e.to_string())??;
+    }
     Ok(())
 }
 
@@ -437,6 +542,28 @@ impl Client {
     async fn follow(&self, id: &str) -> Result<String, String> {
         self.http
             .get(format!("{}/api/v1/tasks/{id}/logs?follow=true", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Tasks in `state`, from `/metrics`.
+    async fn count(&self, state: &str) -> Result<u64, String> {
+        let text = self.metrics().await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("conductor_tasks{{state=\"{state}\"}} ")))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0))
+    }
+
+    async fn metrics(&self) -> Result<String, String> {
+        self.http
+            .get(format!("{}/metrics", self.url))
             .bearer_auth(&self.token)
             .send()
             .await

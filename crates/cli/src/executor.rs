@@ -161,10 +161,12 @@ pub fn host(warm_helpers: usize) -> Chosen {
     }
 }
 
-/// The namespace executor with `warm_helpers` kept ready per kind of execution.
+/// The namespace executor with `warm_helpers` kept ready per kind of execution (started after
+/// an execution ends, not during it: the resident runs one at a time).
 pub fn namespace(warm_helpers: usize) -> anyhow::Result<Arc<dyn Executor>> {
     let config = NamespaceConfig {
         warm_helpers,
+        refill_after: true,
         helper_path: crate::helper::helper_path(),
         ..NamespaceConfig::default()
     };

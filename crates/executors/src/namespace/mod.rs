@@ -78,6 +78,12 @@ pub struct NamespaceConfig {
     /// (a network namespace of its own for every policy but `full`; the host's for `full`);
     /// 0 starts every helper on demand.
     pub warm_helpers: usize,
+    /// Start the helper that replaces a taken one after the execution ends rather than while
+    /// it runs: on a small machine, starting a helper (a process, a cgroup in every v1
+    /// hierarchy, namespaces, a root) competes with the execution for the CPU and the cgroup
+    /// lock. Best for one execution at a time (`conductor exec`'s resident); a server running
+    /// many refills at once.
+    pub refill_after: bool,
     /// The private range `full` sandboxes take their /30s from (as root).
     pub full_network: FullNetworkRange,
 }
@@ -98,6 +104,7 @@ impl Default for NamespaceConfig {
             spool_dir: temp.join(format!("conductor-spool{suffix}")),
             uid_base: DEFAULT_UID_BASE,
             warm_helpers: 1,
+            refill_after: false,
             full_network: FullNetworkRange::default(),
         }
     }
@@ -344,7 +351,9 @@ impl NamespaceExecutor {
             Some(launched) => launched,
             None => Launched::spawn(&self.config.helper_path)?,
         };
-        pool.refill();
+        if !self.config.refill_after {
+            pool.refill();
+        }
         // A prebuilt root's mount point came with the helper; any other execution gets one.
         let mut sandbox = Sandbox {
             root_dir: match root_dir {
@@ -665,7 +674,11 @@ impl Executor for NamespaceExecutor {
             });
         }
         let plan = self.plan(&request)?;
-        self.run(&request, &plan, events).await
+        let result = self.run(&request, &plan, events).await;
+        if self.config.refill_after {
+            self.pool(&plan, request.rootfs.as_deref()).refill();
+        }
+        result
     }
 
     async fn cancel(&self, id: &ExecutionId) -> Result<bool, ExecutorError> {
