@@ -104,14 +104,21 @@ fn main() -> Result<(), String> {
         if !rows.contains(&executor) {
             continue;
         }
-        match runtime.block_on(executor_alone(executor, warmup, iterations, tasks, agents)) {
-            Ok(alone) => println!(
-                "{:<10} {:>13} {:>16.2} {:>16.2} {:>14.0}  (the {executor} executor alone, no \
-                 server: same commands, {agents} at a time)",
-                "", "-", alone.p50, alone.p99, alone.tasks_per_s
-            ),
-            Err(reason) => println!("{executor:<10} executor alone: skipped: {reason}"),
-        }
+        let alone =
+            match runtime.block_on(executor_alone(executor, warmup, iterations, tasks, agents)) {
+                Ok(alone) => {
+                    println!(
+                    "{:<10} {:>13} {:>16.2} {:>16.2} {:>14.0}  (the {executor} executor alone, no \
+                     server: same commands, {agents} at a time)",
+                    "", "-", alone.p50, alone.p99, alone.tasks_per_s
+                );
+                    Some(alone)
+                }
+                Err(reason) => {
+                    println!("{executor:<10} executor alone: skipped: {reason}");
+                    None
+                }
+            };
         let home = tempfile::tempdir().map_err(|e| e.to_string())?;
         let flags = ["--executor", executor, "--slots", &agents.to_string()];
         // Tasks default to network none, which the host executor cannot give.
@@ -160,6 +167,9 @@ fn main() -> Result<(), String> {
              submissions {:.2} s)",
             "", figures.throughput_secs, figures.submit_secs
         );
+        if let Some(alone) = alone {
+            println!("{}", server_share(executor, &figures, &alone));
+        }
     }
     println!(
         "targets: dispatch p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms, >= \
@@ -175,6 +185,24 @@ fn main() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The server's share against the executor alone, as ratios and differences (issue 15's
+/// targets: throughput ≥ 0.75× alone for host, ≥ 0.9× for namespace; dispatch p50 ≤ alone + 1
+/// ms, p99 ≤ alone + 5 ms).
+fn server_share(executor: &str, server: &Figures, alone: &Figures) -> String {
+    let target = if executor == "host" { 0.75 } else { 0.9 };
+    let ratio = server.tasks_per_s / alone.tasks_per_s.max(f64::EPSILON);
+    let (p50, p99) = (server.p50 - alone.p50, server.p99 - alone.p99);
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    format!(
+        "{:<10} through the server / alone: {ratio:.2}× tasks/s (≥ {target}×: {}), dispatch p50 \
+         {p50:+.2} ms (≤ +1: {}), p99 {p99:+.2} ms (≤ +5: {})",
+        "",
+        verdict(ratio >= target),
+        verdict(p50 <= 1.0),
+        verdict(p99 <= 5.0)
+    )
 }
 
 /// A host-executor server's flags and variables (tasks default to network none, which the
