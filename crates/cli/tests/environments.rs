@@ -515,6 +515,14 @@ fn heavy_presets_build_and_their_tools_run() {
             ])
             .arg(workspace.path())
             .args(["--", "/bin/sh", "-c", smoke])
+            // Through a resident executor of this test's own (an environment's root as
+            // the resident's prebuilt root), gone 5 s after the last preset.
+            .env("CONDUCTOR_RESIDENT", "wait")
+            .env(
+                "CONDUCTOR_RESIDENT_DIR",
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("resident-presets"),
+            )
+            .env("CONDUCTOR_RESIDENT_IDLE", "5")
             .output()
             .unwrap();
         assert!(
