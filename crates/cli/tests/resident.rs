@@ -182,3 +182,46 @@ fn killing_the_client_cancels_its_command() {
                 .is_ok_and(|stat| stat.contains(") Z "))
     });
 }
+
+/// Without `CONDUCTOR_RESIDENT_DIR` or `XDG_RUNTIME_DIR` the resident finds its default place,
+/// also where `/run/conductor` exists already, open for reading (the container executors make
+/// it so): a run that waits for the resident succeeds through it.
+#[test]
+fn the_default_place_is_usable_beside_the_container_executors_directory() {
+    if nix::unistd::geteuid().is_root() {
+        std::fs::create_dir_all("/run/conductor").unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .args([
+            "exec",
+            "--executor",
+            "host",
+            "--",
+            "sh",
+            "-c",
+            "echo default",
+        ])
+        .env("CONDUCTOR_LOG", "off")
+        .env("CONDUCTOR_RESIDENT", "wait")
+        .env("CONDUCTOR_RESIDENT_IDLE", "2")
+        .env_remove("CONDUCTOR_RESIDENT_DIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "default\n".to_owned()),
+        "{}",
+        text(&out.stderr)
+    );
+    if nix::unistd::geteuid().is_root() {
+        let dir = Path::new("/run/conductor/resident");
+        assert!(
+            file_ending(dir, ".sock").is_some(),
+            "no socket in {}",
+            dir.display()
+        );
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

@@ -34,6 +34,11 @@ pub fn exec(args: &ExecArgs) -> Option<ExitCode> {
     }
     let place = match Place::for_this_user() {
         Ok(place) => place,
+        // `wait` was asked for a resident: say why there is none.
+        Err(e) if mode == Mode::Wait => {
+            let error = anyhow::Error::new(e).context("no place for the resident executor");
+            return Some(crate::fail(&error));
+        }
         Err(e) => {
             tracing::debug!("no resident executor: {e}");
             return None;

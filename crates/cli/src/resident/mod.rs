@@ -55,6 +55,8 @@ fn start(place: &place::Place) {
     let mut command = Command::new(exe);
     command
         .arg(RESIDENT_ARG)
+        // Not the caller's directory: a resident must not keep a directory (or a mount) busy.
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log.map(Stdio::from).unwrap_or_else(|_| Stdio::null()));

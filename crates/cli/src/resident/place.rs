@@ -1,9 +1,10 @@
 //! Where a user's resident executor listens, and the checks that make that place theirs.
 //!
-//! The directory is `$CONDUCTOR_RESIDENT_DIR`, else `$XDG_RUNTIME_DIR/conductor`, else
-//! `/run/conductor` for root and `<temp>/conductor-<uid>` for anyone else. It must be a real
-//! directory (not a symlink) owned by the user with no access for group or others; it is created
-//! so when missing. In it, per build: `exec-<build>.sock` (the socket) and `exec-<build>.lock`
+//! The directory is `$CONDUCTOR_RESIDENT_DIR`, else `$XDG_RUNTIME_DIR/conductor-resident`,
+//! else `/run/conductor/resident` for root (`/run/conductor` itself is shared with the container
+//! executors and open for reading) and `<temp>/conductor-resident-<uid>` for anyone else. It
+//! must be a real directory (not a symlink) owned by the user with no access for group or
+//! others; it is created so when missing (its parent too, for root). In it, per build: `exec-<build>.sock` (the socket) and `exec-<build>.lock`
 //! (held by the one resident of that build), `exec-<build>.log` (its stderr).
 
 use std::io;
@@ -32,9 +33,15 @@ impl Place {
             std::env::var_os("XDG_RUNTIME_DIR"),
         ) {
             (Some(dir), _) => PathBuf::from(dir),
-            (None, Some(runtime)) if !runtime.is_empty() => Path::new(&runtime).join("conductor"),
-            (None, _) if uid == 0 => PathBuf::from("/run/conductor"),
-            (None, _) => std::env::temp_dir().join(format!("conductor-{uid}")),
+            (None, Some(runtime)) if !runtime.is_empty() => {
+                Path::new(&runtime).join("conductor-resident")
+            }
+            (None, _) if uid == 0 => {
+                let parent = Path::new("/run/conductor");
+                std::fs::create_dir_all(parent).map_err(|e| annotate(parent, e))?;
+                parent.join("resident")
+            }
+            (None, _) => std::env::temp_dir().join(format!("conductor-resident-{uid}")),
         };
         Self::at(dir, uid)
     }
