@@ -7,8 +7,10 @@
 //! ([`QuotaFs::bind_on`], one system call). After the task, the bind is removed, the
 //! filesystem emptied ([`QuotaFs::reset`]: every file unlinked, the root back to `root:root
 //! 0755` without extended attributes) and kept for the next task asking for the same size. At
-//! most `capacity` are kept (one per slot, plus one); one that cannot be emptied, or that is
-//! past the capacity, is destroyed. A server that stops destroys them all; after a crash,
+//! most `capacity` are kept (one per slot, plus one); one that cannot be emptied, that is past
+//! the capacity, or whose image holds more than [`KEEP_ALLOCATED_MAX`] of the host's disk (a
+//! sparse image keeps the blocks a task once wrote: destroying it gives them back) is
+//! destroyed. A server that stops destroys them all; after a crash,
 //! recovery does ([`QuotaPool::clear`]).
 
 use std::collections::HashMap;
@@ -19,11 +21,15 @@ use std::sync::{Mutex, PoisonError};
 use conductor_types::TaskId;
 use conductor_workspace::QuotaFs;
 
+/// Host disk an emptied image may still hold (its sparse file's allocated blocks) and be kept.
+pub(crate) const KEEP_ALLOCATED_MAX: u64 = 256 << 20;
+
 /// Quota filesystems ready for fresh workspaces, and those lent to running tasks.
 #[derive(Debug)]
 pub(crate) struct QuotaPool {
     dir: PathBuf,
     capacity: usize,
+    keep_allocated_max: u64,
     idle: Mutex<Vec<Kept>>,
     lent: Mutex<HashMap<TaskId, Kept>>,
     /// Set by [`QuotaPool::close`]: nothing is kept any more.
@@ -45,6 +51,7 @@ impl QuotaPool {
         Self {
             dir: workspace_root.join("quota").join("pool"),
             capacity,
+            keep_allocated_max: KEEP_ALLOCATED_MAX,
             idle: Mutex::new(Vec::new()),
             lent: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -93,8 +100,14 @@ impl QuotaPool {
             destroy(kept);
             return true;
         }
+        let allocated = std::fs::metadata(kept.fs.image())
+            .map(|meta| std::os::unix::fs::MetadataExt::blocks(&meta) * 512)
+            .unwrap_or(u64::MAX);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.capacity && !self.closed.load(Ordering::Acquire) {
+        if idle.len() < self.capacity
+            && !self.closed.load(Ordering::Acquire)
+            && allocated <= self.keep_allocated_max
+        {
             idle.push(kept);
         } else {
             drop(idle);
@@ -202,5 +215,62 @@ impl Drop for QuotaPool {
     fn drop(&mut self) {
         let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(PoisonError::into_inner));
         idle.into_iter().for_each(destroy);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use super::*;
+
+    fn images(pool: &QuotaPool) -> usize {
+        std::fs::read_dir(&pool.dir)
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|ext| ext == "img"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn an_image_that_grew_on_the_host_is_destroyed_not_kept() {
+        if !nix::unistd::geteuid().is_root()
+            || std::process::Command::new("mkfs.ext4")
+                .arg("-V")
+                .output()
+                .is_err()
+        {
+            eprintln!("skipped: quota filesystems need root and mkfs.ext4");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let mut pool = QuotaPool::new(root.path(), 2);
+        pool.keep_allocated_max = 2 << 20;
+        let workspace = root.path().join("ws");
+        let size = 32 << 20;
+
+        // A task that writes little: its filesystem is kept, and lent again.
+        std::fs::create_dir(&workspace).unwrap();
+        let task = TaskId::random();
+        pool.lend(task, size, &workspace).unwrap();
+        std::fs::write(workspace.join("small"), b"x").unwrap();
+        assert!(pool.give_back(task, &workspace));
+        assert_eq!((images(&pool), pool.idle.lock().unwrap().len()), (1, 1));
+
+        // A task that writes 8 MiB: the image holds them on the host, so it goes.
+        let task = TaskId::random();
+        pool.lend(task, size, &workspace).unwrap();
+        assert_eq!(pool.idle.lock().unwrap().len(), 0, "the kept one was lent");
+        assert_eq!(std::fs::read_dir(&workspace).unwrap().count(), 0);
+        let data = vec![1u8; 8 << 20];
+        std::fs::write(workspace.join("big"), &data).unwrap();
+        nix::unistd::sync();
+        assert!(pool.give_back(task, &workspace));
+        assert_eq!((images(&pool), pool.idle.lock().unwrap().len()), (0, 0));
+        // Not lent: nothing to give back.
+        assert!(!pool.give_back(TaskId::random(), &workspace));
+        pool.close(&root.path().join("agents"));
     }
 }
