@@ -581,12 +581,7 @@ impl Client {
 
     /// Tasks in `state`, from `/metrics`.
     async fn count(&self, state: &str) -> Result<u64, String> {
-        let text = self.metrics().await?;
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("conductor_tasks{{state=\"{state}\"}} ")))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0))
+        Ok(count_in(&self.metrics().await?, state))
     }
 
     async fn metrics(&self) -> Result<String, String> {
@@ -603,28 +598,23 @@ impl Client {
 
     /// (succeeded, finished otherwise) from `/metrics`.
     async fn finished(&self) -> Result<(u64, u64), String> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
-        let count = |state: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("conductor_tasks{{state=\"{state}\"}} ")))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
+        let text = self.metrics().await?;
+        let count = |state: &str| count_in(&text, state);
         let other = ["failed", "timed_out", "cancelled", "interrupted"]
             .iter()
             .map(|s| count(s))
             .sum();
         Ok((count("succeeded"), other))
     }
+}
+
+/// `conductor_tasks{state="STATE"}` in a `/metrics` text (0 when absent).
+fn count_in(metrics: &str, state: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("conductor_tasks{{state=\"{state}\"}} ")))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 /// The server in this process, over a [`FakeExecutor`] that starts nothing (`date +%s%N`

@@ -180,7 +180,12 @@ async fn run(args: ExecArgs, workspace: PathBuf) -> anyhow::Result<i32> {
     let unlimited = unlimited_note(&request);
 
     let (events, receiver) = mpsc::channel(64);
-    let printer = tokio::spawn(print_events(receiver, !args.json));
+    let printer = tokio::spawn(print_events(
+        receiver,
+        tokio::io::stdout(),
+        tokio::io::stderr(),
+        !args.json,
+    ));
     let (result, interrupted) = run_until_signal(executor, request, events).await?;
     // The executor dropped its sender: the printer ends once it has written everything.
     let _ = printer.await;
@@ -246,9 +251,15 @@ async fn run_until_signal(
 
 /// Writes output events to this process's stdout and stderr as they come (when `stream`), and
 /// otherwise just drains them. A closed stdout (`| head`) does not stop the draining.
-async fn print_events(mut receiver: mpsc::Receiver<ExecEvent>, stream: bool) {
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
+pub(crate) async fn print_events<O, E>(
+    mut receiver: mpsc::Receiver<ExecEvent>,
+    mut stdout: O,
+    mut stderr: E,
+    stream: bool,
+) where
+    O: AsyncWriteExt + Unpin,
+    E: AsyncWriteExt + Unpin,
+{
     while let Some(event) = receiver.recv().await {
         let ExecEvent::Output {
             stream: which,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use conductor_core::Executor;
-use conductor_types::{ExecEvent, ExecutionRequest, ExecutorKind, NetworkPolicy, OutputStream};
+use conductor_types::{ExecutionRequest, ExecutorKind, NetworkPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
@@ -241,7 +241,7 @@ async fn execute(
     let execution = execution_request(request.clone(), default_network);
     let id = execution.id.clone();
     let (events, receiver) = mpsc::channel(64);
-    let printer = tokio::spawn(print(
+    let printer = tokio::spawn(crate::exec::print_events(
         receiver,
         tokio::fs::File::from_std(stdout),
         stderr,
@@ -292,34 +292,4 @@ fn execution_request(request: Request, default_network: NetworkPolicy) -> Execut
     execution.network = request.network.unwrap_or(default_network);
     execution.timeout = request.timeout_ms.map(Duration::from_millis);
     execution
-}
-
-/// Writes output events to the client's stdout and stderr as they come (when `stream`), and
-/// otherwise drains them. A closed stdout (`| head`) does not stop the draining.
-async fn print(
-    mut receiver: mpsc::Receiver<ExecEvent>,
-    mut stdout: tokio::fs::File,
-    mut stderr: tokio::fs::File,
-    stream: bool,
-) {
-    while let Some(event) = receiver.recv().await {
-        let ExecEvent::Output {
-            stream: which,
-            data,
-            ..
-        } = event
-        else {
-            continue;
-        };
-        if !stream {
-            continue;
-        }
-        let file = match which {
-            OutputStream::Stdout => &mut stdout,
-            OutputStream::Stderr => &mut stderr,
-        };
-        if file.write_all(&data).await.is_ok() {
-            let _ = file.flush().await;
-        }
-    }
 }
