@@ -211,11 +211,10 @@ fn add_error(responses: &mut Map<String, Value>, status: &str, description: &str
 }
 
 /// The pattern of an id in a path, by route and parameter name.
-/// `If-Match` / `If-None-Match`: `*`, or entity tags (`"…"` or `W/"…"`, visible ASCII without
-/// quotes or commas inside) separated by commas — what `precondition.rs` reads; anything else
-/// is a 400.
-const ENTITY_TAGS: &str =
-    r#"^ *(\*|(W/)?"[\x21\x23-\x2b\x2d-\x7e]*"( *, *(W/)?"[\x21\x23-\x2b\x2d-\x7e]*")*) *$"#;
+/// `If-Match` / `If-None-Match`: empty (read as absent), `*`, or entity tags (`"…"` or `W/"…"`,
+/// visible ASCII without quotes or commas inside) separated by commas, spaces and tabs around —
+/// exactly what `precondition.rs` reads; anything else is a 400.
+const ENTITY_TAGS: &str = r#"^[ \t]*(\*|(W/)?"[\x21\x23-\x2b\x2d-\x7e]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x2b\x2d-\x7e]*")*)?[ \t]*$"#;
 
 fn constrain_parameter(path: &str, parameter: &mut Value) {
     if parameter.get("in") == Some(&json!("header")) {
