@@ -359,7 +359,9 @@ fn state_event(state: &TaskState) -> TaskEventKind {
 }
 
 /// The sealer for this database: the key from `keys` (a new one only while nothing is sealed),
-/// checked against a sealed value, then every plaintext value sealed.
+/// checked against a sealed value, then every plaintext value sealed. Each read visits only the
+/// tasks with secrets (`secrets <> '{}'`: the partial index `tasks_with_secrets`), never every
+/// row.
 async fn prepare_secrets(
     conn: &mut SqliteConnection,
     keys: &dyn KeySource,
@@ -368,11 +370,13 @@ async fn prepare_secrets(
     let key = match keys.load().map_err(sealing)? {
         Some(key) => key,
         None => {
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE secrets LIKE ?")
-                .bind(&sealed)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(backend("counting sealed secrets"))?;
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tasks WHERE secrets <> '{}' AND secrets LIKE ?",
+            )
+            .bind(&sealed)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend("counting sealed secrets"))?;
             if count > 0 {
                 return Err(sealing(SecretsError::KeyMissing {
                     path: keys.location(),
@@ -383,12 +387,13 @@ async fn prepare_secrets(
         }
     };
     let sealer = Sealer::new(&key, keys.location());
-    let sample: Option<(String, String)> =
-        sqlx::query_as("SELECT id, secrets FROM tasks WHERE secrets LIKE ? LIMIT 1")
-            .bind(&sealed)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend("reading sealed secrets"))?;
+    let sample: Option<(String, String)> = sqlx::query_as(
+        "SELECT id, secrets FROM tasks WHERE secrets <> '{}' AND secrets LIKE ? LIMIT 1",
+    )
+    .bind(&sealed)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend("reading sealed secrets"))?;
     if let Some((id, stored)) = sample {
         sealer.open(&id, &stored).map_err(sealing)?;
     }
@@ -404,7 +409,7 @@ async fn seal_plaintext(conn: &mut SqliteConnection, sealer: &Sealer) -> Result<
         .await
         .map_err(backend("starting a transaction"))?;
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, secrets FROM tasks WHERE secrets LIKE '{%'")
+        sqlx::query_as("SELECT id, secrets FROM tasks WHERE secrets <> '{}' AND secrets LIKE '{%'")
             .fetch_all(&mut *tx)
             .await
             .map_err(backend("reading plaintext secrets"))?;

@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_event_kinds",
         include_str!("../migrations/0006_event_kinds.sql"),
     ),
+    (
+        "0007_tasks_with_secrets",
+        include_str!("../migrations/0007_tasks_with_secrets.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -65,7 +65,7 @@ async fn migrations_apply_once_and_reopen_keeps_data() {
         store.get_task(id).await.unwrap().state.status,
         TaskStatus::Queued
     );
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
 }
 
 #[tokio::test]
@@ -893,5 +893,42 @@ async fn a_known_queued_task_starts_as_a_transition_would_start_it() {
     assert_eq!(
         store.get_task(d).await.unwrap().state.status,
         TaskStatus::Running
+    );
+}
+
+/// Opening the store reads the secrets of the tasks that have some, through the partial index
+/// `tasks_with_secrets`: never a scan of every task (a store of many tasks opens as fast as an
+/// empty one).
+#[tokio::test]
+async fn opening_the_store_reads_only_the_tasks_with_secrets() {
+    use sqlx::{Connection, Row};
+    let (dir, store) = fresh().await;
+    store.close().await;
+    let url = format!("sqlite://{}", dir.path().join("conductor.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for query in [
+        "SELECT COUNT(*) FROM tasks WHERE secrets <> '{}' AND secrets LIKE 'x%'",
+        "SELECT id, secrets FROM tasks WHERE secrets <> '{}' AND secrets LIKE 'x%' LIMIT 1",
+        "SELECT id, secrets FROM tasks WHERE secrets <> '{}' AND secrets LIKE '{%'",
+    ] {
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {query}"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            plan.iter().any(|step| step.contains("tasks_with_secrets")),
+            "{query}: {plan:?}"
+        );
+    }
+    // The store's own three reads are these (the condition that lets SQLite use the index).
+    let source = include_str!("../src/lib.rs");
+    assert_eq!(
+        source
+            .matches("WHERE secrets <> '{}' AND secrets LIKE")
+            .count(),
+        3
     );
 }
