@@ -4,7 +4,7 @@
 //! purpose: the workspace's mount, over a socket ([`send_fd`], [`receive_fd`]).
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
@@ -25,8 +25,23 @@ pub fn send_fd(socket: &OwnedFd, fd: &OwnedFd) -> io::Result<()> {
 /// Receives one descriptor sent with [`send_fd`] (close-on-exec).
 pub fn receive_fd(socket: &OwnedFd) -> io::Result<OwnedFd> {
     let mut byte = [0u8; 1];
-    let mut data = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let (_, fds) = receive_with_fds(socket.as_fd(), &mut byte)?;
+    fds.into_iter().next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "no descriptor came (the helper gave up)",
+        )
+    })
+}
+
+/// One `recvmsg` into `buffer`: the bytes read and the descriptors that came with them (up
+/// to four, close-on-exec, owned by the caller).
+pub fn receive_with_fds(
+    socket: BorrowedFd<'_>,
+    buffer: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut data = [IoSliceMut::new(buffer)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
     let message = recvmsg::<()>(
         socket.as_raw_fd(),
         &mut data,
@@ -34,22 +49,19 @@ pub fn receive_fd(socket: &OwnedFd) -> io::Result<OwnedFd> {
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
     .map_err(io::Error::from)?;
+    let mut fds = Vec::new();
     for control in message.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = control {
-            let mut owned = fds.into_iter().map(|fd| {
-                // SAFETY: the kernel just installed these descriptors for us; nothing else
-                // owns them.
-                unsafe { OwnedFd::from_raw_fd(fd) }
-            });
-            if let Some(fd) = owned.next() {
-                return Ok(fd);
-            }
+        if let ControlMessageOwned::ScmRights(received) = control {
+            // SAFETY: the kernel just installed these descriptors for us; nothing else owns
+            // them.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "no descriptor came (the helper gave up)",
-    ))
+    Ok((message.bytes, fds))
 }
 
 /// Marks every descriptor from `first` up close-on-exec.

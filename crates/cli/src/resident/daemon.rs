@@ -1,6 +1,6 @@
 //! The resident's side: one listener, the warm executors, one task per connection.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdListener;
 use std::path::Path;
@@ -195,7 +195,7 @@ async fn connection(stream: UnixStream, executors: &Executors) -> anyhow::Result
     let std_stream = stream.into_std()?;
     std_stream.set_nonblocking(false)?;
     std_stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let (request, fds) = wire::receive_request(std_stream.as_fd())?;
+    let (request, fds) = wire::receive_request(&std_stream)?;
     std_stream.set_read_timeout(None)?;
     std_stream.set_nonblocking(true)?;
     let mut stream = UnixStream::from_std(std_stream)?;

@@ -12,12 +12,14 @@
 //! needs no version of its own.
 
 use std::collections::BTreeMap;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+use conductor_sandbox::fds::receive_with_fds;
 use conductor_types::{Bytes, Cpus, ExecutionResult, ExecutorKind, NetworkPolicy};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde::{Deserialize, Serialize};
 
 /// Largest request accepted (argv and environment included).
@@ -113,35 +115,17 @@ pub fn send_request(socket: BorrowedFd<'_>, request: &Request, fds: &[RawFd]) ->
 }
 
 /// Receives a request sent with [`send_request`] and the descriptors that came with it.
-pub fn receive_request(socket: BorrowedFd<'_>) -> io::Result<(Request, Vec<OwnedFd>)> {
+pub fn receive_request(socket: &UnixStream) -> io::Result<(Request, Vec<OwnedFd>)> {
     let mut header = [0u8; 4];
     let mut fds = Vec::new();
     let mut got = 0;
     while got < header.len() {
-        let mut data = [IoSliceMut::new(&mut header[got..])];
-        let mut space = nix::cmsg_space!([RawFd; 4]);
-        let message = recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut data,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
-        for control in message.cmsgs().map_err(io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(received) = control {
-                // SAFETY: the kernel just installed these descriptors for us; nothing else
-                // owns them.
-                fds.extend(
-                    received
-                        .into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        if message.bytes == 0 {
+        let (read, received) = receive_with_fds(socket.as_fd(), &mut header[got..])?;
+        fds.extend(received);
+        if read == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        got += message.bytes;
+        got += read;
     }
     let length = u32::from_le_bytes(header) as usize;
     if length > MAX_REQUEST {
@@ -151,21 +135,9 @@ pub fn receive_request(socket: BorrowedFd<'_>) -> io::Result<(Request, Vec<Owned
         ));
     }
     let mut body = vec![0u8; length];
-    read_exact(socket, &mut body)?;
+    (&*socket).read_exact(&mut body)?;
     let request = serde_json::from_slice(&body).map_err(io::Error::other)?;
     Ok((request, fds))
-}
-
-fn read_exact(socket: BorrowedFd<'_>, mut buffer: &mut [u8]) -> io::Result<()> {
-    while !buffer.is_empty() {
-        match nix::unistd::read(socket.as_raw_fd(), buffer) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buffer = &mut buffer[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -173,8 +145,6 @@ mod tests {
     #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
     use std::io::{Read, Seek, Write};
-    use std::os::fd::AsFd;
-    use std::os::unix::net::UnixStream;
 
     use super::*;
 
@@ -207,7 +177,7 @@ mod tests {
             let fd = file.as_raw_fd();
             move || send_request(client.as_fd(), &sent, &[fd, fd]).unwrap()
         });
-        let (received, fds) = receive_request(server.as_fd()).unwrap();
+        let (received, fds) = receive_request(&server).unwrap();
         sender.join().unwrap();
         assert_eq!(received, sent);
         assert_eq!(fds.len(), 2);
@@ -225,14 +195,14 @@ mod tests {
         client
             .write_all(&u32::try_from(MAX_REQUEST + 1).unwrap().to_le_bytes())
             .unwrap();
-        let error = receive_request(server.as_fd()).unwrap_err();
+        let error = receive_request(&server).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
 
         let (mut client, server) = UnixStream::pair().unwrap();
         client.write_all(&10u32.to_le_bytes()).unwrap();
         client.write_all(b"{\"ex").unwrap();
         drop(client);
-        let error = receive_request(server.as_fd()).unwrap_err();
+        let error = receive_request(&server).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}");
     }
 }
